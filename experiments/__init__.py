@@ -1,0 +1,1 @@
+"""Hydra apps, configs and benchmarks; the only package that imports Hydra."""

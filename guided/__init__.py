@@ -1,0 +1,26 @@
+"""Guidance rules and samplers.
+
+Every sampler runs any :class:`priors.Denoiser`, so a guidance rule written as a denoiser
+wrapper works with every sampler.
+"""
+
+from guided.ddim import DDIM, DDPM
+from guided.dpm_solver import DPMSolver
+from guided.heun import Heun
+from guided.inversion import DDIMInversion
+from guided.projection import Projection
+from guided.sampler import Sampler, initial_noise
+from guided.time import check_grid, time_grid
+
+__all__ = [
+    "DDIM",
+    "DDPM",
+    "DDIMInversion",
+    "DPMSolver",
+    "Heun",
+    "Projection",
+    "Sampler",
+    "check_grid",
+    "initial_noise",
+    "time_grid",
+]

@@ -1,0 +1,61 @@
+r"""DPM-Solver++(2M): a second-order multistep solver of the probability-flow ODE in the
+data-prediction form.
+
+With :math:`\lambda = \log(\alpha / \sigma)` and :math:`h = \lambda_s - \lambda_t`, one step
+from :math:`t` to :math:`s` is
+
+.. math:: x_s = \frac{\sigma_s}{\sigma_t} x_t + \alpha_s (1 - e^{-h}) D, \qquad
+    D = \left(1 + \frac{1}{2r}\right) \hat x_t - \frac{1}{2r} \hat x_{t'}, \quad
+    r = \frac{h'}{h},
+
+where :math:`t'` is the previous grid time and :math:`h'` the previous step's
+:math:`h`. The first step, and a last step to :math:`\sigma_s = 0` (where :math:`h` is
+infinite), use the first-order :math:`D = \hat x_t` (DDIM). One network evaluation per
+step.
+
+References:
+    | DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models
+    | (Lu et al., 2022) https://arxiv.org/abs/2211.01095 (Algorithm 2)
+"""
+
+from __future__ import annotations
+
+import math
+
+from typing import Any
+
+from torch import Tensor
+
+from guided.sampler import Sampler
+from priors import Denoiser, Generator
+
+__all__ = ["DPMSolver"]
+
+
+class DPMSolver(Sampler):
+    r"""DPM-Solver++(2M), deterministic, 1 NFE per step."""
+
+    def step(
+        self,
+        denoiser: Denoiser,
+        x_t: Tensor,
+        t: Tensor,
+        s: Tensor,
+        carry: dict[str, Any],
+        *,
+        generator: Generator = None,
+        **cond: Any,
+    ) -> Tensor:
+        alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
+        alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
+        x_hat = denoiser(x_t, t, **cond)
+        exp_minus_h = (sigma_s * alpha_t) / (alpha_s * sigma_t)
+        d = x_hat
+        h = math.inf
+        if sigma_s > 0:
+            h = -math.log(exp_minus_h)
+            if "x_hat" in carry:
+                r = carry["h"] / h
+                d = (1 + 1 / (2 * r)) * x_hat - 1 / (2 * r) * carry["x_hat"]
+        carry["x_hat"], carry["h"] = x_hat, h
+        return (sigma_s / sigma_t) * x_t + alpha_s * (1 - exp_minus_h) * d

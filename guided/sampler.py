@@ -1,0 +1,140 @@
+r"""The sampler base class: one loop for every sampler.
+
+A sampler walks a time grid :math:`t_0 > t_1 > \dots > t_N`; each subclass implements one
+transition :meth:`Sampler.step` from :math:`t` to :math:`s`, keeping any state it needs
+(multistep history, particles) in a ``carry`` dict. The loop, the optional post-step
+:class:`~guided.projection.Projection`, callbacks, the progress bar and cost accounting
+live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import abc
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from guided.projection import Projection
+from guided.time import check_grid
+from priors import Cost, Denoiser, Generator, Schedule, measure, randn
+
+__all__ = ["Sampler", "initial_noise"]
+
+
+class Sampler(abc.ABC):
+    r"""Abstract sampler.
+
+    Calling a sampler runs :meth:`step` over consecutive pairs of ``ts`` under
+    ``torch.no_grad()`` (guidance wrappers re-enable gradients where they need them).
+    Row :math:`i` of the output depends only on row :math:`i` of ``x_T`` and the noise drawn
+    for row :math:`i`.
+    """
+
+    #: Whether the sampler walks time upwards (inversion) instead of from noise to data.
+    increasing: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def step(
+        self,
+        denoiser: Denoiser,
+        x_t: Tensor,
+        t: Tensor,
+        s: Tensor,
+        carry: dict[str, Any],
+        *,
+        generator: Generator = None,
+        **cond: Any,
+    ) -> Tensor:
+        r"""One transition :math:`x_t \mapsto x_s`.
+
+        Arguments:
+            denoiser: The (possibly guided) denoiser.
+            x_t: The state at time ``t``, with shape :math:`(B, *)`.
+            t: The current time, float64 with shape :math:`()`.
+            s: The next time, float64 with shape :math:`()`.
+            carry: State kept across steps of one run (empty at the first step).
+            generator: The random stream.
+            cond: Conditioning keywords passed to the denoiser.
+
+        Returns:
+            The state at time ``s``, with shape :math:`(B, *)`.
+        """
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        denoiser: Denoiser,
+        x_T: Tensor,
+        ts: Tensor,
+        *,
+        projection: Projection | None = None,
+        callback: Callable[[int, Tensor, Tensor], None] | None = None,
+        generator: Generator = None,
+        progress: bool = False,
+        cost: Cost | None = None,
+        **cond: Any,
+    ) -> Tensor:
+        r"""Runs the sampler.
+
+        Arguments:
+            denoiser: The denoiser to sample from.
+            x_T: The initial state at time ``ts[0]``, with shape :math:`(B, *)`.
+            ts: The time grid, with shape :math:`(N + 1,)`, decreasing (increasing for
+                inversion).
+            projection: An optional correction applied after every step.
+            callback: Called as ``callback(i, s, x_s)`` after step ``i``.
+            generator: A generator, or one generator per row of ``x_T``.
+            progress: Whether to show a progress bar.
+            cost: If given, the run's per-sample network evaluations and VJPs are added to
+                it.
+            cond: Conditioning keywords passed to the denoiser.
+
+        Returns:
+            The final state at time ``ts[-1]``, with the shape of ``x_T``.
+        """
+        if not isinstance(denoiser, Denoiser):
+            raise TypeError(f"denoiser must be a priors.Denoiser, got {type(denoiser).__name__}")
+        if not isinstance(x_T, Tensor) or x_T.ndim < 1 or x_T.shape[0] < 1:
+            raise ValueError("x_T must be a tensor of shape (B, *) with B >= 1")
+        if not bool(torch.isfinite(x_T).all()):
+            raise ValueError("x_T contains NaN or Inf")
+        if projection is not None and not isinstance(projection, Projection):
+            raise TypeError("projection must be a guided.Projection")
+        per_row = generator is not None and not isinstance(generator, torch.Generator)
+        if per_row and (not isinstance(generator, Sequence) or len(generator) != x_T.shape[0]):
+            raise ValueError("generator must be a torch.Generator or one per row of x_T")
+        ts = check_grid(ts, increasing=self.increasing)
+        carry: dict[str, Any] = {}
+        x = x_T
+        with measure(cost if cost is not None else Cost(), batch=x_T.shape[0]):
+            for i in tqdm(range(ts.numel() - 1), disable=not progress, leave=False):
+                t, s = ts[i], ts[i + 1]
+                x = self.step(denoiser, x, t, s, carry, generator=generator, **cond)
+                if projection is not None:
+                    x = projection(x, s, denoiser.schedule, generator=generator)
+                if callback is not None:
+                    callback(i, s, x)
+        return x
+
+
+def initial_noise(
+    schedule: Schedule,
+    shape: Sequence[int],
+    generator: Generator = None,
+    *,
+    t: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    r"""The usual sampler start :math:`x_t = \sigma_t \epsilon`, shape ``shape``.
+
+    It neglects :math:`\alpha_t x`, which is small at :math:`t = 1`; where the prior's
+    marginal is known exactly, start from it instead.
+    """
+    _, sigma_t = schedule(t)
+    return float(sigma_t) * randn(shape, generator, dtype=dtype, device=device)

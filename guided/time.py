@@ -1,0 +1,101 @@
+r"""Time grids :math:`1 = t_0 > t_1 > \dots > t_N = 0` for samplers.
+
+- ``"uniform"``: :math:`t_i = 1 - i / N`.
+- ``"quadratic"``: :math:`t_i = (1 - i / N)^2`, denser near the data (Song et al., 2021,
+  DDIM's quadratic skip).
+- ``"karras"``: the :math:`\rho`-spacing of Karras et al. (2022) in the variance-exploding
+  noise level :math:`\tilde\sigma_t = \sigma_t / \alpha_t` of the given schedule,
+
+  .. math:: \tilde\sigma_i = \left(\tilde\sigma_{max}^{1/\rho} + \tfrac{i}{N}
+      (\tilde\sigma_{min}^{1/\rho} - \tilde\sigma_{max}^{1/\rho})\right)^\rho,
+
+  with :math:`\tilde\sigma_{max} = \tilde\sigma_1` and :math:`\tilde\sigma_{min}` =
+  ``sigma_min`` (0.002, as in the paper), mapped back to times with
+  :meth:`~priors.Schedule.time_of`, followed by a last step to :math:`t = 0`. A schedule
+  whose own :math:`\tilde\sigma_0` is at least ``sigma_min`` ends the spacing there
+  instead; on an :class:`~priors.EDMSchedule` with the same :math:`\rho` and
+  :math:`\sigma_{min}` the grid is therefore uniform in :math:`t`.
+
+References:
+    | Denoising Diffusion Implicit Models (Song et al., 2021)
+    | https://arxiv.org/abs/2010.02502
+    | Elucidating the Design Space of Diffusion-Based Generative Models (Karras et al., 2022)
+    | https://arxiv.org/abs/2206.00364
+"""
+
+from __future__ import annotations
+
+import torch
+
+from torch import Tensor
+
+from priors import Schedule
+
+__all__ = ["check_grid", "time_grid"]
+
+KINDS = ("uniform", "quadratic", "karras")
+
+
+def time_grid(
+    steps: int,
+    kind: str = "uniform",
+    *,
+    schedule: Schedule | None = None,
+    rho: float = 7.0,
+    sigma_min: float = 0.002,
+) -> Tensor:
+    r"""A decreasing float64 time grid of shape :math:`(steps + 1,)` from 1 to 0.
+
+    Arguments:
+        steps: The number :math:`N \ge 1` of sampler steps.
+        kind: ``"uniform"``, ``"quadratic"`` or ``"karras"``.
+        schedule: The schedule whose noise levels ``"karras"`` spaces (required for it).
+        rho: The exponent :math:`\rho > 0` of ``"karras"``.
+        sigma_min: The smallest non-zero noise level :math:`\tilde\sigma_{min}` of
+            ``"karras"`` (raised to the schedule's own minimum when that is larger).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    u = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
+    if kind == "uniform":
+        return u
+    if kind == "quadratic":
+        return u**2
+    if schedule is None:
+        raise ValueError("the 'karras' grid needs the schedule whose noise levels it spaces")
+    if not rho > 0:
+        raise ValueError(f"rho must be > 0, got {rho}")
+    if not 0 < sigma_min:
+        raise ValueError(f"sigma_min must be > 0, got {sigma_min}")
+    sigma_hi, sigma_lo = torch.exp(-schedule.log_snr(torch.tensor([1.0, 0.0]))).tolist()
+    if sigma_min >= sigma_hi:
+        raise ValueError(f"sigma_min={sigma_min} is not below the schedule's {sigma_hi}")
+    # The last point is t = 0; it is a rho-spaced point only when the schedule stops above
+    # sigma_min (EDM), otherwise the final step jumps from sigma_min to t = 0.
+    n = steps + 1 if sigma_lo >= sigma_min else steps
+    lo = max(sigma_lo, sigma_min) ** (1 / rho)
+    hi = sigma_hi ** (1 / rho)
+    u = torch.linspace(1, 0, n, dtype=torch.float64)
+    ts = schedule.time_of(-rho * torch.log(lo + u * (hi - lo)))
+    ts = torch.cat([ts, torch.zeros(steps + 1 - n, dtype=torch.float64)])
+    ts[0], ts[-1] = 1.0, 0.0
+    return ts
+
+
+def check_grid(ts: Tensor, increasing: bool = False) -> Tensor:
+    """Validates a sampler's time grid and returns it as float64 on the CPU."""
+    if not isinstance(ts, Tensor):
+        ts = torch.as_tensor(ts)
+    ts = ts.detach().to("cpu", torch.float64)
+    if ts.ndim != 1 or ts.numel() < 2:
+        raise ValueError(f"ts must be 1-D with at least 2 times, got shape {tuple(ts.shape)}")
+    if not bool(torch.isfinite(ts).all()) or float(ts.min()) < 0 or float(ts.max()) > 1:
+        raise ValueError("ts must be finite and lie in [0, 1]")
+    steps = ts.diff()
+    if increasing and not bool((steps > 0).all()):
+        raise ValueError("ts must be strictly increasing for this sampler")
+    if not increasing and not bool((steps < 0).all()):
+        raise ValueError("ts must be strictly decreasing (from noise to data)")
+    return ts

@@ -1,0 +1,61 @@
+r"""Cost accounting: network evaluations and vector-Jacobian products.
+
+Leaf denoisers (networks and analytic priors) record the rows they evaluate; guidance
+terms record the rows through which they back-propagate. A :func:`measure` block turns
+those row counts into a per-sample :class:`Cost` (``rows / batch``), so a classifier-free
+wrapper that evaluates a doubled batch counts two evaluations per sample, and a particle
+sampler with :math:`K` particles per sample counts :math:`K` per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+__all__ = ["Cost", "measure", "record"]
+
+
+@dataclass
+class Cost:
+    """Per-sample cost of a run.
+
+    Attributes:
+        nfe: Network evaluations per sample.
+        vjp: Vector-Jacobian products (backward passes through the network) per sample.
+    """
+
+    nfe: float = 0.0
+    vjp: float = 0.0
+
+
+@dataclass
+class _Rows:
+    nfe: int = 0
+    vjp: int = 0
+
+
+_active: ContextVar[tuple[_Rows, ...]] = ContextVar("priors_cost_meters", default=())
+
+
+def record(*, nfe_rows: int = 0, vjp_rows: int = 0) -> None:
+    """Adds evaluated rows to every open :func:`measure` block (a no-op when none is open)."""
+    for rows in _active.get():
+        rows.nfe += nfe_rows
+        rows.vjp += vjp_rows
+
+
+@contextmanager
+def measure(cost: Cost, batch: int) -> Iterator[Cost]:
+    """Adds the per-sample cost of the enclosed work to ``cost``; blocks may nest."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    rows = _Rows()
+    token = _active.set(_active.get() + (rows,))
+    try:
+        yield cost
+    finally:
+        _active.reset(token)
+        cost.nfe += rows.nfe / batch
+        cost.vjp += rows.vjp / batch

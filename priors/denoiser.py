@@ -1,0 +1,83 @@
+r"""The denoiser interface.
+
+A denoiser returns the posterior mean :math:`\hat x(x_t, t) = E[x \mid x_t]` under a
+:class:`~priors.schedules.Schedule`. Every other parametrisation (noise, score, velocity)
+follows from it through :mod:`priors.tweedie`.
+"""
+
+from __future__ import annotations
+
+import abc
+
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from priors.cost import record
+from priors.schedules import Schedule, as_time
+
+__all__ = ["Denoiser"]
+
+
+class Denoiser(nn.Module, abc.ABC):
+    r"""Abstract denoiser :math:`(x_t, t) \mapsto E[x \mid x_t]`.
+
+    Calls are checked before :meth:`forward` runs: ``x_t`` must be a tensor with a batch
+    dimension and ``t`` a time in [0, 1] of shape :math:`()` or :math:`(B,)`; ``t`` reaches
+    :meth:`forward` as a float64 tensor on ``x_t``'s device.
+
+    Leaf denoisers (networks, analytic priors) count one network evaluation per row
+    (:mod:`priors.cost`); wrappers that call another denoiser set
+    ``counts_evaluations = False``.
+
+    Arguments:
+        schedule: The noise schedule the denoiser was trained for.
+    """
+
+    counts_evaluations: ClassVar[bool] = True
+
+    def __init__(self, schedule: Schedule) -> None:
+        super().__init__()
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a priors.Schedule, got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.register_forward_pre_hook(_check_call, with_kwargs=True)
+
+    @abc.abstractmethod
+    def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
+        r"""
+        Arguments:
+            x_t: The noisy input, with shape :math:`(B, *)`.
+            t: The time, with shape :math:`()` or :math:`(B,)`.
+            cond: Conditioning keywords (e.g. ``label``) for conditional denoisers.
+
+        Returns:
+            The posterior mean :math:`E[x \mid x_t]`, with shape :math:`(B, *)`.
+        """
+
+
+def _check_call(
+    module: Denoiser, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    args, kwargs = list(args), dict(kwargs)
+    names = ("x_t", "t")
+    values = []
+    for i, name in enumerate(names):
+        if i < len(args):
+            values.append(args[i])
+        elif name in kwargs:
+            values.append(kwargs.pop(name))
+        else:
+            raise TypeError(f"{type(module).__name__} needs the argument {name!r}")
+    x_t, t = values
+    if not isinstance(x_t, Tensor) or x_t.ndim < 1:
+        raise ValueError("x_t must be a tensor with a batch dimension, shape (B, *)")
+    t = as_time(t.detach() if isinstance(t, Tensor) else t).to(x_t.device)
+    if t.ndim == 1 and t.shape[0] != x_t.shape[0]:
+        raise ValueError(
+            f"t has shape {tuple(t.shape)} but x_t has batch {x_t.shape[0]}: "
+            "t must be a scalar or have one entry per row"
+        )
+    if module.counts_evaluations:
+        record(nfe_rows=x_t.shape[0])
+    return (x_t, t, *args[2:]), kwargs

@@ -1,0 +1,89 @@
+r"""Conversions between the parametrisations of a denoiser's prediction.
+
+With :math:`x_t = \alpha_t x + \sigma_t \epsilon` and Tweedie's formula, the posterior mean
+:math:`\hat x = E[x \mid x_t]` determines the noise prediction, the score and the
+velocity:
+
+.. math::
+    \hat\epsilon = \frac{x_t - \alpha_t \hat x}{\sigma_t}, \qquad
+    \nabla_{x_t} \log p_t(x_t) = \frac{\alpha_t \hat x - x_t}{\sigma_t^2}, \qquad
+    \hat v = \alpha_t \hat\epsilon - \sigma_t \hat x.
+
+The inverse of the last one, :math:`\hat x = (\alpha_t x_t - \sigma_t \hat v) /
+(\alpha_t^2 + \sigma_t^2)`, holds for every schedule (not only variance-preserving ones).
+This module is the only place these conversions are written.
+
+References:
+    | Progressive Distillation for Fast Sampling of Diffusion Models (Salimans & Ho, 2022)
+    | https://arxiv.org/abs/2202.00512
+"""
+
+from __future__ import annotations
+
+import torch
+
+from torch import Tensor
+
+__all__ = [
+    "append_dims",
+    "eps_from_x0",
+    "score_from_x0",
+    "v_from_x0",
+    "x0_from_eps",
+    "x0_from_score",
+    "x0_from_v",
+]
+
+
+def append_dims(c: Tensor, ndim: int) -> Tensor:
+    r"""Reshapes a coefficient of shape :math:`()` or :math:`(B,)` to broadcast against a
+    tensor with ``ndim`` dimensions and batch :math:`B` first."""
+    if c.ndim > ndim:
+        raise ValueError(
+            f"cannot broadcast a coefficient of shape {tuple(c.shape)} to {ndim} dims"
+        )
+    return c.reshape(c.shape + (1,) * (ndim - c.ndim))
+
+
+def _coefficients(x_t: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> tuple[Tensor, Tensor]:
+    """Coefficients on ``x_t``'s device and dtype, broadcastable against it."""
+    return tuple(
+        append_dims(torch.as_tensor(c).to(x_t.device, x_t.dtype), x_t.ndim)
+        for c in (alpha_t, sigma_t)
+    )
+
+
+def eps_from_x0(x_t: Tensor, x_hat: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
+    """Noise prediction from the posterior mean."""
+    a, s = _coefficients(x_t, alpha_t, sigma_t)
+    return (x_t - a * x_hat) / s
+
+
+def x0_from_eps(x_t: Tensor, eps: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
+    """Posterior mean from the noise prediction."""
+    a, s = _coefficients(x_t, alpha_t, sigma_t)
+    return (x_t - s * eps) / a
+
+
+def score_from_x0(x_t: Tensor, x_hat: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
+    """Score of the noisy marginal from the posterior mean (Tweedie)."""
+    a, s = _coefficients(x_t, alpha_t, sigma_t)
+    return (a * x_hat - x_t) / s**2
+
+
+def x0_from_score(x_t: Tensor, score: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
+    """Posterior mean from the score (Tweedie's formula)."""
+    a, s = _coefficients(x_t, alpha_t, sigma_t)
+    return (x_t + s**2 * score) / a
+
+
+def v_from_x0(x_t: Tensor, x_hat: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
+    """Velocity prediction from the posterior mean."""
+    a, s = _coefficients(x_t, alpha_t, sigma_t)
+    return a * (x_t - a * x_hat) / s - s * x_hat
+
+
+def x0_from_v(x_t: Tensor, v: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
+    """Posterior mean from the velocity prediction."""
+    a, s = _coefficients(x_t, alpha_t, sigma_t)
+    return (a * x_t - s * v) / (a**2 + s**2)
