@@ -28,7 +28,7 @@ from typing import Any
 from torch import Tensor
 
 from guided.sampler import Sampler
-from priors import Denoiser, Generator, randn
+from priors import Denoiser, GeneratorLike, randn
 from priors.tweedie import eps_from_x0
 
 __all__ = ["DDIM", "DDPM"]
@@ -54,7 +54,7 @@ class DDIM(Sampler):
         s: Tensor,
         carry: dict[str, Any],
         *,
-        generator: Generator = None,
+        generator: GeneratorLike = None,
         **cond: Any,
     ) -> Tensor:
         alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))

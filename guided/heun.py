@@ -23,7 +23,7 @@ from typing import Any
 from torch import Tensor
 
 from guided.sampler import Sampler
-from priors import Denoiser, Generator
+from priors import Denoiser, GeneratorLike
 
 __all__ = ["Heun"]
 
@@ -39,7 +39,7 @@ class Heun(Sampler):
         s: Tensor,
         carry: dict[str, Any],
         *,
-        generator: Generator = None,
+        generator: GeneratorLike = None,
         **cond: Any,
     ) -> Tensor:
         alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from guided.sampler import Sampler
-from priors import Denoiser, Generator
+from priors import Denoiser, GeneratorLike
 from priors.tweedie import eps_from_x0
 
 __all__ = ["DDIMInversion"]
@@ -58,7 +58,7 @@ class DDIMInversion(Sampler):
         s: Tensor,
         carry: dict[str, Any],
         *,
-        generator: Generator = None,
+        generator: GeneratorLike = None,
         **cond: Any,
     ) -> Tensor:
         alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))

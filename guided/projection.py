@@ -11,7 +11,7 @@ import abc
 
 from torch import Tensor
 
-from priors import Generator, Schedule
+from priors import GeneratorLike, Schedule
 
 __all__ = ["Projection"]
 
@@ -21,7 +21,7 @@ class Projection(abc.ABC):
 
     @abc.abstractmethod
     def __call__(
-        self, x_s: Tensor, s: Tensor, schedule: Schedule, generator: Generator = None
+        self, x_s: Tensor, s: Tensor, schedule: Schedule, generator: GeneratorLike = None
     ) -> Tensor:
         r"""
         Arguments:

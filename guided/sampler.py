@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from guided.projection import Projection
 from guided.time import check_grid
-from priors import Cost, Denoiser, Generator, Schedule, measure, randn
+from priors import Cost, Denoiser, GeneratorLike, Schedule, measure, randn
 
 __all__ = ["Sampler", "initial_noise"]
 
@@ -47,7 +47,7 @@ class Sampler(abc.ABC):
         s: Tensor,
         carry: dict[str, Any],
         *,
-        generator: Generator = None,
+        generator: GeneratorLike = None,
         **cond: Any,
     ) -> Tensor:
         r"""One transition :math:`x_t \mapsto x_s`.
@@ -74,7 +74,7 @@ class Sampler(abc.ABC):
         *,
         projection: Projection | None = None,
         callback: Callable[[int, Tensor, Tensor], None] | None = None,
-        generator: Generator = None,
+        generator: GeneratorLike = None,
         progress: bool = False,
         cost: Cost | None = None,
         **cond: Any,
@@ -125,7 +125,7 @@ class Sampler(abc.ABC):
 def initial_noise(
     schedule: Schedule,
     shape: Sequence[int],
-    generator: Generator = None,
+    generator: GeneratorLike = None,
     *,
     t: float = 1.0,
     dtype: torch.dtype = torch.float32,

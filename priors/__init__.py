@@ -7,7 +7,7 @@ A prior is a :class:`Denoiser` returning :math:`E[x \\mid x_t]` under its
 from priors.cost import Cost, measure, record
 from priors.denoiser import Denoiser
 from priors.gmm import GaussianMixture
-from priors.random import Generator, randn
+from priors.random import GeneratorLike, randn
 from priors.schedules import (
     CosineSchedule,
     DiscreteSchedule,
@@ -24,7 +24,7 @@ __all__ = [
     "DiscreteSchedule",
     "EDMSchedule",
     "GaussianMixture",
-    "Generator",
+    "GeneratorLike",
     "LinearSchedule",
     "Schedule",
     "as_time",

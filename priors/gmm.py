@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from priors.denoiser import Denoiser
-from priors.random import Generator, randn
+from priors.random import GeneratorLike, randn
 from priors.schedules import Schedule
 from priors.tweedie import append_dims
 
@@ -162,7 +162,7 @@ class GaussianMixture(Denoiser):
         with shape :math:`(B, K)` in float64."""
         return torch.softmax(self._marginal(x, t), dim=-1)
 
-    def sample(self, n: int, generator: Generator = None) -> Tensor:
+    def sample(self, n: int, generator: GeneratorLike = None) -> Tensor:
         r"""Exact samples, with shape :math:`(n, D)` in float64."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")

@@ -14,14 +14,14 @@ import torch
 
 from torch import Tensor
 
-__all__ = ["Generator", "randn"]
+__all__ = ["GeneratorLike", "randn"]
 
-Generator = torch.Generator | Sequence[torch.Generator] | None
+GeneratorLike = torch.Generator | Sequence[torch.Generator] | None
 
 
 def randn(
     shape: Sequence[int],
-    generator: Generator = None,
+    generator: GeneratorLike = None,
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
