@@ -1,0 +1,182 @@
+r"""Forward operators :math:`x \mapsto A(x)`.
+
+Capabilities grow with the type, and guidance rules state the type they need:
+
+- :class:`Operator`: any map, with a vector-Jacobian product :math:`J_A(x)^\top v` by autograd
+  (or an error for black boxes, ``differentiable = False``).
+- :class:`LinearOperator`: an explicit adjoint :math:`A^\top`, and the pseudo-inverse
+  :math:`A^+ y` by conjugate gradients on the normal equations.
+- :class:`SVDOperator`: :math:`A = U \operatorname{diag}(s) V^\top` with orthonormal
+  :math:`U, V`, hence closed-form forward, adjoint and pseudo-inverse.
+
+In an :class:`SVDOperator` the *spectral* space is the output of :math:`V^\top`, of
+dimension :math:`d_x`; the singular values ``singulars`` broadcast against it and are 0 on
+unobserved directions. :math:`U` maps the spectral space onto the measurement space (it
+reads only the observed coordinates) and :math:`U^\top` embeds measurements into it, so
+:math:`U U^\top = I` and :math:`U^\top U` projects onto the observed coordinates.
+
+Operators are pure: applying one never changes it. Inputs are checked against the
+operator's per-sample shapes ``in_shape`` and ``out_shape``.
+"""
+
+from __future__ import annotations
+
+import abc
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+
+from torch import Tensor, nn
+
+from operators.linalg import cg
+
+__all__ = [
+    "LinearOperator",
+    "NotDifferentiableError",
+    "Operator",
+    "SVDOperator",
+    "check_shape",
+]
+
+
+class NotDifferentiableError(TypeError):
+    """Raised when a derivative is asked of an operator that has none."""
+
+
+def check_shape(x: Tensor, shape: tuple[int, ...], name: str) -> None:
+    """Checks that ``x`` is a finite batch of tensors of per-sample shape ``shape``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+        raise ValueError(
+            f"{name} must have shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}"
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+
+
+class Operator(nn.Module, abc.ABC):
+    r"""A forward operator :math:`A` from :math:`(B, *in\_shape)` to :math:`(B, *out\_shape)`.
+
+    Subclasses implement :meth:`apply`; calling the operator checks the input's shape and
+    values first.
+
+    Arguments:
+        in_shape: The shape of one input, e.g. :math:`(C, H, W)`.
+        out_shape: The shape of one measurement.
+    """
+
+    #: False for black boxes: :meth:`vjp` then raises :class:`NotDifferentiableError`.
+    differentiable: ClassVar[bool] = True
+
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.in_shape = tuple(int(n) for n in in_shape)
+        self.out_shape = tuple(int(n) for n in out_shape)
+
+    @abc.abstractmethod
+    def apply(self, x: Tensor) -> Tensor:
+        """:math:`A(x)` for a checked input of shape :math:`(B, *in\\_shape)`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        r""":math:`A(x)`, with shape :math:`(B, *out\_shape)`."""
+        check_shape(x, self.in_shape, "x")
+        return self.apply(x)
+
+    def vjp(self, x: Tensor, v: Tensor) -> Tensor:
+        r"""The vector-Jacobian product :math:`J_A(x)^\top v`, with the shape of ``x``."""
+        if not self.differentiable:
+            raise NotDifferentiableError(
+                f"{type(self).__name__} is not differentiable: use a derivative-free guidance "
+                "rule (ensemble Kalman, zeroth-order smoothing or a learned surrogate "
+                "likelihood) instead of one that needs vector-Jacobian products"
+            )
+        check_shape(v, self.out_shape, "v")
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self(x), x, v)
+        return g
+
+
+class LinearOperator(Operator):
+    r"""A linear operator with an explicit adjoint.
+
+    Subclasses implement :meth:`apply` and :meth:`apply_adjoint`; :meth:`pinv` defaults to
+    ``iterations`` steps of conjugate gradients on :math:`A^\top A x = A^\top y` from 0,
+    which converge to :math:`A^+ y`.
+    """
+
+    #: Conjugate-gradient iterations of the default :meth:`pinv`.
+    pinv_iterations: ClassVar[int] = 200
+
+    @abc.abstractmethod
+    def apply_adjoint(self, y: Tensor) -> Tensor:
+        r""":math:`A^\top y` for a checked measurement of shape :math:`(B, *out\_shape)`."""
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        r""":math:`A^\top y`, with shape :math:`(B, *in\_shape)`."""
+        check_shape(y, self.out_shape, "y")
+        return self.apply_adjoint(y)
+
+    def vjp(self, x: Tensor, v: Tensor) -> Tensor:
+        r""":math:`J_A(x)^\top v = A^\top v` for a linear operator."""
+        check_shape(x, self.in_shape, "x")
+        return self.adjoint(v)
+
+    def gram(self, x: Tensor) -> Tensor:
+        r""":math:`A^\top A x`."""
+        return self.apply_adjoint(self.apply(x))
+
+    def pinv(self, y: Tensor) -> Tensor:
+        r"""The pseudo-inverse :math:`A^+ y`, with shape :math:`(B, *in\_shape)`."""
+        check_shape(y, self.out_shape, "y")
+        return cg(self.gram, self.apply_adjoint(y), iterations=self.pinv_iterations)
+
+
+class SVDOperator(LinearOperator):
+    r"""A linear operator given by its singular value decomposition
+    :math:`A = U \operatorname{diag}(s) V^\top` (see the module docstring for the spectral
+    space). Subclasses implement :meth:`U`, :meth:`Ut`, :meth:`V`, :meth:`Vt` and the
+    property :attr:`singulars`.
+    """
+
+    #: Singular values below this are treated as 0 by :meth:`pinv`.
+    rcond: ClassVar[float] = 1e-6
+
+    @property
+    @abc.abstractmethod
+    def singulars(self) -> Tensor:
+        """The singular values, broadcastable against the spectral space (0 = unobserved)."""
+
+    @abc.abstractmethod
+    def U(self, z: Tensor) -> Tensor:
+        """Spectral coordinates to measurements (reads the observed coordinates only)."""
+
+    @abc.abstractmethod
+    def Ut(self, y: Tensor) -> Tensor:
+        """Measurements to spectral coordinates (0 on unobserved ones)."""
+
+    @abc.abstractmethod
+    def V(self, z: Tensor) -> Tensor:
+        """Spectral coordinates to the input space (orthonormal)."""
+
+    @abc.abstractmethod
+    def Vt(self, x: Tensor) -> Tensor:
+        """The input space to spectral coordinates (orthonormal)."""
+
+    def apply(self, x: Tensor) -> Tensor:
+        return self.U(self.singulars * self.Vt(x))
+
+    def apply_adjoint(self, y: Tensor) -> Tensor:
+        return self.V(self.singulars * self.Ut(y))
+
+    def gram(self, x: Tensor) -> Tensor:
+        return self.V(self.singulars**2 * self.Vt(x))
+
+    def pinv(self, y: Tensor) -> Tensor:
+        check_shape(y, self.out_shape, "y")
+        s = self.singulars
+        s_inv = torch.where(s.abs() > self.rcond, 1 / s.where(s.abs() > self.rcond, 1), 0)
+        return self.V(s_inv * self.Ut(y))
