@@ -20,12 +20,11 @@ import numpy as np
 import pytest
 import torch
 
-from scipy.integrate import solve_ivp
-
 import guided
 import priors
 
 from experiments.metrics import random_directions, sliced_wasserstein
+from experiments.sampler_accuracy import probability_flow
 from tests.conftest import SCHEDULES, well_separated_mixture
 
 N = 4000
@@ -118,34 +117,11 @@ def test_sw_bound_detects_a_biased_sampler(linear_case):
     assert null.sw(x) > null.bound
 
 
-def probability_flow_reference(prior, x_T):
-    """High-accuracy probability-flow solution on an EDM schedule (alpha = 1), solved by
-    scipy's DOP853 in lambda = log(alpha / sigma): dx / dlambda = E[x | x_t] - x."""
-    schedule = prior.schedule
-    lam_start, lam_end = float(schedule.log_snr(1.0)), float(schedule.log_snr(0.0))
-
-    def velocity(lam, y):
-        t = schedule.time_of(torch.tensor(lam, dtype=torch.float64))
-        x = torch.from_numpy(y).reshape(x_T.shape)
-        return (prior(x, t) - x).flatten().numpy()
-
-    sol = solve_ivp(
-        velocity,
-        (lam_start, lam_end),
-        x_T.flatten().numpy(),
-        method="DOP853",
-        rtol=1e-10,
-        atol=1e-10,
-    )
-    assert sol.success
-    return torch.from_numpy(sol.y[:, -1]).reshape(x_T.shape)
-
-
 def test_dpm_solver_beats_ddim_against_the_probability_flow():
     prior = well_separated_mixture(2, priors.EDMSchedule())
     g = torch.Generator().manual_seed(0)
     x_T = 80.0 * torch.randn(64, 2, generator=g, dtype=torch.float64)
-    reference = probability_flow_reference(prior, x_T)
+    reference = probability_flow(prior, x_T)
 
     def error(sampler, steps):
         x = sampler(prior, x_T, guided.time_grid(steps))
