@@ -13,7 +13,8 @@ In an :class:`SVDOperator` the *spectral* space is the output of :math:`V^\top`,
 dimension :math:`d_x`; the singular values ``singulars`` broadcast against it and are 0 on
 unobserved directions. :math:`U` maps the spectral space onto the measurement space (it
 reads only the observed coordinates) and :math:`U^\top` embeds measurements into it, so
-:math:`U U^\top = I` and :math:`U^\top U` projects onto the observed coordinates.
+:math:`U^\top U` projects onto the observed coordinates and :math:`U U^\top` onto the range
+of :math:`A` (the identity when :math:`A` has full row rank).
 
 Operators are pure: applying one never changes it. Inputs are checked against the
 operator's per-sample shapes ``in_shape`` and ``out_shape``.
@@ -104,7 +105,7 @@ class LinearOperator(Operator):
     r"""A linear operator with an explicit adjoint.
 
     Subclasses implement :meth:`apply` and :meth:`apply_adjoint`; :meth:`pinv` defaults to
-    ``iterations`` steps of conjugate gradients on :math:`A^\top A x = A^\top y` from 0,
+    ``pinv_iterations`` steps of conjugate gradients on :math:`A^\top A x = A^\top y` from 0,
     which converge to :math:`A^+ y`.
     """
 
@@ -166,17 +167,23 @@ class SVDOperator(LinearOperator):
     def Vt(self, x: Tensor) -> Tensor:
         """The input space to spectral coordinates (orthonormal)."""
 
+    def scale(self, z: Tensor, power: int = 1) -> Tensor:
+        r""":math:`s^{power} z` in the spectral space, in ``z``'s dtype and device (the
+        singular values are stored in float64 and must not promote the data)."""
+        return self.singulars.to(z.device, z.dtype) ** power * z
+
     def apply(self, x: Tensor) -> Tensor:
-        return self.U(self.singulars * self.Vt(x))
+        return self.U(self.scale(self.Vt(x)))
 
     def apply_adjoint(self, y: Tensor) -> Tensor:
-        return self.V(self.singulars * self.Ut(y))
+        return self.V(self.scale(self.Ut(y)))
 
     def gram(self, x: Tensor) -> Tensor:
-        return self.V(self.singulars**2 * self.Vt(x))
+        return self.V(self.scale(self.Vt(x), power=2))
 
     def pinv(self, y: Tensor) -> Tensor:
         check_shape(y, self.out_shape, "y")
-        s = self.singulars
-        s_inv = torch.where(s.abs() > self.rcond, 1 / s.where(s.abs() > self.rcond, 1), 0)
-        return self.V(s_inv * self.Ut(y))
+        z = self.Ut(y)
+        s = self.singulars.to(z.device, z.dtype)
+        kept = s.abs() > self.rcond
+        return self.V(torch.where(kept, 1 / s.where(kept, 1), 0) * z)

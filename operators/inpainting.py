@@ -47,12 +47,6 @@ class Inpainting(SVDOperator):
     def singulars(self) -> Tensor:
         return self.mask
 
-    def apply(self, x: Tensor) -> Tensor:
-        return self.mask.to(x.dtype) * x
-
-    def apply_adjoint(self, y: Tensor) -> Tensor:
-        return self.mask.to(y.dtype) * y
-
     def U(self, z: Tensor) -> Tensor:
         return z
 

@@ -126,6 +126,14 @@ def test_average_pool_and_colorization_values():
     torch.testing.assert_close(operators.Colorization((3, 2, 2))(rgb), gray)
 
 
+@pytest.mark.parametrize("name", LINEAR)
+def test_float32_stays_float32(name):
+    op, shape = EXAMPLES[name]
+    x, y = _random(shape, 0).float(), _random(op.out_shape, 1).float()
+    for out in (op(x), op.adjoint(y), op.pinv(y), op.gram(x)):
+        assert out.dtype == torch.float32
+
+
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_applying_an_operator_leaves_it_unchanged(name):
     op, shape = EXAMPLES[name]
