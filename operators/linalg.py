@@ -18,7 +18,7 @@ import torch
 
 from torch import Tensor
 
-__all__ = ["batch_dot", "cg"]
+__all__ = ["batch_dot", "cg", "project_simplex"]
 
 
 def batch_dot(a: Tensor, b: Tensor) -> Tensor:
@@ -58,3 +58,21 @@ def cg(matvec: Callable[[Tensor], Tensor], b: Tensor, iterations: int = 64) -> T
 
 def _rows(c: Tensor, like: Tensor) -> Tensor:
     return c.reshape(c.shape + (1,) * (like.ndim - 1))
+
+
+def project_simplex(v: Tensor) -> Tensor:
+    r"""The Euclidean projection of each row (last axis) of ``v`` onto the probability simplex
+    :math:`\{p : p_i \geq 0, \sum_i p_i = 1\}`, by the sort-based algorithm of
+    Duchi et al. (2008): :math:`p = (v - \tau)_+` with the threshold :math:`\tau` that makes
+    the sum 1.
+
+    References:
+        | Efficient Projections onto the l1-Ball for Learning in High Dimensions
+        | (Duchi et al., 2008) https://doi.org/10.1145/1390156.1390191
+    """
+    u = torch.sort(v, dim=-1, descending=True).values
+    cumulative = u.cumsum(-1) - 1
+    k = torch.arange(1, v.shape[-1] + 1, device=v.device, dtype=v.dtype)
+    support = (u - cumulative / k > 0).sum(-1, keepdim=True)
+    tau = cumulative.gather(-1, support - 1) / support.to(v.dtype)
+    return (v - tau).clamp_min(0)

@@ -1,0 +1,124 @@
+r"""Non-differentiable operators: their Jacobian is zero almost everywhere or does not exist
+in torch at all, so they declare ``differentiable = False`` and guidance must be
+derivative-free (ensemble Kalman, zeroth-order smoothing, learned surrogate likelihoods).
+
+- :class:`Quantization`: :math:`y = \operatorname{round}(x)` on :math:`L` evenly spaced levels
+  of :math:`[-1, 1]` (values outside are clipped first).
+- :class:`JPEG`: encode and decode with libjpeg through Pillow at a given quality.
+- :class:`BlackBox`: any numpy function of a batch, e.g. a simulator or a legacy pipeline.
+"""
+
+from __future__ import annotations
+
+import io
+
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from PIL import Image
+from torch import Tensor
+
+from operators.base import Operator
+
+__all__ = ["JPEG", "BlackBox", "Quantization"]
+
+
+class Quantization(Operator):
+    r"""Uniform quantization of :math:`[-1, 1]` to ``levels`` values (clip, then round).
+
+    Arguments:
+        in_shape: The input shape (the output has the same shape).
+        levels: The number of levels :math:`L \geq 2` (e.g. 8 for 3 bits).
+    """
+
+    differentiable: ClassVar[bool] = False
+
+    def __init__(self, in_shape: Sequence[int], levels: int = 8) -> None:
+        if int(levels) != levels or levels < 2:
+            raise ValueError(f"levels must be an integer >= 2, got {levels}")
+        super().__init__(in_shape, in_shape)
+        self.levels = int(levels)
+
+    def apply(self, x: Tensor) -> Tensor:
+        step = 2 / (self.levels - 1)
+        return torch.round((x.clamp(-1, 1) + 1) / step) * step - 1
+
+
+class JPEG(Operator):
+    r"""JPEG compression: the image in :math:`[-1, 1]` is clipped, rounded to 8 bits,
+    encoded at ``quality`` and decoded.
+
+    Arguments:
+        in_shape: :math:`(C, H, W)` with :math:`C \in \{1, 3\}`.
+        quality: The libjpeg quality, 1 to 100.
+    """
+
+    differentiable: ClassVar[bool] = False
+
+    def __init__(self, in_shape: Sequence[int], quality: int = 50) -> None:
+        if len(in_shape) != 3 or in_shape[0] not in (1, 3):
+            raise ValueError(f"JPEG needs images of shape (1 or 3, H, W), got {tuple(in_shape)}")
+        if int(quality) != quality or not 1 <= quality <= 100:
+            raise ValueError(f"quality must be an integer in [1, 100], got {quality}")
+        super().__init__(in_shape, in_shape)
+        self.quality = int(quality)
+
+    def _roundtrip(self, pixels: np.ndarray) -> np.ndarray:
+        """One uint8 image (H, W, C) through the codec."""
+        image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=self.quality)
+        decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
+        return decoded.reshape(pixels.shape)
+
+    def apply(self, x: Tensor) -> Tensor:
+        pixels = torch.round((x.detach().clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
+        pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
+        decoded = np.stack([self._roundtrip(p) for p in pixels])
+        out = torch.from_numpy(decoded).permute(0, 3, 1, 2)
+        return out.to(x.device, x.dtype) / 127.5 - 1
+
+
+class BlackBox(Operator):
+    r"""Any numpy function as an operator.
+
+    Arguments:
+        function: Maps a float64 array of shape :math:`(B, *in\_shape)` to an array of shape
+            :math:`(B, *out\_shape)` (or one sample to one measurement when ``batched`` is
+            false). It must be a function: the same input gives the same output.
+        in_shape: The input's per-sample shape.
+        out_shape: The measurement's per-sample shape.
+        batched: Whether ``function`` takes a whole batch.
+    """
+
+    differentiable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        function: Callable[[np.ndarray], np.ndarray],
+        in_shape: Sequence[int],
+        out_shape: Sequence[int],
+        batched: bool = True,
+    ) -> None:
+        if not callable(function):
+            raise TypeError(f"function must be callable, got {type(function).__name__}")
+        super().__init__(in_shape, out_shape)
+        self.function, self.batched = function, bool(batched)
+
+    def apply(self, x: Tensor) -> Tensor:
+        array = x.detach().cpu().to(torch.float64).numpy()
+        if self.batched:
+            out = np.asarray(self.function(array))
+        else:
+            out = np.stack([np.asarray(self.function(sample)) for sample in array])
+        expected = (x.shape[0], *self.out_shape)
+        if out.shape != expected:
+            raise ValueError(
+                f"the black-box function returned shape {out.shape}, expected {expected}"
+            )
+        if not np.issubdtype(out.dtype, np.number) or not np.isfinite(out).all():
+            raise ValueError("the black-box function returned NaN, Inf or non-numbers")
+        return torch.as_tensor(out, dtype=x.dtype, device=x.device)
