@@ -4,6 +4,7 @@ Every sampler runs any :class:`priors.Denoiser`, so a guidance rule written as a
 wrapper works with every sampler.
 """
 
+from guided.cfg import ClassifierFree
 from guided.ddim import DDIM, DDPM
 from guided.dpm_solver import DPMSolver
 from guided.heun import Heun
@@ -15,6 +16,7 @@ from guided.time import check_grid, time_grid
 __all__ = [
     "DDIM",
     "DDPM",
+    "ClassifierFree",
     "DDIMInversion",
     "DPMSolver",
     "Heun",

@@ -4,9 +4,11 @@ A prior is a :class:`Denoiser` returning :math:`E[x \\mid x_t]` under its
 :class:`Schedule`. ``priors`` never imports ``operators`` or ``guided``.
 """
 
+from priors.classifier import Classifier
 from priors.cost import Cost, measure, record
 from priors.denoiser import Denoiser
 from priors.gmm import GaussianMixture
+from priors.network import UNetDenoiser
 from priors.random import GeneratorLike, randn
 from priors.schedules import (
     CosineSchedule,
@@ -16,8 +18,11 @@ from priors.schedules import (
     Schedule,
     as_time,
 )
+from priors.unet import UNet, attention_layers, record_attention
+from priors.weights import available, load, load_classifier
 
 __all__ = [
+    "Classifier",
     "CosineSchedule",
     "Cost",
     "Denoiser",
@@ -27,8 +32,15 @@ __all__ = [
     "GeneratorLike",
     "LinearSchedule",
     "Schedule",
+    "UNet",
+    "UNetDenoiser",
     "as_time",
+    "attention_layers",
+    "available",
+    "load",
+    "load_classifier",
     "measure",
     "randn",
     "record",
+    "record_attention",
 ]

@@ -1,0 +1,81 @@
+r"""A trained network as a :class:`~priors.denoiser.Denoiser`.
+
+:class:`UNetDenoiser` wraps a :class:`~priors.unet.UNet` trained to predict the velocity
+:math:`v = \alpha_t \epsilon - \sigma_t x` (Salimans & Ho, 2022), whose error is balanced
+across noise levels, and returns :math:`\hat x` through :func:`priors.tweedie.x0_from_v`.
+Class-conditional networks take ``label`` (long, shape :math:`(B,)`); ``label=None`` and
+negative entries ask for the unconditional prediction the network learned through condition
+dropout (Ho & Salimans, 2022), so one network serves classifier-free guidance.
+
+References:
+    | Progressive Distillation for Fast Sampling of Diffusion Models (Salimans & Ho, 2022)
+    | https://arxiv.org/abs/2202.00512
+    | Classifier-Free Diffusion Guidance (Ho & Salimans, 2022) https://arxiv.org/abs/2207.12598
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from torch import Tensor
+
+from priors.denoiser import Denoiser
+from priors.schedules import Schedule
+from priors.tweedie import x0_from_v
+from priors.unet import UNet
+
+__all__ = ["UNetDenoiser", "check_label"]
+
+
+def check_label(label: Tensor | int | None, batch: int, num_classes: int) -> Tensor | None:
+    r"""Validates class labels: ``None``, an int, or a long tensor :math:`(B,)` with entries
+    in :math:`[0, \text{num\_classes})` or negative (unconditional rows)."""
+    if label is None:
+        return None
+    if not num_classes:
+        raise ValueError("this prior is unconditional: it takes no label")
+    label = torch.as_tensor(label)
+    if label.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
+        raise TypeError(f"label must hold integers, got {label.dtype}")
+    if label.ndim == 0:
+        label = label.expand(batch)
+    if label.shape != (batch,):
+        raise ValueError(f"label must have shape ({batch},), got {tuple(label.shape)}")
+    if bool((label >= num_classes).any()):
+        raise ValueError(f"labels must be < num_classes = {num_classes}, got {label.max()}")
+    return label.long()
+
+
+class UNetDenoiser(Denoiser):
+    r"""A v-prediction U-Net as a denoiser.
+
+    Arguments:
+        network: The U-Net (input and output channels equal to the data's).
+        schedule: The schedule it was trained with.
+        shape: One sample's shape :math:`(C, H, W)`; for fully convolutional networks any
+            :math:`H, W` divisible by the network's factor also work.
+    """
+
+    def __init__(self, network: UNet, schedule: Schedule, shape: Sequence[int]) -> None:
+        super().__init__(schedule)
+        self.network = network
+        self.shape = tuple(int(n) for n in shape)
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes (0 for an unconditional prior)."""
+        return self.network.num_classes
+
+    def forward(self, x_t: Tensor, t: Tensor, label: Tensor | int | None = None) -> Tensor:
+        if x_t.ndim != 4 or x_t.shape[1] != self.shape[0]:
+            raise ValueError(
+                f"x_t must have shape (B, {self.shape[0]}, H, W), got {tuple(x_t.shape)}"
+            )
+        label = check_label(label, x_t.shape[0], self.num_classes)
+        if label is not None:
+            label = label.to(x_t.device)
+        dtype = next(self.network.parameters()).dtype
+        v = self.network(x_t.to(dtype), t.expand(x_t.shape[0]), label).to(x_t.dtype)
+        return x0_from_v(x_t, v, *self.schedule(t))

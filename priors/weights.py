@@ -1,0 +1,165 @@
+r"""Weights we ship, and the one way to read and write them: safetensors files whose
+metadata holds the architecture, so loading is one call and never unpickles code.
+
+A weight file ``<name>.safetensors`` has the metadata keys ``kind`` (``denoiser`` or
+``classifier``) and ``config`` (JSON: the :class:`~priors.unet.UNet` arguments, the schedule,
+the data shape, the classes), and its tensors are the module's ``state_dict``. A card
+``<name>.md`` beside it says what data, split and command produced it and what it scores.
+
+:func:`load` and :func:`load_classifier` read the shipped files in ``priors/weights``;
+:func:`read` reads any file written by :func:`save`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from priors.classifier import Classifier
+from priors.network import UNetDenoiser
+from priors.schedules import CosineSchedule, EDMSchedule, LinearSchedule, Schedule
+from priors.unet import UNet
+
+__all__ = [
+    "WEIGHTS",
+    "available",
+    "load",
+    "load_classifier",
+    "load_state_strict",
+    "read",
+    "save",
+]
+
+#: The folder of the shipped weight files.
+WEIGHTS = Path(__file__).parent / "weights"
+
+_SCHEDULES: dict[str, type[Schedule]] = {
+    "cosine": CosineSchedule,
+    "linear": LinearSchedule,
+    "edm": EDMSchedule,
+}
+
+
+def _schedule(config: dict[str, Any]) -> Schedule:
+    config = dict(config)
+    name = config.pop("name")
+    if name not in _SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; known: {sorted(_SCHEDULES)}")
+    return _SCHEDULES[name](**config)
+
+
+def build(kind: str, config: dict[str, Any]) -> nn.Module:
+    """The (untrained) module a weight file's metadata describes."""
+    if kind == "denoiser":
+        network = UNet(**config["network"])
+        return UNetDenoiser(network, _schedule(config["schedule"]), config["shape"])
+    if kind == "classifier":
+        encoder = UNet(**config["network"], encoder_only=True)
+        schedule = None if config.get("schedule") is None else _schedule(config["schedule"])
+        return Classifier(encoder, config["num_classes"], schedule)
+    raise ValueError(f"unknown weight kind {kind!r}; expected 'denoiser' or 'classifier'")
+
+
+def save(module: nn.Module, path: str | Path, kind: str, config: dict[str, Any]) -> Path:
+    """Writes ``module``'s weights and the config that rebuilds it, atomically (a temporary
+    file in the same folder, then a rename), and checks that the file reads back."""
+    path = Path(path)
+    build(kind, config).load_state_dict(module.state_dict())  # the config must fit
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    metadata = {"kind": kind, "config": json.dumps(config, sort_keys=True)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_state_strict(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Loads ``tensors`` into ``module`` after checking that the keys and shapes match and
+    the values are finite; the error names ``path`` and the mismatches."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = [
+        f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"{path} does not match its architecture: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, shape mismatches {shapes[:5]}"
+        )
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{path} has NaN or Inf in {bad[:5]}")
+    module.load_state_dict(tensors)
+
+
+def read(path: str | Path, kind: str | None = None) -> nn.Module:
+    """Rebuilds the module saved in ``path`` (in eval mode, float32, on the CPU).
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ValueError: if the file is not a readable safetensors file, lacks the metadata, is
+            of another ``kind``, or its tensors do not match the architecture (the message
+            names the file and the mismatching keys or shapes).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weight file {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
+    if "kind" not in metadata or "config" not in metadata:
+        raise ValueError(f"{path} lacks the 'kind' and 'config' metadata of a weight file")
+    if kind is not None and metadata["kind"] != kind:
+        raise ValueError(f"{path} holds a {metadata['kind']}, not a {kind}")
+    try:
+        module = build(metadata["kind"], json.loads(metadata["config"]))
+    except (TypeError, KeyError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} has a config that builds no module: {error}") from error
+    load_state_strict(module, tensors, path)
+    return module.eval()
+
+
+def available() -> list[str]:
+    """The names of the shipped weight files."""
+    return sorted(p.stem for p in WEIGHTS.glob("*.safetensors"))
+
+
+def load(name: str) -> UNetDenoiser:
+    """A shipped prior by name (``"digits"``, ``"textures"``), ready to sample."""
+    path = WEIGHTS / f"{name}.safetensors"
+    if not path.is_file():
+        raise ValueError(f"no shipped prior {name!r}; available: {available()}")
+    return read(path, kind="denoiser")
+
+
+def load_classifier(name: str, noisy: bool) -> Classifier:
+    """The shipped classifier for the data of prior ``name``: noise-conditional
+    (``noisy=True``, for classifier guidance) or clean (for evaluation)."""
+    stem = f"{name}-classifier{'-noisy' if noisy else ''}"
+    path = WEIGHTS / f"{stem}.safetensors"
+    if not path.is_file():
+        raise ValueError(f"no shipped classifier {stem!r}; available: {available()}")
+    return read(path, kind="classifier")

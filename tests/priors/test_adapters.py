@@ -1,0 +1,133 @@
+"""Published-checkpoint loaders (tiny random checkpoints built and saved here) and the
+deepinv denoiser adapter."""
+
+import pytest
+import torch
+
+import priors
+
+from priors.adapters import DeepinvDenoiser, load_adm, load_diffusers
+
+
+def _gaussian_prior(d=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(d, d, generator=g, dtype=torch.float64)
+    cov = a @ a.T / d + 0.1 * torch.eye(d, dtype=torch.float64)
+    mean = 0.3 * torch.randn(d, generator=g, dtype=torch.float64)
+    return (
+        priors.GaussianMixture(torch.ones(1), mean[None], cov[None], priors.LinearSchedule()),
+        mean,
+        cov,
+    )
+
+
+def test_deepinv_denoiser_is_the_exact_posterior_mean_in_zero_one_units():
+    prior, mean, cov = _gaussian_prior()
+    g = torch.Generator().manual_seed(1)
+    x01 = torch.rand(4, 6, generator=g, dtype=torch.float64)
+    sigma01 = torch.tensor([0.02, 0.05, 0.1, 0.2], dtype=torch.float64)
+    y01 = x01 + sigma01[:, None] * torch.randn(4, 6, generator=g, dtype=torch.float64)
+    out = DeepinvDenoiser(prior)(y01, sigma01[:, None])
+    # in [-1, 1]: y = 2 y01 - 1 = x + 2 sigma01 n, E[x | y] by the Gaussian formula
+    y, s2 = 2 * y01 - 1, (2 * sigma01) ** 2
+    expected = torch.stack(
+        [
+            mean
+            + cov
+            @ torch.linalg.solve(cov + s2[i] * torch.eye(6, dtype=torch.float64), y[i] - mean)
+            for i in range(4)
+        ]
+    )
+    torch.testing.assert_close(out, (expected + 1) / 2, rtol=1e-6, atol=1e-6)
+    # one scalar sigma for the whole batch, as deepinv's DPS passes it
+    scalar = DeepinvDenoiser(prior)(y01, torch.tensor(0.05, dtype=torch.float64))
+    torch.testing.assert_close(scalar[1], out[1], rtol=1e-6, atol=1e-6)
+
+
+def test_deepinv_denoiser_is_functorch_safe():
+    prior, _, _ = _gaussian_prior()
+    model = DeepinvDenoiser(prior)
+    x = torch.rand(3, 6, dtype=torch.float64)
+    sigma = torch.full((3, 1), 0.1, dtype=torch.float64)
+    out, vjp = torch.func.vjp(lambda z: model(z, sigma), x)
+    (grad,) = vjp(torch.ones_like(out))
+    assert grad.shape == x.shape and bool(torch.isfinite(grad).all())
+    with pytest.raises(ValueError, match="one per row"):
+        model(x, torch.ones(2))
+    with pytest.raises(TypeError, match="Denoiser"):
+        DeepinvDenoiser(torch.nn.Identity())
+
+
+def test_deepinv_dps_runs_on_our_prior():
+    import deepinv
+
+    prior = priors.load("digits")
+    model = DeepinvDenoiser(prior, label=torch.tensor([3]))
+    physics = deepinv.physics.Inpainting(
+        (1, 16, 16), mask=0.5, rng=torch.Generator().manual_seed(0)
+    )
+    x01 = torch.full((1, 1, 16, 16), 0.1)
+    y = physics(x01)
+    dps = deepinv.sampling.DPS(
+        model, num_steps=5, dtype=torch.float32, rng=torch.Generator().manual_seed(0)
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        out = dps(y, physics)
+    assert out.shape == x01.shape and bool(torch.isfinite(out).all())
+
+
+def test_adm_checkpoint_matches_the_raw_model(tmp_path):
+    from deepinv.models import DiffUNet
+
+    torch.manual_seed(0)
+    raw = DiffUNet(in_channels=3, out_channels=3, pretrained=None).eval()
+    path = tmp_path / "adm.pt"
+    torch.save(raw.state_dict(), path)
+    denoiser = load_adm(path, image_size=32)
+    x_t = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    n = 400  # discrete step n sits at t = n / 1000 and is embedding index n - 1
+    t = torch.tensor(n / 1000, dtype=torch.float64)
+    with torch.no_grad():
+        eps = raw.forward_diffusion(x_t, torch.full((2,), n - 1.0))[:, :3]
+        alpha, sigma = (float(c) for c in priors.LinearSchedule()(t))
+        expected = (x_t - sigma * eps) / alpha
+        torch.testing.assert_close(denoiser(x_t, t), expected, rtol=1e-4, atol=1e-4)
+    torch.save({"not": "a model"}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_adm(tmp_path / "bad.pt")
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_diffusers_pipeline_matches_the_raw_model(tmp_path, prediction):
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+    ).eval()
+    scheduler = DDPMScheduler(num_train_timesteps=100, prediction_type=prediction)
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp_path / "pipe")
+    denoiser = load_diffusers(tmp_path / "pipe")
+    assert denoiser.schedule.steps == 100 and denoiser.shape == (1, 8, 8)
+    x_t = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    n = 37
+    t = torch.tensor(n / 100, dtype=torch.float64)
+    abar = scheduler.alphas_cumprod[n - 1].double()
+    alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
+    with torch.no_grad():
+        out = unet(x_t, torch.full((2,), float(n - 1))).sample.double()
+        x = x_t.double()
+        expected = (
+            (x - sigma * out) / alpha if prediction == "epsilon" else alpha * x - sigma * out
+        )
+        torch.testing.assert_close(denoiser(x, t), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(FileNotFoundError, match="saved diffusers pipeline"):
+        load_diffusers(tmp_path / "pipe" / "unet")

@@ -1,0 +1,100 @@
+"""The U-Net: attention maps through hooks, shapes, labels; classifiers."""
+
+import pytest
+import torch
+
+import priors
+
+
+def _net(**kwargs):
+    torch.manual_seed(0)
+    defaults = {
+        "in_channels": 1,
+        "channels": (8, 16, 16),
+        "blocks": 1,
+        "attention": (False, True, True),
+        "heads": 2,
+        "num_classes": 3,
+        "class_tokens": 2,
+        "context_dim": 8,
+    }
+    return priors.UNet(**(defaults | kwargs))
+
+
+def _perturb(net):
+    """Zero-initialised output layers hide bugs: give every parameter random values."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return net
+
+
+def test_attention_maps_have_documented_shapes_and_do_not_change_the_output():
+    net = _perturb(_net()).eval()
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    t, label = torch.tensor([0.3, 0.7]), torch.tensor([0, 2])
+    plain = net(x, t, label)
+    with priors.record_attention(net) as maps:
+        hooked = net(x, t, label)
+    assert torch.equal(plain, hooked)
+    layers = priors.attention_layers(net)
+    assert set(maps) == set(layers) and len(layers) == 2 * (2 + 1 + 2 * 2)
+    for name, m in maps.items():
+        tag, kind = name.split(".")[0], name.split(".")[-1]
+        assert tag in ("down", "mid", "up") and layers[name].tag == tag
+        level = 2 if tag == "mid" else int(name.split(".")[1])
+        pixels = (16 // 2**level) ** 2
+        keys = pixels if kind == "self" else 2
+        assert m.shape == (2, 2, pixels, keys), name
+        torch.testing.assert_close(m.sum(-1), torch.ones(2, 2, pixels))  # probabilities
+    # the hooks are gone after the block
+    assert all(not layer.maps._forward_hooks for layer in layers.values())
+    with priors.record_attention(net) as again:
+        pass
+    assert again == {}
+
+
+def test_labels_none_and_negative_are_the_null_class():
+    net = _perturb(_net()).eval()
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([0.5, 0.5])
+    torch.testing.assert_close(net(x, t, None), net(x, t, torch.tensor([-1, -1])))
+    assert not torch.allclose(net(x, t, torch.tensor([0, 1])), net(x, t, None))
+
+
+def test_unet_rejects_bad_shapes_and_configs():
+    net = _net()
+    with pytest.raises(ValueError, match="divisible by 4"):
+        net(torch.zeros(1, 1, 10, 16), torch.zeros(1))
+    with pytest.raises(ValueError, match=r"shape \(B, 1, H, W\)"):
+        net(torch.zeros(1, 3, 16, 16), torch.zeros(1))
+    with pytest.raises(ValueError, match="one flag per level"):
+        priors.UNet(1, channels=(8, 16), attention=(True,))
+    with pytest.raises(ValueError, match="class_tokens"):
+        priors.UNet(1, class_tokens=2)
+
+
+def test_fully_convolutional_network_runs_at_larger_sizes():
+    net = _perturb(_net(attention=(False, False, False), class_tokens=0, context_dim=None))
+    out = net(torch.zeros(1, 1, 32, 48), torch.zeros(1), torch.tensor([1]))
+    assert out.shape == (1, 1, 32, 48)
+
+
+def test_classifier_time_rules():
+    encoder = priors.UNet(1, channels=(8, 16), attention=(False, False), encoder_only=True)
+    clean = priors.Classifier(encoder, 4)
+    x = torch.randn(3, 1, 8, 8)
+    assert clean(x).shape == (3, 4) and clean.features(x).shape == (3, 16)
+    with pytest.raises(ValueError, match="takes no time"):
+        clean(x, 0.5)
+    noisy = priors.Classifier(
+        priors.UNet(1, channels=(8, 16), attention=(False, False), encoder_only=True),
+        4,
+        priors.CosineSchedule(),
+    )
+    assert noisy(x, torch.rand(3)).shape == (3, 4)
+    with pytest.raises(ValueError, match="needs the time"):
+        noisy(x)
+    with pytest.raises(ValueError, match="encoder_only"):
+        priors.Classifier(priors.UNet(1, channels=(8, 16), attention=(False, False)), 4)

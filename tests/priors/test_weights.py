@@ -1,0 +1,144 @@
+"""Weight files: round trips, clear errors, no unpickling; the shipped priors load and beat
+the Wiener filter; CFG digits land in the requested class."""
+
+import pickle
+
+import pytest
+import torch
+
+import guided
+import priors
+
+from priors.weights import read, save
+
+CONFIG = {
+    "network": {
+        "in_channels": 1,
+        "channels": [8, 16],
+        "blocks": 1,
+        "attention": [False, True],
+        "heads": 2,
+        "num_classes": 3,
+    },
+    "schedule": {"name": "cosine"},
+    "shape": [1, 8, 8],
+}
+
+
+def _tiny():
+    torch.manual_seed(0)
+    model = priors.weights.build("denoiser", CONFIG)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def test_round_trip_is_exact_and_atomic(tmp_path):
+    model = _tiny()
+    path = save(model, tmp_path / "tiny.safetensors", "denoiser", CONFIG)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.safetensors"]  # no temp left
+    loaded = read(path)
+    assert isinstance(loaded, priors.UNetDenoiser) and loaded.num_classes == 3
+    x_t, t = torch.randn(2, 1, 8, 8), torch.tensor([0.2, 0.9])
+    label = torch.tensor([1, -1])
+    torch.testing.assert_close(loaded(x_t, t, label=label), model.eval()(x_t, t, label=label))
+
+
+def test_corrupt_and_mismatched_files_name_the_file(tmp_path):
+    path = save(_tiny(), tmp_path / "tiny.safetensors", "denoiser", CONFIG)
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"truncated\.safetensors is not a readable"):
+        read(truncated)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="garbage.safetensors"):
+        read(garbage)
+    # a file whose tensors do not fit the architecture its metadata names
+    other = dict(CONFIG, network=dict(CONFIG["network"], channels=[8, 32]))
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    mismatched = tmp_path / "mismatched.safetensors"
+    save_file(
+        tensors,
+        str(mismatched),
+        metadata={"kind": "denoiser", "config": __import__("json").dumps(other)},
+    )
+    with pytest.raises(
+        ValueError, match=r"mismatched\.safetensors does not match.*shape mismatches"
+    ):
+        read(mismatched)
+    renamed = {("x" + k if i == 0 else k): v for i, (k, v) in enumerate(tensors.items())}
+    save_file(
+        renamed,
+        str(mismatched),
+        metadata={"kind": "denoiser", "config": __import__("json").dumps(CONFIG)},
+    )
+    with pytest.raises(ValueError, match="missing"):
+        read(mismatched)
+    save_file(tensors, str(mismatched))  # no metadata
+    with pytest.raises(ValueError, match="metadata"):
+        read(mismatched)
+    with pytest.raises(ValueError, match="not a classifier"):
+        read(path, kind="classifier")
+    with pytest.raises(FileNotFoundError):
+        read(tmp_path / "absent.safetensors")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (open, ("/tmp/pwned-by-weights-test", "w"))
+
+
+def test_loading_never_unpickles(tmp_path):
+    import os
+
+    marker = "/tmp/pwned-by-weights-test"
+    if os.path.exists(marker):
+        os.remove(marker)
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps(_Exploit()))
+    with pytest.raises(ValueError, match="evil.safetensors"):
+        read(evil)
+    assert not os.path.exists(marker)
+
+
+def test_shipped_priors_and_classifiers_load_in_one_call():
+    assert {"digits", "textures"} <= set(priors.available())
+    digits = priors.load("digits")
+    assert digits.shape == (1, 16, 16) and digits.num_classes == 10
+    textures = priors.load("textures")
+    assert textures.shape == (1, 32, 32) and textures.num_classes == 3
+    for name in ("digits", "textures"):
+        for noisy in (True, False):
+            classifier = priors.load_classifier(name, noisy=noisy)
+            assert classifier.noisy == noisy
+    with pytest.raises(ValueError, match="available"):
+        priors.load("imagenet")
+
+
+@pytest.mark.parametrize("name", ["digits", "textures"])
+def test_shipped_priors_beat_the_wiener_filter_on_held_out_data(name):
+    from experiments.data import Digits, Textures
+    from experiments.train import evaluate_denoiser
+
+    data = Digits if name == "digits" else Textures
+    result = evaluate_denoiser(priors.load(name), data("train"), data("test"), seed=1)
+    for sigma, row in result["denoising_mse"].items():
+        assert row["mse_prior"] < row["mse_wiener"], (sigma, row)
+
+
+def test_guided_digits_land_in_the_requested_class():
+    prior = priors.load("digits")
+    classifier = priors.load_classifier("digits", noisy=False)
+    g = torch.Generator().manual_seed(0)
+    label = torch.arange(60) % 10
+    x_T = guided.initial_noise(prior.schedule, (60, 1, 16, 16), g)
+    x = guided.DDIM()(
+        guided.ClassifierFree(prior, 3.0), x_T, guided.time_grid(20), generator=g, label=label
+    )
+    agreement = float((classifier(x.clamp(-1, 1)).argmax(1) == label).float().mean())
+    assert agreement >= 0.9
