@@ -77,6 +77,29 @@ def test_deepinv_dps_runs_on_our_prior():
     assert out.shape == x01.shape and bool(torch.isfinite(out).all())
 
 
+def test_deepinv_ddrm_and_diffpir_run_on_our_prior():
+    import deepinv
+
+    model = DeepinvDenoiser(priors.load("digits"))
+    mask = torch.ones(1, 16, 16)
+    mask[:, 4:12, 4:12] = 0
+    physics = deepinv.physics.Inpainting(
+        (1, 16, 16), mask=mask, noise_model=deepinv.physics.GaussianNoise(0.01)
+    )
+    x01 = torch.full((1, 1, 16, 16), 0.5)
+    y = physics(x01)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ddrm = deepinv.sampling.DDRM(model, sigmas=torch.linspace(1, 0, 10).tolist())(y, physics)
+        diffpir = deepinv.sampling.DiffPIR(model, deepinv.optim.L2(), sigma=0.01, max_iter=5)(
+            y, physics
+        )
+    for out in (ddrm, diffpir):
+        assert out.shape == x01.shape and bool(torch.isfinite(out).all())
+        kept = mask.bool().expand_as(out)
+        assert float((out - x01)[kept].abs().mean()) < 0.1  # observed pixels are kept
+
+
 def test_adm_checkpoint_matches_the_raw_model(tmp_path):
     from deepinv.models import DiffUNet
 
