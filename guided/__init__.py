@@ -7,8 +7,11 @@ wrapper works with every sampler.
 from guided.cfg import ClassifierFree
 from guided.ddim import DDIM, DDPM
 from guided.dpm_solver import DPMSolver
+from guided.dps import DPS, DPSSampler, PoissonDPS
+from guided.guidance import Guidance, GuidedDenoiser
 from guided.heun import Heun
 from guided.inversion import DDIMInversion
+from guided.pigdm import PiGDM
 from guided.projection import Projection
 from guided.sampler import Sampler, initial_noise
 from guided.time import check_grid, time_grid
@@ -16,10 +19,16 @@ from guided.time import check_grid, time_grid
 __all__ = [
     "DDIM",
     "DDPM",
+    "DPS",
     "ClassifierFree",
     "DDIMInversion",
     "DPMSolver",
+    "DPSSampler",
+    "Guidance",
+    "GuidedDenoiser",
     "Heun",
+    "PiGDM",
+    "PoissonDPS",
     "Projection",
     "Sampler",
     "check_grid",

@@ -31,7 +31,28 @@ from guided.sampler import Sampler
 from priors import Denoiser, GeneratorLike, randn
 from priors.tweedie import eps_from_x0
 
-__all__ = ["DDIM", "DDPM"]
+__all__ = ["DDIM", "DDPM", "ddim_update"]
+
+
+def ddim_update(
+    x_t: Tensor,
+    x_hat: Tensor,
+    alpha_t: float,
+    sigma_t: float,
+    alpha_s: float,
+    sigma_s: float,
+    eta: float,
+    generator: GeneratorLike = None,
+) -> Tensor:
+    r"""The DDIM transition of the module docstring from a given :math:`\hat x`."""
+    eps = eps_from_x0(x_t, x_hat, alpha_t, sigma_t)
+    ratio = (alpha_t * sigma_s) / (alpha_s * sigma_t)
+    tau2 = eta**2 * sigma_s**2 * max(0.0, 1.0 - ratio**2)
+    x_s = alpha_s * x_hat + math.sqrt(max(0.0, sigma_s**2 - tau2)) * eps
+    if tau2 > 0:
+        z = randn(x_t.shape, generator, dtype=x_t.dtype, device=x_t.device)
+        x_s = x_s + math.sqrt(tau2) * z
+    return x_s
 
 
 class DDIM(Sampler):
@@ -60,14 +81,7 @@ class DDIM(Sampler):
         alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
         alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
         x_hat = denoiser(x_t, t, **cond)
-        eps = eps_from_x0(x_t, x_hat, alpha_t, sigma_t)
-        ratio = (alpha_t * sigma_s) / (alpha_s * sigma_t)
-        tau2 = self.eta**2 * sigma_s**2 * max(0.0, 1.0 - ratio**2)
-        x_s = alpha_s * x_hat + math.sqrt(max(0.0, sigma_s**2 - tau2)) * eps
-        if tau2 > 0:
-            z = randn(x_t.shape, generator, dtype=x_t.dtype, device=x_t.device)
-            x_s = x_s + math.sqrt(tau2) * z
-        return x_s
+        return ddim_update(x_t, x_hat, alpha_t, sigma_t, alpha_s, sigma_s, self.eta, generator)
 
 
 class DDPM(DDIM):

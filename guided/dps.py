@@ -1,0 +1,144 @@
+r"""Diffusion posterior sampling (DPS).
+
+DPS replaces :math:`p(y \mid x_t)` by :math:`p(y \mid x = \hat x(x_t))`. For Gaussian noise,
+
+.. math:: \nabla_{x_t} \log p(y \mid x_t) \approx -\frac{1}{2\sigma_y^2}
+    \nabla_{x_t} \lVert y - A(\hat x) \rVert^2 ,
+
+and the paper's practical step uses the normalised size
+:math:`\zeta_t = \zeta / \lVert y - A(\hat x) \rVert`, i.e.
+:math:`g = -\zeta \nabla_{x_t} \lVert y - A(\hat x) \rVert` (Chung et al., Alg. 1 and App. D.1;
+the official code takes the norm over the whole batch, which couples samples; here it is
+per sample).
+
+Two forms:
+
+- :class:`DPS`, a :class:`~guided.guidance.Guidance` term in the Tweedie form: with
+  ``zeta=None`` it is the likelihood score above (needs :math:`\sigma_y > 0`), with
+  ``zeta`` the normalised gradient; it works with every sampler.
+- :class:`DPSSampler`, the paper's exact update: an ancestral DDPM step from
+  :math:`\hat x`, then :math:`x_s \leftarrow x_s - \zeta \nabla_{x_t} \lVert y - A(\hat x)
+  \rVert` (the hyper-parameters of the paper, e.g. :math:`\zeta = 0.3`-1, refer to this
+  form).
+
+Poisson measurements (:class:`PoissonDPS`) use the paper's weighted norm
+:math:`\lVert y - A(\hat x) \rVert_\Lambda`, :math:`\Lambda = \operatorname{diag}(1 / 2y)`.
+
+References:
+    | Diffusion Posterior Sampling for General Noisy Inverse Problems (Chung et al., 2023)
+    | https://arxiv.org/abs/2209.14687
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from torch import Tensor
+
+from guided.ddim import ddim_update
+from guided.guidance import Guidance, check_measurement
+from guided.sampler import Sampler
+from operators import Operator, batch_dot
+from priors import Denoiser, GeneratorLike, Schedule
+
+__all__ = ["DPS", "DPSSampler", "PoissonDPS"]
+
+
+class DPS(Guidance):
+    r"""DPS likelihood term (Tweedie form).
+
+    Arguments:
+        op: A differentiable operator (linear or not).
+        y: The measurement, :math:`(B, *out\_shape)` or one for all rows.
+        sigma_y: The Gaussian noise level (used when ``zeta`` is None).
+        zeta: The normalised step :math:`\zeta`; None for the likelihood score
+            :math:`-\nabla \lVert y - A \hat x \rVert^2 / 2\sigma_y^2`.
+        weight: A multiplier of the term.
+    """
+
+    def __init__(
+        self,
+        op: Operator,
+        y: Tensor,
+        sigma_y: float,
+        zeta: float | None = None,
+        weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.y = check_measurement(op, y, sigma_y)
+        if not op.differentiable:
+            raise TypeError(
+                f"DPS needs vector-Jacobian products of the operator; {type(op).__name__} is "
+                "not differentiable: use a derivative-free rule"
+            )
+        if zeta is None and not sigma_y > 0:
+            raise ValueError("DPS with zeta=None is the likelihood score and needs sigma_y > 0")
+        if zeta is not None and not zeta >= 0:
+            raise ValueError(f"zeta must be non-negative, got {zeta}")
+        self.op, self.sigma_y, self.zeta, self.weight = op, float(sigma_y), zeta, float(weight)
+
+    def residual_weights(self) -> Tensor | float:
+        """:math:`\\Lambda` of the weighted residual norm (1 for Gaussian noise)."""
+        return 1.0
+
+    def vector(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
+        x_hat = x_hat.detach()
+        residual = self.y.to(x_hat.dtype) - self.op(x_hat)
+        weighted = self.residual_weights() * residual
+        direction = self.op.vjp(x_hat, weighted)  # -1/2 grad of ||.||^2_Lambda
+        if self.zeta is None:
+            return self.weight * direction / self.sigma_y**2
+        norm = batch_dot(residual, weighted).clamp_min(1e-30).sqrt()
+        norm = norm.reshape(-1, *([1] * (x_hat.ndim - 1)))
+        return self.weight * self.zeta * direction / norm
+
+
+class PoissonDPS(DPS):
+    r"""DPS for Poisson measurements (:math:`y \geq 0`), norm weighted by
+    :math:`\Lambda = 1 / 2y` (counts of 0 weigh as 1/2)."""
+
+    def __init__(self, op: Operator, y: Tensor, zeta: float, weight: float = 1.0) -> None:
+        super().__init__(op, y, 0.0, zeta, weight)
+        if bool((self.y < 0).any()):
+            raise ValueError("Poisson measurements must be non-negative")
+
+    def residual_weights(self) -> Tensor:
+        return 1 / (2 * self.y.clamp_min(1.0))
+
+
+class DPSSampler(Sampler):
+    r"""The DPS paper's update: ancestral DDPM step from :math:`\hat x(x_t)`, then
+    :math:`x_s \leftarrow x_s - \zeta \nabla_{x_t} \lVert y - A(\hat x) \rVert` per sample
+    (1 NFE and 1 VJP per step; the paper runs 1000 steps).
+
+    Arguments:
+        op: A differentiable operator.
+        y: The measurement.
+        zeta: The step size :math:`\zeta` (paper: 0.3 to 1 at 1000 steps on FFHQ).
+    """
+
+    def __init__(self, op: Operator, y: Tensor, zeta: float = 1.0) -> None:
+        self.term = DPS(op, y, 0.0, zeta=zeta)
+
+    def step(
+        self,
+        denoiser: Denoiser,
+        x_t: Tensor,
+        t: Tensor,
+        s: Tensor,
+        carry: dict[str, Any],
+        *,
+        generator: GeneratorLike = None,
+        **cond: Any,
+    ) -> Tensor:
+        alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
+        alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
+        with torch.enable_grad():
+            x = x_t.detach().requires_grad_(True)
+            x_hat = denoiser(x, t, **cond)
+            g = self.term(x, t, x_hat, denoiser.schedule)  # = -zeta grad ||y - A x_hat||
+        # the ancestral (DDPM) step from x_hat, then the DPS correction
+        x_s = ddim_update(x_t, x_hat.detach(), alpha_t, sigma_t, alpha_s, sigma_s, 1.0, generator)
+        return x_s + g

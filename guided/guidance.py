@@ -1,0 +1,123 @@
+r"""Measurement guidance as a denoiser wrapper.
+
+A guidance term approximates the likelihood score :math:`g_k \approx \nabla_{x_t} \log
+p(y_k \mid x_t)`. By Tweedie's formula the posterior mean given the measurements is
+
+.. math:: E[x \mid x_t, y_{1..K}] = \hat x(x_t) + \frac{\sigma_t^2}{\alpha_t} \sum_k g_k,
+
+so a :class:`GuidedDenoiser` is again a :class:`~priors.Denoiser`, and every sampler becomes
+a posterior sampler (the k-diffusion pattern). Several measurements with their own terms
+and weights give :math:`p(x \mid y_1..y_K) \propto p(x) \prod_k p(y_k \mid x)`.
+
+Most rules (DPS, PiGDM) differentiate a surrogate log-likelihood of the denoised estimate
+:math:`\hat x(x_t)`: :math:`g = J^\top v` with :math:`J = \partial \hat x / \partial x_t`
+and :math:`v = \nabla_{\hat x} \log \tilde p(y \mid \hat x)`. Such terms implement
+:meth:`Guidance.vector`; the guided denoiser adds their vectors and pays **one**
+vector-Jacobian product through the network per call, however many terms there are.
+Reductions are per sample: row :math:`i` never depends on row :math:`j`.
+"""
+
+from __future__ import annotations
+
+import abc
+
+from typing import Any, ClassVar
+
+import torch
+
+from torch import Tensor, nn
+
+from operators import Operator, check_shape
+from priors import Denoiser, Schedule, record
+
+__all__ = ["Guidance", "GuidedDenoiser", "check_measurement"]
+
+
+def check_measurement(op: Operator, y: Tensor, sigma_y: float | None) -> Tensor:
+    """Validates a measurement for ``op``: shape :math:`(B, *out\\_shape)` or
+    :math:`(*out\\_shape)` (one for all rows), finite; ``sigma_y`` non-negative."""
+    if not isinstance(op, Operator):
+        raise TypeError(f"op must be an operators.Operator, got {type(op).__name__}")
+    if not isinstance(y, Tensor):
+        raise TypeError(f"y must be a tensor, got {type(y).__name__}")
+    if tuple(y.shape) == op.out_shape:
+        y = y[None]
+    check_shape(y, op.out_shape, "y")
+    if sigma_y is not None and not (isinstance(sigma_y, int | float) and sigma_y >= 0):
+        raise ValueError(f"sigma_y must be a non-negative number, got {sigma_y!r}")
+    return y.detach()
+
+
+class Guidance(nn.Module, abc.ABC):
+    r"""A likelihood term :math:`g \approx \nabla_{x_t} \log p(y \mid x_t)`.
+
+    Subclasses implement :meth:`vector` (the common case: a vector-Jacobian product through
+    the denoiser) or override :meth:`forward`.
+    """
+
+    #: Whether the term needs the network's vector-Jacobian product (most do).
+    uses_vjp: ClassVar[bool] = True
+
+    def vector(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
+        r""":math:`v = \nabla_{\hat x} \log \tilde p(y \mid \hat x)`, detached, shape of
+        :math:`\hat x`; the term is then :math:`g = J^\top v`."""
+        raise NotImplementedError(f"{type(self).__name__} defines no vector")
+
+    def forward(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
+        r""":math:`g` with the shape of ``x_t``; ``x_hat`` must carry the graph from
+        ``x_t`` (as :class:`GuidedDenoiser` provides)."""
+        v = self.vector(x_t, t, x_hat, schedule)
+        (g,) = torch.autograd.grad(x_hat, x_t, v)
+        record(vjp_rows=x_t.shape[0])
+        return g
+
+
+class GuidedDenoiser(Denoiser):
+    r"""The prior's denoiser corrected by guidance terms (see the module).
+
+    Arguments:
+        prior: The unconditional (or conditioned by keywords) denoiser.
+        terms: Guidance terms, each with its own measurement and weight.
+    """
+
+    counts_evaluations: ClassVar[bool] = False
+
+    def __init__(self, prior: Denoiser, *terms: Guidance) -> None:
+        if not isinstance(prior, Denoiser):
+            raise TypeError(f"prior must be a priors.Denoiser, got {type(prior).__name__}")
+        if not terms:
+            raise ValueError("a guided denoiser needs at least one guidance term")
+        for term in terms:
+            if not isinstance(term, Guidance):
+                raise TypeError(f"terms must be guided.Guidance, got {type(term).__name__}")
+        super().__init__(prior.schedule)
+        self.prior = prior
+        self.terms = nn.ModuleList(terms)
+        for name in ("shape", "num_classes"):
+            if hasattr(prior, name):
+                setattr(self, name, getattr(prior, name))
+
+    def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
+        alpha_t, sigma_t = self.schedule(t)
+        with torch.enable_grad():
+            x = x_t.detach().requires_grad_(True)
+            x_hat = self.prior(x, t, **cond)
+            vectors = [
+                term.vector(x, t, x_hat, self.schedule)
+                for term in self.terms
+                if type(term).forward is Guidance.forward
+            ]
+            others = [
+                term(x, t, x_hat, self.schedule)
+                for term in self.terms
+                if type(term).forward is not Guidance.forward
+            ]
+            g = torch.zeros_like(x_t)
+            if vectors:
+                (g,) = torch.autograd.grad(x_hat, x, torch.stack(vectors).sum(0))
+                record(vjp_rows=x_t.shape[0])
+            for other in others:
+                g = g + other
+        scale = (sigma_t**2 / alpha_t).to(x_t.dtype)
+        scale = scale.reshape(-1, *([1] * (x_t.ndim - 1))) if scale.ndim else scale
+        return x_hat.detach() + scale * g
