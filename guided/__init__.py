@@ -6,6 +6,7 @@ wrapper works with every sampler.
 
 from guided.cfg import ClassifierFree
 from guided.ddim import DDIM, DDPM
+from guided.ddrm import DDRM
 from guided.dpm_solver import DPMSolver
 from guided.dps import DPS, DPSSampler, PoissonDPS
 from guided.guidance import Guidance, GuidedDenoiser
@@ -19,6 +20,7 @@ from guided.time import check_grid, time_grid
 __all__ = [
     "DDIM",
     "DDPM",
+    "DDRM",
     "DPS",
     "ClassifierFree",
     "DDIMInversion",

@@ -99,9 +99,16 @@ class GuidedDenoiser(Denoiser):
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         alpha_t, sigma_t = self.schedule(t)
+        when = f"t = {t.flatten()[0].item():.4g}"
+        if not bool(torch.isfinite(x_t).all()):
+            raise FloatingPointError(
+                f"x_t is not finite at {when}: an earlier guided step diverged"
+            )
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)
             x_hat = self.prior(x, t, **cond)
+            if not bool(torch.isfinite(x_hat).all()):
+                raise FloatingPointError(f"the prior's denoiser returned NaN or Inf at {when}")
             vectors = [
                 term.vector(x, t, x_hat, self.schedule)
                 for term in self.terms
@@ -118,6 +125,9 @@ class GuidedDenoiser(Denoiser):
                 record(vjp_rows=x_t.shape[0])
             for other in others:
                 g = g + other
+        if not bool(torch.isfinite(g).all()):
+            names = ", ".join(type(term).__name__ for term in self.terms)
+            raise FloatingPointError(f"the guidance ({names}) is NaN or Inf at {when}")
         scale = (sigma_t**2 / alpha_t).to(x_t.dtype)
         scale = scale.reshape(-1, *([1] * (x_t.ndim - 1))) if scale.ndim else scale
         return x_hat.detach() + scale * g

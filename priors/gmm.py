@@ -84,11 +84,19 @@ class GaussianMixture(Denoiser):
         scale = covs.abs().amax().clamp(min=1.0)
         if float((covs - covs.mT).abs().amax()) > 1e-8 * float(scale):
             raise ValueError("covs must be symmetric")
-        lam, q = torch.linalg.eigh((covs + covs.mT) / 2)
+        #: Diagonal covariances skip the eigenbasis rotations (O(KD) instead of O(KD^2)).
+        self.diagonal = bool((covs == torch.diag_embed(covs.diagonal(dim1=-2, dim2=-1))).all())
+        if self.diagonal:
+            lam = covs.diagonal(dim1=-2, dim2=-1).clone()
+            q = torch.eye(d, dtype=_F64).expand(k, d, d)
+        else:
+            lam, q = torch.linalg.eigh((covs + covs.mT) / 2)
         if float(lam.min()) < -1e-8 * float(scale):
             raise ValueError(
                 f"covs must be positive semi-definite (smallest eigenvalue {float(lam.min())})"
             )
+        #: Isotropic components (c_k I) take a matrix-product path with no (B, K, D) tensors.
+        self.isotropic = self.diagonal and bool((lam == lam[:, :1]).all())
         self.register_buffer("weights", weights / weights.sum())
         self.register_buffer("means", means)
         self.register_buffer("covs", covs)
@@ -118,7 +126,9 @@ class GaussianMixture(Denoiser):
         shapes :math:`(B, K)`, :math:`(B, K, D)`, :math:`(B, K, D)`."""
         w, m, _, lam, q = self._float64()
         a = append_dims(alpha, 3)
-        z = torch.einsum("bkd,kde->bke", x[:, None, :] - a * m[None], q)
+        z = x[:, None, :] - a * m[None]
+        if not self.diagonal:
+            z = torch.einsum("bkd,kde->bke", z, q)
         v = a**2 * lam[None] + append_dims(sigma, 3) ** 2
         log_n = -0.5 * (z**2 / v + torch.log(2 * math.pi * v)).sum(-1)
         return w.log()[None] + log_n, z, v
@@ -131,14 +141,32 @@ class GaussianMixture(Denoiser):
         clean = sigma_t == 0
         sigma_safe = torch.where(clean, torch.ones_like(sigma_t), sigma_t)
         x = x_t.to(_F64)
+        if self.isotropic:
+            x_hat = self._isotropic_mean(x, alpha_t, sigma_safe)
+            x_hat = torch.where(append_dims(clean, 2), x / append_dims(alpha_t, 2), x_hat)
+            return x_hat.to(x_t.dtype)
         log_p, z, v = self._components(x, alpha_t, sigma_safe)
         _, m, _, lam, q = self._float64()
         r = torch.softmax(log_p, dim=-1)
         shift = append_dims(alpha_t, 3) * lam[None] / v * z
-        means = m[None] + torch.einsum("bke,kde->bkd", shift, q)
+        means = m[None] + (shift if self.diagonal else torch.einsum("bke,kde->bkd", shift, q))
         x_hat = torch.einsum("bk,bkd->bd", r, means)
         x_hat = torch.where(append_dims(clean, 2), x / append_dims(alpha_t, 2), x_hat)
         return x_hat.to(x_t.dtype)
+
+    def _isotropic_mean(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        r""":math:`E[x \mid x_t]` for components :math:`c_k I`, from inner products:
+        :math:`\lVert x - \alpha m_k \rVert^2 = \lVert x \rVert^2 - 2 \alpha \langle x, m_k
+        \rangle + \alpha^2 \lVert m_k \rVert^2` and
+        :math:`\hat x = \sum_k r_k (m_k + \alpha c_k / v_k (x - \alpha m_k))`."""
+        w, m, _, lam, _ = self._float64()
+        a, c, d = alpha[:, None], lam[None, :, 0], x.shape[1]
+        v = a**2 * c + sigma[:, None] ** 2  # (B, K)
+        sq = (x * x).sum(1, keepdim=True) - 2 * a * (x @ m.T) + a**2 * (m * m).sum(1)[None]
+        log_p = w.log()[None] - 0.5 * (sq.clamp_min(0) / v + d * torch.log(2 * math.pi * v))
+        r = torch.softmax(log_p, dim=-1)
+        gain = a * c / v
+        return (r * gain).sum(1, keepdim=True) * x + (r * (1 - a * gain)) @ m
 
     def _marginal(self, x: Tensor, t: float | Tensor | None) -> Tensor:
         """Per-component log-likelihoods of ``x`` under the data (``t=None``) or under
@@ -172,7 +200,13 @@ class GaussianMixture(Denoiser):
         w, m, _, lam, q = self._float64()
         k = torch.multinomial(w.cpu(), n, replacement=True, generator=g).to(m.device)
         z = randn((n, self.shape[0]), g, dtype=_F64, device=m.device)
-        return m[k] + torch.einsum("bkd,bd->bk", q[k], z * lam[k].sqrt())
+        if self.diagonal:
+            return m[k] + z * lam[k].sqrt()
+        x = torch.empty_like(z)
+        for j in torch.unique(k).tolist():  # per component: no (n, D, D) gather
+            rows = k == j
+            x[rows] = m[j] + (z[rows] * lam[j].sqrt()) @ q[j].T
+        return x
 
     def posterior(
         self, op: Tensor | Callable[[Tensor], Tensor], y: Tensor, sigma_y: float

@@ -28,6 +28,8 @@ class Dense(operators.LinearOperator):
 class Flat(priors.Denoiser):
     """A flat (B, D) prior seen on images of shape `shape`."""
 
+    counts_evaluations = False  # the wrapped prior counts
+
     def __init__(self, prior, shape):
         super().__init__(prior.schedule)
         self.prior, self.shape = prior, shape
@@ -198,3 +200,46 @@ def test_errors_name_the_problem():
         guided.DPS(op, y, 0.0)
     with pytest.raises(ValueError, match="at least one"):
         guided.GuidedDenoiser(_unit_gaussian(6))
+
+
+@pytest.mark.parametrize("name", ["matrix", "inpainting", "circular_blur"])
+def test_ddrm_reproduces_noiseless_measurements(name):
+    op, d = CASES[name]
+    prior = _unit_gaussian(d, seed=12)
+    image_prior = prior if op.in_shape == (d,) else Flat(prior, op.in_shape)
+    g = torch.Generator().manual_seed(13)
+    y = op(prior.sample(1, g).view(1, *op.in_shape))
+    x_T = guided.initial_noise(prior.schedule, (50, *op.in_shape), g, dtype=F64)
+    cost = priors.Cost()
+    x = guided.DDRM(op, y, 0.0)(image_prior, x_T, guided.time_grid(30), generator=g, cost=cost)
+    torch.testing.assert_close(op(x), y.expand_as(op(x)), rtol=1e-6, atol=1e-6)
+    assert cost.nfe == 30 and cost.vjp == 0
+
+
+def test_ddrm_sample_mean_is_near_the_posterior_mean():
+    op, d = CASES["matrix"]
+    prior = _unit_gaussian(d, seed=14)
+    g = torch.Generator().manual_seed(15)
+    y = op(prior.sample(1, g)) + 0.2 * torch.randn(1, 3, generator=g, dtype=F64)
+    exact = prior.posterior(op.matrix, y[0], 0.2)
+    x_T = guided.initial_noise(prior.schedule, (4000, d), g, dtype=F64)
+    x = guided.DDRM(op, y, 0.2)(prior, x_T, guided.time_grid(50), generator=g)
+    torch.testing.assert_close(x.mean(0), exact.sample(4000, g).mean(0), rtol=0, atol=0.1)
+
+
+def test_guided_sampling_stops_with_a_message_when_it_diverges():
+    d = 6
+
+    class Exploding(guided.Guidance):
+        def vector(self, x_t, t, x_hat, schedule):
+            return torch.full_like(x_hat, float("inf"))
+
+    denoiser = guided.GuidedDenoiser(_unit_gaussian(d), Exploding())
+    with pytest.raises(
+        FloatingPointError, match=r"guidance \(Exploding\) is NaN or Inf at t = 0.5"
+    ):
+        denoiser(torch.zeros(2, d, dtype=F64), torch.tensor(0.5))
+    with pytest.raises(FloatingPointError, match="earlier guided step diverged"):
+        denoiser(torch.full((2, d), float("nan"), dtype=F64), torch.tensor(0.5))
+    with pytest.raises(TypeError, match="SVDOperator"):
+        guided.DDRM(Dense(torch.eye(2, dtype=F64)), torch.zeros(1, 2), 0.1)

@@ -198,3 +198,23 @@ def test_bad_calls_raise():
         prior.posterior(torch.ones(1, 2), torch.ones(1), -1.0)
     with pytest.raises(ValueError, match="matrix must have shape"):
         prior.posterior(torch.ones(1, 3), torch.ones(1), 0.1)
+
+
+def test_isotropic_and_diagonal_fast_paths_match_the_general_one():
+    g = torch.Generator().manual_seed(0)
+    k, d = 4, 5
+    means = 3 * torch.randn(k, d, generator=g, dtype=torch.float64)
+    weights = torch.rand(k, generator=g, dtype=torch.float64)
+    scales = 0.5 + torch.rand(k, generator=g, dtype=torch.float64)
+    for covs in (
+        scales[:, None, None] * torch.eye(d, dtype=torch.float64),
+        torch.diag_embed(0.5 + torch.rand(k, d, generator=g, dtype=torch.float64)),
+    ):
+        fast = priors.GaussianMixture(weights, means, covs, priors.CosineSchedule())
+        general = priors.GaussianMixture(weights, means, covs, priors.CosineSchedule())
+        general.isotropic = general.diagonal = False
+        assert fast.diagonal
+        x_t = 2 * torch.randn(6, d, generator=g, dtype=torch.float64)
+        for t in (0.0, 0.1, 0.5, 0.99):
+            torch.testing.assert_close(fast(x_t, torch.tensor(t)), general(x_t, torch.tensor(t)))
+        torch.testing.assert_close(fast.log_prob(x_t, 0.3), general.log_prob(x_t, 0.3))
