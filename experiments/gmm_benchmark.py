@@ -190,16 +190,31 @@ def run(cfg: DictConfig, out_dir: Path) -> list[dict[str, Any]]:
                 if i_y == 0 and p == 0:
                     shown[int(d_x)] = {"exact posterior": exact}
                 for name in cfg.run:
-                    x, cost, wall = run_method(
-                        cfg.methods[name],
-                        prior,
-                        op,
-                        y,
-                        sigma_y,
-                        int(cfg.samples),
-                        int(cfg.steps),
-                        g,
-                    )
+                    node = cfg.methods[name]
+                    samples, steps = int(cfg.samples), int(cfg.steps)
+                    try:
+                        x, cost, wall = run_method(node, prior, op, y, sigma_y, samples, steps, g)
+                        failed = not bool(torch.isfinite(x).all())
+                    except FloatingPointError:  # the guided denoiser's NaN guard
+                        failed = True
+                    if failed:  # counted in the table, left out of the means
+                        nan = math.nan
+                        rows.append(
+                            {
+                                "method": name,
+                                "d_x": int(d_x),
+                                "d_y": int(d_y),
+                                "problem": p,
+                                "sigma_y": sigma_y,
+                                "sw": nan,
+                                "max_sw": nan,
+                                "nfe": nan,
+                                "vjp": nan,
+                                "wall_s": nan,
+                                "failed": 1,
+                            }
+                        )
+                        continue
                     distances = slice_distances(x, exact, directions)
                     rows.append(
                         {

@@ -65,3 +65,28 @@ def test_bad_configs_raise(tmp_path):
         gmm_benchmark.run(_cfg("dims=[5]", "run=[prior]"), tmp_path)
     with pytest.raises(ValueError, match="measurements"):
         gmm_benchmark.run(_cfg("measurements=[9]", "run=[prior]"), tmp_path)
+
+
+def test_diverging_runs_are_counted_not_averaged(tmp_path):
+    cfg = _cfg(
+        "run=[prior,boom]",
+        "+methods.boom.guidance._target_=tests.experiments.test_gmm_benchmark.Exploding",
+        "+methods.boom.sampler._target_=guided.DDPM",
+    )
+    table = gmm_benchmark.run(cfg, tmp_path)
+    boom = [r for r in table if r["method"] == "boom"]
+    assert all(r["failed"] == r["problems"] == 2 for r in boom)
+    assert "| 2/2 |" in (tmp_path / "table.md").read_text()
+
+
+class Exploding:
+    """A guidance factory whose term returns Inf (built with op=, y=, sigma_y= ignored)."""
+
+    def __new__(cls, **kwargs):
+        import guided
+
+        class Term(guided.Guidance):
+            def vector(self, x_t, t, x_hat, schedule):
+                return torch.full_like(x_hat, float("inf"))
+
+        return Term()
