@@ -6,6 +6,7 @@ wrapper works with every sampler.
 
 from guided.cfg import ClassifierFree
 from guided.ddim import DDIM, DDPM
+from guided.ddnm import DDNM
 from guided.ddrm import DDRM
 from guided.dpm_solver import DPMSolver
 from guided.dps import DPS, DPSSampler, PoissonDPS
@@ -14,11 +15,13 @@ from guided.heun import Heun
 from guided.inversion import DDIMInversion
 from guided.pigdm import PiGDM
 from guided.projection import Projection
+from guided.replacement import Replacement
 from guided.sampler import Sampler, initial_noise
 from guided.time import check_grid, time_grid
 
 __all__ = [
     "DDIM",
+    "DDNM",
     "DDPM",
     "DDRM",
     "DPS",
@@ -32,6 +35,7 @@ __all__ = [
     "PiGDM",
     "PoissonDPS",
     "Projection",
+    "Replacement",
     "Sampler",
     "check_grid",
     "initial_noise",

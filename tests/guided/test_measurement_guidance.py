@@ -243,3 +243,39 @@ def test_guided_sampling_stops_with_a_message_when_it_diverges():
         denoiser(torch.full((2, d), float("nan"), dtype=F64), torch.tensor(0.5))
     with pytest.raises(TypeError, match="SVDOperator"):
         guided.DDRM(Dense(torch.eye(2, dtype=F64)), torch.zeros(1, 2), 0.1)
+
+
+@pytest.mark.parametrize("name", ["inpainting", "matrix", "dense_cg"])
+def test_ddnm_and_replacement_satisfy_noiseless_measurements(name):
+    op, d = CASES[name]
+    prior = _unit_gaussian(d, seed=16)
+    g = torch.Generator().manual_seed(17)
+    y = op(prior.sample(1, g))
+    x_t, t = torch.randn(3, d, generator=g, dtype=F64), torch.tensor(0.4)
+    ddnm = guided.DDNM(prior, op, y)
+    torch.testing.assert_close(op(ddnm(x_t, t)), y.expand(3, -1), rtol=1e-7, atol=1e-7)
+    x_T = guided.initial_noise(prior.schedule, (64, d), g, dtype=F64)
+    x = guided.DDIM(0.85)(
+        prior, x_T, guided.time_grid(30), generator=g, projection=guided.Replacement(op, y)
+    )
+    torch.testing.assert_close(op(x), y.expand(64, -1), rtol=1e-6, atol=1e-6)
+
+
+def test_replacement_is_repaint_for_masks():
+    mask = torch.tensor([1.0, 0, 1, 0], dtype=F64)
+    op = operators.Inpainting(mask)
+    y = op(torch.tensor([[2.0, 5.0, -1.0, 7.0]], dtype=F64))
+    schedule = priors.CosineSchedule()
+    x_s, s = torch.zeros(2, 4, dtype=F64), torch.tensor(0.3)
+    out = guided.Replacement(op, y)(x_s, s, schedule, torch.Generator().manual_seed(0))
+    alpha, sigma = (float(c) for c in schedule(s))
+    z = torch.randn(2, 4, generator=torch.Generator().manual_seed(0), dtype=F64)
+    torch.testing.assert_close(out, mask * (alpha * y + sigma * z))  # unobserved entries kept (0)
+
+
+def test_ddnm_refuses_noisy_data():
+    op, _ = CASES["matrix"]
+    with pytest.raises(ValueError, match="noiseless"):
+        guided.DDNM(_unit_gaussian(6), op, torch.zeros(1, 3, dtype=F64), sigma_y=0.1)
+    with pytest.raises(TypeError, match="LinearOperator"):
+        guided.Replacement(operators.SaturatingSensor((6,)), torch.zeros(1, 6))

@@ -1,0 +1,56 @@
+r"""Replacement of the observed part of the state after each step (RePaint).
+
+For a noiseless linear measurement :math:`y = A x`, the part of :math:`x_s` that the
+operator sees is replaced by a fresh forward-noised copy of the measurement's
+pseudo-inverse:
+
+.. math:: x_s' = (I - P)\, x_s + P (\alpha_s A^+ y + \sigma_s z), \qquad P = A^+ A,
+    \quad z \sim \mathcal{N}(0, I).
+
+For inpainting and outpainting :math:`P` is the mask and this is RePaint's (and score-SDE's)
+replacement; for other operators it is the range / null-space split of DDNM applied to the
+noisy state. The final state (:math:`\sigma_s = 0`) satisfies :math:`A x = y` exactly.
+RePaint's resampling ("time travel") is not part of this projection.
+
+References:
+    | RePaint: Inpainting using Denoising Diffusion Probabilistic Models (Lugmayr et al., 2022)
+    | https://arxiv.org/abs/2201.09865
+    | Zero-Shot Image Restoration Using Denoising Diffusion Null-Space Model (Wang et al., 2023)
+    | https://arxiv.org/abs/2212.00490
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from guided.guidance import check_measurement
+from guided.projection import Projection
+from operators import LinearOperator
+from priors import GeneratorLike, Schedule, randn
+
+__all__ = ["Replacement"]
+
+
+class Replacement(Projection):
+    r"""Replace the observed part of :math:`x_s` by the noised measurement (see the module).
+
+    Arguments:
+        op: A linear operator with a pseudo-inverse (an inpainting mask for RePaint).
+        y: The noiseless measurement, :math:`(B, *out\_shape)` or one for all rows.
+    """
+
+    def __init__(self, op: LinearOperator, y: Tensor) -> None:
+        if not isinstance(op, LinearOperator):
+            raise TypeError(f"Replacement needs a LinearOperator, got {type(op).__name__}")
+        self.y = check_measurement(op, y, None)
+        self.op = op
+        self.x_y = op.pinv(self.y)  # A^+ y, computed once
+
+    def __call__(
+        self, x_s: Tensor, s: Tensor, schedule: Schedule, generator: GeneratorLike = None
+    ) -> Tensor:
+        alpha_s, sigma_s = (float(c) for c in schedule(s))
+        z = randn(x_s.shape, generator, dtype=x_s.dtype, device=x_s.device)
+        target = alpha_s * self.x_y.to(x_s.dtype) + sigma_s * z
+        project = self.op.pinv(self.op(target - x_s))  # P (target - x_s)
+        return x_s + project
