@@ -8,6 +8,7 @@ from guided.cfg import ClassifierFree
 from guided.ddim import DDIM, DDPM
 from guided.ddnm import DDNM
 from guided.ddrm import DDRM
+from guided.diffpir import DiffPIR
 from guided.dpm_solver import DPMSolver
 from guided.dps import DPS, DPSSampler, PoissonDPS
 from guided.guidance import Guidance, GuidedDenoiser
@@ -29,6 +30,7 @@ __all__ = [
     "DDIMInversion",
     "DPMSolver",
     "DPSSampler",
+    "DiffPIR",
     "Guidance",
     "GuidedDenoiser",
     "Heun",

@@ -279,3 +279,23 @@ def test_ddnm_refuses_noisy_data():
         guided.DDNM(_unit_gaussian(6), op, torch.zeros(1, 3, dtype=F64), sigma_y=0.1)
     with pytest.raises(TypeError, match="LinearOperator"):
         guided.Replacement(operators.SaturatingSensor((6,)), torch.zeros(1, 6))
+
+
+@pytest.mark.parametrize("name", ["inpainting", "matrix", "dense_cg", "circular_blur"])
+def test_diffpir_proximal_step_and_noiseless_consistency(name):
+    op, d = CASES[name]
+    prior = _unit_gaussian(d, seed=18)
+    image_prior = prior if op.in_shape == (d,) else Flat(prior, op.in_shape)
+    g = torch.Generator().manual_seed(19)
+    y = op(prior.sample(1, g).view(1, *op.in_shape))
+    sampler = guided.DiffPIR(op, y, 0.1, iterations=200)
+    x0 = torch.randn(2, *op.in_shape, generator=g, dtype=F64)
+    prox = sampler.proximal(x0, 0.7)  # normal equations: A^T (A x - y) + rho (x - x0) = 0
+    residual = op.adjoint(op(prox) - y) + 0.7 * (prox - x0)
+    assert float(residual.abs().max()) < 1e-7
+    noiseless = guided.DiffPIR(op, y, 0.0)
+    x_T = guided.initial_noise(prior.schedule, (16, *op.in_shape), g, dtype=F64)
+    cost = priors.Cost()
+    x = noiseless(image_prior, x_T, guided.time_grid(20), generator=g, cost=cost)
+    torch.testing.assert_close(op(x), y.expand_as(op(x)), rtol=1e-6, atol=1e-6)
+    assert cost.nfe == 20 and cost.vjp == 0

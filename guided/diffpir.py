@@ -1,0 +1,105 @@
+r"""DiffPIR: plug-and-play restoration with a diffusion denoiser.
+
+From :math:`t` to :math:`s`, with :math:`\bar\sigma_t = \sigma_t / \alpha_t` the noise level of
+:math:`x_t / \alpha_t`:
+
+1. :math:`x_0 = \hat x(x_t)`;
+2. data proximal step :math:`\hat x_0 = \arg\min_x \lVert y - A x \rVert^2 + \rho_t \lVert x
+   - x_0 \rVert^2` with :math:`\rho_t = \lambda \sigma_y^2 / \bar\sigma_t^2`, in closed form in
+   the SVD's spectral space (:math:`\bar x = (s \bar y + \rho \bar x_0) / (s^2 + \rho)`,
+   unobserved coordinates keep :math:`\bar x_0`) or by conjugate gradients on
+   :math:`(A^\top A + \rho I) x = A^\top y + \rho x_0`;
+3. :math:`x_s = \alpha_s \hat x_0 + \sigma_s (\sqrt{1 - \zeta}\, \hat\epsilon + \sqrt{\zeta} z)`,
+   :math:`\hat\epsilon = (x_t - \alpha_t \hat x_0) / \sigma_t`.
+
+Defaults :math:`\lambda = 7`, :math:`\zeta = 0.1` (deepinv's; the paper tunes them per task).
+At :math:`\sigma_y = 0` the proximal step is the exact projection onto
+:math:`\{A x = y\}` (deepinv's DiffPIR returns NaN there). 1 NFE, no VJP per step.
+
+References:
+    | Denoising Diffusion Models for Plug-and-Play Image Restoration (Zhu et al., 2023)
+    | https://arxiv.org/abs/2305.08995
+"""
+
+from __future__ import annotations
+
+import math
+
+from typing import Any
+
+import torch
+
+from torch import Tensor
+
+from guided.guidance import check_measurement
+from guided.sampler import Sampler
+from operators import LinearOperator, SVDOperator, cg
+from priors import Denoiser, GeneratorLike, randn
+
+__all__ = ["DiffPIR"]
+
+
+class DiffPIR(Sampler):
+    r"""DiffPIR sampler (see the module).
+
+    Arguments:
+        op: A linear operator (closed form when it is an SVD operator).
+        y: The measurement, :math:`(B, *out\_shape)` or one for all rows.
+        sigma_y: The Gaussian noise level (0 allowed).
+        lambda_: :math:`\lambda`, the weight of the prior in the proximal step.
+        zeta: :math:`\zeta \in [0, 1]`, the share of fresh noise.
+        iterations: Conjugate-gradient iterations for operators without an SVD.
+    """
+
+    def __init__(
+        self,
+        op: LinearOperator,
+        y: Tensor,
+        sigma_y: float,
+        lambda_: float = 7.0,
+        zeta: float = 0.1,
+        iterations: int = 50,
+    ) -> None:
+        if not isinstance(op, LinearOperator):
+            raise TypeError(f"DiffPIR needs a LinearOperator, got {type(op).__name__}")
+        self.y = check_measurement(op, y, sigma_y)
+        if not lambda_ > 0 or not 0 <= zeta <= 1:
+            raise ValueError(f"need lambda_ > 0 and zeta in [0, 1], got {lambda_} and {zeta}")
+        self.op, self.sigma_y = op, float(sigma_y)
+        self.lambda_, self.zeta, self.iterations = float(lambda_), float(zeta), int(iterations)
+
+    def proximal(self, x0: Tensor, rho: float) -> Tensor:
+        r""":math:`\arg\min_x \lVert y - A x \rVert^2 + \rho \lVert x - x_0 \rVert^2`."""
+        op, y = self.op, self.y.to(x0.dtype)
+        if isinstance(op, SVDOperator):
+            z0, zy = op.Vt(x0), op.Ut(y)
+            s = op.singulars.to(z0.device, z0.dtype).expand_as(z0[0])
+            observed = s != 0
+            blended = (s * zy + rho * z0) / (s**2 + rho).where(observed, 1)
+            return op.V(torch.where(observed, blended, z0))
+        if rho == 0:
+            return x0 + op.pinv(y - op(x0))
+        rhs = op.adjoint(y.expand(x0.shape[0], *op.out_shape)) + rho * x0
+        return cg(lambda v: op.gram(v) + rho * v, rhs, iterations=self.iterations)
+
+    def step(
+        self,
+        denoiser: Denoiser,
+        x_t: Tensor,
+        t: Tensor,
+        s: Tensor,
+        carry: dict[str, Any],
+        *,
+        generator: GeneratorLike = None,
+        **cond: Any,
+    ) -> Tensor:
+        alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
+        alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
+        x0 = denoiser(x_t, t, **cond)
+        rho = self.lambda_ * self.sigma_y**2 / (sigma_t / alpha_t) ** 2
+        x0 = self.proximal(x0, rho)
+        if sigma_s == 0:
+            return x0
+        eps = (x_t - alpha_t * x0) / sigma_t
+        z = randn(x_t.shape, generator, dtype=x_t.dtype, device=x_t.device)
+        return alpha_s * x0 + sigma_s * (math.sqrt(1 - self.zeta) * eps + math.sqrt(self.zeta) * z)
