@@ -93,6 +93,13 @@ def test_adapter_keeps_the_callers_dtype_and_the_physics_dtype():
     torch.testing.assert_close(op(x), native(x), rtol=1e-6, atol=1e-6)
 
 
+def test_full_and_thin_decompositions_are_told_apart():
+    denoising = operators.DeepinvOperator(deepinv.physics.Denoising(), (1, 4, 4))
+    assert type(denoising) is operators.DeepinvSVDOperator  # U = V = I: a full basis
+    thin = operators.DeepinvOperator(deepinv.physics.Decolorize(), (3, 4, 4))
+    assert type(thin) is operators.DeepinvLinearOperator  # V maps 3 channels to 1
+
+
 def test_nonlinear_physics_sees_images_in_zero_one():
     physics = deepinv.physics.PhaseRetrieval(
         deepinv.physics.CompressedSensing(
