@@ -197,40 +197,23 @@ def run(cfg: DictConfig, out_dir: Path) -> list[dict[str, Any]]:
                         failed = not bool(torch.isfinite(x).all())
                     except FloatingPointError:  # the guided denoiser's NaN guard
                         failed = True
+                    row = {"method": name, "d_x": int(d_x), "d_y": int(d_y), "problem": p}
+                    row["sigma_y"] = sigma_y
                     if failed:  # counted in the table, left out of the means
-                        nan = math.nan
-                        rows.append(
-                            {
-                                "method": name,
-                                "d_x": int(d_x),
-                                "d_y": int(d_y),
-                                "problem": p,
-                                "sigma_y": sigma_y,
-                                "sw": nan,
-                                "max_sw": nan,
-                                "nfe": nan,
-                                "vjp": nan,
-                                "wall_s": nan,
-                                "failed": 1,
-                            }
+                        measured = dict.fromkeys(
+                            ("sw", "max_sw", "nfe", "vjp", "wall_s"), math.nan
                         )
+                        rows.append(row | measured | {"failed": 1})
                         continue
                     distances = slice_distances(x, exact, directions)
-                    rows.append(
-                        {
-                            "method": name,
-                            "d_x": int(d_x),
-                            "d_y": int(d_y),
-                            "problem": p,
-                            "sigma_y": sigma_y,
-                            "sw": float(distances.mean()),
-                            "max_sw": float(distances.max()),
-                            "nfe": cost.nfe,
-                            "vjp": cost.vjp,
-                            "wall_s": wall,
-                            "failed": 0,
-                        }
-                    )
+                    measured = {
+                        "sw": float(distances.mean()),
+                        "max_sw": float(distances.max()),
+                        "nfe": cost.nfe,
+                        "vjp": cost.vjp,
+                        "wall_s": wall,
+                    }
+                    rows.append(row | measured | {"failed": 0})
                     if i_y == 0 and p == 0:
                         shown[int(d_x)][name] = x
     with open(out_dir / "results.csv", "w", newline="") as f:

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from experiments.build import build
-from priors import GaussianMixture
+from priors import GaussianMixture, Schedule
 from priors.classifier import Classifier
 from priors.network import UNetDenoiser
 from priors.weights import WEIGHTS, save
@@ -74,15 +74,23 @@ def module_config(cfg: DictConfig) -> dict[str, Any]:
     return config
 
 
+def diffuse(
+    schedule: Schedule, x: Tensor, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    r"""Draws :math:`t \sim U(0, 1)` and :math:`\epsilon`, in that order, and returns
+    :math:`(t, \epsilon, \alpha_t, \sigma_t, x_t)` with coefficients shaped for images."""
+    t = torch.rand(x.shape[0], generator=generator, dtype=torch.float64)
+    eps = torch.randn(x.shape, generator=generator)
+    alpha_t, sigma_t = (c.float().view(-1, 1, 1, 1) for c in schedule(t))
+    return t, eps, alpha_t, sigma_t, alpha_t * x + sigma_t * eps
+
+
 def denoiser_loss(
     model: UNetDenoiser, x: Tensor, label: Tensor, dropout: float, generator: torch.Generator
 ) -> Tensor:
     """The v-prediction loss with condition dropout."""
     b = x.shape[0]
-    t = torch.rand(b, generator=generator, dtype=torch.float64)
-    eps = torch.randn(x.shape, generator=generator)
-    alpha_t, sigma_t = (c.float().view(b, 1, 1, 1) for c in model.schedule(t))
-    x_t = alpha_t * x + sigma_t * eps
+    t, eps, alpha_t, sigma_t, x_t = diffuse(model.schedule, x, generator)
     v = alpha_t * eps - sigma_t * x
     if model.num_classes:
         drop = torch.rand(b, generator=generator) < dropout
@@ -101,9 +109,7 @@ def classifier_loss(
     """Cross-entropy on noisy inputs (noise-conditional) or shifted clean ones."""
     device = next(model.parameters()).device
     if model.noisy:
-        t = torch.rand(x.shape[0], generator=generator, dtype=torch.float64)
-        alpha_t, sigma_t = (c.float().view(-1, 1, 1, 1) for c in model.schedule(t))
-        x = alpha_t * x + sigma_t * torch.randn(x.shape, generator=generator)
+        t, _, _, _, x = diffuse(model.schedule, x, generator)
         logits = model(x.to(device), t.to(device))
     else:
         shift = torch.randint(-1, 2, (2,), generator=generator).tolist()

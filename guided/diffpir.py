@@ -35,6 +35,7 @@ from guided.guidance import check_measurement
 from guided.sampler import Sampler
 from operators import LinearOperator, SVDOperator, cg
 from priors import Denoiser, GeneratorLike, randn
+from priors.tweedie import eps_from_x0
 
 __all__ = ["DiffPIR"]
 
@@ -100,6 +101,6 @@ class DiffPIR(Sampler):
         x0 = self.proximal(x0, rho)
         if sigma_s == 0:
             return x0
-        eps = (x_t - alpha_t * x0) / sigma_t
+        eps = eps_from_x0(x_t, x0, alpha_t, sigma_t)
         z = randn(x_t.shape, generator, dtype=x_t.dtype, device=x_t.device)
         return alpha_s * x0 + sigma_s * (math.sqrt(1 - self.zeta) * eps + math.sqrt(self.zeta) * z)

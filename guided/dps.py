@@ -42,6 +42,7 @@ from guided.guidance import Guidance, check_measurement
 from guided.sampler import Sampler
 from operators import Operator, batch_dot
 from priors import Denoiser, GeneratorLike, Schedule
+from priors.tweedie import append_dims
 
 __all__ = ["DPS", "DPSSampler", "PoissonDPS"]
 
@@ -91,8 +92,7 @@ class DPS(Guidance):
         if self.zeta is None:
             return self.weight * direction / self.sigma_y**2
         norm = batch_dot(residual, weighted).clamp_min(1e-30).sqrt()
-        norm = norm.reshape(-1, *([1] * (x_hat.ndim - 1)))
-        return self.weight * self.zeta * direction / norm
+        return self.weight * self.zeta * direction / append_dims(norm, x_hat.ndim)
 
 
 class PoissonDPS(DPS):

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from operators import Operator, check_shape
 from priors import Denoiser, Schedule, record
+from priors.tweedie import append_dims
 
 __all__ = ["Guidance", "GuidedDenoiser", "check_measurement"]
 
@@ -109,16 +110,12 @@ class GuidedDenoiser(Denoiser):
             x_hat = self.prior(x, t, **cond)
             if not bool(torch.isfinite(x_hat).all()):
                 raise FloatingPointError(f"the prior's denoiser returned NaN or Inf at {when}")
-            vectors = [
-                term.vector(x, t, x_hat, self.schedule)
-                for term in self.terms
-                if type(term).forward is Guidance.forward
-            ]
-            others = [
-                term(x, t, x_hat, self.schedule)
-                for term in self.terms
-                if type(term).forward is not Guidance.forward
-            ]
+            vectors, others = [], []
+            for term in self.terms:  # VJP terms pool their vectors; others give g directly
+                if type(term).forward is Guidance.forward:
+                    vectors.append(term.vector(x, t, x_hat, self.schedule))
+                else:
+                    others.append(term(x, t, x_hat, self.schedule))
             g = torch.zeros_like(x_t)
             if vectors:
                 (g,) = torch.autograd.grad(x_hat, x, torch.stack(vectors).sum(0))
@@ -128,6 +125,5 @@ class GuidedDenoiser(Denoiser):
         if not bool(torch.isfinite(g).all()):
             names = ", ".join(type(term).__name__ for term in self.terms)
             raise FloatingPointError(f"the guidance ({names}) is NaN or Inf at {when}")
-        scale = (sigma_t**2 / alpha_t).to(x_t.dtype)
-        scale = scale.reshape(-1, *([1] * (x_t.ndim - 1))) if scale.ndim else scale
+        scale = append_dims((sigma_t**2 / alpha_t).to(x_t.dtype), x_t.ndim)
         return x_hat.detach() + scale * g

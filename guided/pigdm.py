@@ -32,6 +32,7 @@ from torch import Tensor
 from guided.guidance import Guidance, check_measurement
 from operators import LinearOperator, SVDOperator, cg
 from priors import Schedule
+from priors.tweedie import append_dims
 
 __all__ = ["PiGDM"]
 
@@ -74,11 +75,10 @@ class PiGDM(Guidance):
         if isinstance(op, SVDOperator):
             z = op.Ut(residual)
             s = op.singulars.to(z.device, z.dtype)
-            r2z = r2.reshape(-1, *([1] * (z.ndim - 1))) if r2.ndim else r2
-            denominator = r2z * s**2 + self.sigma_y**2
+            denominator = append_dims(r2, z.ndim) * s**2 + self.sigma_y**2
             factor = torch.where(s != 0, s / denominator.where(s != 0, 1), 0)
             return self.weight * op.V(factor * z)
-        r2y = r2.reshape(-1, *([1] * (residual.ndim - 1))) if r2.ndim else r2
+        r2y = append_dims(r2, residual.ndim)
 
         def matvec(u: Tensor) -> Tensor:
             return r2y * op(op.adjoint(u)) + self.sigma_y**2 * u

@@ -159,21 +159,24 @@ class CircularBlur(SVDOperator):
     def Vt(self, x: Tensor) -> Tensor:
         return self.basis.analysis(x)
 
+    def _spectrum(self, x: Tensor) -> Tensor:
+        """The kernel's half spectrum in the complex dtype of ``x``'s FFT."""
+        return self.spectrum.to(x.device, x.dtype.to_complex())
+
     def _filter(self, x: Tensor, spectrum: Tensor) -> Tensor:
         return torch.fft.irfft2(spectrum * torch.fft.rfft2(x), s=self.in_shape[-2:])
 
     def apply(self, x: Tensor) -> Tensor:
-        return self._filter(x, self.spectrum.to(x.device, torch.fft.rfft2(x[:1, :1]).dtype))
+        return self._filter(x, self._spectrum(x))
 
     def apply_adjoint(self, y: Tensor) -> Tensor:
-        spectrum = self.spectrum.to(y.device, torch.fft.rfft2(y[:1, :1]).dtype)
-        return self._filter(y, spectrum.conj())
+        return self._filter(y, self._spectrum(y).conj())
 
     def pinv(self, y: Tensor) -> Tensor:
         r""":math:`A^+ y`, directly in the Fourier domain:
         :math:`\hat k^* / |\hat k|^2` where :math:`|\hat k| >` ``rcond``, else 0."""
         check_shape(y, self.out_shape, "y")
-        spectrum = self.spectrum.to(y.device, torch.fft.rfft2(y[:1, :1]).dtype)
+        spectrum = self._spectrum(y)
         kept = spectrum.abs() > self.rcond
         inverse = torch.where(kept, 1 / spectrum.where(kept, 1), 0)
         return self._filter(y, inverse)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from priors.denoiser import Denoiser
 from priors.schedules import DiscreteSchedule, LinearSchedule, Schedule
-from priors.tweedie import x0_from_eps, x0_from_v
+from priors.tweedie import append_dims, x0_from_eps, x0_from_v
 from priors.weights import load_state_strict
 
 __all__ = ["DeepinvDenoiser", "DiscreteNetworkDenoiser", "load_adm", "load_diffusers"]
@@ -208,7 +208,6 @@ class DeepinvDenoiser(nn.Module):
             )
         sigma = sigma.reshape(()) if sigma.numel() == 1 else sigma.reshape(x.shape[0])
         t = self.schedule.time_of(-torch.log(2 * sigma)).clamp(0, 1)
-        alpha_t = self.schedule(t)[0].to(x.dtype)
-        alpha_t = alpha_t.reshape(-1, *([1] * (x.ndim - 1))) if alpha_t.ndim else alpha_t
+        alpha_t = append_dims(self.schedule(t)[0].to(x.dtype), x.ndim)
         x_hat = self.denoiser(alpha_t * (2 * x - 1), t, **(self.cond | kwargs))
         return (x_hat + 1) / 2

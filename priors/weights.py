@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import safe_open, save_file
 from torch import nn
 
 from priors.classifier import Classifier
@@ -125,9 +125,9 @@ def read(path: str | Path, kind: str | None = None) -> nn.Module:
     if not path.is_file():
         raise FileNotFoundError(f"no weight file {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:  # one read: metadata and tensors
             metadata = f.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as error:
         raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
     if "kind" not in metadata or "config" not in metadata:
