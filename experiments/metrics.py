@@ -33,8 +33,9 @@ def random_directions(
     return theta / theta.norm(dim=1, keepdim=True)
 
 
-def slice_distances(x: Tensor, y: Tensor, directions: Tensor) -> Tensor:
-    """W1 distance of the projections of ``x`` and ``y`` on each direction, shape (L,)."""
+def slice_distances(x: Tensor, y: Tensor, directions: Tensor, p: int = 1) -> Tensor:
+    """W_p distance of the projections of ``x`` and ``y`` on each direction, shape (L,)
+    (equal sample sizes: the sorted projections are matched)."""
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(
             f"x and y must have shapes (n, D) with the same D, got {tuple(x.shape)}, "
@@ -50,7 +51,9 @@ def slice_distances(x: Tensor, y: Tensor, directions: Tensor) -> Tensor:
     d = directions.to(torch.float64)
     px = (x.to(torch.float64) @ d.T).sort(dim=0).values
     py = (y.to(torch.float64) @ d.T).sort(dim=0).values
-    return (px - py).abs().mean(dim=0)
+    if p == 1:
+        return (px - py).abs().mean(dim=0)
+    return (px - py).abs().pow(p).mean(dim=0).pow(1 / p)
 
 
 def sliced_wasserstein(x: Tensor, y: Tensor, directions: Tensor) -> float:

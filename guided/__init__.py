@@ -14,10 +14,12 @@ from guided.dps import DPS, DPSSampler, PoissonDPS
 from guided.guidance import Guidance, GuidedDenoiser
 from guided.heun import Heun
 from guided.inversion import DDIMInversion
+from guided.mcgdiff import MCGdiff
 from guided.pigdm import PiGDM
 from guided.projection import Projection
 from guided.replacement import Replacement
 from guided.sampler import Sampler, initial_noise
+from guided.smc import ParticleSampler
 from guided.time import check_grid, time_grid
 
 __all__ = [
@@ -34,6 +36,8 @@ __all__ = [
     "Guidance",
     "GuidedDenoiser",
     "Heun",
+    "MCGdiff",
+    "ParticleSampler",
     "PiGDM",
     "PoissonDPS",
     "Projection",

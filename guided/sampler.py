@@ -2,7 +2,9 @@ r"""The sampler base class: one loop for every sampler.
 
 A sampler walks a time grid :math:`t_0 > t_1 > \dots > t_N`; each subclass implements one
 transition :meth:`Sampler.step` from :math:`t` to :math:`s`, keeping any state it needs
-(multistep history, particles) in a ``carry`` dict. The loop, the optional post-step
+(multistep history, particles) in a ``carry`` dict, and may override :meth:`Sampler.finish`
+to turn the last state into the output (a particle sampler picks one particle per row).
+The loop, the optional post-step
 :class:`~guided.projection.Projection`, callbacks, the progress bar and cost accounting
 live here and nowhere else.
 """
@@ -65,6 +67,18 @@ class Sampler(abc.ABC):
             The state at time ``s``, with shape :math:`(B, *)`.
         """
 
+    def finish(
+        self,
+        denoiser: Denoiser,
+        x: Tensor,
+        carry: dict[str, Any],
+        *,
+        generator: GeneratorLike = None,
+        **cond: Any,
+    ) -> Tensor:
+        r"""Maps the state after the last step to the output (the identity by default)."""
+        return x
+
     @torch.no_grad()
     def __call__(
         self,
@@ -119,6 +133,7 @@ class Sampler(abc.ABC):
                     x = projection(x, s, denoiser.schedule, generator=generator)
                 if callback is not None:
                     callback(i, s, x)
+            x = self.finish(denoiser, x, carry, generator=generator, **cond)
         return x
 
 

@@ -137,7 +137,9 @@ class GaussianMixture(Denoiser):
         r"""Exact :math:`E[x \mid x_t]` for ``x_t`` of shape :math:`(B, D)`."""
         self._check_points(x_t, "x_t")
         alpha_t, sigma_t = self.schedule(t)
-        alpha_t, sigma_t = alpha_t.expand(x_t.shape[:1]), sigma_t.expand(x_t.shape[:1])
+        # one time for all rows stays (1,): the (B, K) work then broadcasts over rows
+        shape = (1,) if alpha_t.numel() == 1 else x_t.shape[:1]
+        alpha_t, sigma_t = alpha_t.reshape(-1).expand(shape), sigma_t.reshape(-1).expand(shape)
         clean = sigma_t == 0
         sigma_safe = torch.where(clean, torch.ones_like(sigma_t), sigma_t)
         x = x_t.to(_F64)

@@ -1,0 +1,138 @@
+r"""Sequential Monte Carlo machinery shared by the particle samplers.
+
+A particle sampler runs, for every row :math:`b` of ``x_T``, its own system of :math:`N`
+particles: row :math:`b` starts from ``x_T[b]`` and :math:`N - 1` further draws of
+:math:`\sigma_T \epsilon` (the start of :func:`guided.initial_noise`), all its noise and
+resampling come from row :math:`b`'s generator when one generator per row is given, and the
+output row is one particle drawn from the system's final weights. Inside the loop the state
+has shape :math:`(B N, *)`, systems contiguous; callbacks and projections see all particles.
+
+Resampling is multinomial and happens when the effective sample size
+:math:`\mathrm{ESS} = (\sum_j w_j)^2 / \sum_j w_j^2` falls below a fraction of :math:`N`
+(with the fraction 1, whenever the weights are not uniform).
+
+References:
+    | An Introduction to Sequential Monte Carlo (Chopin & Papaspiliopoulos, 2020), ch. 9-10
+    | https://doi.org/10.1007/978-3-030-47845-2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from torch import Tensor
+
+from guided.sampler import Sampler
+from priors import GeneratorLike, Schedule, randn
+
+__all__ = ["ParticleSampler", "effective_sample_size", "gaussian_log_density"]
+
+
+def effective_sample_size(log_w: Tensor) -> Tensor:
+    r""":math:`(\sum_j w_j)^2 / \sum_j w_j^2` over the last dimension, from log-weights."""
+    return torch.exp(2 * torch.logsumexp(log_w, -1) - torch.logsumexp(2 * log_w, -1))
+
+
+class ParticleSampler(Sampler):
+    r"""Base class of the SMC samplers (see the module).
+
+    Subclasses call :meth:`systems` at their first step to expand ``x_T`` into particles,
+    :meth:`noise` for per-system noise, :meth:`resample` for ancestors and :meth:`rows`
+    to expand per-row tensors (measurements, labels) to particles; :meth:`finish` draws one
+    particle per row from ``carry["log_w"]``.
+
+    Arguments:
+        particles: The number :math:`N \geq 1` of particles per row.
+        ess: Resample when the effective sample size falls below ``ess`` times :math:`N`,
+            in :math:`(0, 1]`.
+    """
+
+    def __init__(self, particles: int, ess: float = 1.0) -> None:
+        if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:
+            raise ValueError(f"particles must be a positive integer, got {particles!r}")
+        if not (isinstance(ess, int | float) and 0 < ess <= 1):
+            raise ValueError(f"ess must lie in (0, 1], got {ess!r}")
+        self.particles, self.ess = particles, float(ess)
+
+    def systems(
+        self, x_T: Tensor, t: Tensor, schedule: Schedule, carry: dict[str, Any], generator: Any
+    ) -> Tensor:
+        r"""The :math:`(B N, *)` initial particles of the module docstring; sets
+        ``carry["systems"]`` and zero log-weights ``carry["log_w"]``."""
+        batch, n = x_T.shape[0], self.particles
+        _, sigma_t = schedule(t)
+        fresh = float(sigma_t) * self.noise((batch, n - 1, *x_T.shape[1:]), generator, x_T)
+        x = torch.cat([x_T[:, None], fresh], 1).flatten(0, 1)
+        carry["systems"] = batch
+        carry["log_w"] = torch.zeros(batch, n, dtype=torch.float64, device=x_T.device)
+        return x
+
+    def noise(self, shape: Sequence[int], generator: GeneratorLike, like: Tensor) -> Tensor:
+        r"""Standard normal noise of shape :math:`(B, \dots)` or :math:`(B N, \dots)`, row
+        :math:`b`'s part from row :math:`b`'s generator."""
+        shape = tuple(shape)
+        options = {"dtype": like.dtype, "device": like.device}
+        if generator is None or isinstance(generator, torch.Generator):
+            return randn(shape, generator, **options)
+        batch = len(generator)
+        per = (shape[0] // batch, *shape[1:])
+        return torch.cat([randn(per, g, **options) for g in generator])
+
+    def resample(self, log_w: Tensor, generator: GeneratorLike) -> Tensor:
+        r"""Multinomial ancestors for weights :math:`(B, N)`, as flat indices :math:`(B N,)`."""
+        batch, n = log_w.shape
+        probs = torch.softmax(log_w, -1)
+        if generator is None or isinstance(generator, torch.Generator):
+            idx = torch.multinomial(probs, n, replacement=True, generator=generator)
+        else:
+            idx = torch.stack(
+                [
+                    torch.multinomial(p, n, replacement=True, generator=g)
+                    for p, g in zip(probs, generator, strict=True)
+                ]
+            )
+        return (idx + n * torch.arange(batch, device=idx.device)[:, None]).flatten()
+
+    def needs_resampling(self, log_w: Tensor) -> bool:
+        """Whether any system's effective sample size is below the threshold."""
+        ess = effective_sample_size(log_w)
+        return bool((ess < self.ess * log_w.shape[-1] * (1 - 1e-9)).any())
+
+    def rows(self, value: Any, batch: int) -> Any:
+        r"""Expands a per-row tensor :math:`(B, \dots)` to the particles; anything else (a
+        tensor shared by all rows, None, a number) passes unchanged."""
+        if isinstance(value, Tensor) and value.ndim >= 1 and value.shape[0] == batch > 1:
+            return value.repeat_interleave(self.particles, 0)
+        return value
+
+    def final_log_weights(self, x: Tensor, carry: dict[str, Any]) -> Tensor:
+        r"""The :math:`(B, N)` log-weights that :meth:`finish` draws from (the running
+        weights by default; subclasses add a final correction)."""
+        return carry["log_w"]
+
+    def finish(
+        self,
+        denoiser: Any,
+        x: Tensor,
+        carry: dict[str, Any],
+        *,
+        generator: GeneratorLike = None,
+        **cond: Any,
+    ) -> Tensor:
+        log_w = self.final_log_weights(x, carry)
+        if not bool(torch.isfinite(log_w).any(-1).all()):
+            raise FloatingPointError(
+                f"{type(self).__name__}: every particle of a system has zero weight"
+            )
+        batch, n = log_w.shape
+        pick = self.resample(log_w, generator).view(batch, n)[:, 0]
+        return x[pick]
+
+
+def gaussian_log_density(r: Tensor, var: Tensor | float, mask: Tensor) -> Tensor:
+    r""":math:`-\frac12 \sum_{i \in mask} r_i^2 / v_i` per row (constants dropped, float64)."""
+    terms = torch.where(mask, r.double() ** 2 / var, 0.0)
+    return -0.5 * terms.flatten(1).sum(1)

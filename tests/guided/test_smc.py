@@ -1,0 +1,125 @@
+"""Particle samplers: MCGdiff targets the exact posterior (its weights fix what the proposal
+alone gets wrong), honours noiseless measurements, runs rows independently, counts N
+network evaluations per step, and refuses operators without an SVD."""
+
+import pytest
+import torch
+
+import guided
+import operators
+import priors
+
+F64 = torch.float64
+
+
+def _two_modes():
+    """A 2-D mixture whose posterior under one noisy projection flips the mode weights."""
+    means = torch.tensor([[-3.0, 0.0], [3.0, 0.0]], dtype=F64)
+    prior = priors.GaussianMixture(
+        torch.tensor([0.8, 0.2], dtype=F64),
+        means,
+        torch.eye(2, dtype=F64).expand(2, 2, 2),
+        priors.LinearSchedule(),
+    )
+    op = operators.MatrixOperator(torch.tensor([[0.6, 0.8]], dtype=F64))
+    y = torch.tensor([[0.9]], dtype=F64)
+    return prior, op, y, 0.5
+
+
+def _right_mode_fraction(particles, rows, seed):
+    prior, op, y, sigma_y = _two_modes()
+    g = torch.Generator().manual_seed(seed)
+    x_T = guided.initial_noise(prior.schedule, (rows, 2), g, dtype=F64)
+    sampler = guided.MCGdiff(op, y, sigma_y, particles=particles)
+    out = sampler(prior, x_T, guided.time_grid(50), generator=g)
+    return float((out[:, 0] > 0).double().mean())
+
+
+def test_weights_recover_the_posterior_mode_weights():
+    prior, op, y, sigma_y = _two_modes()
+    exact = float(prior.posterior(op.matrix, y[0], sigma_y).weights[1])  # 0.77
+    many = _right_mode_fraction(particles=256, rows=200, seed=0)
+    one = _right_mode_fraction(particles=1, rows=400, seed=1)  # the proposal alone
+    assert abs(many - exact) < 0.1, (many, exact)
+    assert abs(one - exact) > 0.3, (one, exact)  # so the check above can fail
+
+
+def test_gaussian_posterior_mean_and_variance():
+    g = torch.Generator().manual_seed(2)
+    d = 3
+    mean = torch.randn(d, generator=g, dtype=F64)
+    prior = priors.GaussianMixture(
+        torch.ones(1, dtype=F64),
+        mean[None],
+        torch.eye(d, dtype=F64)[None],
+        priors.LinearSchedule(),
+    )
+    a = torch.tensor([[1.0, 0.5, 0.0], [0.0, 0.8, -0.4]], dtype=F64)
+    op, sigma_y = operators.MatrixOperator(a), 0.5
+    y = prior.sample(1, g) @ a.T + sigma_y * torch.randn(1, 2, generator=g, dtype=F64)
+    post = prior.posterior(a, y[0], sigma_y)
+    rows = 1500
+    x_T = guided.initial_noise(prior.schedule, (rows, d), g, dtype=F64)
+    out = guided.MCGdiff(op, y, sigma_y, particles=8)(
+        prior, x_T, guided.time_grid(200), generator=g
+    )
+    cov = post.covs[0]
+    se = (cov.diagonal() / rows).sqrt()
+    assert ((out.mean(0) - post.means[0]).abs() < 4 * se + 0.02).all()
+    ratio = out.T.cov().diagonal() / cov.diagonal()
+    assert ((ratio > 0.85) & (ratio < 1.15)).all(), ratio
+
+
+def test_noiseless_measurements_are_met():
+    g = torch.Generator().manual_seed(3)
+    mask = torch.tensor([1.0, 0, 1, 0, 0, 1], dtype=F64)
+    op = operators.Inpainting(mask)
+    prior = priors.GaussianMixture(
+        torch.tensor([0.5, 0.5], dtype=F64),
+        torch.randn(2, 6, generator=g, dtype=F64) * 2,
+        torch.eye(6, dtype=F64).expand(2, 6, 6),
+        priors.LinearSchedule(),
+    )
+    y = op(prior.sample(1, g))
+    x_T = guided.initial_noise(prior.schedule, (20, 6), g, dtype=F64)
+    out = guided.MCGdiff(op, y, 0.0, particles=16)(prior, x_T, guided.time_grid(50), generator=g)
+    assert (op(out) - y).abs().max() < 0.05
+
+
+def test_rows_are_independent_and_cost_counts_particles():
+    prior, op, y, sigma_y = _two_modes()
+    sampler = guided.MCGdiff(op, y, sigma_y, particles=4)
+    x_T = guided.initial_noise(prior.schedule, (3, 2), torch.Generator().manual_seed(4), dtype=F64)
+    gens = [torch.Generator().manual_seed(10 + i) for i in range(3)]
+    cost = priors.Cost()
+    together = sampler(prior, x_T, guided.time_grid(10), generator=gens, cost=cost)
+    alone = sampler(
+        prior, x_T[1:2], guided.time_grid(10), generator=[torch.Generator().manual_seed(11)]
+    )
+    torch.testing.assert_close(together[1:2], alone)
+    assert cost.nfe == 4 * 10 and cost.vjp == 0
+
+
+def test_grid_is_moved_onto_the_matching_times():
+    prior, op, y, sigma_y = _two_modes()
+    sampler = guided.MCGdiff(op, y, sigma_y)
+    (tau,) = sampler.taus(prior.schedule).tolist()
+    alpha, sigma = prior.schedule(tau)
+    assert float(sigma / alpha) == pytest.approx(sigma_y / 1.0, rel=1e-9)
+    ts = sampler.adapt(guided.time_grid(20), prior.schedule)
+    assert ts.numel() == 21 and bool((ts.diff() < 0).all())
+    assert (ts - tau).abs().min() < 1e-12
+
+
+def test_errors_name_the_problem():
+    prior, op, y, sigma_y = _two_modes()
+    dense = operators.Blur(operators.gaussian_kernel(1.0, size=3), (1, 8, 8))
+    with pytest.raises(TypeError, match="SVDOperator.*DPS"):
+        guided.MCGdiff(dense, torch.zeros(1, 1, 8, 8), 0.1)
+    with pytest.raises(ValueError, match="eta"):
+        guided.MCGdiff(op, y, sigma_y, eta=0.0)
+    with pytest.raises(ValueError, match="particles"):
+        guided.MCGdiff(op, y, sigma_y, particles=0)
+    with pytest.raises(ValueError, match="rows"):
+        x_T = torch.zeros(3, 2, dtype=F64)
+        guided.MCGdiff(op, y.expand(2, 1), sigma_y)(prior, x_T, guided.time_grid(5))
