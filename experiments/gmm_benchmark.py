@@ -32,7 +32,6 @@ References:
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import math
 import time
@@ -51,7 +50,7 @@ import guided
 import operators
 import priors
 
-from experiments.build import build
+from experiments.build import build_method
 from experiments.metrics import random_directions, slice_distances
 
 matplotlib.use("Agg")
@@ -87,13 +86,6 @@ def problem(
     return operators.MatrixOperator(a), y, sigma_y
 
 
-def _call_with_accepted(factory: Any, **runtime: Any) -> Any:
-    """Calls a partial with the runtime keywords its target accepts."""
-    target = getattr(factory, "func", factory)
-    accepted = inspect.signature(target).parameters
-    return factory(**{k: v for k, v in runtime.items() if k in accepted})
-
-
 def run_method(
     node: DictConfig,
     prior: priors.GaussianMixture,
@@ -105,25 +97,13 @@ def run_method(
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, priors.Cost, float]:
     """Samples one configured method on one problem: samples, cost, wall time."""
-    runtime = {"op": op, "y": y, "sigma_y": sigma_y}
-    sampler = build(node.sampler)
-    if callable(sampler) and not isinstance(sampler, guided.Sampler):
-        sampler = _call_with_accepted(sampler, **runtime)
-    if not isinstance(sampler, guided.Sampler):
-        raise TypeError(f"the method's sampler built {type(sampler).__name__}, not a Sampler")
-    denoiser: priors.Denoiser = prior
-    if node.get("guidance") is not None:
-        term = build(node.guidance)
-        term = (
-            _call_with_accepted(term, **runtime) if not isinstance(term, guided.Guidance) else term
-        )
-        denoiser = guided.GuidedDenoiser(prior, term)
+    method = build_method(node, prior, op=op, y=y, sigma_y=sigma_y)
     x_T = guided.initial_noise(
         prior.schedule, (samples, prior.shape[0]), generator, dtype=torch.float64
     )
     cost = priors.Cost()
     start = time.perf_counter()
-    x = sampler(denoiser, x_T, guided.time_grid(steps), generator=generator, cost=cost)
+    x = method(x_T, guided.time_grid(steps), generator, cost)
     return x, cost, time.perf_counter() - start
 
 

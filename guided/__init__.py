@@ -7,6 +7,7 @@ wrapper works with every sampler.
 from guided.cfg import ClassifierFree
 from guided.ddim import DDIM, DDPM
 from guided.ddnm import DDNM
+from guided.ddnm_plus import DDNMPlus
 from guided.ddrm import DDRM
 from guided.diffpir import DiffPIR
 from guided.dpm_solver import DPMSolver
@@ -17,6 +18,7 @@ from guided.inversion import DDIMInversion
 from guided.mcgdiff import MCGdiff
 from guided.pigdm import PiGDM
 from guided.projection import Projection
+from guided.repaint import RePaint
 from guided.replacement import Replacement
 from guided.sampler import Sampler, initial_noise
 from guided.smc import ParticleSampler
@@ -30,6 +32,7 @@ __all__ = [
     "DPS",
     "ClassifierFree",
     "DDIMInversion",
+    "DDNMPlus",
     "DPMSolver",
     "DPSSampler",
     "DiffPIR",
@@ -41,6 +44,7 @@ __all__ = [
     "PiGDM",
     "PoissonDPS",
     "Projection",
+    "RePaint",
     "Replacement",
     "Sampler",
     "check_grid",

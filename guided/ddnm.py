@@ -7,8 +7,9 @@ measurement:
 
 so :math:`A \hat x_y = y` at every step; any sampler then runs on :math:`\hat x_y` (the paper
 uses DDIM with :math:`\eta = 0.85`). No network VJP is needed. For noisy measurements the
-paper's DDNM+ scales the correction by the noise levels; it is not implemented here, and
-:class:`DDNM` refuses :math:`\sigma_y > 0` rather than silently overfitting the noise.
+paper's DDNM+ scales the correction by the noise levels (:class:`guided.DDNMPlus`, a
+sampler); :class:`DDNM` refuses :math:`\sigma_y > 0` rather than silently overfitting the
+noise.
 
 References:
     | Zero-Shot Image Restoration Using Denoising Diffusion Null-Space Model (Wang et al., 2023)
@@ -35,7 +36,7 @@ class DDNM(Denoiser):
         prior: The prior's denoiser.
         op: A linear operator with a pseudo-inverse.
         y: The noiseless measurement, :math:`(B, *out\_shape)` or one for all rows.
-        sigma_y: Must be 0 (DDNM+ for noisy data is not implemented).
+        sigma_y: Must be 0 (for noisy data use :class:`guided.DDNMPlus`).
     """
 
     counts_evaluations: ClassVar[bool] = False
@@ -45,11 +46,15 @@ class DDNM(Denoiser):
     ) -> None:
         if not isinstance(op, LinearOperator):
             raise TypeError(
-                f"DDNM needs a LinearOperator (pseudo-inverse), got {type(op).__name__}"
+                f"DDNM needs a LinearOperator (pseudo-inverse), got {type(op).__name__}: "
+                "use guided.DPS"
             )
         y = check_measurement(op, y, sigma_y)
         if sigma_y > 0:
-            raise ValueError("DDNM is the noiseless form: sigma_y must be 0 (use PiGDM or DDRM)")
+            raise ValueError(
+                "DDNM is the noiseless form: sigma_y must be 0 "
+                "(use guided.DDNMPlus, PiGDM or DDRM)"
+            )
         super().__init__(prior.schedule)
         self.prior, self.op, self.y = prior, op, y
         for name in ("shape", "num_classes"):

@@ -61,7 +61,9 @@ class DDRM(Sampler):
     ) -> None:
         if not isinstance(op, SVDOperator):
             raise TypeError(
-                f"DDRM needs an SVDOperator (U, V and singular values); got {type(op).__name__}"
+                f"DDRM needs an SVDOperator (U, V and singular values); got "
+                f"{type(op).__name__}: use guided.PiGDM or guided.DiffPIR (conjugate gradients) "
+                "or guided.DPS"
             )
         self.y = check_measurement(op, y, sigma_y)
         for name, value in (("eta", eta), ("eta_b", eta_b)):

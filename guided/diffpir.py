@@ -62,7 +62,10 @@ class DiffPIR(Sampler):
         iterations: int = 50,
     ) -> None:
         if not isinstance(op, LinearOperator):
-            raise TypeError(f"DiffPIR needs a LinearOperator, got {type(op).__name__}")
+            raise TypeError(
+                f"DiffPIR needs a LinearOperator (proximal step), got {type(op).__name__}: "
+                "use guided.DPS"
+            )
         self.y = check_measurement(op, y, sigma_y)
         if not lambda_ > 0 or not 0 <= zeta <= 1:
             raise ValueError(f"need lambda_ > 0 and zeta in [0, 1], got {lambda_} and {zeta}")

@@ -10,7 +10,8 @@ pseudo-inverse:
 For inpainting and outpainting :math:`P` is the mask and this is RePaint's (and score-SDE's)
 replacement; for other operators it is the range / null-space split of DDNM applied to the
 noisy state. The final state (:math:`\sigma_s = 0`) satisfies :math:`A x = y` exactly.
-RePaint's resampling ("time travel") is not part of this projection.
+RePaint's resampling ("time travel") needs its own walk over the grid:
+:class:`guided.RePaint`.
 
 References:
     | RePaint: Inpainting using Denoising Diffusion Probabilistic Models (Lugmayr et al., 2022)
@@ -41,7 +42,10 @@ class Replacement(Projection):
 
     def __init__(self, op: LinearOperator, y: Tensor) -> None:
         if not isinstance(op, LinearOperator):
-            raise TypeError(f"Replacement needs a LinearOperator, got {type(op).__name__}")
+            raise TypeError(
+                f"Replacement needs a LinearOperator (pseudo-inverse), got {type(op).__name__}: "
+                "use guided.DPS"
+            )
         self.y = check_measurement(op, y, None)
         self.op = op
         self.x_y = op.pinv(self.y)  # A^+ y, computed once

@@ -12,6 +12,7 @@ live here and nowhere else.
 from __future__ import annotations
 
 import abc
+import itertools
 
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -67,6 +68,11 @@ class Sampler(abc.ABC):
             The state at time ``s``, with shape :math:`(B, *)`.
         """
 
+    def pairs(self, ts: Tensor) -> list[tuple[Tensor, Tensor]]:
+        r"""The transitions :math:`(t, s)` a run makes on the validated grid ``ts``: the
+        consecutive pairs by default (time-travel samplers go back up now and then)."""
+        return list(itertools.pairwise(ts))
+
     def finish(
         self,
         denoiser: Denoiser,
@@ -101,7 +107,7 @@ class Sampler(abc.ABC):
             ts: The time grid, with shape :math:`(N + 1,)`, decreasing (increasing for
                 inversion).
             projection: An optional correction applied after every step.
-            callback: Called as ``callback(i, s, x_s)`` after step ``i``.
+            callback: Called as ``callback(i, s, x_s)`` after transition ``i``.
             generator: A generator, or one generator per row of ``x_T``.
             progress: Whether to show a progress bar.
             cost: If given, the run's per-sample network evaluations and VJPs are added to
@@ -125,9 +131,9 @@ class Sampler(abc.ABC):
         ts = check_grid(ts, increasing=self.increasing)
         carry: dict[str, Any] = {}
         x = x_T
+        pairs = self.pairs(ts)
         with measure(cost if cost is not None else Cost(), batch=x_T.shape[0]):
-            for i in tqdm(range(ts.numel() - 1), disable=not progress, leave=False):
-                t, s = ts[i], ts[i + 1]
+            for i, (t, s) in enumerate(tqdm(pairs, disable=not progress, leave=False)):
                 x = self.step(denoiser, x, t, s, carry, generator=generator, **cond)
                 if projection is not None:
                     x = projection(x, s, denoiser.schedule, generator=generator)

@@ -299,3 +299,54 @@ def test_diffpir_proximal_step_and_noiseless_consistency(name):
     x = noiseless(image_prior, x_T, guided.time_grid(20), generator=g, cost=cost)
     torch.testing.assert_close(op(x), y.expand_as(op(x)), rtol=1e-6, atol=1e-6)
     assert cost.nfe == 20 and cost.vjp == 0
+
+
+def test_repaint_walks_back_and_meets_noiseless_measurements():
+    mask = torch.tensor([1.0, 0, 1, 0, 1, 1], dtype=F64)
+    op = operators.Inpainting(mask)
+    prior = _unit_gaussian(6, seed=20)
+    g = torch.Generator().manual_seed(21)
+    y = op(prior.sample(1, g))
+    ts = guided.time_grid(20)
+    sampler = guided.RePaint(op, y, jump=5, resamplings=3)
+    pairs = sampler.pairs(ts)
+    down = sum(bool(s < t) for t, s in pairs)
+    up = sum(bool(s > t) for t, s in pairs)
+    assert (down, up) == (20 + 2 * 5 * 3, 2 * 5 * 3)  # back 5 points twice at k = 0, 5, 10
+    assert float(pairs[0][0]) == 1.0 and float(pairs[-1][1]) == 0.0
+    plain = guided.RePaint(op, y, jump=5, resamplings=1).pairs(ts)
+    assert [(float(t), float(s)) for t, s in plain] == list(
+        zip(ts[:-1].tolist(), ts[1:].tolist(), strict=True)
+    )
+    x_T = guided.initial_noise(prior.schedule, (32, 6), g, dtype=F64)
+    cost = priors.Cost()
+    x = sampler(prior, x_T, ts, generator=g, cost=cost)
+    assert cost.nfe == down
+    torch.testing.assert_close(op(x), y.expand(32, -1), rtol=1e-6, atol=1e-6)
+    # the unobserved coordinates follow the prior's conditional: here the prior is N(mu, I)
+    mean = prior.means[0]
+    assert float((x[:, 1] - mean[1]).mean().abs()) < 4 / 32**0.5
+
+
+@pytest.mark.parametrize("name", ["inpainting", "matrix"])
+def test_ddnm_plus_is_ddnm_without_noise_and_does_not_copy_noise(name):
+    op, d = CASES[name]
+    prior = _unit_gaussian(d, seed=22)
+    g = torch.Generator().manual_seed(23)
+    y = op(prior.sample(1, g))
+    x_T = guided.initial_noise(prior.schedule, (8, d), g, dtype=F64)
+    ts = guided.time_grid(20)
+    plus = guided.DDNMPlus(op, y, 0.0)(prior, x_T, ts, generator=torch.Generator().manual_seed(1))
+    ddnm = guided.DDPM()(
+        guided.DDNM(prior, op, y), x_T, ts, generator=torch.Generator().manual_seed(1)
+    )
+    torch.testing.assert_close(plus, ddnm)
+    sigma_y = 0.3
+    seen = op(torch.ones(1, d, dtype=F64)) != 0
+    noisy = y + sigma_y * torch.randn(y.shape, generator=g, dtype=F64) * seen
+    x_T = guided.initial_noise(prior.schedule, (400, d), g, dtype=F64)
+    x = guided.DDNMPlus(op, noisy, sigma_y)(prior, x_T, ts, generator=g)
+    residual = float((op(x) - noisy).pow(2).mean().sqrt())
+    assert 0.05 * sigma_y < residual < 1.5 * sigma_y  # not a copy of the noisy data
+    with pytest.raises(TypeError, match="LinearOperator.*DPS"):
+        guided.DDNMPlus(operators.SaturatingSensor((6,)), torch.zeros(1, 6), 0.1)
