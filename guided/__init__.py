@@ -22,6 +22,7 @@ from guided.repaint import RePaint
 from guided.replacement import Replacement
 from guided.sampler import Sampler, initial_noise
 from guided.smc import ParticleSampler
+from guided.tds import TDS
 from guided.time import check_grid, time_grid
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "DDPM",
     "DDRM",
     "DPS",
+    "TDS",
     "ClassifierFree",
     "DDIMInversion",
     "DDNMPlus",

@@ -55,11 +55,14 @@ def _method(name, y, sigma_y):
         return guided.DDPM(), prior, guided.Replacement(OP, y)
     if name == "mcgdiff":
         return guided.MCGdiff(OP, y, sigma_y, particles=4), prior, None
+    if name == "tds":
+        return guided.TDS(OP, y, sigma_y, particles=4), prior, None
     raise KeyError(name)
 
 
 @pytest.mark.parametrize(
-    "name", ["dps", "pigdm", "dps_paper", "ddrm", "diffpir", "ddnm", "replacement", "mcgdiff"]
+    "name",
+    ["dps", "pigdm", "dps_paper", "ddrm", "diffpir", "ddnm", "replacement", "mcgdiff", "tds"],
 )
 def test_a_row_does_not_depend_on_its_batch(name):
     sigma_y = 0.0 if name in ("ddnm", "replacement") else 0.1

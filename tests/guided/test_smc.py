@@ -1,4 +1,4 @@
-"""Particle samplers: MCGdiff targets the exact posterior (its weights fix what the proposal
+"""Particle samplers: MCGdiff and TDS target the exact posterior (its weights fix what the proposal
 alone gets wrong), honours noiseless measurements, runs rows independently, counts N
 network evaluations per step, and refuses operators without an SVD."""
 
@@ -26,12 +26,12 @@ def _two_modes():
     return prior, op, y, 0.5
 
 
-def _right_mode_fraction(particles, rows, seed):
+def _right_mode_fraction(particles, rows, seed, method=guided.MCGdiff, steps=50):
     prior, op, y, sigma_y = _two_modes()
     g = torch.Generator().manual_seed(seed)
     x_T = guided.initial_noise(prior.schedule, (rows, 2), g, dtype=F64)
-    sampler = guided.MCGdiff(op, y, sigma_y, particles=particles)
-    out = sampler(prior, x_T, guided.time_grid(50), generator=g)
+    sampler = method(op, y, sigma_y, particles=particles)
+    out = sampler(prior, x_T, guided.time_grid(steps), generator=g)
     return float((out[:, 0] > 0).double().mean())
 
 
@@ -42,6 +42,28 @@ def test_weights_recover_the_posterior_mode_weights():
     one = _right_mode_fraction(particles=1, rows=400, seed=1)  # the proposal alone
     assert abs(many - exact) < 0.1, (many, exact)
     assert abs(one - exact) > 0.3, (one, exact)  # so the check above can fail
+
+
+def test_tds_weights_correct_its_twisted_proposal():
+    prior, op, y, sigma_y = _two_modes()
+    exact = float(prior.posterior(op.matrix, y[0], sigma_y).weights[1])
+    many = _right_mode_fraction(32, 400, 5, guided.TDS, steps=100)
+    one = _right_mode_fraction(1, 400, 6, guided.TDS, steps=100)  # the twisted proposal alone
+    assert abs(many - exact) < 0.05, (many, exact)
+    assert one - exact > 0.06, (one, exact)
+
+
+def test_tds_cost_and_errors():
+    prior, op, y, sigma_y = _two_modes()
+    cost = priors.Cost()
+    x_T = torch.zeros(2, 2, dtype=F64)
+    guided.TDS(op, y, sigma_y, particles=3)(prior, x_T, guided.time_grid(5), cost=cost)
+    assert cost.nfe == 15 and cost.vjp == 15
+    with pytest.raises(ValueError, match="sigma_y > 0.*MCGdiff"):
+        guided.TDS(op, y, 0.0)
+    jpeg = operators.JPEG((1, 8, 8), quality=50)
+    with pytest.raises(TypeError, match="not differentiable"):
+        guided.TDS(jpeg, torch.zeros(1, 1, 8, 8), 0.1)
 
 
 def test_gaussian_posterior_mean_and_variance():
