@@ -90,3 +90,13 @@ class Exploding:
                 return torch.full_like(x_hat, float("inf"))
 
         return Term()
+
+
+def test_gaussian_prior_scores_posterior_means(tmp_path):
+    cfg = _cfg("gaussian=true", "measurements=[2]", "samples=400", "run=[prior,pigdm,ddrm]")
+    table = {r["method"]: r for r in gmm_benchmark.run(cfg, tmp_path)}
+    prior = gmm_benchmark.mixture(4, torch.Generator().manual_seed(0), gaussian=True)
+    assert prior.means.shape == (1, 4)
+    for name in ("pigdm", "ddrm"):  # within sampling error of the exact posterior mean
+        assert table[name]["mean_err"] < 0.15, table[name]
+    assert table["prior"]["mean_err"] > 3 * table["pigdm"]["mean_err"]
