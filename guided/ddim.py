@@ -31,7 +31,20 @@ from guided.sampler import Sampler
 from priors import Denoiser, GeneratorLike, randn
 from priors.tweedie import eps_from_x0
 
-__all__ = ["DDIM", "DDPM", "ddim_update"]
+__all__ = ["DDIM", "DDPM", "ddim_coefficients", "ddim_update"]
+
+
+def ddim_coefficients(
+    alpha_t: float, sigma_t: float, alpha_s: float, sigma_s: float, eta: float
+) -> tuple[float, float, float]:
+    r"""The DDIM transition as :math:`x_s = a \hat x + b x_t + \tau z`: returns
+    :math:`(a, b, \tau)` with :math:`b = \sqrt{\sigma_s^2 - \tau^2} / \sigma_t` and
+    :math:`a = \alpha_s - b \alpha_t` (the module's formula with
+    :math:`\hat\epsilon = (x_t - \alpha_t \hat x) / \sigma_t`)."""
+    ratio = (alpha_t * sigma_s) / (alpha_s * sigma_t)
+    tau = eta * sigma_s * math.sqrt(max(0.0, 1.0 - ratio**2))
+    b = math.sqrt(max(0.0, sigma_s**2 - tau**2)) / sigma_t
+    return alpha_s - b * alpha_t, b, tau
 
 
 def ddim_update(
@@ -46,12 +59,11 @@ def ddim_update(
 ) -> Tensor:
     r"""The DDIM transition of the module docstring from a given :math:`\hat x`."""
     eps = eps_from_x0(x_t, x_hat, alpha_t, sigma_t)
-    ratio = (alpha_t * sigma_s) / (alpha_s * sigma_t)
-    tau2 = eta**2 * sigma_s**2 * max(0.0, 1.0 - ratio**2)
-    x_s = alpha_s * x_hat + math.sqrt(max(0.0, sigma_s**2 - tau2)) * eps
-    if tau2 > 0:
+    _, b, tau = ddim_coefficients(alpha_t, sigma_t, alpha_s, sigma_s, eta)
+    x_s = alpha_s * x_hat + (b * sigma_t) * eps
+    if tau > 0:
         z = randn(x_t.shape, generator, dtype=x_t.dtype, device=x_t.device)
-        x_s = x_s + math.sqrt(tau2) * z
+        x_s = x_s + tau * z
     return x_s
 
 

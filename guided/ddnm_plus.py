@@ -28,6 +28,7 @@ from typing import Any
 
 from torch import Tensor
 
+from guided.ddim import ddim_coefficients
 from guided.guidance import check_measurement
 from guided.sampler import Sampler
 from operators import LinearOperator
@@ -67,10 +68,7 @@ class DDNMPlus(Sampler):
     ) -> Tensor:
         alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
         alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
-        ratio = (alpha_t * sigma_s) / (alpha_s * sigma_t)
-        tau = sigma_s * math.sqrt(max(0.0, 1.0 - ratio**2))
-        b = math.sqrt(max(0.0, sigma_s**2 - tau**2)) / sigma_t
-        a = alpha_s - b * alpha_t
+        a, b, tau = ddim_coefficients(alpha_t, sigma_t, alpha_s, sigma_s, 1.0)
         noise = a * self.sigma_y
         lam = 1.0 if noise <= tau else tau / noise
         x_hat = denoiser(x_t, t, **cond)

@@ -56,12 +56,12 @@ import torch
 
 from torch import Tensor
 
+from guided.ddim import ddim_coefficients
 from guided.guidance import check_measurement
 from guided.smc import ParticleSampler, gaussian_log_density
 from guided.time import check_grid
 from operators import SVDOperator
 from priors import Denoiser, GeneratorLike, Schedule
-from priors.tweedie import eps_from_x0
 
 __all__ = ["MCGdiff"]
 
@@ -157,21 +157,16 @@ class MCGdiff(ParticleSampler):
     ) -> Tensor:
         schedule = denoiser.schedule
         if "systems" not in carry:
-            if self.y.shape[0] not in (1, x_t.shape[0]):
-                raise ValueError(
-                    f"y has {self.y.shape[0]} rows for {x_t.shape[0]} rows of x_T (need 1 or B)"
-                )
-            x_t = self.systems(x_t, t, schedule, carry, generator)
+            x_t = self.systems(x_t, t, schedule, carry, generator, self.y)
             carry["initial"] = True
         batch, n = carry["systems"], self.particles
         cond = {k: self.rows(v, batch) for k, v in cond.items()}
         alpha_t, sigma_t = (float(c) for c in schedule(t))
         alpha_s, sigma_s = (float(c) for c in schedule(s))
         x_hat = denoiser(x_t, t, **cond)
-        eps = eps_from_x0(x_t, x_hat, alpha_t, sigma_t)
-        ratio = (alpha_t * sigma_s) / (alpha_s * sigma_t)
-        tau2 = self.eta**2 * sigma_s**2 * max(0.0, 1.0 - ratio**2)
-        mean = alpha_s * x_hat + math.sqrt(max(0.0, sigma_s**2 - tau2)) * eps
+        a, b, tau = ddim_coefficients(alpha_t, sigma_t, alpha_s, sigma_s, self.eta)
+        tau2 = tau**2
+        mean = a * x_hat + b * x_t
         op = self.op
         xb_t, mb = op.Vt(x_t).double(), op.Vt(mean).double()
         # active at s: above tau_i at t (a twist at s, or the pin if s is past tau_i)

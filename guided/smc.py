@@ -58,11 +58,20 @@ class ParticleSampler(Sampler):
         self.particles, self.ess = particles, float(ess)
 
     def systems(
-        self, x_T: Tensor, t: Tensor, schedule: Schedule, carry: dict[str, Any], generator: Any
+        self,
+        x_T: Tensor,
+        t: Tensor,
+        schedule: Schedule,
+        carry: dict[str, Any],
+        generator: GeneratorLike,
+        y: Tensor | None = None,
     ) -> Tensor:
         r"""The :math:`(B N, *)` initial particles of the module docstring; sets
-        ``carry["systems"]`` and zero log-weights ``carry["log_w"]``."""
+        ``carry["systems"]`` and zero log-weights ``carry["log_w"]``. A measurement ``y``
+        must have one row for all or one per row of ``x_T``."""
         batch, n = x_T.shape[0], self.particles
+        if y is not None and y.shape[0] not in (1, batch):
+            raise ValueError(f"y has {y.shape[0]} rows for {batch} rows of x_T (need 1 or B)")
         _, sigma_t = schedule(t)
         fresh = float(sigma_t) * self.noise((batch, n - 1, *x_T.shape[1:]), generator, x_T)
         x = torch.cat([x_T[:, None], fresh], 1).flatten(0, 1)

@@ -32,14 +32,13 @@ References:
 
 from __future__ import annotations
 
-import math
-
 from typing import Any
 
 import torch
 
 from torch import Tensor
 
+from guided.ddim import ddim_coefficients
 from guided.guidance import check_measurement
 from guided.smc import ParticleSampler
 from operators import Operator
@@ -94,11 +93,7 @@ class TDS(ParticleSampler):
     ) -> Tensor:
         schedule = denoiser.schedule
         if "systems" not in carry:
-            if self.y.shape[0] not in (1, x_t.shape[0]):
-                raise ValueError(
-                    f"y has {self.y.shape[0]} rows for {x_t.shape[0]} rows of x_T (need 1 or B)"
-                )
-            x_t = self.systems(x_t, t, schedule, carry, generator)
+            x_t = self.systems(x_t, t, schedule, carry, generator, self.y)
             carry["pending"] = torch.zeros_like(carry["log_w"])
         batch, n = carry["systems"], self.particles
         cond = {k: self.rows(v, batch) for k, v in cond.items()}
@@ -119,10 +114,7 @@ class TDS(ParticleSampler):
             x_t, x_hat, grad, log_twist = x_t[idx], x_hat[idx], grad[idx], log_twist[idx]
             log_w = torch.zeros_like(log_w)
         carry["log_w"] = log_w
-        ratio = (alpha_t * sigma_s) / (alpha_s * sigma_t)
-        tau = sigma_s * math.sqrt(max(0.0, 1.0 - ratio**2))
-        b = math.sqrt(max(0.0, sigma_s**2 - tau**2)) / sigma_t
-        a = alpha_s - b * alpha_t
+        a, b, tau = ddim_coefficients(alpha_t, sigma_t, alpha_s, sigma_s, 1.0)
         mean = a * x_hat + b * x_t
         if tau == 0:  # deterministic last step: untwisted, the likelihood weighs in finish
             carry["pending"] = -log_twist.view(batch, n)
