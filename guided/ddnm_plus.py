@@ -10,10 +10,14 @@ injects. In an ancestral step :math:`x_s = a\, \hat x + b\, x_t + \tau z` (DDPM 
 
 carries measurement noise of standard deviation :math:`a \lambda \sigma_y` in the range of
 :math:`P = A^+ A`, so the step adds :math:`\tau' = \sqrt{\tau^2 - (a \lambda \sigma_y)^2}`
-there and :math:`\tau` in the null space (Wang et al., 2023, eq. 17-19, where
-:math:`\Phi_t` is a scalar for all pixels; here only the range part is lowered, which is
-where the injected noise lives). At :math:`\sigma_y = 0` this is DDNM with ancestral steps.
-1 NFE, no VJP per step.
+there and :math:`\tau` in the null space. For an :class:`~operators.SVDOperator` this is done
+per singular value, as in the paper (Wang et al., 2023, eq. 17-19): in the spectral
+coordinates :math:`\bar y_i = (U^\top y)_i / s_i` carry noise :math:`\sigma_y / s_i`, so
+:math:`\lambda_i = \min(1, \tau s_i / (a \sigma_y))` and
+:math:`\tau_i' = \sqrt{\tau^2 - (a \lambda_i \sigma_y / s_i)^2}`, which keeps ill-conditioned
+operators (blur) from amplifying the noise. For other linear operators one scalar
+:math:`\lambda` treats :math:`A^+ n` as white, which holds for masks. At :math:`\sigma_y = 0`
+this is DDNM with ancestral steps. 1 NFE, no VJP per step.
 
 References:
     | Zero-Shot Image Restoration Using Denoising Diffusion Null-Space Model (Wang et al., 2023)
@@ -26,12 +30,14 @@ import math
 
 from typing import Any
 
+import torch
+
 from torch import Tensor
 
 from guided.ddim import ddim_coefficients
 from guided.guidance import check_measurement
 from guided.sampler import Sampler
-from operators import LinearOperator
+from operators import LinearOperator, SVDOperator
 from priors import Denoiser, GeneratorLike, randn
 
 __all__ = ["DDNMPlus"]
@@ -69,12 +75,33 @@ class DDNMPlus(Sampler):
         alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
         alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
         a, b, tau = ddim_coefficients(alpha_t, sigma_t, alpha_s, sigma_s, 1.0)
-        noise = a * self.sigma_y
-        lam = 1.0 if noise <= tau else tau / noise
         x_hat = denoiser(x_t, t, **cond)
-        op = self.op
-        x_hat = x_hat - lam * op.pinv(op(x_hat) - self.y.to(x_hat.dtype))
         z = randn(x_t.shape, generator, dtype=x_t.dtype, device=x_t.device)
+        if isinstance(self.op, SVDOperator):
+            x_hat, z = self._spectral(x_hat, z, a, tau)
+        else:
+            x_hat, z = self._scalar(x_hat, z, a, tau)
+        return a * x_hat + b * x_t + z
+
+    def _scalar(self, x_hat: Tensor, z: Tensor, a: float, tau: float) -> tuple[Tensor, Tensor]:
+        """One lambda for the whole range (white A^+ n): the corrected estimate and noise."""
+        op, noise = self.op, a * self.sigma_y
+        lam = 1.0 if noise <= tau else tau / noise
+        x_hat = x_hat - lam * op.pinv(op(x_hat) - self.y.to(x_hat.dtype))
         tau_range = math.sqrt(max(0.0, tau**2 - (lam * noise) ** 2))
-        z_range = op.pinv(op(z))
-        return a * x_hat + b * x_t + tau * z - (tau - tau_range) * z_range
+        return x_hat, tau * z - (tau - tau_range) * op.pinv(op(z))
+
+    def _spectral(self, x_hat: Tensor, z: Tensor, a: float, tau: float) -> tuple[Tensor, Tensor]:
+        """One lambda per singular value: the corrected estimate and noise."""
+        op = self.op
+        xb = op.Vt(x_hat)
+        yb = op.Ut(self.y.to(xb.dtype))
+        sv = op.singulars.to(xb.device, xb.dtype).expand_as(xb[0])
+        observed = sv.abs() > op.rcond
+        safe = sv.where(observed, 1.0).abs()
+        noise = a * self.sigma_y / safe  # noise of a * y_bar_i per coordinate
+        lam = torch.where(noise <= tau, 1.0, tau / noise.clamp_min(1e-300)).where(observed, 0.0)
+        y_bar = yb / sv.where(observed, 1.0)
+        xb = xb - lam * (xb - y_bar)
+        tau_i = (tau**2 - (lam * noise) ** 2).clamp_min(0).sqrt().where(observed, tau)
+        return op.V(xb), op.V(tau_i * op.Vt(z))

@@ -350,3 +350,25 @@ def test_ddnm_plus_is_ddnm_without_noise_and_does_not_copy_noise(name):
     assert 0.05 * sigma_y < residual < 1.5 * sigma_y  # not a copy of the noisy data
     with pytest.raises(TypeError, match="LinearOperator.*DPS"):
         guided.DDNMPlus(operators.SaturatingSensor((6,)), torch.zeros(1, 6), 0.1)
+
+
+def test_ddnm_plus_does_not_amplify_noise_through_small_singular_values():
+    op, d = CASES["circular_blur"]
+    prior = _unit_gaussian(d, seed=24)
+    g = torch.Generator().manual_seed(25)
+    truth = prior.sample(4, g).view(4, *op.in_shape)
+    sigma_y = 0.1
+    y = op(truth) + sigma_y * torch.randn(4, *op.out_shape, generator=g, dtype=F64)
+    x_T = guided.initial_noise(prior.schedule, (4, *op.in_shape), g, dtype=F64)
+    x = guided.DDNMPlus(op, y, sigma_y)(
+        Flat(prior, op.in_shape), x_T, guided.time_grid(30), generator=g
+    )
+    err = float((x - truth).pow(2).mean().sqrt())
+    matrix = _matrix(op, d)
+    exact = torch.stack(
+        [prior.posterior(matrix, y[i].flatten(), sigma_y).sample(1, g)[0] for i in range(4)]
+    )
+    err_exact = float((exact - truth.flatten(1)).pow(2).mean().sqrt())
+    err_pinv = float((op.pinv(y) - truth).pow(2).mean().sqrt())
+    assert float(op.singulars.min()) < 0.1  # 1 / s amplifies the noise 38x in A^+ y
+    assert err < 1.3 * err_exact and err < err_pinv, (err, err_exact, err_pinv)
