@@ -158,8 +158,9 @@ def generators(seed: int, rows: int, salt: int) -> list[torch.Generator]:
 
 def run_task(
     cfg: DictConfig, name: str, prior: priors.Denoiser, truth: Tensor, salt: int
-) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
-    """Measures the images with one task's operator and runs every method on them."""
+) -> tuple[dict[str, dict[str, float]], dict[str, Tensor], operators.Operator]:
+    """Measures the images with one task's operator and runs every method on them; returns
+    the scores, the images to show and the operator."""
     op = build(cfg.tasks_available[name], in_shape=tuple(prior.shape))
     if not isinstance(op, operators.Operator):
         raise TypeError(f"task {name} built {type(op).__name__}, not an Operator")
@@ -197,7 +198,7 @@ def run_task(
         grouped = x.view(truth.shape[0], samples, *x.shape[1:])
         shown[method_name] = grouped.mean(1)
         shown[method_name + " std"] = grouped.std(1) if samples > 1 else torch.zeros_like(truth)
-    return results, shown
+    return results, shown, op
 
 
 def show(image: Tensor, op: operators.Operator, key: str) -> Tensor:
@@ -274,9 +275,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     tasks: dict[str, dict[str, dict[str, float]]] = {}
     figures: list[tuple[dict[str, Tensor], operators.Operator, str, Path]] = []
     for salt, name in enumerate(cfg.tasks):
-        results, shown = run_task(cfg, str(name), prior, truth, salt)
+        results, shown, op = run_task(cfg, str(name), prior, truth, salt)
         tasks[str(name)] = results
-        op = build(cfg.tasks_available[name], in_shape=tuple(prior.shape))
         title = f"{cfg.prior}: {name}, sigma_y = {cfg.sigma_y}, {cfg.steps} steps"
         figures.append((shown, op, title, out_dir / f"restore_{name}.png"))
     metrics = {
