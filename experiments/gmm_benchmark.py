@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import time
 
@@ -60,6 +61,8 @@ from experiments.metrics import random_directions, slice_distances
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+
+log = logging.getLogger(__name__)
 
 #: Samples beyond this magnitude (the mixture's means lie within 16 per coordinate) count as a
 #: diverged run, like NaN: DPS's score form at tiny sigma_y reaches 1e31 without overflowing.
@@ -180,6 +183,9 @@ def run(cfg: DictConfig, out_dir: Path) -> list[dict[str, Any]]:
         raise ValueError(f"unknown methods {unknown}; configured: {sorted(cfg.methods)}")
     if int(cfg.problems) < 1 or int(cfg.samples) < 2 or int(cfg.steps) < 1:
         raise ValueError("problems, samples (>= 2) and steps must be positive")
+    if not cfg.dims or not cfg.measurements or not cfg.run:
+        raise ValueError("dims, measurements and run must each name at least one entry")
+    table: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     shown: dict[int, dict[str, torch.Tensor]] = {}
     for i_d, d_x in enumerate(cfg.dims):
@@ -225,17 +231,26 @@ def run(cfg: DictConfig, out_dir: Path) -> list[dict[str, Any]]:
                     rows.append(row | measured | {"failed": 0})
                     if i_y == 0 and p == 0:
                         shown[int(d_x)][name] = x
-    with open(out_dir / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    table = aggregate(rows)
-    with open(out_dir / "table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
-    (out_dir / "table.md").write_text(markdown(table))
+                table = write_tables(rows, out_dir)
+                log.info("d_x=%d d_y=%d problem %d/%d done", d_x, d_y, p + 1, cfg.problems)
     figure(shown, out_dir / "projections.png")
+    return table
+
+
+def write_tables(rows: list[dict[str, Any]], out_dir: Path) -> list[dict[str, Any]]:
+    """Writes ``results.csv``, ``table.csv`` and ``table.md`` from the rows so far (after
+    every problem, so a long run shows its partial table; each file is replaced whole)."""
+    table = aggregate(rows)
+    for name, records in (("results.csv", rows), ("table.csv", table)):
+        tmp = out_dir / (name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows(records)
+        tmp.replace(out_dir / name)
+    tmp = out_dir / "table.md.tmp"
+    tmp.write_text(markdown(table))
+    tmp.replace(out_dir / "table.md")
     return table
 
 

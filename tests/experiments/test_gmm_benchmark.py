@@ -65,6 +65,36 @@ def test_bad_configs_raise(tmp_path):
         gmm_benchmark.run(_cfg("dims=[5]", "run=[prior]"), tmp_path)
     with pytest.raises(ValueError, match="measurements"):
         gmm_benchmark.run(_cfg("measurements=[9]", "run=[prior]"), tmp_path)
+    with pytest.raises(ValueError, match="at least one"):
+        gmm_benchmark.run(_cfg("run=[]"), tmp_path)
+
+
+def test_tables_are_written_after_every_problem(tmp_path):
+    """A run stopped in its second cell leaves the first cell's rows and table behind."""
+    cfg = _cfg(
+        "run=[prior,crash]",
+        "+methods.crash.guidance._target_=tests.experiments.test_gmm_benchmark.CrashOnTwo",
+        "+methods.crash.guidance._partial_=true",
+        "+methods.crash.sampler._target_=guided.DDPM",
+    )
+    with pytest.raises(RuntimeError, match="stopped"):
+        gmm_benchmark.run(cfg, tmp_path)
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 and {r["d_y"] for r in rows} == {"1"}
+    assert "| 4 | 1 | crash |" in (tmp_path / "table.md").read_text()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+class CrashOnTwo:
+    """A guidance factory that stops the run when it meets a two-row measurement."""
+
+    def __new__(cls, op, y, sigma_y):
+        import guided
+
+        if y.shape[-1] == 2:
+            raise RuntimeError("stopped on purpose")
+        return guided.PiGDM(op, y, sigma_y)
 
 
 def test_diverging_runs_are_counted_not_averaged(tmp_path):
