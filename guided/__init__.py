@@ -4,7 +4,8 @@ Every sampler runs any :class:`priors.Denoiser`, so a guidance rule written as a
 wrapper works with every sampler.
 """
 
-from guided.cfg import ClassifierFree
+from guided.cfg import ClassifierFree, ComposableFree, DualClassifierFree
+from guided.classifier import ClassifierGuidance
 from guided.ddim import DDIM, DDPM
 from guided.ddnm import DDNM
 from guided.ddnm_plus import DDNMPlus
@@ -20,6 +21,8 @@ from guided.pigdm import PiGDM
 from guided.projection import Projection
 from guided.repaint import RePaint
 from guided.replacement import Replacement
+from guided.safety import SafetyGuidance
+from guided.sag import SelfAttentionGuidance
 from guided.sampler import Sampler, initial_noise
 from guided.smc import ParticleSampler
 from guided.tds import TDS
@@ -33,11 +36,14 @@ __all__ = [
     "DPS",
     "TDS",
     "ClassifierFree",
+    "ClassifierGuidance",
+    "ComposableFree",
     "DDIMInversion",
     "DDNMPlus",
     "DPMSolver",
     "DPSSampler",
     "DiffPIR",
+    "DualClassifierFree",
     "Guidance",
     "GuidedDenoiser",
     "Heun",
@@ -48,7 +54,9 @@ __all__ = [
     "Projection",
     "RePaint",
     "Replacement",
+    "SafetyGuidance",
     "Sampler",
+    "SelfAttentionGuidance",
     "check_grid",
     "initial_noise",
     "time_grid",

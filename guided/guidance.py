@@ -91,6 +91,12 @@ class GuidedDenoiser(Denoiser):
         for term in terms:
             if not isinstance(term, Guidance):
                 raise TypeError(f"terms must be guided.Guidance, got {type(term).__name__}")
+            classes, ours = getattr(term, "num_classes", None), getattr(prior, "num_classes", 0)
+            if classes and ours and classes != ours:
+                raise ValueError(
+                    f"{type(term).__name__} has {classes} classes, the prior has {ours}: the "
+                    "classifier was trained for other data"
+                )
         super().__init__(prior.schedule)
         self.prior = prior
         self.terms = nn.ModuleList(terms)

@@ -1,0 +1,127 @@
+r"""Self-attention guidance (SAG).
+
+SAG guides a prior away from a version of its own prediction whose salient regions are
+blurred (Hong et al., §4 and Alg. 1 of the official code):
+
+1. one pass at :math:`x_t` gives :math:`\hat x` (so :math:`\hat\epsilon`) and the self-attention
+   probabilities :math:`P \in \mathbb{R}^{B \times h \times N \times N}` of a chosen layer;
+2. the mask marks the keys attended more than uniformly,
+   :math:`M = [\sum_{q} \bar P_{q k} > 1]` with :math:`\bar P` the mean over heads, reshaped
+   to the layer's grid and upsampled (nearest) to the image;
+3. :math:`\bar x = M \odot \operatorname{blur}(\hat x) + (1 - M) \odot \hat x` is re-noised
+   with the *same* predicted noise, :math:`\bar x_t = \alpha_t \bar x + \sigma_t \hat\epsilon`;
+4. a second pass gives :math:`\bar\epsilon = \epsilon(\bar x_t)`, and
+
+.. math:: \tilde\epsilon = \hat\epsilon + s\,(\hat\epsilon - \bar\epsilon),
+
+returned as :math:`\tilde x = (x_t - \sigma_t \tilde\epsilon) / \alpha_t` (the official flag
+``guide_scale`` is :math:`1 + s`). Two network evaluations per row. It works for any prior
+whose network exposes attention through :func:`priors.unet.record_attention` (our U-Net),
+wraps conditional priors (keywords pass through) and stacks with CFG and measurement terms.
+
+References:
+    | Improving Sample Quality of Diffusion Models Using Self-Attention Guidance
+    | (Hong et al., ICCV 2023) https://arxiv.org/abs/2210.00939
+"""
+
+from __future__ import annotations
+
+import math
+
+from typing import Any, ClassVar
+
+import torch.nn.functional as F
+
+from torch import Tensor
+
+from operators import Blur, gaussian_kernel
+from priors import Denoiser
+from priors.tweedie import append_dims, eps_from_x0, x0_from_eps
+from priors.unet import attention_layers, record_attention
+
+__all__ = ["SelfAttentionGuidance", "attention_mask"]
+
+
+def attention_mask(probs: Tensor, size: tuple[int, int], threshold: float = 1.0) -> Tensor:
+    r"""The SAG mask :math:`(B, 1, H, W)` (0/1) from self-attention probabilities
+    :math:`(B, h, N, N)` over an :math:`n \times n` grid (:math:`N = n^2`): keys whose
+    attention summed over queries (mean over heads) exceeds ``threshold``."""
+    if probs.ndim != 4 or probs.shape[-1] != probs.shape[-2]:
+        raise ValueError(f"self-attention maps must be (B, heads, N, N), got {tuple(probs.shape)}")
+    n = math.isqrt(probs.shape[-1])
+    if n * n != probs.shape[-1]:
+        raise ValueError(f"the attention grid must be square, got N = {probs.shape[-1]}")
+    attended = probs.mean(1).sum(1)  # (B, N): how much each key is attended
+    mask = (attended > threshold).to(probs.dtype).reshape(-1, 1, n, n)
+    return F.interpolate(mask, size=size, mode="nearest")
+
+
+class SelfAttentionGuidance(Denoiser):
+    r"""Self-attention guidance of a prior with attention layers.
+
+    Arguments:
+        prior: A denoiser whose network has self-attention layers (a shipped prior).
+        scale: :math:`s` (0: the prior; Hong et al. use 0.1-0.8).
+        layer: The self-attention layer whose maps make the mask (see
+            ``priors.unet.attention_layers``); default: the middle block's.
+        blur_sigma: The Gaussian blur's standard deviation in pixels.
+        threshold: The mask threshold on summed attention (1 = uniform).
+    """
+
+    counts_evaluations: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        prior: Denoiser,
+        scale: float,
+        layer: str = "mid.self",
+        blur_sigma: float = 1.0,
+        threshold: float = 1.0,
+    ) -> None:
+        if not isinstance(prior, Denoiser):
+            raise TypeError(f"prior must be a priors.Denoiser, got {type(prior).__name__}")
+        layers = attention_layers(prior)
+        selfs = sorted(name for name, m in layers.items() if not m.cross)
+        if not selfs:
+            raise ValueError(
+                f"self-attention guidance needs a prior exposing self-attention maps; "
+                f"{type(prior).__name__} has none"
+            )
+        if layer not in selfs:
+            raise ValueError(f"no self-attention layer {layer!r}; the prior has {selfs}")
+        for name, value in (("scale", scale), ("blur_sigma", blur_sigma)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{name} must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0 or (name == "blur_sigma" and value == 0):
+                raise ValueError(
+                    f"{name} must be finite and {'> 0' if name != 'scale' else '>= 0'}"
+                )
+        super().__init__(prior.schedule)
+        self.prior = prior
+        self.scale, self.layer, self.threshold = float(scale), layer, float(threshold)
+        self.blur_sigma = float(blur_sigma)
+        for name in ("shape", "num_classes"):
+            if hasattr(prior, name):
+                setattr(self, name, getattr(prior, name))
+
+    def blur(self, x: Tensor) -> Tensor:
+        """Gaussian blur with reflected boundaries (kernel side about 6 sigma, odd, at most
+        the image side)."""
+        side = min(x.shape[-2:])
+        size = max(1, min(2 * math.ceil(3 * self.blur_sigma) + 1, side - (1 - side % 2)))
+        op = Blur(gaussian_kernel(self.blur_sigma, size=size), x.shape[1:], padding="reflect")
+        return op(x)
+
+    def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
+        with record_attention(self.prior) as maps:
+            x_hat = self.prior(x_t, t, **cond)
+        if self.scale == 0:
+            return x_hat
+        alpha_t, sigma_t = (c.to(x_t.dtype) for c in self.schedule(t))
+        eps = eps_from_x0(x_t, x_hat, alpha_t, sigma_t)
+        mask = attention_mask(maps[self.layer], tuple(x_t.shape[-2:]), self.threshold)
+        mask = mask.to(x_t.dtype)
+        degraded = mask * self.blur(x_hat) + (1 - mask) * x_hat
+        x_bar = append_dims(alpha_t, x_t.ndim) * degraded + append_dims(sigma_t, x_t.ndim) * eps
+        eps_bar = eps_from_x0(x_bar, self.prior(x_bar, t, **cond), alpha_t, sigma_t)
+        return x0_from_eps(x_t, eps + self.scale * (eps - eps_bar), alpha_t, sigma_t)
