@@ -140,3 +140,17 @@ def test_dual_condition_form_of_instructpix2pix():
         guided.DualClassifierFree(toy, "a", "b", 1.0, 1.0)
     with pytest.raises(ValueError, match="different"):
         guided.DualClassifierFree(toy, "a", "a", 1.0, 1.0, null={"a": 0.0})
+
+
+def test_conditions_of_the_wrong_type_or_range_on_a_shipped_prior():
+    prior = priors.load("digits")
+    cfg = guided.ClassifierFree(prior, 3.0)
+    x_t, t = torch.zeros(2, *prior.shape), torch.tensor(0.5)
+    with pytest.raises(ValueError, match="num_classes"):
+        cfg(x_t, t, label=torch.tensor([1, 10]))
+    with pytest.raises(TypeError, match="integers"):
+        cfg(x_t, t, label=torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="every row"):
+        cfg(x_t, t, label=torch.tensor([1, -1]))
+    with pytest.raises(ValueError, match="rows"):
+        cfg(x_t, t, label=torch.tensor([1, 2, 3]))
