@@ -176,7 +176,13 @@ def run_task(
     rows = truth.shape[0] * samples
     y_rows = y.repeat_interleave(samples, 0)
     for method_name in cfg.run:
-        method = build_method(cfg.methods[method_name], prior, op=op, y=y_rows, sigma_y=sigma_y)
+        try:
+            method = build_method(
+                cfg.methods[method_name], prior, op=op, y=y_rows, sigma_y=sigma_y
+            )
+        except TypeError as error:  # the method cannot take this operator (bad values raise)
+            results[method_name] = {"not applicable": str(error)}
+            continue
         gens = generators(int(cfg.seed), rows, salt * 101 + len(results))
         x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), gens)
         cost = priors.Cost()
@@ -240,8 +246,9 @@ def markdown(tasks: dict[str, dict[str, dict[str, float]]]) -> str:
     ]
     for task, methods in tasks.items():
         for name, r in methods.items():
-            if "diverged" in r:
-                lines.append(f"| {task} | {name} | diverged: {r['diverged']} |||||||")
+            refused = next((k for k in ("diverged", "not applicable") if k in r), None)
+            if refused:
+                lines.append(f"| {task} | {name} | {refused}: {r[refused]} |||||||")
                 continue
             cost = (
                 f"{r['nfe']:.0f} | {r['vjp']:.0f} | {r['wall_s']:.1f}"
@@ -300,7 +307,11 @@ def main(cfg: DictConfig) -> None:
     metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     print(markdown(metrics["tasks"]))
     beaten = {
-        task: all(r.get("psnr", -1) > res["pinv"]["psnr"] for m, r in res.items() if m != "pinv")
+        task: all(
+            r.get("psnr", -1) > res["pinv"]["psnr"]
+            for m, r in res.items()
+            if m != "pinv" and "not applicable" not in r
+        )
         for task, res in metrics["tasks"].items()
         if "pinv" in res
     }

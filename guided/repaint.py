@@ -42,17 +42,24 @@ class RePaint(Sampler):
 
     Arguments:
         op: A linear operator with a pseudo-inverse (an inpainting mask in the paper).
-        y: The measurement, :math:`(B, *out\_shape)` or one for all rows (treated as
-            noiseless: the observed part is replaced by it).
+        y: The measurement, :math:`(B, *out\_shape)` or one for all rows (the observed part
+            is replaced by it).
+        sigma_y: Its noise level (see :class:`~guided.replacement.Replacement`: with noise
+            the operator must not amplify it).
         jump: The jump length :math:`j` (the paper uses 10 on 250 steps).
         resamplings: The number :math:`r` of passes over each segment (1 = no time travel;
             the paper uses 10).
     """
 
     def __init__(
-        self, op: LinearOperator, y: Tensor, jump: int = 10, resamplings: int = 10
+        self,
+        op: LinearOperator,
+        y: Tensor,
+        jump: int = 10,
+        resamplings: int = 10,
+        sigma_y: float = 0.0,
     ) -> None:
-        self.replace = Replacement(op, y)
+        self.replace = Replacement(op, y, sigma_y)
         for name, value in (("jump", jump), ("resamplings", resamplings)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -26,10 +26,29 @@ from torch import Tensor
 
 from guided.guidance import check_measurement
 from guided.projection import Projection
-from operators import LinearOperator
+from operators import LinearOperator, SVDOperator
 from priors import GeneratorLike, Schedule, randn
 
 __all__ = ["Replacement"]
+
+
+def check_noise_is_not_amplified(op: LinearOperator, sigma_y: float) -> None:
+    """Raises unless ``op``'s nonzero singular values are equal (checked on SVD operators;
+    other linear operators cannot show it, so they are refused with noise)."""
+    alternatives = "use guided.DDNMPlus, guided.DDRM or guided.PiGDM, which model the noise"
+    if not isinstance(op, SVDOperator):
+        raise TypeError(
+            f"replacement copies A^+ y; with sigma_y = {sigma_y} on {type(op).__name__} (no "
+            f"SVD) the noise amplification is unknown: {alternatives}"
+        )
+    s = op.singulars.abs().flatten()
+    s = s[s > op.rcond * float(s.max())]
+    if float(s.max()) > (1 + 1e-6) * float(s.min()):
+        raise TypeError(
+            f"replacement copies A^+ y, which multiplies the noise (sigma_y = {sigma_y}) by up "
+            f"to 1/s_min = {1 / float(s.min()):.3g} on {type(op).__name__} (singular values "
+            f"{float(s.min()):.3g} to {float(s.max()):.3g}): {alternatives}"
+        )
 
 
 class Replacement(Projection):
@@ -37,16 +56,23 @@ class Replacement(Projection):
 
     Arguments:
         op: A linear operator with a pseudo-inverse (an inpainting mask for RePaint).
-        y: The noiseless measurement, :math:`(B, *out\_shape)` or one for all rows.
+        y: The measurement, :math:`(B, *out\_shape)` or one for all rows; it is copied as
+            if noiseless.
+        sigma_y: Its noise level. With noise, the operator's nonzero singular values must be
+            equal (masks, outpainting, block-average SR), so that :math:`A^+ y` does not
+            amplify the noise; otherwise construction fails (``TypeError``: the operator cannot
+            give what replacement needs) and names the noise-aware rules.
     """
 
-    def __init__(self, op: LinearOperator, y: Tensor) -> None:
+    def __init__(self, op: LinearOperator, y: Tensor, sigma_y: float = 0.0) -> None:
         if not isinstance(op, LinearOperator):
             raise TypeError(
                 f"Replacement needs a LinearOperator (pseudo-inverse), got {type(op).__name__}: "
                 "use guided.DPS"
             )
-        self.y = check_measurement(op, y, None)
+        self.y = check_measurement(op, y, sigma_y)
+        if sigma_y > 0:
+            check_noise_is_not_amplified(op, sigma_y)
         self.op = op
         self.x_y = op.pinv(self.y)  # A^+ y, computed once
 

@@ -36,6 +36,13 @@ def test_writes_metrics_table_and_figures(tmp_path):
     assert "| sr4 | ddrm |" in (tmp_path / "table.md").read_text()
 
 
+def test_a_method_that_cannot_take_the_operator_is_reported_not_applicable(tmp_path):
+    metrics = restore.run(_cfg("tasks=[blur]", "run=[repaint,ddrm]"), tmp_path)
+    assert "DDNMPlus" in metrics["tasks"]["blur"]["repaint"]["not applicable"]
+    assert "psnr" in metrics["tasks"]["blur"]["ddrm"]
+    assert "| blur | repaint | not applicable:" in (tmp_path / "table.md").read_text()
+
+
 def test_scores_reward_the_truth():
     op = restore.box_inpainting((1, 8, 8))
     truth = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -61,14 +68,17 @@ def test_bad_configs_fail_early(tmp_path):
         restore.held_out("faces", 2)
     with pytest.raises(ValueError, match="images"):
         restore.run(_cfg("images=0"), tmp_path)
-    with pytest.raises(TypeError, match="SVDOperator.*PiGDM"):  # DDRM needs an SVD
-        restore.run(
-            _cfg(
-                "tasks=[bicubic]",
-                "run=[ddrm]",
-                "+tasks_available.bicubic._target_=operators.BicubicSR",
-                "+tasks_available.bicubic.factor=2",
-            ),
-            tmp_path,
-        )
+    with pytest.raises(ValueError, match="zeta"):  # a bad value stops the run
+        restore.run(_cfg("tasks=[box]", "run=[dps]", "methods.dps.sampler.zeta=-1.0"), tmp_path)
     assert not (tmp_path / "metrics.json").exists()
+    metrics = restore.run(  # DDRM needs an SVD: reported with the alternatives, run goes on
+        _cfg(
+            "tasks=[bicubic]",
+            "run=[ddrm]",
+            "+tasks_available.bicubic._target_=operators.BicubicSR",
+            "+tasks_available.bicubic.factor=2",
+        ),
+        tmp_path,
+    )
+    reason = metrics["tasks"]["bicubic"]["ddrm"]["not applicable"]
+    assert "SVDOperator" in reason and "PiGDM" in reason

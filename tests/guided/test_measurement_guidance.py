@@ -281,6 +281,23 @@ def test_ddnm_refuses_noisy_data():
         guided.Replacement(operators.SaturatingSensor((6,)), torch.zeros(1, 6))
 
 
+def test_replacement_refuses_noise_its_operator_would_amplify():
+    blur, _ = CASES["circular_blur"]
+    y = torch.zeros(1, *blur.out_shape, dtype=F64)
+    guided.Replacement(blur, y)  # noiseless: allowed
+    with pytest.raises(TypeError, match="DDNMPlus"):
+        guided.Replacement(blur, y, sigma_y=0.05)
+    with pytest.raises(TypeError, match="1/s_min"):
+        guided.RePaint(blur, y, sigma_y=0.05)
+    dense, _ = CASES["dense_cg"]
+    with pytest.raises(TypeError, match="no SVD"):
+        guided.Replacement(dense, torch.zeros(1, *dense.out_shape, dtype=F64), sigma_y=0.05)
+    mask = operators.Inpainting(torch.tensor([1.0, 0, 1, 0], dtype=F64))
+    guided.Replacement(mask, torch.zeros(1, 4, dtype=F64), sigma_y=0.05)  # equal singulars
+    pool = operators.AveragePoolSR((1, 8, 8), 4)  # block averages: equal singular values too
+    guided.RePaint(pool, torch.zeros(1, *pool.out_shape, dtype=F64), sigma_y=0.05)
+
+
 @pytest.mark.parametrize("name", ["inpainting", "matrix", "dense_cg", "circular_blur"])
 def test_diffpir_proximal_step_and_noiseless_consistency(name):
     op, d = CASES[name]
