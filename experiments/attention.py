@@ -4,7 +4,7 @@ r"""Attention analysis of the digits prior across sampling time.
     python -m experiments.attention 'digits=[3,8]' steps=25 times=4
 
 Samples the requested digits (classifier-free guidance, DDIM) while recording every
-attention layer's probabilities (:func:`priors.unet.record_attention`; with CFG the maps of
+attention layer's probabilities (:func:`priors.attention.record_attention`; with CFG the maps of
 the conditional pass). Layers are grouped by their tag, ``down`` / ``mid`` / ``up``, and
 summarised per group and time:
 
@@ -41,7 +41,7 @@ from torch import Tensor
 import guided
 import priors
 
-from priors.unet import attention_layers, record_attention
+from priors.attention import attention_layers, record_attention
 
 matplotlib.use("Agg")
 

@@ -16,8 +16,9 @@ blurred (Hong et al., §4 and Alg. 1 of the official code):
 
 returned as :math:`\tilde x = (x_t - \sigma_t \tilde\epsilon) / \alpha_t` (the official flag
 ``guide_scale`` is :math:`1 + s`). Two network evaluations per row. It works for any prior
-whose network exposes attention through :func:`priors.unet.record_attention` (our U-Net),
-wraps conditional priors (keywords pass through) and stacks with CFG and measurement terms.
+whose network exposes attention through :func:`priors.attention.record_attention` (our U-Net
+and diffusers U-Nets, e.g. through :func:`priors.adapters.load_diffusers`), wraps conditional
+priors (keywords pass through) and stacks with CFG and measurement terms.
 
 References:
     | Improving Sample Quality of Diffusion Models Using Self-Attention Guidance
@@ -36,8 +37,8 @@ from torch import Tensor
 
 from operators import Blur, gaussian_kernel
 from priors import Denoiser
+from priors.attention import attention_layers, is_cross, record_attention
 from priors.tweedie import append_dims, eps_from_x0, x0_from_eps
-from priors.unet import attention_layers, record_attention
 
 __all__ = ["SelfAttentionGuidance", "attention_mask"]
 
@@ -63,7 +64,7 @@ class SelfAttentionGuidance(Denoiser):
         prior: A denoiser whose network has self-attention layers (a shipped prior).
         scale: :math:`s` (0: the prior; Hong et al. use 0.1-0.8).
         layer: The self-attention layer whose maps make the mask (see
-            ``priors.unet.attention_layers``); default: the middle block's.
+            ``priors.attention.attention_layers``); default: the middle block's.
         blur_sigma: The Gaussian blur's standard deviation in pixels.
         threshold: The mask threshold on summed attention (1 = uniform).
     """
@@ -74,19 +75,23 @@ class SelfAttentionGuidance(Denoiser):
         self,
         prior: Denoiser,
         scale: float,
-        layer: str = "mid.self",
+        layer: str | None = None,
         blur_sigma: float = 1.0,
         threshold: float = 1.0,
     ) -> None:
         if not isinstance(prior, Denoiser):
             raise TypeError(f"prior must be a priors.Denoiser, got {type(prior).__name__}")
-        layers = attention_layers(prior)
-        selfs = sorted(name for name, m in layers.items() if not m.cross)
+        selfs = sorted(name for name, m in attention_layers(prior).items() if not is_cross(m))
         if not selfs:
             raise ValueError(
                 f"self-attention guidance needs a prior exposing self-attention maps; "
                 f"{type(prior).__name__} has none"
             )
+        if layer is None:  # the middle block's first self-attention layer
+            middle = [name for name in selfs if name.startswith("mid.")]
+            if not middle:
+                raise ValueError(f"the prior has no middle self-attention; pick layer= in {selfs}")
+            layer = middle[0]
         if layer not in selfs:
             raise ValueError(f"no self-attention layer {layer!r}; the prior has {selfs}")
         for name, value in (("scale", scale), ("blur_sigma", blur_sigma)):

@@ -4,6 +4,7 @@ A prior is a :class:`Denoiser` returning :math:`E[x \\mid x_t]` under its
 :class:`Schedule`. ``priors`` never imports ``operators`` or ``guided``.
 """
 
+from priors.attention import attention_layers, record_attention
 from priors.classifier import Classifier
 from priors.cost import Cost, measure, record
 from priors.denoiser import Denoiser
@@ -18,7 +19,7 @@ from priors.schedules import (
     Schedule,
     as_time,
 )
-from priors.unet import UNet, attention_layers, record_attention
+from priors.unet import UNet
 from priors.weights import available, load, load_classifier
 
 __all__ = [

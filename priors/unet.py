@@ -11,9 +11,9 @@ Every attention layer computes its probabilities explicitly and passes them thro
 identity module ``maps``; a forward hook on it sees the maps, shape
 :math:`(B, \text{heads}, N_q, N_k)` with :math:`N_q = h w` pixels of the layer's resolution
 and :math:`N_k = N_q` (self) or the number of tokens (cross), without changing the output.
-:func:`attention_layers` lists the layers by name (``down.1.0.self``, ``mid.cross``, ...;
-the first part is the tag ``down`` / ``mid`` / ``up``) and :func:`record_attention`
-collects their maps.
+:func:`priors.attention.attention_layers` lists the layers by name (``down.1.0.self``,
+``mid.cross``, ...; the first part is the tag ``down`` / ``mid`` / ``up``) and
+:func:`priors.attention.record_attention` collects their maps.
 
 References:
     | Denoising Diffusion Probabilistic Models (Ho et al., 2020) https://arxiv.org/abs/2006.11239
@@ -25,10 +25,9 @@ References:
 
 from __future__ import annotations
 
-import contextlib
 import math
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -38,8 +37,6 @@ __all__ = [
     "Attention",
     "ResBlock",
     "UNet",
-    "attention_layers",
-    "record_attention",
     "timestep_embedding",
 ]
 
@@ -353,31 +350,3 @@ class UNet(nn.Module):
                 h = nn.functional.interpolate(h, scale_factor=2.0, mode="nearest")
                 h = self.upsample[k](h)
         return self.head(h)
-
-
-def attention_layers(model: nn.Module) -> dict[str, Attention]:
-    """The attention layers of ``model`` by name (``down.1.0.self``, ``mid.cross``, ...)."""
-    return {m.name: m for m in model.modules() if isinstance(m, Attention)}
-
-
-@contextlib.contextmanager
-def record_attention(model: nn.Module) -> Iterator[dict[str, Tensor]]:
-    r"""Collects the attention maps of every forward pass of ``model`` inside the block.
-
-    Yields a dict ``name -> maps`` holding the latest pass's maps, detached, shape
-    :math:`(B, \text{heads}, N_q, N_k)`. The hooks never change the forward output and are
-    removed on exit.
-    """
-    maps: dict[str, Tensor] = {}
-    handles = []
-    for name, layer in attention_layers(model).items():
-
-        def hook(module: nn.Module, args: tuple[Tensor], output: Tensor, name: str = name) -> None:
-            maps[name] = output.detach()
-
-        handles.append(layer.maps.register_forward_hook(hook))
-    try:
-        yield maps
-    finally:
-        for handle in handles:
-            handle.remove()

@@ -154,3 +154,49 @@ def test_diffusers_pipeline_matches_the_raw_model(tmp_path, prediction):
         torch.testing.assert_close(denoiser(x, t), expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(FileNotFoundError, match="saved diffusers pipeline"):
         load_diffusers(tmp_path / "pipe" / "unet")
+
+
+def test_diffusers_attention_is_recorded_and_drives_sag(tmp_path):
+    """Attention maps of a diffusers U-Net with attention blocks, through our adapter: named
+    by block, probabilities per head, processors restored; SAG runs on it."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    import guided
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+        attention_head_dim=8,
+    ).eval()
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100)).save_pretrained(
+        tmp_path / "pipe"
+    )
+    denoiser = load_diffusers(tmp_path / "pipe")
+    layers = priors.attention_layers(denoiser)
+    assert "mid.attentions.0.self" in layers and "down.1.attentions.0.self" in layers
+    before = {name: type(m.processor) for name, m in layers.items()}
+    x_t = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor(0.5)
+    with torch.no_grad():
+        plain = denoiser(x_t, t)
+        with priors.record_attention(denoiser) as maps:
+            hooked = denoiser(x_t, t)
+    torch.testing.assert_close(hooked, plain, rtol=1e-4, atol=1e-5)
+    assert set(maps) == set(layers)
+    mid = maps["mid.attentions.0.self"]  # 16 channels / 8 per head = 2 heads, 4x4 grid
+    assert mid.shape == (2, 2, 16, 16)
+    torch.testing.assert_close(mid.sum(-1), torch.ones(2, 2, 16))
+    assert {name: type(m.processor) for name, m in layers.items()} == before
+    assert "get_attention_scores" not in vars(layers["mid.attentions.0.self"])
+    with torch.no_grad():
+        sag = guided.SelfAttentionGuidance(denoiser, 1.0)
+        assert sag.layer == "mid.attentions.0.self"
+        one, two = sag(x_t, t), guided.SelfAttentionGuidance(denoiser, 2.0)(x_t, t)
+    torch.testing.assert_close(two - plain, 2 * (one - plain), rtol=1e-3, atol=1e-4)

@@ -1,0 +1,116 @@
+r"""Attention maps of a prior's network: our U-Net's layers and diffusers' ``Attention``.
+
+:func:`attention_layers` lists a model's attention layers by name, tagged by the part of
+the U-Net they sit in (``down`` / ``mid`` / ``up``) and ending in ``self`` or ``cross``:
+
+- our :class:`~priors.unet.Attention` layers keep their own names (``down.1.0.self``,
+  ``mid.cross``, ...);
+- diffusers' ``Attention`` modules (in ``down_blocks`` / ``mid_block`` / ``up_blocks`` of a
+  ``UNet2DModel`` or ``UNet2DConditionModel``, e.g. loaded by
+  :func:`priors.adapters.load_diffusers`) are named from their module path:
+  ``mid.attentions.0.self``, ``down.1.attentions.0.transformer_blocks.0.attn2.cross``.
+
+:func:`record_attention` collects the probabilities :math:`(B, \text{heads}, N_q, N_k)` of
+every pass inside its block. Ours pass them through an identity hook point. For diffusers,
+the block swaps each module's processor for the classic ``AttnProcessor`` (which computes
+the probabilities explicitly rather than through fused attention) and records
+``get_attention_scores``; the processors are restored on exit. In both cases the output is
+the same up to floating-point reassociation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from collections.abc import Callable, Iterator
+
+from torch import Tensor, nn
+
+from priors.unet import Attention
+
+__all__ = ["attention_layers", "is_cross", "record_attention"]
+
+_BLOCKS = {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}
+
+
+def _diffusers_attention() -> type | None:
+    try:
+        from diffusers.models.attention_processor import Attention as DiffusersAttention
+    except ImportError:  # diffusers is an optional extra
+        return None
+    return DiffusersAttention
+
+
+def _diffusers_name(path: str, module: nn.Module) -> str | None:
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if part in _BLOCKS:
+            kind = "cross" if module.is_cross_attention else "self"
+            return ".".join([_BLOCKS[part], *parts[i + 1 :], kind])
+    return None
+
+
+def is_cross(layer: nn.Module) -> bool:
+    """Whether an attention layer attends to context tokens (cross) or to pixels (self)."""
+    return bool(layer.cross if isinstance(layer, Attention) else layer.is_cross_attention)
+
+
+def attention_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The attention layers of ``model`` by name (see the module)."""
+    layers: dict[str, nn.Module] = {}
+    theirs = _diffusers_attention()
+    for path, m in model.named_modules():
+        if isinstance(m, Attention):
+            layers[m.name] = m
+        elif theirs is not None and isinstance(m, theirs):
+            name = _diffusers_name(path, m)
+            if name is not None:
+                layers[name] = m
+    return layers
+
+
+@contextlib.contextmanager
+def record_attention(model: nn.Module) -> Iterator[dict[str, Tensor]]:
+    r"""Collects the attention maps of every forward pass of ``model`` inside the block.
+
+    Yields a dict ``name -> maps`` holding the latest pass's maps, detached, shape
+    :math:`(B, \text{heads}, N_q, N_k)`. Hooks and swapped processors are removed on exit.
+    """
+    maps: dict[str, Tensor] = {}
+    undo = []
+    try:
+        for name, layer in attention_layers(model).items():
+            if isinstance(layer, Attention):
+
+                def hook(_: nn.Module, __: tuple, output: Tensor, name: str = name) -> None:
+                    maps[name] = output.detach()
+
+                undo.append(layer.maps.register_forward_hook(hook).remove)
+            else:
+                undo.append(_record_diffusers(layer, name, maps))
+        yield maps
+    finally:
+        for step in reversed(undo):
+            step()
+
+
+def _record_diffusers(layer: nn.Module, name: str, maps: dict[str, Tensor]) -> Callable[[], None]:
+    """Swaps in the classic processor and wraps ``get_attention_scores``; returns the undo."""
+    from diffusers.models.attention_processor import AttnProcessor
+
+    processor, scores = layer.processor, layer.get_attention_scores
+
+    def recorded(query: Tensor, key: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        probs = scores(query, key, attention_mask)
+        heads = layer.heads
+        maps[name] = probs.detach().reshape(-1, heads, *probs.shape[1:])
+        return probs
+
+    layer.set_processor(AttnProcessor())
+    layer.get_attention_scores = recorded
+
+    def restore() -> None:
+        del layer.get_attention_scores  # the instance attribute; the method shows again
+        layer.set_processor(processor)
+
+    return restore
