@@ -122,6 +122,11 @@ def _check(cfg: DictConfig) -> None:
             raise ValueError(f"{key} must be a non-empty list of finite numbers, got {values}")
     if not 0 <= int(cfg.forbidden) < 10:
         raise ValueError(f"forbidden must be a digit class 0..9, got {cfg.forbidden}")
+    node = cfg.inpaint
+    if int(node.images) < 1 or float(node.sigma_y) < 0 or int(node.steps) < 1:
+        raise ValueError("inpaint.images and inpaint.steps must be >= 1, inpaint.sigma_y >= 0")
+    if int(node.plausibility_samples) < 1 or not 0 < float(node.plausible) <= 1:
+        raise ValueError("inpaint.plausibility_samples must be >= 1 and plausible in (0, 1]")
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -194,12 +199,12 @@ def inpaint(
     cfg: DictConfig, prior: priors.Denoiser, scorer: Scorer, grids: dict[str, dict[float, Tensor]]
 ) -> list[dict[str, Any]]:
     """CFG + DPS completing the top half of held-out digits towards requested classes:
-    every image is asked for every class; agreement is reported overall and where the
-    request is the true class, with the RMS misfit on the visible half."""
+    every image is asked for every class; agreement is reported overall, where the request
+    is the true class, where it is another class, and on the *plausible* requests (classes
+    the unguided posterior reaches, see :func:`_plausible`), with the RMS misfit on the
+    visible half."""
     node = cfg.inpaint
     images, sigma_y = int(node.images), float(node.sigma_y)
-    if images < 1 or sigma_y < 0:
-        raise ValueError("inpaint.images must be >= 1 and inpaint.sigma_y >= 0")
     pick = torch.linspace(0, len(scorer.x_test) - 1, images).round().long()
     truth, true_class = scorer.x_test[pick], scorer.y_test[pick]
     c, h, w = prior.shape
@@ -208,6 +213,9 @@ def inpaint(
     y = op(truth) + sigma_y * torch.randn(op(truth).shape, generator=g)
     requested = torch.arange(10).repeat_interleave(images)
     y_all, truth_all = y.repeat(10, 1, 1, 1), truth.repeat(10, 1, 1, 1)
+    plausible = _plausible(node, prior, scorer, op, y, g)[
+        torch.arange(10 * images) % images, requested
+    ]
     rows = []
     for scale in node.scales:
         denoiser = guided.ClassifierFree(prior, float(scale))
@@ -234,6 +242,10 @@ def inpaint(
                 "agreement_other_class": float(
                     (predicted[~same] == requested[~same]).float().mean()
                 ),
+                "agreement_plausible": float(
+                    (predicted[plausible] == requested[plausible]).float().mean()
+                ),
+                "plausible_pairs": int(plausible.sum()),
                 "visible_rms": float(misfit.sqrt().mean()),
                 "sigma_y": sigma_y,
                 "nfe": cost.nfe,
@@ -244,6 +256,26 @@ def inpaint(
         order = torch.arange(10) * images  # the first image asked for every class
         grids.setdefault("inpaint", {})[float(scale)] = torch.cat([y_all[:1], x[order]])
     return rows
+
+
+def _plausible(
+    node: DictConfig,
+    prior: priors.Denoiser,
+    scorer: Scorer,
+    op: operators.Operator,
+    y: Tensor,
+    g: torch.Generator,
+) -> Tensor:
+    """Which classes each measurement admits, :math:`(images, 10)`: those the clean
+    classifier finds in at least a fraction ``plausible`` of ``plausibility_samples``
+    unguided (unconditional prior + DPS) posterior samples."""
+    k, share = int(node.plausibility_samples), float(node.plausible)
+    y_rep = y.repeat_interleave(k, 0)
+    x_T = guided.initial_noise(prior.schedule, (len(y_rep), *prior.shape), g)
+    sampler = guided.DPSSampler(op, y_rep, zeta=float(node.zeta))
+    x = sampler(prior, x_T, guided.time_grid(int(node.steps)), generator=g).detach()
+    votes = torch.nn.functional.one_hot(scorer.predict(x.clamp(-1, 1)), 10).view(len(y), k, 10)
+    return votes.float().mean(1) >= share
 
 
 def write(rows: list[dict[str, Any]], out_dir: Path) -> None:

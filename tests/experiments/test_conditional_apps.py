@@ -42,6 +42,7 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
     assert rows[("sag", 0.5)]["nfe"] == 2 * rows[("sag", 0.0)]["nfe"]
     inpaint = rows[("inpaint", 3.0)]
     assert 0 <= inpaint["agreement"] <= 1 and inpaint["vjp"] == 3
+    assert 0 <= inpaint["plausible_pairs"] <= 20 and "agreement_plausible" in inpaint
     data = next(r for r in metrics["rows"] if r["sweep"] == "data")
     assert math.isfinite(data["fd"]) and data["fd"] >= 0
     with open(tmp_path / "results.csv") as f:
@@ -57,6 +58,7 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
         ("forbidden=12", "forbidden"),
         ("cfg_scales=[]", "cfg_scales"),
         ("samples=3", "samples"),
+        ("inpaint.plausible=0", "plausible"),
     ],
 )
 def test_conditional_bad_configs(tmp_path, override, match):
