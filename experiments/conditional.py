@@ -77,8 +77,10 @@ class Scorer:
         return torch.cat([self.classifier.features(c.float()) for c in x.split(500)])
 
     @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        return torch.cat([self.classifier(c.float()).argmax(1) for c in x.split(500)])
+    def predict(self, x: Tensor, features: Tensor | None = None) -> Tensor:
+        """Predicted classes (from ``features`` when they are already computed)."""
+        features = self.features(x) if features is None else features
+        return self.classifier.head(features).argmax(1)
 
     def score(
         self, x: Tensor, requested: Tensor | None, forbidden: int | None
@@ -86,7 +88,8 @@ class Scorer:
         x = x.clamp(-1, 1)
         if not bool(torch.isfinite(x).all()):
             raise FloatingPointError("generated samples contain NaN or Inf")
-        predicted, feats = self.predict(x), self.features(x)
+        feats = self.features(x)
+        predicted = self.predict(x, feats)
         out = {"fd": frechet_distance(feats, self.reference)}
         if requested is not None:
             out["agreement"] = float((predicted == requested).float().mean())
@@ -210,7 +213,7 @@ def inpaint(
     c, h, w = prior.shape
     op = operators.Inpainting(operators.half_mask(h, w, "top"), prior.shape)
     g = torch.Generator().manual_seed(int(cfg.seed) + 1)
-    y = op(truth) + sigma_y * torch.randn(op(truth).shape, generator=g)
+    y = operators.GaussianNoise(sigma_y)(op(truth), g)
     requested = torch.arange(10).repeat_interleave(images)
     y_all, truth_all = y.repeat(10, 1, 1, 1), truth.repeat(10, 1, 1, 1)
     plausible = _plausible(node, prior, scorer, op, y, g)[

@@ -52,8 +52,6 @@ References:
 
 from __future__ import annotations
 
-import math
-
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -61,6 +59,7 @@ import torch
 
 from torch import Tensor
 
+from guided.guidance import check_number
 from priors import Denoiser
 from priors.tweedie import append_dims, eps_from_x0, x0_from_eps
 
@@ -68,12 +67,6 @@ __all__ = ["ClassifierFree", "ComposableFree", "DualClassifierFree"]
 
 #: The null value of our class-conditional priors' ``label``.
 NULL_LABEL: Mapping[str, Any] = {"label": -1}
-
-
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 def _rows(value: Any, b: int, name: str, device: torch.device) -> Tensor:
@@ -172,12 +165,12 @@ class ClassifierFree(_Wrapper):
         if key == "label" and not getattr(prior, "num_classes", 0):
             raise ValueError("classifier-free guidance on labels needs a class-conditional prior")
         super().__init__(prior)
-        self.scale = _number(scale, "scale")
-        self.rescale = _number(rescale, "rescale")
+        self.scale = check_number(scale, "scale")
+        self.rescale = check_number(rescale, "rescale")
         if not 0 <= self.rescale <= 1:
             raise ValueError(f"rescale must lie in [0, 1], got {rescale}")
         if interval is not None:
-            lo, hi = (_number(v, "interval") for v in interval)
+            lo, hi = (check_number(v, "interval") for v in interval)
             if not 0 <= lo < hi:
                 raise ValueError(f"interval must be (lo, hi) with 0 <= lo < hi, got {interval}")
             interval = (lo, hi)
@@ -266,7 +259,7 @@ class ComposableFree(_Wrapper):
                         f"(num_classes = {classes})"
                     )
         self.conditions = conditions
-        self.scales = [_number(w, "scales") for w in scales]
+        self.scales = [check_number(w, "scales") for w in scales]
         self.null = {k: v for k, v in _null(null, keys).items() if k in keys}
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
@@ -312,7 +305,10 @@ class DualClassifierFree(_Wrapper):
         if first == second:
             raise ValueError("the two conditions must be different keywords")
         self.keys = (first, second)
-        self.scales = (_number(first_scale, "first_scale"), _number(second_scale, "second_scale"))
+        self.scales = (
+            check_number(first_scale, "first_scale"),
+            check_number(second_scale, "second_scale"),
+        )
         null = _null(null, self.keys)
         self.null = {k: null[k] for k in self.keys}
 

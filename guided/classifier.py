@@ -23,8 +23,6 @@ References:
 
 from __future__ import annotations
 
-import math
-
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -32,7 +30,7 @@ import torch
 
 from torch import Tensor, nn
 
-from guided.guidance import Guidance
+from guided.guidance import Guidance, check_number
 from priors import Schedule
 
 __all__ = ["ClassifierGuidance"]
@@ -124,9 +122,7 @@ class ClassifierGuidance(Guidance):
         self.num_classes = check_classifier(classifier)
         self.classifier = classifier
         self.label = check_classes(label, self.num_classes, "label")
-        if not isinstance(scale, int | float) or not math.isfinite(scale):
-            raise ValueError(f"scale must be a finite number, got {scale!r}")
-        self.scale = float(scale)
+        self.scale = check_number(scale, "scale")
 
     def forward(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
         b = x_t.shape[0]

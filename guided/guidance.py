@@ -20,6 +20,7 @@ Reductions are per sample: row :math:`i` never depends on row :math:`j`.
 from __future__ import annotations
 
 import abc
+import math
 
 from typing import Any, ClassVar
 
@@ -31,7 +32,7 @@ from operators import Operator, check_shape
 from priors import Denoiser, Schedule, record
 from priors.tweedie import append_dims
 
-__all__ = ["Guidance", "GuidedDenoiser", "check_measurement"]
+__all__ = ["Guidance", "GuidedDenoiser", "check_measurement", "check_number"]
 
 
 def check_measurement(op: Operator, y: Tensor, sigma_y: float | None) -> Tensor:
@@ -47,6 +48,13 @@ def check_measurement(op: Operator, y: Tensor, sigma_y: float | None) -> Tensor:
     if sigma_y is not None and not (isinstance(sigma_y, int | float) and sigma_y >= 0):
         raise ValueError(f"sigma_y must be a non-negative number, got {sigma_y!r}")
     return y.detach()
+
+
+def check_number(value: Any, name: str) -> float:
+    """Validates a finite real number (not a bool); returns it as a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
 
 
 class Guidance(nn.Module, abc.ABC):

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from guided.classifier import check_classes, check_classifier, log_prob_gradient
-from guided.guidance import Guidance
+from guided.guidance import Guidance, check_number
 from priors import Schedule
 
 __all__ = ["SafetyGuidance"]
@@ -60,10 +60,10 @@ class SafetyGuidance(Guidance):
         allowed[forbidden] = False
         if not bool(allowed.any()):
             raise ValueError("forbidden lists every class: nothing is left to sample")
-        if not isinstance(scale, int | float) or not math.isfinite(scale) or scale < 0:
+        self.scale = check_number(scale, "scale")
+        if self.scale < 0:
             raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
         self.register_buffer("allowed", allowed, persistent=False)
-        self.scale = float(scale)
 
     def forward(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
         allowed = self.allowed.to(x_t.device)

@@ -105,17 +105,21 @@ class SelfAttentionGuidance(Denoiser):
         self.prior = prior
         self.scale, self.layer, self.threshold = float(scale), layer, float(threshold)
         self.blur_sigma = float(blur_sigma)
+        self._blurs: dict[tuple[int, ...], Blur] = {}  # one operator per image shape
         for name in ("shape", "num_classes"):
             if hasattr(prior, name):
                 setattr(self, name, getattr(prior, name))
 
     def blur(self, x: Tensor) -> Tensor:
         """Gaussian blur with reflected boundaries (kernel side about 6 sigma, odd, at most
-        the image side)."""
-        side = min(x.shape[-2:])
-        size = max(1, min(2 * math.ceil(3 * self.blur_sigma) + 1, side - (1 - side % 2)))
-        op = Blur(gaussian_kernel(self.blur_sigma, size=size), x.shape[1:], padding="reflect")
-        return op(x)
+        the image side); the operator is built once per image shape."""
+        shape = tuple(x.shape[1:])
+        if shape not in self._blurs:
+            side = min(shape[-2:])
+            size = max(1, min(2 * math.ceil(3 * self.blur_sigma) + 1, side - (1 - side % 2)))
+            kernel = gaussian_kernel(self.blur_sigma, size=size)
+            self._blurs[shape] = Blur(kernel, shape, padding="reflect")
+        return self._blurs[shape](x)
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         with record_attention(self.prior) as maps:

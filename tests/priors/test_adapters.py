@@ -121,21 +121,29 @@ def test_adm_checkpoint_matches_the_raw_model(tmp_path):
         load_adm(tmp_path / "bad.pt")
 
 
-@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
-def test_diffusers_pipeline_matches_the_raw_model(tmp_path, prediction):
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+def _tiny_unet(**overrides):
+    """A seeded 8x8 single-channel diffusers UNet2DModel (plain blocks unless overridden)."""
+    from diffusers import UNet2DModel
 
     torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
-    ).eval()
+    config = {
+        "sample_size": 8,
+        "in_channels": 1,
+        "out_channels": 1,
+        "block_out_channels": (8, 16),
+        "down_block_types": ("DownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "UpBlock2D"),
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+    }
+    return UNet2DModel(**(config | overrides)).eval()
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_diffusers_pipeline_matches_the_raw_model(tmp_path, prediction):
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    unet = _tiny_unet()
     scheduler = DDPMScheduler(num_train_timesteps=100, prediction_type=prediction)
     DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp_path / "pipe")
     denoiser = load_diffusers(tmp_path / "pipe")
@@ -159,22 +167,15 @@ def test_diffusers_pipeline_matches_the_raw_model(tmp_path, prediction):
 def test_diffusers_attention_is_recorded_and_drives_sag(tmp_path):
     """Attention maps of a diffusers U-Net with attention blocks, through our adapter: named
     by block, probabilities per head, processors restored; SAG runs on it."""
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    from diffusers import DDPMPipeline, DDPMScheduler
 
     import guided
 
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
+    unet = _tiny_unet(
         down_block_types=("DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
         attention_head_dim=8,
-    ).eval()
+    )
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100)).save_pretrained(
         tmp_path / "pipe"
     )
