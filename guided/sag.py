@@ -16,9 +16,13 @@ blurred (Hong et al., §4 and Alg. 1 of the official code):
 
 returned as :math:`\tilde x = (x_t - \sigma_t \tilde\epsilon) / \alpha_t` (the official flag
 ``guide_scale`` is :math:`1 + s`). Two network evaluations per row. It works for any prior
-whose network exposes attention through :func:`priors.attention.record_attention` (our U-Net
-and diffusers U-Nets, e.g. through :func:`priors.adapters.load_diffusers`), wraps conditional
-priors (keywords pass through) and stacks with CFG and measurement terms.
+whose network exposes attention through :func:`priors.attention.record_attention` (our U-Net,
+diffusers U-Nets through :func:`priors.adapters.load_diffusers` and ADM checkpoints through
+:func:`priors.adapters.load_adm`), wraps conditional
+priors (keywords pass through) and stacks with CFG and measurement terms. Wrapping
+classifier-free guidance, :math:`\hat x` and :math:`\bar x` are the guided predictions
+(four network evaluations per row) and the mask comes from the attention averaged over the
+conditional and unconditional passes (diffusers' SAG pipeline uses the unconditional one).
 
 References:
     | Improving Sample Quality of Diffusion Models Using Self-Attention Guidance
@@ -55,6 +59,19 @@ def attention_mask(probs: Tensor, size: tuple[int, int], threshold: float = 1.0)
     attended = probs.mean(1).sum(1)  # (B, N): how much each key is attended
     mask = (attended > threshold).to(probs.dtype).reshape(-1, 1, n, n)
     return F.interpolate(mask, size=size, mode="nearest")
+
+
+def _per_row(probs: Tensor, b: int) -> Tensor:
+    """One attention map per row of :math:`x_t`: a wrapped denoiser that evaluates the
+    network on :math:`k` stacked copies (classifier-free guidance's condition sets) records
+    :math:`k B` maps, averaged here over the copies."""
+    if probs.shape[0] == b:
+        return probs
+    if probs.shape[0] % b:
+        raise ValueError(
+            f"the attention maps have {probs.shape[0]} rows, not a multiple of the batch {b}"
+        )
+    return probs.reshape(probs.shape[0] // b, b, *probs.shape[1:]).mean(0)
 
 
 class SelfAttentionGuidance(Denoiser):
@@ -128,7 +145,9 @@ class SelfAttentionGuidance(Denoiser):
             return x_hat
         alpha_t, sigma_t = (c.to(x_t.dtype) for c in self.schedule(t))
         eps = eps_from_x0(x_t, x_hat, alpha_t, sigma_t)
-        mask = attention_mask(maps[self.layer], tuple(x_t.shape[-2:]), self.threshold)
+        mask = attention_mask(
+            _per_row(maps[self.layer], x_t.shape[0]), x_t.shape[-2:], self.threshold
+        )
         mask = mask.to(x_t.dtype)
         degraded = mask * self.blur(x_hat) + (1 - mask) * x_hat
         x_bar = append_dims(alpha_t, x_t.ndim) * degraded + append_dims(sigma_t, x_t.ndim) * eps

@@ -8,21 +8,31 @@ the U-Net they sit in (``down`` / ``mid`` / ``up``) and ending in ``self`` or ``
 - diffusers' ``Attention`` modules (in ``down_blocks`` / ``mid_block`` / ``up_blocks`` of a
   ``UNet2DModel`` or ``UNet2DConditionModel``, e.g. loaded by
   :func:`priors.adapters.load_diffusers`) are named from their module path:
-  ``mid.attentions.0.self``, ``down.1.attentions.0.transformer_blocks.0.attn2.cross``.
+  ``mid.attentions.0.self``, ``down.1.attentions.0.transformer_blocks.0.attn2.cross``;
+- deepinv's ``AttentionBlock`` modules of a guided-diffusion (ADM) ``DiffUNet`` (in
+  ``input_blocks`` / ``middle_block`` / ``output_blocks``, e.g. loaded by
+  :func:`priors.adapters.load_adm`) likewise: ``mid.1.self``, ``down.7.1.self``,
+  ``up.12.1.self``.
 
 :func:`record_attention` collects the probabilities :math:`(B, \text{heads}, N_q, N_k)` of
 every pass inside its block. Ours pass them through an identity hook point. For diffusers,
 the block swaps each module's processor for the classic ``AttnProcessor`` (which computes
 the probabilities explicitly rather than through fused attention) and records
-``get_attention_scores``; the processors are restored on exit. In both cases the output is
+``get_attention_scores``; the processors are restored on exit. ADM's blocks compute
+attention fused; a hook on their ``QKVAttention`` reads its packed ``qkv`` input and
+recomputes :math:`\operatorname{softmax}(q^\top k / \sqrt{c})` per head in the block's
+channel order (legacy or new), leaving the output untouched. In all cases the output is
 the same up to floating-point reassociation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 
 from collections.abc import Callable, Iterator
+
+import torch
 
 from torch import Tensor, nn
 
@@ -30,7 +40,14 @@ from priors.unet import Attention
 
 __all__ = ["attention_layers", "is_cross", "record_attention"]
 
-_BLOCKS = {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}
+_BLOCKS = {
+    "down_blocks": "down",
+    "mid_block": "mid",
+    "up_blocks": "up",
+    "input_blocks": "down",  # ADM (deepinv's DiffUNet)
+    "middle_block": "mid",
+    "output_blocks": "up",
+}
 
 
 def _diffusers_attention() -> type | None:
@@ -41,31 +58,42 @@ def _diffusers_attention() -> type | None:
     return DiffusersAttention
 
 
-def _diffusers_name(path: str, module: nn.Module) -> str | None:
+def _adm_attention() -> type:
+    from deepinv.models.diffunet import AttentionBlock
+
+    return AttentionBlock
+
+
+def _block_name(path: str, kind: str) -> str | None:
     parts = path.split(".")
     for i, part in enumerate(parts):
         if part in _BLOCKS:
-            kind = "cross" if module.is_cross_attention else "self"
             return ".".join([_BLOCKS[part], *parts[i + 1 :], kind])
     return None
 
 
 def is_cross(layer: nn.Module) -> bool:
     """Whether an attention layer attends to context tokens (cross) or to pixels (self)."""
-    return bool(layer.cross if isinstance(layer, Attention) else layer.is_cross_attention)
+    if isinstance(layer, Attention):
+        return bool(layer.cross)
+    return bool(getattr(layer, "is_cross_attention", False))  # ADM blocks are self-attention
 
 
 def attention_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The attention layers of ``model`` by name (see the module)."""
     layers: dict[str, nn.Module] = {}
-    theirs = _diffusers_attention()
+    theirs, adm = _diffusers_attention(), _adm_attention()
     for path, m in model.named_modules():
         if isinstance(m, Attention):
             layers[m.name] = m
-        elif theirs is not None and isinstance(m, theirs):
-            name = _diffusers_name(path, m)
-            if name is not None:
-                layers[name] = m
+            continue
+        name = None
+        if theirs is not None and isinstance(m, theirs):
+            name = _block_name(path, "cross" if m.is_cross_attention else "self")
+        elif isinstance(m, adm):
+            name = _block_name(path, "self")
+        if name is not None:
+            layers[name] = m
     return layers
 
 
@@ -86,6 +114,8 @@ def record_attention(model: nn.Module) -> Iterator[dict[str, Tensor]]:
                     maps[name] = output.detach()
 
                 undo.append(layer.maps.register_forward_hook(hook).remove)
+            elif isinstance(layer, _adm_attention()):
+                undo.append(_record_adm(layer, name, maps))
             else:
                 undo.append(_record_diffusers(layer, name, maps))
         yield maps
@@ -114,3 +144,26 @@ def _record_diffusers(layer: nn.Module, name: str, maps: dict[str, Tensor]) -> C
         layer.set_processor(processor)
 
     return restore
+
+
+def _record_adm(layer: nn.Module, name: str, maps: dict[str, Tensor]) -> Callable[[], None]:
+    """Hooks an ADM ``AttentionBlock``'s ``QKVAttention``: recomputes its probabilities from
+    the packed :math:`(B, 3 h c, T)` input; returns the undo."""
+    from deepinv.models.diffunet import QKVAttentionLegacy
+
+    attention = layer.attention
+    legacy = isinstance(attention, QKVAttentionLegacy)
+
+    def hook(_: nn.Module, inputs: tuple[Tensor, ...], __: Tensor) -> None:
+        qkv = inputs[0].detach()
+        batch, width, length = qkv.shape
+        heads = attention.n_heads
+        ch = width // (3 * heads)
+        if legacy:  # heads first, then q / k / v
+            q, k, _ = qkv.reshape(batch, heads, 3 * ch, length).split(ch, dim=2)
+        else:  # q / k / v first, then heads
+            q, k, _ = (part.reshape(batch, heads, ch, length) for part in qkv.chunk(3, dim=1))
+        logits = torch.einsum("bhcq,bhck->bhqk", q, k) / math.sqrt(ch)
+        maps[name] = logits.softmax(-1)
+
+    return attention.register_forward_hook(hook).remove

@@ -40,14 +40,24 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
     assert rows[("classifier", 10.0)]["agreement"] > rows[("classifier", 0.0)]["agreement"]
     assert rows[("safety", 10.0)]["forbidden_rate"] <= rows[("safety", 0.0)]["forbidden_rate"]
     assert rows[("sag", 0.5)]["nfe"] == 2 * rows[("sag", 0.0)]["nfe"]
+    assert rows[("sag_cfg", 0.5)]["nfe"] == 2 * rows[("sag_cfg", 0.0)]["nfe"]
+    assert rows[("sag_cfg", 0.0)]["agreement"] == rows[("cfg", 3.0)]["agreement"]
     inpaint = rows[("inpaint", 3.0)]
     assert 0 <= inpaint["agreement"] <= 1 and inpaint["vjp"] == 3
     assert 0 <= inpaint["plausible_pairs"] <= 20 and "agreement_plausible" in inpaint
     data = next(r for r in metrics["rows"] if r["sweep"] == "data")
     assert math.isfinite(data["fd"]) and data["fd"] >= 0
+    assert data["samples"] == len(conditional.Scorer().x_test) // 2  # the other held-out half
     with open(tmp_path / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == len(metrics["rows"])
-    for name in ("curves", "samples_cfg", "samples_safety", "samples_sag", "samples_inpaint"):
+    for name in (
+        "curves",
+        "samples_cfg",
+        "samples_safety",
+        "samples_sag",
+        "samples_sag_cfg",
+        "samples_inpaint",
+    ):
         assert (tmp_path / f"{name}.png").stat().st_size > 0
 
 
@@ -59,6 +69,7 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
         ("cfg_scales=[]", "cfg_scales"),
         ("samples=3", "samples"),
         ("inpaint.plausible=0", "plausible"),
+        ("sag_cfg_scale=.nan", "sag_cfg_scale"),
     ],
 )
 def test_conditional_bad_configs(tmp_path, override, match):

@@ -64,3 +64,27 @@ def test_errors_name_the_problem(digits):
         guided.SelfAttentionGuidance(digits, -1.0)
     with pytest.raises(TypeError, match="blur_sigma"):
         guided.SelfAttentionGuidance(digits, 0.5, blur_sigma="wide")
+
+
+def test_stacks_on_classifier_free_guidance(digits):
+    """SAG of a CFG denoiser: CFG itself at scale 0, four evaluations per row (two CFG
+    passes), linear in the scale and row-independent (the mask averages the conditional
+    and unconditional maps of each row)."""
+    g = torch.Generator().manual_seed(2)
+    x_t = guided.initial_noise(digits.schedule, (3, *digits.shape), g)
+    t, label = torch.tensor(0.5), torch.tensor([0, 3, 8])
+    cfg = guided.ClassifierFree(digits, 2.0)
+    with torch.no_grad():
+        plain = cfg(x_t, t, label=label)
+        torch.testing.assert_close(
+            guided.SelfAttentionGuidance(cfg, 0.0)(x_t, t, label=label), plain
+        )
+        cost = priors.Cost()
+        with priors.measure(cost, batch=3):
+            one = guided.SelfAttentionGuidance(cfg, 1.0)(x_t, t, label=label)
+        assert cost.nfe == 4
+        two = guided.SelfAttentionGuidance(cfg, 2.0)(x_t, t, label=label)
+        torch.testing.assert_close(two - plain, 2 * (one - plain), atol=1e-5, rtol=1e-4)
+        row = guided.SelfAttentionGuidance(cfg, 1.0)(x_t[2:], t, label=label[2:])
+        torch.testing.assert_close(row, one[2:], atol=1e-5, rtol=1e-4)
+    assert float((one - plain).abs().max()) > 1e-4

@@ -4,6 +4,8 @@ deepinv denoiser adapter."""
 import pytest
 import torch
 
+from torch import nn
+
 import priors
 
 from priors.adapters import DeepinvDenoiser, load_adm, load_diffusers
@@ -119,6 +121,81 @@ def test_adm_checkpoint_matches_the_raw_model(tmp_path):
     torch.save({"not": "a model"}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="bad.pt"):
         load_adm(tmp_path / "bad.pt")
+
+
+def test_adm_attention_is_recorded_and_drives_sag(tmp_path):
+    """ADM (deepinv's DiffUNet) attention blocks: named by block, the recorded
+    probabilities reproduce each block's fused attention output, the model output is
+    unchanged and the hooks leave; SAG runs on the adapter with the middle block."""
+    from deepinv.models import DiffUNet
+
+    import guided
+
+    torch.manual_seed(0)
+    path = tmp_path / "adm.pt"
+    torch.save(DiffUNet(in_channels=3, out_channels=3, pretrained=None).state_dict(), path)
+    denoiser = load_adm(path, image_size=32)
+    layers = priors.attention_layers(denoiser)
+    assert "mid.1.self" in layers and all(n.endswith(".self") for n in layers)
+    assert {n.split(".")[0] for n in layers} == {"down", "mid", "up"}
+    seen: dict[str, tuple] = {}
+    handles = [
+        m.attention.register_forward_hook(
+            lambda _, i, o, n=n: seen.__setitem__(n, (i[0].detach(), o.detach()))
+        )
+        for n, m in layers.items()
+    ]
+    x_t = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor(0.5)
+    with torch.no_grad():
+        with priors.record_attention(denoiser) as maps:
+            hooked = denoiser(x_t, t)
+        for h in handles:
+            h.remove()
+        plain = denoiser(x_t, t)
+    torch.testing.assert_close(hooked, plain)
+    assert set(maps) == set(layers)
+    for name, (qkv, out) in seen.items():
+        probs, heads = maps[name], layers[name].attention.n_heads
+        batch, width, length = qkv.shape
+        assert probs.shape == (batch, heads, length, length)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(batch, heads, length))
+        ch = width // (3 * heads)
+        v = qkv.reshape(batch, heads, 3 * ch, length)[:, :, 2 * ch :]  # legacy order
+        rebuilt = torch.einsum("bhqk,bhck->bhcq", probs, v).reshape(batch, -1, length)
+        torch.testing.assert_close(rebuilt, out, rtol=1e-4, atol=1e-5)
+    for layer in layers.values():
+        assert not layer.attention._forward_hooks
+    with torch.no_grad():
+        sag = guided.SelfAttentionGuidance(denoiser, 0.5)
+        assert sag.layer == "mid.1.self"
+        assert bool(torch.isfinite(sag(x_t, t)).all())
+
+
+@pytest.mark.parametrize("new_order", [False, True])
+def test_adm_attention_probabilities_in_both_channel_orders(new_order):
+    """Both of ADM's qkv layouts: the recorded probabilities times the values give the
+    block's attention output."""
+    from deepinv.models.diffunet import AttentionBlock
+
+    torch.manual_seed(0)
+    net = nn.Module()
+    net.middle_block = nn.Sequential(
+        AttentionBlock(32, num_head_channels=8, use_new_attention_order=new_order)
+    )
+    block = net.middle_block[0]
+    seen = {}
+    block.attention.register_forward_hook(lambda _, i, o: seen.update(qkv=i[0], out=o))
+    x = torch.randn(2, 32, 3, 3)
+    with torch.no_grad(), priors.record_attention(net) as maps:
+        block(x)
+    probs = maps["mid.0.self"]
+    assert probs.shape == (2, 4, 9, 9)
+    qkv = seen["qkv"]  # (2, 3 * 4 heads * 8, 9)
+    parts = qkv.chunk(3, 1) if new_order else qkv.reshape(2, 4, 24, 9).split(8, 2)
+    v = parts[2].reshape(2, 4, 8, 9)
+    rebuilt = torch.einsum("bhqk,bhck->bhcq", probs, v).reshape(2, 32, 9)
+    torch.testing.assert_close(rebuilt, seen["out"], rtol=1e-4, atol=1e-5)
 
 
 def _tiny_unet(**overrides):
