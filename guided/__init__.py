@@ -13,6 +13,13 @@ from guided.ddrm import DDRM
 from guided.diffpir import DiffPIR
 from guided.dpm_solver import DPMSolver
 from guided.dps import DPS, DPSSampler, PoissonDPS
+from guided.em import (
+    DiffusionEM,
+    ExpectationMaximization,
+    GradientMStep,
+    LeastSquaresMStep,
+    MStep,
+)
 from guided.guidance import Guidance, GuidedDenoiser
 from guided.heun import Heun
 from guided.inversion import DDIMInversion
@@ -43,11 +50,16 @@ __all__ = [
     "DPMSolver",
     "DPSSampler",
     "DiffPIR",
+    "DiffusionEM",
     "DualClassifierFree",
+    "ExpectationMaximization",
+    "GradientMStep",
     "Guidance",
     "GuidedDenoiser",
     "Heun",
+    "LeastSquaresMStep",
     "MCGdiff",
+    "MStep",
     "ParticleSampler",
     "PiGDM",
     "PoissonDPS",

@@ -14,6 +14,7 @@ References:
 from __future__ import annotations
 
 import abc
+import copy
 
 from collections.abc import Sequence
 
@@ -35,6 +36,21 @@ class UnknownOperator(Operator):
     def project(self) -> None:
         """Maps the unknowns onto their constraint set, in place."""
 
+    def penalty(self) -> Tensor:
+        r"""The quadratic form :math:`R` (:math:`P \times P`, positive semi-definite, over
+        the unknowns flattened in parameter order) of the operator's default prior on its
+        unknowns, :math:`\theta^\top R\, \theta`; zero by default (no preference)."""
+        size = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return torch.zeros(size, size, dtype=torch.float64)
+
+    def known(self) -> Operator:
+        """The current estimate as a fixed operator: a copy whose unknowns no longer
+        require gradients and no longer follow later updates (subclasses return a
+        structured operator where one exists, e.g. a blur with its SVD)."""
+        frozen = copy.deepcopy(self)
+        frozen.requires_grad_(False)
+        return frozen
+
 
 class BlindBlur(UnknownOperator, LinearOperator):
     r"""Circular blur :math:`y = k \circledast x` with an unknown kernel :math:`k`,
@@ -45,12 +61,25 @@ class BlindBlur(UnknownOperator, LinearOperator):
         kernel_size: The (odd) kernel size; the kernel starts as the identity (a centred
             Dirac). Ignored when ``kernel`` is given.
         kernel: An initial kernel :math:`(h, w)` or :math:`(C, h, w)`, checked as a kernel.
+        centring: The weight of the centring term in :meth:`penalty`, relative to
+            smoothness.
     """
 
     def __init__(
-        self, in_shape: Sequence[int], kernel_size: int = 5, kernel: Tensor | None = None
+        self,
+        in_shape: Sequence[int],
+        kernel_size: int = 5,
+        kernel: Tensor | None = None,
+        centring: float = 1.0,
     ) -> None:
         super().__init__(in_shape, in_shape)
+        if (
+            isinstance(centring, bool)
+            or not isinstance(centring, int | float)
+            or not centring >= 0
+        ):
+            raise ValueError(f"centring must be a non-negative number, got {centring!r}")
+        self.centring = float(centring)
         if kernel is None:
             if int(kernel_size) != kernel_size or kernel_size < 1 or kernel_size % 2 == 0:
                 raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
@@ -69,9 +98,28 @@ class BlindBlur(UnknownOperator, LinearOperator):
         flat = self.kernel.flatten(-2)
         self.kernel.copy_(project_simplex(flat).view_as(self.kernel))
 
+    def penalty(self) -> Tensor:
+        r"""Smoothness plus centring of the kernel, per channel:
+        :math:`\sum (k_{i+1,j} - k_{i,j})^2 + (k_{i,j+1} - k_{i,j})^2
+        + c\,[(\sum_{ij} i\, k_{ij})^2 + (\sum_{ij} j\, k_{ij})^2]` with offsets
+        :math:`i, j` from the kernel's centre and :math:`c` = ``centring``. The centring
+        term picks one kernel among its translates: a blur and a shifted image explain the
+        data as well as the centred blur and the image, and without it the estimate drifts.
+        """
+        *c, h, w = self.kernel.shape
+        dy = torch.eye(h, dtype=torch.float64).diff(dim=0)  # (h - 1, h)
+        dx = torch.eye(w, dtype=torch.float64).diff(dim=0)
+        one_channel = torch.kron(dy.T @ dy, torch.eye(w, dtype=torch.float64)) + torch.kron(
+            torch.eye(h, dtype=torch.float64), dx.T @ dx
+        )
+        i = (torch.arange(h, dtype=torch.float64) - h // 2)[:, None].expand(h, w).flatten()
+        j = (torch.arange(w, dtype=torch.float64) - w // 2)[None, :].expand(h, w).flatten()
+        one_channel = one_channel + self.centring * (torch.outer(i, i) + torch.outer(j, j))
+        return torch.block_diag(*[one_channel] * (c[0] if c else 1))
+
     def known(self) -> CircularBlur:
         """The current estimate as a known blur (with its closed-form SVD)."""
-        return CircularBlur(self.kernel.detach(), self.in_shape).to(self.kernel.device)
+        return CircularBlur(self.kernel.detach().clone(), self.in_shape).to(self.kernel.device)
 
 
 class ChannelGain(UnknownOperator, LinearOperator):

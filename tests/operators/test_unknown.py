@@ -85,3 +85,17 @@ def test_unknowns_are_parameters_and_bad_initial_values_raise():
         operators.ChannelGain((3, 4, 4), torch.ones(2))
     with pytest.raises(ValueError, match="sum to 1"):
         operators.ChannelMixing((3, 4, 4), matrix=torch.eye(3) * 2)
+
+
+def test_blind_blur_penalty_is_smoothness_plus_centring():
+    op = operators.BlindBlur((1, 8, 8), kernel_size=5, centring=2.0)
+    r = op.penalty()
+    assert r.shape == (25, 25) and bool(torch.allclose(r, r.T))
+    uniform = torch.full((25,), 1 / 25, dtype=torch.float64)
+    assert abs(float(uniform @ r @ uniform)) < 1e-12  # flat and centred: no penalty
+    shifted = torch.zeros(5, 5, dtype=torch.float64)
+    shifted[0, 3] = 1.0  # offsets (-2, +1); on the top edge: three unit jumps to neighbours
+    expected = 3 + 2.0 * (4 + 1)
+    assert abs(float(shifted.flatten() @ r @ shifted.flatten()) - expected) < 1e-12
+    assert bool((torch.linalg.eigvalsh(r) > -1e-10).all())
+    assert not operators.ChannelGain((3, 4, 4)).penalty().any()
