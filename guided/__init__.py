@@ -20,6 +20,7 @@ from guided.em import (
     LeastSquaresMStep,
     MStep,
 )
+from guided.enkg import EnKG
 from guided.guidance import Guidance, GuidedDenoiser
 from guided.heun import Heun
 from guided.inversion import DDIMInversion
@@ -34,6 +35,7 @@ from guided.sampler import Sampler, initial_noise
 from guided.smc import ParticleSampler
 from guided.tds import TDS
 from guided.time import check_grid, time_grid
+from guided.zeroth_order import ZerothOrder
 
 __all__ = [
     "DDIM",
@@ -52,6 +54,7 @@ __all__ = [
     "DiffPIR",
     "DiffusionEM",
     "DualClassifierFree",
+    "EnKG",
     "ExpectationMaximization",
     "GradientMStep",
     "Guidance",
@@ -69,6 +72,7 @@ __all__ = [
     "SafetyGuidance",
     "Sampler",
     "SelfAttentionGuidance",
+    "ZerothOrder",
     "check_grid",
     "initial_noise",
     "time_grid",

@@ -31,6 +31,7 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -114,13 +115,25 @@ class DPSSampler(Sampler):
     (1 NFE and 1 VJP per step; the paper runs 1000 steps).
 
     Arguments:
-        op: A differentiable operator.
+        op: A differentiable operator (any operator with a derivative-free ``estimator``).
         y: The measurement.
         zeta: The step size :math:`\zeta` (paper: 0.3 to 1 at 1000 steps on FFHQ).
+        estimator: The term that gives :math:`-\zeta \nabla_{x_t} \lVert y - A(\hat x)
+            \rVert`, called as ``estimator(op, y, 0.0, zeta=zeta, **kwargs)``: :class:`DPS`
+            (autograd through the operator) or :class:`~guided.ZerothOrder` (a
+            Gaussian-smoothing estimate, for black boxes).
+        kwargs: Passed to ``estimator`` (e.g. ``queries``, ``smoothing``, ``generator``).
     """
 
-    def __init__(self, op: Operator, y: Tensor, zeta: float = 1.0) -> None:
-        self.term = DPS(op, y, 0.0, zeta=zeta)
+    def __init__(
+        self,
+        op: Operator,
+        y: Tensor,
+        zeta: float = 1.0,
+        estimator: Callable[..., Guidance] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.term = (DPS if estimator is None else estimator)(op, y, 0.0, zeta=zeta, **kwargs)
 
     def step(
         self,

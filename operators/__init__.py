@@ -18,7 +18,7 @@ from operators.base import (
     SVDOperator,
     check_shape,
 )
-from operators.blackbox import JPEG, BlackBox, Quantization
+from operators.blackbox import JPEG, BlackBox, Quantization, StraightThrough
 from operators.blocks import AveragePoolSR, BlockProjection, Colorization
 from operators.blur import (
     BicubicSR,
@@ -68,6 +68,7 @@ __all__ = [
     "RealFourier",
     "SVDOperator",
     "SaturatingSensor",
+    "StraightThrough",
     "UnknownOperator",
     "as_deepinv",
     "batch_dot",

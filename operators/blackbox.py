@@ -6,6 +6,9 @@ derivative-free (ensemble Kalman, zeroth-order smoothing, learned surrogate like
   of :math:`[-1, 1]` (values outside are clipped first).
 - :class:`JPEG`: encode and decode with libjpeg through Pillow at a given quality.
 - :class:`BlackBox`: any numpy function of a batch, e.g. a simulator or a legacy pipeline.
+
+:class:`StraightThrough` is the differentiable twin of a shape-keeping one (its values, the
+identity's gradient), for comparing derivative-free guidance with DPS.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from torch import Tensor
 
 from operators.base import Operator
 
-__all__ = ["JPEG", "BlackBox", "Quantization"]
+__all__ = ["JPEG", "BlackBox", "Quantization", "StraightThrough"]
 
 
 class Quantization(Operator):
@@ -122,3 +125,32 @@ class BlackBox(Operator):
         if not np.issubdtype(out.dtype, np.number) or not np.isfinite(out).all():
             raise ValueError("the black-box function returned NaN, Inf or non-numbers")
         return torch.as_tensor(out, dtype=x.dtype, device=x.device)
+
+
+class StraightThrough(Operator):
+    r"""The straight-through twin of an operator that keeps the shape (quantization, JPEG):
+    the values of :math:`A(x)`, the derivatives of the identity,
+    :math:`x + \operatorname{sg}[A(x) - x]`. It makes gradient guidance (DPS) applicable
+    to such operators, as the straight-through estimator does for quantized networks.
+
+    Arguments:
+        op: An operator whose output shape is its input shape.
+
+    References:
+        | Estimating or Propagating Gradients Through Stochastic Neurons for Conditional
+        | Computation (Bengio et al., 2013) https://arxiv.org/abs/1308.3432
+    """
+
+    def __init__(self, op: Operator) -> None:
+        if not isinstance(op, Operator):
+            raise TypeError(f"op must be an operators.Operator, got {type(op).__name__}")
+        if op.in_shape != op.out_shape:
+            raise ValueError(
+                f"a straight-through twin needs out_shape == in_shape, got {op.in_shape} -> "
+                f"{op.out_shape}"
+            )
+        super().__init__(op.in_shape, op.out_shape)
+        self.op = op
+
+    def apply(self, x: Tensor) -> Tensor:
+        return x + (self.op(x.detach()) - x).detach()
