@@ -325,6 +325,13 @@ class DiffusionEM:
     posterior samples rather than the denoised estimates of noisy states, which are
     uninformative about a kernel until late in a run.
 
+    How many rounds is prior-dependent (``python -m experiments.blind``, 30 DDIM steps, 4
+    samples): on digits (8 images, 5x5 Gaussian blur) one M-step closes 90% of the PSNR
+    gap between a wrong (Dirac) and the true kernel, two close 52%, and after four the
+    estimate has drifted (wider than the truth) below the wrong kernel's PSNR; on textures
+    (6 crops, 9x9 blur) the share grows with the rounds: 24%, 34%, 55% after 1, 2, 4. The
+    fixed point of EM with an imperfect prior need not be the true kernel.
+
     Arguments:
         op: The operator with unknowns, holding the initial estimate (updated in place).
         y: One measurement, :math:`(*out\_shape)` or :math:`(1, *out\_shape)`.
@@ -344,7 +351,7 @@ class DiffusionEM:
         sigma_y: float,
         term: Callable[..., Guidance] = PiGDM,
         m_step: MStep | None = None,
-        rounds: int = 2,
+        rounds: int = 1,
         **term_kwargs: Any,
     ) -> None:
         check = ExpectationMaximization(op, y, sigma_y, term, m_step, **term_kwargs)
