@@ -9,7 +9,7 @@ from deepinv import physics as dphysics
 
 from operators.adapters import DeepinvOperator
 from operators.base import Operator
-from operators.blackbox import JPEG, BlackBox, Quantization
+from operators.blackbox import JPEG, BlackBox, Quantization, StraightThrough
 from operators.blocks import AveragePoolSR, Colorization
 from operators.blur import BicubicSR, Blur, CircularBlur, gaussian_kernel, motion_kernel
 from operators.inpainting import Inpainting, Outpainting
@@ -51,6 +51,7 @@ def examples() -> dict[str, tuple[Operator, tuple[int, ...]]]:
         "nonlinear_blur": NonlinearBlur(gauss3, (2, 6, 6)),
         "quantization": Quantization((3, 4, 4), levels=8),
         "jpeg": JPEG((3, 16, 16), quality=75),
+        "quantization_straight_through": StraightThrough(Quantization((3, 4, 4), levels=8)),
         "blackbox": BlackBox(_row_sums, (2, 5), (2,)),
         "blind_blur": BlindBlur((1, 6, 6), kernel=gauss3),
         "channel_gain": ChannelGain((3, 4, 4), torch.tensor([0.5, 1.0, 2.0])),
