@@ -1,6 +1,8 @@
 """Expectation-maximisation for unknown operators: exact M-steps, constraints, the blind
 posterior sampler on the digits prior, and errors."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -158,3 +160,20 @@ def test_em_errors_name_the_problem():
     op.kernel.requires_grad_(False)
     with pytest.raises(ValueError, match="no parameters"):
         guided.ExpectationMaximization(op, y, 0.1)
+
+
+def test_diffusion_em_estimates_an_unknown_gain_of_a_digit():
+    """y = 0.6 x + noise, the gain unknown (starting at 1): the exact M-step of the gain and
+    PiGDM E-steps bring it to the truth within four rounds (the prior knows the digits'
+    background level, which fixes the scale)."""
+    digits, x = priors.load("digits"), _digit()
+    y = operators.GaussianNoise(0.02)(0.6 * x, torch.Generator().manual_seed(0))
+    op = operators.ChannelGain(digits.shape)
+    em = guided.DiffusionEM(op, y, 0.02, rounds=4)
+    x_T = guided.initial_noise(
+        digits.schedule, (4, *digits.shape), torch.Generator().manual_seed(1)
+    )
+    em(digits, guided.DDIM(), x_T, guided.time_grid(30))
+    gains = [float(theta[0]) for theta in em.trace]
+    assert all(a > b for a, b in itertools.pairwise([1.0, *gains]))  # monotone from 1
+    assert abs(gains[-1] - 0.6) < 0.05, gains
