@@ -31,6 +31,7 @@ from operators.blur import (
 )
 from operators.fourier import RealFourier
 from operators.inpainting import Inpainting, Outpainting, place
+from operators.kinematics import PlanarKinematics
 from operators.linalg import batch_dot, cg, project_simplex
 from operators.masks import box_mask, half_mask, random_pixel_mask, stroke_mask
 from operators.matrix import MatrixOperator
@@ -63,6 +64,7 @@ __all__ = [
     "Operator",
     "Outpainting",
     "PhaseRetrieval",
+    "PlanarKinematics",
     "PoissonNoise",
     "Quantization",
     "RealFourier",

@@ -13,6 +13,7 @@ from operators.blackbox import JPEG, BlackBox, Quantization, StraightThrough
 from operators.blocks import AveragePoolSR, Colorization
 from operators.blur import BicubicSR, Blur, CircularBlur, gaussian_kernel, motion_kernel
 from operators.inpainting import Inpainting, Outpainting
+from operators.kinematics import PlanarKinematics
 from operators.masks import box_mask
 from operators.matrix import MatrixOperator
 from operators.nonlinear import NonlinearBlur, PhaseRetrieval, SaturatingSensor
@@ -49,6 +50,7 @@ def examples() -> dict[str, tuple[Operator, tuple[int, ...]]]:
         "phase_retrieval": PhaseRetrieval((1, 6, 6)),
         "saturating_sensor": SaturatingSensor((3, 4, 4), gain=1.5),
         "nonlinear_blur": NonlinearBlur(gauss3, (2, 6, 6)),
+        "planar_kinematics": PlanarKinematics([1.0, 0.8, 0.5], points=[1, 3]),
         "quantization": Quantization((3, 4, 4), levels=8),
         "jpeg": JPEG((3, 16, 16), quality=75),
         "quantization_straight_through": StraightThrough(Quantization((3, 4, 4), levels=8)),

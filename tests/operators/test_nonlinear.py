@@ -120,3 +120,24 @@ def test_black_box_wraps_numpy_and_checks_what_it_returns():
         nan(x)
     with pytest.raises(TypeError, match="callable"):
         operators.BlackBox("not a function", (3,), (3,))
+
+
+def test_planar_kinematics_geometry_and_errors():
+    op = operators.PlanarKinematics([1.0, 0.8, 0.5])
+    x = torch.tensor([[0.5, 0.0, -0.5]], dtype=torch.float64)  # up, up, then right
+    expected = torch.tensor([[[0.0, 1.0], [0.0, 1.8], [0.5, 1.8]]], dtype=torch.float64)
+    torch.testing.assert_close(op(x), expected)
+    x = _uniform((3,), 4, batch=5, low=-1, high=1)
+    joints = op.joints(x)
+    links = (joints[:, 1:] - joints[:, :-1]).norm(dim=-1)
+    torch.testing.assert_close(links, op.lengths.expand(5, 3))  # rigid links
+    # a rotation of the base joint rotates every point about the origin
+    turned = op.joints(x + torch.tensor([0.5, 0.0, 0.0], dtype=torch.float64))  # pi / 2
+    rotation = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64)  # +90 degrees
+    torch.testing.assert_close(turned, joints @ rotation.T)
+    sensors = operators.PlanarKinematics([1.0, 0.8, 0.5], points=[3])
+    torch.testing.assert_close(sensors(x), joints[:, 3:])
+    with pytest.raises(ValueError, match="lengths"):
+        operators.PlanarKinematics([1.0, -1.0])
+    with pytest.raises(ValueError, match="points"):
+        operators.PlanarKinematics([1.0, 1.0], points=[0, 2])
