@@ -9,6 +9,7 @@ from priors.classifier import Classifier
 from priors.cost import Cost, measure, record
 from priors.denoiser import Denoiser
 from priors.gmm import GaussianMixture
+from priors.mlp import MLP, MLPDenoiser
 from priors.network import UNetDenoiser
 from priors.random import GeneratorLike, randn
 from priors.schedules import (
@@ -23,6 +24,7 @@ from priors.unet import UNet
 from priors.weights import available, load, load_classifier
 
 __all__ = [
+    "MLP",
     "Classifier",
     "CosineSchedule",
     "Cost",
@@ -32,6 +34,7 @@ __all__ = [
     "GaussianMixture",
     "GeneratorLike",
     "LinearSchedule",
+    "MLPDenoiser",
     "Schedule",
     "UNet",
     "UNetDenoiser",
