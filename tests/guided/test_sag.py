@@ -88,3 +88,12 @@ def test_stacks_on_classifier_free_guidance(digits):
         row = guided.SelfAttentionGuidance(cfg, 1.0)(x_t[2:], t, label=label[2:])
         torch.testing.assert_close(row, one[2:], atol=1e-5, rtol=1e-4)
     assert float((one - plain).abs().max()) > 1e-4
+
+
+def test_attention_rows_must_be_a_multiple_of_the_batch():
+    from guided.sag import _per_row
+
+    probs = torch.rand(6, 2, 4, 4)
+    torch.testing.assert_close(_per_row(probs, 3), probs.view(2, 3, 2, 4, 4).mean(0))
+    with pytest.raises(ValueError, match="not a multiple of the batch 4"):
+        _per_row(probs, 4)
