@@ -32,7 +32,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -70,7 +70,7 @@ class DPS(Guidance):
     ) -> None:
         super().__init__()
         self.y = check_measurement(op, y, sigma_y)
-        if not op.differentiable:
+        if self.differentiates_operator and not op.differentiable:
             raise TypeError(
                 f"DPS needs vector-Jacobian products of the operator; {type(op).__name__} is "
                 "not differentiable: use a derivative-free rule"
@@ -81,15 +81,23 @@ class DPS(Guidance):
             raise ValueError(f"zeta must be non-negative, got {zeta}")
         self.op, self.sigma_y, self.zeta, self.weight = op, float(sigma_y), zeta, float(weight)
 
+    #: Whether :meth:`direction` needs the operator's vector-Jacobian products.
+    differentiates_operator: ClassVar[bool] = True
+
     def residual_weights(self) -> Tensor | float:
         """:math:`\\Lambda` of the weighted residual norm (1 for Gaussian noise)."""
         return 1.0
+
+    def direction(self, x_hat: Tensor, weighted: Tensor) -> Tensor:
+        r""":math:`-\frac12 \nabla_{\hat x} \lVert y - A(\hat x) \rVert_\Lambda^2 =
+        J_A(\hat x)^\top \Lambda (y - A \hat x)`, given the weighted residual."""
+        return self.op.vjp(x_hat, weighted)
 
     def vector(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
         x_hat = x_hat.detach()
         residual = self.y.to(x_hat.dtype) - self.op(x_hat)
         weighted = self.residual_weights() * residual
-        direction = self.op.vjp(x_hat, weighted)  # -1/2 grad of ||.||^2_Lambda
+        direction = self.direction(x_hat, weighted)
         if self.zeta is None:
             return self.weight * direction / self.sigma_y**2
         norm = batch_dot(residual, weighted).clamp_min(1e-30).sqrt()

@@ -25,21 +25,25 @@ References:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from torch import Tensor
 
+from guided.dps import DPS
 from guided.enkg import warn_if_differentiable
-from guided.guidance import Guidance, check_measurement, check_number
+from guided.guidance import check_number
 from operators import Operator, batch_dot
-from priors import Schedule, randn
+from priors import randn
 from priors.tweedie import append_dims
 
 __all__ = ["ZerothOrder"]
 
 
-class ZerothOrder(Guidance):
-    r"""DPS with a zeroth-order gradient (see the module).
+class ZerothOrder(DPS):
+    r"""DPS with a zeroth-order gradient (see the module): :meth:`DPS.direction` estimated
+    by Gaussian smoothing instead of the operator's vector-Jacobian product.
 
     Arguments:
         op: Any operator (a black box is fine).
@@ -52,6 +56,8 @@ class ZerothOrder(Guidance):
         weight: A multiplier of the term.
     """
 
+    differentiates_operator: ClassVar[bool] = False
+
     def __init__(
         self,
         op: Operator,
@@ -63,20 +69,15 @@ class ZerothOrder(Guidance):
         generator: torch.Generator | None = None,
         weight: float = 1.0,
     ) -> None:
-        super().__init__()
         warn_if_differentiable(op, "ZerothOrder")
-        self.y = check_measurement(op, y, sigma_y)
-        if zeta is None and not sigma_y > 0:
-            raise ValueError("zeta=None is the likelihood score and needs sigma_y > 0")
-        if zeta is not None and not check_number(zeta, "zeta") >= 0:
-            raise ValueError(f"zeta must be non-negative, got {zeta}")
+        if zeta is not None:
+            check_number(zeta, "zeta")
+        super().__init__(op, y, sigma_y, zeta, weight)
         if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
             raise ValueError(f"queries must be a positive integer, got {queries!r}")
         if not check_number(smoothing, "smoothing") > 0:
             raise ValueError(f"smoothing must be > 0, got {smoothing}")
-        self.op, self.sigma_y, self.zeta = op, float(sigma_y), zeta
-        self.queries, self.smoothing, self.weight = queries, float(smoothing), float(weight)
-        self.generator = generator
+        self.queries, self.smoothing, self.generator = queries, float(smoothing), generator
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
         r""":math:`\lVert y - A(x) \rVert^2` per row; checks the operator's output."""
@@ -86,17 +87,14 @@ class ZerothOrder(Guidance):
         r = (y - out).flatten(1)
         return batch_dot(r, r)
 
-    def vector(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
-        x = x_hat.detach()
-        b, q, mu = x.shape[0], self.queries, self.smoothing
-        y = self.y.to(x.dtype).expand(b, *self.y.shape[1:])
+    def direction(self, x_hat: Tensor, weighted: Tensor) -> Tensor:
+        r""":math:`-\frac12 \widehat{\nabla L_\mu}(\hat x)` from :math:`2q` queries."""
+        if not bool(torch.isfinite(weighted).all()):
+            raise FloatingPointError(f"{type(self.op).__name__} returned NaN or Inf")
+        x, q, mu = x_hat, self.queries, self.smoothing
+        y = self.y.to(x.dtype).expand(x.shape[0], *self.y.shape[1:])
         u = randn((q, *x.shape), self.generator, dtype=x.dtype, device=x.device)
         probes = torch.cat([x[None] + mu * u, x[None] - mu * u]).flatten(0, 1)
-        losses = self.loss(probes, y.repeat(2 * q, *[1] * (y.ndim - 1))).view(2, q, b)
+        losses = self.loss(probes, y.repeat(2 * q, *[1] * (y.ndim - 1))).view(2, q, -1)
         slope = (losses[0] - losses[1]) / (2 * mu)  # (q, b)
-        gradient = (append_dims(slope, u.ndim) * u).mean(0)
-        direction = -0.5 * gradient
-        if self.zeta is None:
-            return self.weight * direction / self.sigma_y**2
-        norm = self.loss(x, y).clamp_min(1e-30).sqrt()
-        return self.weight * self.zeta * direction / append_dims(norm, x.ndim)
+        return -0.5 * (append_dims(slope, u.ndim) * u).mean(0)
