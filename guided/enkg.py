@@ -34,7 +34,6 @@ References:
 
 from __future__ import annotations
 
-import itertools
 import warnings
 
 from typing import Any
@@ -43,7 +42,7 @@ import torch
 
 from torch import Tensor
 
-from guided.ddim import ddim_update
+from guided.ddim import DDIM
 from guided.guidance import check_measurement, check_number
 from guided.smc import ParticleSampler
 from guided.time import time_grid
@@ -107,13 +106,7 @@ class EnKG(ParticleSampler):
 
     def ode(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         r""":math:`\Phi_{t \to 0}(x_t)` by ``ode_steps`` deterministic DDIM steps."""
-        ts = time_grid(self.ode_steps).to(t.dtype) * t
-        x = x_t
-        for a, b in itertools.pairwise(ts):
-            alpha_a, sigma_a = (float(c) for c in denoiser.schedule(a))
-            alpha_b, sigma_b = (float(c) for c in denoiser.schedule(b))
-            x = ddim_update(x, denoiser(x, a, **cond), alpha_a, sigma_a, alpha_b, sigma_b, 0.0)
-        return x
+        return DDIM()(denoiser, x_t, time_grid(self.ode_steps) * float(t), **cond)
 
     def kalman_update(
         self, denoiser: Denoiser, x: Tensor, t: Tensor, batch: int, **cond: Any
@@ -153,9 +146,7 @@ class EnKG(ParticleSampler):
         if lo < float(t) <= hi:
             for _ in range(self.updates):
                 x_t = self.kalman_update(denoiser, x_t, t, batch, **cond)
-        alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
-        alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
-        x_hat = denoiser(x_t, t, **cond)
-        if not bool(torch.isfinite(x_hat).all()):
+        x_s = DDIM().step(denoiser, x_t, t, s, {}, **cond)  # the deterministic step
+        if not bool(torch.isfinite(x_s).all()):
             raise FloatingPointError(f"EnKG diverged at t = {float(t):.4g} (scale {self.scale})")
-        return ddim_update(x_t, x_hat, alpha_t, sigma_t, alpha_s, sigma_s, 0.0)
+        return x_s
