@@ -234,6 +234,43 @@ class GradientMStep(MStep):
             p.grad = None
 
 
+def _check_problem(
+    op: UnknownOperator,
+    y: Tensor,
+    sigma_y: float,
+    term: Callable[..., Guidance],
+    m_step: MStep | None,
+    term_kwargs: dict[str, Any],
+) -> tuple[Tensor, MStep]:
+    """Validates an EM problem (both variants); returns the measurement :math:`(1, *)` and
+    the M-step (exact least squares by default)."""
+    if not isinstance(op, UnknownOperator):
+        raise TypeError(
+            f"expectation-maximisation estimates an operator's unknowns; "
+            f"{type(op).__name__} has none (it is not an operators.UnknownOperator): "
+            "guide with PiGDM or DPS directly"
+        )
+    if not _unknowns(op):
+        raise ValueError(f"{type(op).__name__} has no parameters left to estimate")
+    y = check_measurement(op, y, sigma_y)
+    if not sigma_y > 0:
+        raise ValueError("EM's M-step weighs the data by 1 / sigma_y^2: sigma_y must be > 0")
+    if y.shape[0] != 1:
+        raise ValueError(
+            f"EM estimates one operator from one measurement; y has {y.shape[0]} rows "
+            "(run one EM per measurement)"
+        )
+    if m_step is not None and not isinstance(m_step, MStep):
+        raise TypeError(f"m_step must be a guided.em.MStep, got {type(m_step).__name__}")
+    probe = term(op.known(), y, sigma_y, **term_kwargs)  # fails now if it cannot take op
+    if not isinstance(probe, Guidance) or type(probe).vector is Guidance.vector:
+        raise TypeError(
+            f"the E-step term must be a guided.Guidance with a vector (as DPS and PiGDM); "
+            f"got {type(probe).__name__}"
+        )
+    return y, LeastSquaresMStep() if m_step is None else m_step
+
+
 class ExpectationMaximization(Guidance):
     r"""Blind posterior sampling of one measurement by expectation-maximisation (see the
     module).
@@ -265,36 +302,12 @@ class ExpectationMaximization(Guidance):
         **term_kwargs: Any,
     ) -> None:
         super().__init__()
-        if not isinstance(op, UnknownOperator):
-            raise TypeError(
-                f"expectation-maximisation estimates an operator's unknowns; "
-                f"{type(op).__name__} has none (it is not an operators.UnknownOperator): "
-                "guide with PiGDM or DPS directly"
-            )
-        if not _unknowns(op):
-            raise ValueError(f"{type(op).__name__} has no parameters left to estimate")
-        y = check_measurement(op, y, sigma_y)
-        if not sigma_y > 0:
-            raise ValueError("EM's M-step weighs the data by 1 / sigma_y^2: sigma_y must be > 0")
-        if y.shape[0] != 1:
-            raise ValueError(
-                f"EM estimates one operator from one measurement; y has {y.shape[0]} rows "
-                "(run one ExpectationMaximization per measurement)"
-            )
-        if m_step is not None and not isinstance(m_step, MStep):
-            raise TypeError(f"m_step must be a guided.em.MStep, got {type(m_step).__name__}")
+        y, m_step = _check_problem(op, y, sigma_y, term, m_step, term_kwargs)
         start = check_number(start, "start")
         if not 0 < start <= 1:
             raise ValueError(f"start must be in (0, 1], got {start}")
-        self.op, self.y, self.sigma_y = op, y, float(sigma_y)
-        self.m_step = LeastSquaresMStep() if m_step is None else m_step
+        self.op, self.y, self.sigma_y, self.m_step = op, y, float(sigma_y), m_step
         self.term, self.term_kwargs, self.start = term, term_kwargs, start
-        probe = term(op.known(), y, sigma_y, **term_kwargs)  # fails now if it cannot take op
-        if not isinstance(probe, Guidance) or type(probe).vector is Guidance.vector:
-            raise TypeError(
-                f"the E-step term must be a guided.Guidance with a vector (as DPS and PiGDM); "
-                f"got {type(probe).__name__}"
-            )
         self.trace: list[tuple[float, Tensor]] = []
 
     def vector(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
@@ -354,10 +367,10 @@ class DiffusionEM:
         rounds: int = 1,
         **term_kwargs: Any,
     ) -> None:
-        check = ExpectationMaximization(op, y, sigma_y, term, m_step, **term_kwargs)
+        y, m_step = _check_problem(op, y, sigma_y, term, m_step, term_kwargs)
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
             raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
-        self.op, self.y, self.sigma_y, self.m_step = op, check.y, check.sigma_y, check.m_step
+        self.op, self.y, self.sigma_y, self.m_step = op, y, float(sigma_y), m_step
         self.term, self.term_kwargs, self.rounds = term, term_kwargs, rounds
         self.trace: list[Tensor] = []
 
