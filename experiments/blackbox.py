@@ -132,8 +132,7 @@ def sample(
             interval=tuple(float(v) for v in node.interval),
         )  # fmt: skip
         return sampler(prior, x_T, ts, generator=g, cost=cost), cost
-    inner = op.op if isinstance(op, Counted) else op
-    if inner.in_shape != inner.out_shape:
+    if op.in_shape != op.out_shape:  # no straight-through twin
         return None, cost
     twin = operators.StraightThrough(op)
     sampler = guided.DPSSampler(twin, y, zeta=float(cfg.dps_twin.zeta))
