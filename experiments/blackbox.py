@@ -17,12 +17,20 @@ Methods, each drawing ``samples`` posterior samples per image on the same DDIM g
 - ``zeroth_order``: DPS's update (:class:`guided.DPSSampler`) with the Gaussian-smoothing
   gradient estimate of :class:`guided.ZerothOrder` in place of autograd;
 - ``enkg``: :class:`guided.EnKG` (ensemble Kalman guidance, no derivatives at all);
+- ``surrogate``: CoGuide's learned surrogate likelihood. A contrastive critic
+  (:class:`priors.ContrastiveLikelihood`) is trained in the run on pairs
+  :math:`(x, A(x))` simulated with the black box from ``surrogate.pairs`` samples of the
+  prior (drawn once per run, shifted by up to a pixel at every training step), the signal
+  encoder seeing either :math:`x` or a denoised estimate of it (``surrogate.views`` per
+  sample, as it meets :math:`\hat x(x_t)` while sampling); sampling is guided by
+  :class:`guided.SurrogateLikelihood` and never calls the operator;
 - ``dps_twin``: DPS (the paper's update, :class:`guided.DPSSampler`) on the straight-through
   twin (:class:`operators.StraightThrough`) where one exists (quantize, jpeg).
 
 Scores per task and method, averaged over rows: the measurement residual
 :math:`\lVert A(x) - y \rVert_{RMS}`, the error to the truth (RMSE and PSNR of single
-samples), and the cost per sample: network evaluations, VJPs and operator calls. Writes
+samples), and the cost per sample: network evaluations, VJPs and operator calls (for the
+surrogate, the simulations its training used, once per task for all measurements). Writes
 ``metrics.json``, ``table.md`` and ``blackbox_<task>.png``. A run that fails (an operator
 returning NaN, for example) stops before anything is written.
 """
@@ -56,7 +64,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 TASKS = ("quantize", "jpeg", "ink")
-METHODS = ("unguided", "zeroth_order", "enkg", "dps_twin")
+METHODS = ("unguided", "zeroth_order", "enkg", "surrogate", "dps_twin")
 
 
 class Counted(operators.Operator):
@@ -101,6 +109,81 @@ def _check(cfg: DictConfig) -> None:
         raise ValueError("samples and steps must be >= 1")
     if int(cfg.enkg.particles) < 2:
         raise ValueError(f"enkg.particles must be >= 2, got {cfg.enkg.particles}")
+    node = cfg.surrogate
+    if int(node.pairs) < int(node.batch) or int(node.batch) < 2 or int(node.steps) < 1:
+        raise ValueError(
+            f"surrogate needs steps >= 1 and 2 <= batch <= pairs, got steps {node.steps}, "
+            f"batch {node.batch}, pairs {node.pairs}"
+        )
+    if node.sampler not in ("ddpm", "ddim"):
+        raise ValueError(f"surrogate.sampler must be ddpm or ddim, got {node.sampler!r}")
+    if int(node.views) < 0 or not 0 < float(node.view_t) <= 1:
+        raise ValueError(
+            f"surrogate.views must be >= 0 and view_t in (0, 1], got {node.views}, {node.view_t}"
+        )
+
+
+def prior_samples(cfg: DictConfig, prior: priors.Denoiser) -> Tensor:
+    r"""The signals the surrogate's training pairs are simulated from and the inputs its
+    signal encoder sees, :math:`(N, 1 + V, *shape)`: ``surrogate.pairs`` DDIM samples
+    :math:`x` of the prior (seeded, in [-1, 1]) in slot 0, then ``surrogate.views``
+    denoised estimates :math:`\hat x(\alpha_t x + \sigma_t \epsilon)` at
+    :math:`t \sim U(0, \text{surrogate.view\_t})` each (one network evaluation apiece)."""
+    node = cfg.surrogate
+    g = torch.Generator().manual_seed(int(cfg.seed) + 100)
+    x_T = guided.initial_noise(prior.schedule, (int(node.pairs), *prior.shape), g)
+    with torch.no_grad():
+        x = guided.DDIM()(prior, x_T, guided.time_grid(int(node.prior_steps))).clamp(-1, 1)
+        slots = [x]
+        for _ in range(int(node.views)):
+            t = torch.rand(len(x), generator=g, dtype=torch.float64) * float(node.view_t)
+            alpha_t, sigma_t = (
+                c.to(x.dtype).view(-1, *[1] * (x.ndim - 1)) for c in prior.schedule(t)
+            )
+            x_t = alpha_t * x + sigma_t * guided.initial_noise(prior.schedule, x.shape, g)
+            slots.append(prior(x_t, t).clamp(-1, 1).to(x.dtype))
+    return torch.stack(slots, 1)
+
+
+def train_surrogate(
+    cfg: DictConfig, op: operators.Operator, signals: Tensor
+) -> tuple[priors.ContrastiveLikelihood, dict[str, float]]:
+    r"""A contrastive critic trained on pairs :math:`(u, A(x))`: :math:`x` the clean slot of
+    a batch of ``signals`` (:func:`prior_samples`), :math:`u` one of its slots drawn
+    uniformly (the signal or a denoised estimate of it, which is what the critic meets at
+    :math:`\hat x(x_t)` while sampling), both shifted by up to one pixel; a fresh simulation
+    every step."""
+    node = cfg.surrogate
+    torch.manual_seed(int(cfg.seed))  # the encoders' initialisation only
+    critic = priors.ContrastiveLikelihood(
+        op.in_shape, op.out_shape, features=int(node.features), width=int(node.width)
+    )
+    optimiser = torch.optim.Adam(critic.parameters(), lr=float(node.lr))
+    g = torch.Generator().manual_seed(int(cfg.seed) + 101)
+    losses, batch = [], int(node.batch)
+    start = time.perf_counter()
+    for _ in range(int(node.steps)):
+        rows = torch.randint(0, len(signals), (batch,), generator=g)
+        slot = torch.randint(0, signals.shape[1], (batch,), generator=g)
+        dy, dx = (int(v) for v in torch.randint(-1, 2, (2,), generator=g))
+        x = torch.roll(signals[rows, 0], (dy, dx), dims=(-2, -1))
+        u = torch.roll(signals[rows, slot], (dy, dx), dims=(-2, -1))
+        y = op(x).float()
+        if not bool(torch.isfinite(y).all()):
+            raise FloatingPointError(f"{type(op).__name__} returned NaN or Inf in training")
+        optimiser.zero_grad()
+        loss = critic.loss(u, y)
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    critic.requires_grad_(False).eval()
+    tail = losses[-50:]
+    return critic, {
+        "final_loss": sum(tail) / len(tail),
+        "chance_loss": float(torch.tensor(float(batch)).log()),
+        "simulations": float(int(node.steps) * batch),
+        "train_s": time.perf_counter() - start,
+    }
 
 
 def sample(
@@ -111,8 +194,10 @@ def sample(
     y: Tensor,
     x_T: Tensor,
     seed: int,
+    critic: priors.ContrastiveLikelihood | None = None,
 ) -> tuple[Tensor | None, priors.Cost]:
-    """One method's samples (None where the method does not apply)."""
+    """One method's samples (None where the method does not apply); ``critic`` is the
+    trained surrogate of the ``surrogate`` method."""
     ts, cost, g = guided.time_grid(int(cfg.steps)), priors.Cost(), torch.Generator()
     g.manual_seed(seed)
     if method == "unguided":
@@ -132,6 +217,12 @@ def sample(
             interval=tuple(float(v) for v in node.interval),
         )  # fmt: skip
         return sampler(prior, x_T, ts, generator=g, cost=cost), cost
+    if method == "surrogate":
+        if critic is None:
+            raise ValueError("the surrogate method needs its trained critic")
+        term = guided.SurrogateLikelihood(critic, y, scale=float(cfg.surrogate.scale))
+        sampler = guided.DDPM() if cfg.surrogate.sampler == "ddpm" else guided.DDIM()
+        return sampler(guided.GuidedDenoiser(prior, term), x_T, ts, generator=g, cost=cost), cost
     if op.in_shape != op.out_shape:  # no straight-through twin
         return None, cost
     twin = operators.StraightThrough(op)
@@ -148,8 +239,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     rows = truth.repeat_interleave(n, 0)
     results: dict[str, dict[str, dict[str, float]]] = {}
     figures: dict[str, tuple[Tensor, dict[str, Tensor]]] = {}
+    signals = prior_samples(cfg, prior) if "surrogate" in cfg.methods else None
     for task in cfg.tasks:
         op = Counted(build_task(task, cfg, prior.shape))
+        critic, training = None, {}
+        if signals is not None:
+            critic, training = train_surrogate(cfg, op.op, signals)
         y = op.op(truth).repeat_interleave(n, 0)
         x_T = guided.initial_noise(
             prior.schedule, rows.shape, torch.Generator().manual_seed(int(cfg.seed))
@@ -158,7 +253,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         for method in cfg.methods:
             op.rows = 0
             start = time.perf_counter()
-            x, cost = sample(cfg, method, prior, op, y, x_T, int(cfg.seed) + 1)
+            x, cost = sample(cfg, method, prior, op, y, x_T, int(cfg.seed) + 1, critic)
             wall = time.perf_counter() - start
             if x is None:
                 results[task][method] = {"applicable": False}
@@ -175,6 +270,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 "operator_calls": calls,
                 "wall_s": wall,
             }
+            if method == "surrogate":
+                results[task][method] |= {f"critic_{k}": v for k, v in training.items()}
             shown[method] = x[::n]
         figures[task] = (op.op(truth), shown)
     write(results, cfg, out_dir)
@@ -200,10 +297,12 @@ def write(results: dict[str, dict[str, dict[str, float]]], cfg: DictConfig, out:
             if not r.get("applicable", True):
                 lines.append(f"| {task} | {method} | n/a (no differentiable twin) ||||||")
                 continue
+            calls = f"{r['operator_calls']:.0f}"
+            if "critic_simulations" in r:
+                calls += f" (+ {r['critic_simulations']:.0f} in training, for all y)"
             lines.append(
                 f"| {task} | {method} | {r['residual']:.3f} | {r['rmse']:.3f} | "
-                f"{r['psnr']:.2f} | {r['nfe']:.0f} | {r['vjp']:.0f} | "
-                f"{r['operator_calls']:.0f} |"
+                f"{r['psnr']:.2f} | {r['nfe']:.0f} | {r['vjp']:.0f} | {calls} |"
             )
     (out / "table.md").write_text("\n".join(lines) + "\n")
 

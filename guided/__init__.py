@@ -33,6 +33,7 @@ from guided.safety import SafetyGuidance
 from guided.sag import SelfAttentionGuidance
 from guided.sampler import Sampler, initial_noise
 from guided.smc import ParticleSampler
+from guided.surrogate import SurrogateLikelihood
 from guided.tds import TDS
 from guided.time import check_grid, time_grid
 from guided.zeroth_order import ZerothOrder
@@ -72,6 +73,7 @@ __all__ = [
     "SafetyGuidance",
     "Sampler",
     "SelfAttentionGuidance",
+    "SurrogateLikelihood",
     "ZerothOrder",
     "check_grid",
     "initial_noise",

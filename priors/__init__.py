@@ -6,6 +6,7 @@ A prior is a :class:`Denoiser` returning :math:`E[x \\mid x_t]` under its
 
 from priors.attention import attention_layers, record_attention
 from priors.classifier import Classifier
+from priors.contrastive import ContrastiveLikelihood, Encoder
 from priors.cost import Cost, measure, record
 from priors.denoiser import Denoiser
 from priors.gmm import GaussianMixture
@@ -26,11 +27,13 @@ from priors.weights import available, load, load_classifier
 __all__ = [
     "MLP",
     "Classifier",
+    "ContrastiveLikelihood",
     "CosineSchedule",
     "Cost",
     "Denoiser",
     "DiscreteSchedule",
     "EDMSchedule",
+    "Encoder",
     "GaussianMixture",
     "GeneratorLike",
     "LinearSchedule",

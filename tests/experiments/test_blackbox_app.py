@@ -5,6 +5,8 @@ import pytest
 
 from hydra import compose, initialize_config_module
 
+import priors
+
 from experiments import blackbox
 
 
@@ -14,7 +16,9 @@ def _cfg(*overrides):
             "blackbox",
             overrides=[
                 "images=1", "samples=2", "steps=3", "enkg.particles=2",
-                "zeroth_order.queries=2", *overrides,
+                "zeroth_order.queries=2", "surrogate.pairs=4", "surrogate.batch=4",
+                "surrogate.steps=2", "surrogate.prior_steps=2", "surrogate.width=2",
+                "surrogate.features=4", "surrogate.views=1", *overrides,
             ],
         )  # fmt: skip
 
@@ -29,9 +33,27 @@ def test_blackbox_app_scores_costs_and_figures(tmp_path):
     assert results["quantize"]["zeroth_order"]["operator_calls"] == 3 * (2 * 2 + 1)
     assert results["jpeg"]["enkg"]["operator_calls"] == 1 * 2  # one step (t = 1/3) in [0, 0.5]
     assert results["quantize"]["dps_twin"]["vjp"] == 3
+    # the surrogate never calls the operator while sampling; its training simulated 2 x 4
+    surrogate = results["ink"]["surrogate"]
+    assert surrogate["operator_calls"] == 0 and surrogate["critic_simulations"] == 8
+    assert surrogate["vjp"] == 3
     for task in ("quantize", "jpeg", "ink"):
         assert (tmp_path / f"blackbox_{task}.png").stat().st_size > 0
     assert "n/a" in (tmp_path / "table.md").read_text()
+
+
+def test_the_surrogate_trains_on_samples_and_their_denoised_estimates():
+    """Slot 0 holds the prior's samples, the other slots denoised estimates of the same
+    samples (at t <= 0.2: nearer to them than the samples are to each other, not equal)."""
+    prior = priors.load("digits")
+    slots = blackbox.prior_samples(_cfg("surrogate.views=2", "surrogate.view_t=0.2"), prior)
+    assert slots.shape == (4, 3, *prior.shape)
+    assert float(slots.abs().max()) <= 1
+    for k in (1, 2):
+        gap = (slots[:, k] - slots[:, 0]).flatten(1).norm(dim=1)
+        assert bool((gap > 0).all())
+        spread = (slots[:, 0] - slots[:, 0].roll(1, 0)).flatten(1).norm(dim=1)
+        assert float(gap.mean()) < float(spread.mean())
 
 
 def test_ink_profile_counts_rows_and_columns():
@@ -43,7 +65,9 @@ def test_ink_profile_counts_rows_and_columns():
 @pytest.mark.parametrize(
     ("override", "match"),
     [("tasks=[nope]", "unknown tasks"), ("methods=[dps]", "unknown methods"),
-     ("enkg.particles=1", "particles"), ("samples=0", "samples")],
+     ("enkg.particles=1", "particles"), ("samples=0", "samples"),
+     ("surrogate.batch=8", "batch"), ("surrogate.sampler=euler", "sampler"),
+     ("surrogate.view_t=0", "view_t")],
 )  # fmt: skip
 def test_blackbox_app_bad_configs(tmp_path, override, match):
     with pytest.raises(ValueError, match=match):
