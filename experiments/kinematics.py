@@ -12,7 +12,8 @@ chosen joints (:class:`operators.PlanarKinematics` with one point each, noise
 
 .. math:: p(x \mid y_{1..K}) \propto p(x) \prod_k p(y_k \mid x)
 
-is sampled with one DPS likelihood term per sensor (its own weight ``zeta``) through
+is sampled with one DPS likelihood term per sensor, each with its own weight (``zeta``
+times the joint's entry of ``weights``), through
 :class:`guided.GuidedDenoiser`, for every sensor set in ``sensor_sets`` (e.g. the end
 effector; plus the elbow; plus the shoulder). Scores against the truth, per sensor set and
 for the unguided prior: the end-point error, the mean joint-position error and the RMS
@@ -65,6 +66,10 @@ def _check(cfg: DictConfig) -> list[list[int]]:
         raise ValueError("train.steps, poses and samples must be >= 1")
     if not float(cfg.sigma_y) > 0 or not float(cfg.zeta) > 0:
         raise ValueError("sigma_y and zeta must be > 0")
+    if len(cfg.weights) != n or not all(float(w) >= 0 for w in cfg.weights):
+        raise ValueError(
+            f"weights must be {n} non-negative numbers (one per joint), got {list(cfg.weights)}"
+        )
     return sets
 
 
@@ -127,7 +132,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         for p in points:
             sensor = operators.PlanarKinematics(lengths, points=[p])
             y = operators.GaussianNoise(float(cfg.sigma_y))(sensor(truth), g)
-            terms.append(guided.DPS(sensor, y, float(cfg.sigma_y), zeta=float(cfg.zeta)))
+            weight = float(cfg.weights[p - 1])
+            terms.append(guided.DPS(sensor, y, float(cfg.sigma_y), float(cfg.zeta), weight))
         cost = priors.Cost()
         x = guided.DDPM()(
             guided.GuidedDenoiser(prior, *terms),
@@ -157,7 +163,7 @@ def write(results: dict[str, dict[str, float]], cfg: DictConfig, out: Path) -> N
         (
             f"Planar arm, lengths {list(cfg.lengths)}, {cfg.poses} held-out poses x "
             f"{cfg.samples} samples, DDPM {cfg.steps} steps, sigma_y {cfg.sigma_y}, "
-            f"one DPS term per sensor (zeta {cfg.zeta})"
+            f"one DPS term per sensor (zeta {cfg.zeta} x weights {list(cfg.weights)})"
         ),
         "",
         "| sensors | end-point error | joint error | angle error (rad) |",

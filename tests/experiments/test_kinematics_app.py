@@ -30,6 +30,15 @@ def test_kinematics_app_scores_every_sensor_set(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+def test_each_sensor_term_has_its_own_weight(tmp_path):
+    """A zero weight on the end effector leaves that sensor set's samples at the prior's
+    (same noise), while the other sets still move."""
+    results = kinematics.run(_cfg("weights=[1.0,1.0,1.0,0.0]"), tmp_path)["results"]
+    for key in ("end_point_error", "joint_error", "angle_error_rad"):
+        assert results["sensors 4"][key] == results["unguided"][key]
+        assert results["sensors 4+2"][key] != results["unguided"][key]
+
+
 def test_poses_are_reproducible_and_splits_differ():
     a = kinematics.poses(8, 3, 0.1, 0, 4, draw=1)
     assert a.equal(kinematics.poses(8, 3, 0.1, 0, 4, draw=1))
@@ -39,7 +48,13 @@ def test_poses_are_reproducible_and_splits_differ():
 
 @pytest.mark.parametrize(
     ("override", "match"),
-    [("sensor_sets=[[5]]", "sensor_sets"), ("sigma_y=0", "sigma_y"), ("poses=0", "poses")],
+    [
+        ("sensor_sets=[[5]]", "sensor_sets"),
+        ("sigma_y=0", "sigma_y"),
+        ("poses=0", "poses"),
+        ("weights=[1.0,1.0]", "weights"),
+        ("weights=[1.0,1.0,1.0,-1.0]", "weights"),
+    ],
 )
 def test_kinematics_bad_configs(tmp_path, override, match):
     with pytest.raises(ValueError, match=match):
