@@ -91,7 +91,9 @@ def evaluate(
     r"""The predictions :math:`\hat x(x_t, C_j)` for each condition set, in one batched call.
 
     Each set maps keywords to values (a scalar or one per row); every set must name the
-    same keywords. ``common`` keywords go unchanged to every row."""
+    same keywords. ``common`` keywords are the same in every pass: a tensor with one row per
+    row of ``x_t`` (a policy's state, say) is repeated with the batch, anything else goes
+    unchanged."""
     b, n = x_t.shape[0], len(conditions)
     keys = set(conditions[0])
     if any(set(c) != keys for c in conditions):
@@ -102,6 +104,10 @@ def evaluate(
         return [prior(x_t, t, **rows, **common)]
     batched = {
         k: torch.cat([_rows(c[k], b, k, x_t.device) for c in conditions]) for k in sorted(keys)
+    }
+    common = {
+        k: torch.cat([v] * n) if isinstance(v, Tensor) and v.ndim and v.shape[0] == b else v
+        for k, v in common.items()
     }
     out = prior(torch.cat([x_t] * n), torch.cat([t] * n), **batched, **common)
     return list(out.split(b))

@@ -154,3 +154,21 @@ def test_conditions_of_the_wrong_type_or_range_on_a_shipped_prior():
         cfg(x_t, t, label=torch.tensor([1, -1]))
     with pytest.raises(ValueError, match="rows"):
         cfg(x_t, t, label=torch.tensor([1, 2, 3]))
+
+
+def test_cfg_on_an_optional_vector_condition_with_a_per_row_common_condition():
+    """Return-conditioned CFG of a state-conditioned MLP: the state (one per row) rides along
+    in the batched pass, the dropped return is NaN, and every row equals its own formula."""
+    torch.manual_seed(0)
+    net = priors.MLP(2, width=16, blocks=1, conditions={"state": 3, "ret": 1}, optional=["ret"])
+    torch.nn.init.normal_(net.out[-1].weight)
+    den = priors.MLPDenoiser(net, priors.CosineSchedule())
+    g = torch.Generator().manual_seed(1)
+    x_t, t = torch.randn(4, 2, generator=g), torch.tensor(0.5)
+    state, ret = torch.randn(4, 3, generator=g), torch.randn(4, 1, generator=g)
+    cfg = guided.ClassifierFree(den, 3.0, key="ret", null={"ret": float("nan")})
+    out = cfg(x_t, t, ret=ret, state=state)
+    for i in range(4):
+        c = den(x_t[i : i + 1], t, state=state[i : i + 1], ret=ret[i : i + 1])
+        u = den(x_t[i : i + 1], t, state=state[i : i + 1])
+        torch.testing.assert_close(out[i : i + 1], u + 3.0 * (c - u))
