@@ -36,6 +36,7 @@ from guided.smc import ParticleSampler
 from guided.surrogate import SurrogateLikelihood
 from guided.tds import TDS
 from guided.time import check_grid, time_grid
+from guided.value import NoisyValueGuidance, ValueGuidance
 from guided.zeroth_order import ZerothOrder
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "LeastSquaresMStep",
     "MCGdiff",
     "MStep",
+    "NoisyValueGuidance",
     "ParticleSampler",
     "PiGDM",
     "PoissonDPS",
@@ -74,6 +76,7 @@ __all__ = [
     "Sampler",
     "SelfAttentionGuidance",
     "SurrogateLikelihood",
+    "ValueGuidance",
     "ZerothOrder",
     "check_grid",
     "initial_noise",

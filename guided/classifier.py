@@ -69,13 +69,16 @@ def check_classes(classes: Tensor | int | list[int], num_classes: int, name: str
     return classes.long()
 
 
-def check_schedule(classifier: nn.Module, t: Tensor, schedule: Schedule) -> None:
-    """Raises when the classifier's schedule and the prior's disagree at ``t``."""
+def check_schedule(
+    classifier: nn.Module, t: Tensor, schedule: Schedule, what: str = "classifier"
+) -> None:
+    """Raises when a noise-aware network's schedule (a classifier's, a critic's: ``what``)
+    and the prior's disagree at ``t``."""
     ours, theirs = schedule(t), classifier.schedule(t)
     for a, b in zip(ours, theirs, strict=True):
         if not torch.allclose(a.double().cpu(), b.double().cpu(), rtol=1e-4, atol=1e-6):
             raise ValueError(
-                f"the classifier was trained on {type(classifier.schedule).__name__}, which "
+                f"the {what} was trained on {type(classifier.schedule).__name__}, which "
                 f"disagrees with the prior's {type(schedule).__name__} at t = "
                 f"{float(t.flatten()[0]):.4g}"
             )

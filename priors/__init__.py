@@ -8,6 +8,7 @@ from priors.attention import attention_layers, record_attention
 from priors.classifier import Classifier
 from priors.contrastive import ContrastiveLikelihood, Encoder
 from priors.cost import Cost, measure, record
+from priors.critic import Critic
 from priors.denoiser import Denoiser
 from priors.gmm import GaussianMixture
 from priors.mlp import MLP, MLPDenoiser
@@ -30,6 +31,7 @@ __all__ = [
     "ContrastiveLikelihood",
     "CosineSchedule",
     "Cost",
+    "Critic",
     "Denoiser",
     "DiscreteSchedule",
     "EDMSchedule",

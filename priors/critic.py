@@ -1,0 +1,120 @@
+r"""Critics: learned scalar functions of a condition and a signal, :math:`Q_\phi(s, a)`.
+
+In offline reinforcement learning a critic scores an action :math:`a` in a state :math:`s`
+(its expected return); guidance then samples :math:`\pi(a \mid s) \propto \mu(a \mid s)
+\exp(\beta Q(s, a))` from a behaviour prior :math:`\mu` (Lu et al., 2023). Two kinds:
+
+- a *clean* critic :math:`Q_\phi(s, a)`, trained on data actions (IQL's expectile regression,
+  Kostrikov et al., 2022, in :mod:`experiments.rl`); guidance differentiates it at the
+  denoised action :math:`\hat a(a_t)`;
+- a *noise-aware* critic :math:`Q_\phi(s, a_t, t)` (with a schedule), trained on noisy
+  actions :math:`a_t = \alpha_t a + \sigma_t \epsilon` to regress the clean action's value
+  (Janner et al., 2022); guidance differentiates it at :math:`a_t` directly, like a
+  noise-conditional classifier.
+
+With ``action_dim=0`` the network is a state value :math:`V_\psi(s)`.
+
+References:
+    | Offline Reinforcement Learning with Implicit Q-Learning (Kostrikov et al., 2022)
+    | https://arxiv.org/abs/2110.06169
+    | Contrastive Energy Prediction for Exact Energy-Guided Diffusion Sampling in Offline
+    | Reinforcement Learning (Lu et al., 2023) https://arxiv.org/abs/2304.12824
+    | Planning with Diffusion for Flexible Behavior Synthesis (Janner et al., 2022)
+    | https://arxiv.org/abs/2205.09991
+"""
+
+from __future__ import annotations
+
+import torch
+
+from torch import Tensor, nn
+
+from priors.schedules import Schedule, as_time
+from priors.unet import timestep_embedding
+
+__all__ = ["Critic"]
+
+
+class Critic(nn.Module):
+    r""":math:`Q_\phi(s, a)` (or :math:`Q_\phi(s, a_t, t)` with a schedule, or
+    :math:`V_\psi(s)` with ``action_dim=0``): an MLP over the concatenation, shape
+    :math:`(B,)`.
+
+    Arguments:
+        state_dim: The state's size.
+        action_dim: The action's size (0 for a state value).
+        width: The hidden width.
+        depth: The number of hidden layers.
+        schedule: The noise schedule of a noise-aware critic (``None``: a clean one).
+        embedding: The size of the time embedding of a noise-aware critic.
+    """
+
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        width: int = 256,
+        depth: int = 2,
+        schedule: Schedule | None = None,
+        embedding: int = 32,
+    ) -> None:
+        super().__init__()
+        for name, value, least in (
+            ("state_dim", state_dim, 1), ("action_dim", action_dim, 0),
+            ("width", width, 1), ("depth", depth, 1),
+        ):  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        if schedule is not None and action_dim == 0:
+            raise ValueError("a state value V(s) has no action to be noisy")
+        self.state_dim, self.action_dim = state_dim, action_dim
+        self.schedule, self.embedding = schedule, embedding
+        inputs = state_dim + action_dim + (embedding if schedule is not None else 0)
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers += [
+                nn.Linear(inputs if i == 0 else width, width),
+                nn.LayerNorm(width),
+                nn.Mish(),
+            ]
+        self.net = nn.Sequential(*layers, nn.Linear(width, 1))
+
+    @property
+    def noisy(self) -> bool:
+        """Whether the critic is noise-aware (takes :math:`a_t` and :math:`t`)."""
+        return self.schedule is not None
+
+    def check(self, state: Tensor, action: Tensor | None = None) -> None:
+        """Raises a clear error for inputs of the wrong size (the action when given)."""
+        if state.ndim != 2 or state.shape[1] != self.state_dim:
+            raise ValueError(
+                f"state must have shape (B, {self.state_dim}) for this critic, got "
+                f"{tuple(state.shape)}"
+            )
+        if action is not None and (
+            not self.action_dim or action.ndim != 2 or action.shape[1] != self.action_dim
+        ):
+            shape = tuple(action.shape)
+            raise ValueError(
+                f"action must have shape (B, {self.action_dim}) for this critic (it was "
+                f"trained for {self.action_dim}-dimensional actions), got {shape}"
+            )
+        if action is not None and action.shape[0] != state.shape[0]:
+            raise ValueError(f"{state.shape[0]} states for {action.shape[0]} actions")
+
+    def forward(
+        self, state: Tensor, action: Tensor | None = None, t: Tensor | float | None = None
+    ) -> Tensor:
+        if self.action_dim and action is None:
+            raise ValueError(f"this critic scores actions: give action (B, {self.action_dim})")
+        self.check(state, action)
+        if self.noisy and t is None:
+            raise ValueError("a noise-aware critic needs the time t")
+        if not self.noisy and t is not None:
+            raise ValueError("a clean critic takes no time t")
+        dtype = self.net[0].weight.dtype
+        parts = [state.to(dtype)] + ([action.to(dtype)] if self.action_dim else [])
+        if self.noisy:
+            t = as_time(t).to(state.device).expand(state.shape[0])
+            parts.append(timestep_embedding(t, self.embedding).to(dtype))
+        return self.net(torch.cat(parts, 1))[:, 0]

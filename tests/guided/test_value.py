@@ -1,0 +1,122 @@
+"""Value guidance samples mu(a) exp(beta Q(a)): exact for a Gaussian prior and a linear Q
+(the tilted Gaussian N(m + beta Sigma w, Sigma)), through the denoised action and with a
+noise-aware critic; the critic's shapes and kind are checked."""
+
+import pytest
+import torch
+
+import guided
+import priors
+
+F64 = torch.float64
+MEAN = torch.tensor([0.3, -0.2], dtype=F64)
+COV = torch.tensor([[0.5, 0.2], [0.2, 0.3]], dtype=F64)
+W = torch.tensor([1.0, -2.0], dtype=F64)
+
+
+def _prior():
+    return priors.GaussianMixture(
+        torch.ones(1, dtype=F64), MEAN[None], COV[None], priors.CosineSchedule()
+    )
+
+
+class LinearCritic(priors.Critic):
+    """Q(s, a) = w^T a (the state is ignored)."""
+
+    def __init__(self):
+        super().__init__(1, 2)
+
+    def forward(self, state, action=None, t=None):
+        self.check(state, action)
+        return action @ W
+
+
+class NoisyLinearCritic(priors.Critic):
+    """The exact noise-aware critic of a linear Q under the prior: w^T E[a | a_t]."""
+
+    def __init__(self, prior):
+        super().__init__(1, 2, schedule=prior.schedule)
+        self.prior = prior
+
+    def forward(self, state, action=None, t=None):
+        self.check(state, action)
+        return self.prior(action, t) @ W
+
+
+@pytest.mark.parametrize("noisy", [False, True])
+def test_linear_value_guidance_samples_the_tilted_gaussian(noisy):
+    prior, beta = _prior(), 2.0
+    state = torch.zeros(1)
+    term = (
+        guided.NoisyValueGuidance(NoisyLinearCritic(prior), state, beta)
+        if noisy
+        else guided.ValueGuidance(LinearCritic(), state, beta)
+    )
+    x_T = guided.initial_noise(
+        prior.schedule, (4000, 2), torch.Generator().manual_seed(0)
+    ).double()
+    x = guided.DDPM()(
+        guided.GuidedDenoiser(prior, term),
+        x_T,
+        guided.time_grid(200),
+        generator=torch.Generator().manual_seed(1),
+    )
+    target = MEAN + beta * COV @ W
+    assert float((x.mean(0) - target).abs().max()) < 0.05, (x.mean(0), target)
+    assert float((torch.cov(x.T) - COV).abs().max()) < 0.05
+    unguided = MEAN
+    assert float((target - unguided).norm()) > 0.3  # the test can tell guided from not
+
+
+def test_noisy_guidance_takes_no_vjp_and_clean_guidance_one():
+    prior, state = _prior(), torch.zeros(3, 1)
+    x_t, t = torch.randn(3, 2, dtype=F64), torch.tensor(0.5)
+    for term, vjp in (
+        (guided.ValueGuidance(LinearCritic(), state), 3),
+        (guided.NoisyValueGuidance(NoisyLinearCritic(prior), state), 0),
+    ):
+        cost = priors.Cost()
+        with priors.measure(cost, batch=3):
+            guided.GuidedDenoiser(prior, term)(x_t, t)
+        assert cost.vjp == vjp / 3
+
+
+def test_bad_critics_and_states_are_refused():
+    prior = _prior()
+    with pytest.raises(TypeError, match="priors.Critic"):
+        guided.ValueGuidance(torch.nn.Linear(3, 1), torch.zeros(1))
+    with pytest.raises(ValueError, match="state value"):
+        guided.ValueGuidance(priors.Critic(1, 0), torch.zeros(1))
+    with pytest.raises(ValueError, match="NoisyValueGuidance"):
+        guided.ValueGuidance(priors.Critic(1, 2, schedule=prior.schedule), torch.zeros(1))
+    with pytest.raises(ValueError, match="noise-aware"):
+        guided.NoisyValueGuidance(priors.Critic(1, 2), torch.zeros(1))
+    with pytest.raises(ValueError, match=r"state must have shape \(B, 1\)"):
+        guided.ValueGuidance(priors.Critic(1, 2), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        guided.ValueGuidance(priors.Critic(1, 2), torch.tensor([float("nan")]))
+    with pytest.raises(ValueError, match="scale"):
+        guided.ValueGuidance(priors.Critic(1, 2), torch.zeros(1), scale=-1.0)
+    # a critic for 3-dimensional actions on a 2-dimensional action prior
+    term = guided.ValueGuidance(priors.Critic(1, 3), torch.zeros(1))
+    with pytest.raises(ValueError, match="3-dimensional actions"):
+        guided.GuidedDenoiser(prior, term)(torch.zeros(2, 2, dtype=F64), torch.tensor(0.5))
+    other = priors.Critic(1, 2, schedule=priors.LinearSchedule())
+    with pytest.raises(ValueError, match="critic was trained on LinearSchedule"):
+        guided.GuidedDenoiser(prior, guided.NoisyValueGuidance(other, torch.zeros(1)))(
+            torch.zeros(2, 2, dtype=F64), torch.tensor(0.5)
+        )
+
+
+def test_the_critic_checks_its_inputs():
+    critic = priors.Critic(3, 2)
+    assert critic(torch.zeros(5, 3), torch.zeros(5, 2)).shape == (5,)
+    assert priors.Critic(3, 0)(torch.zeros(5, 3)).shape == (5,)
+    with pytest.raises(ValueError, match="action must have shape"):
+        critic(torch.zeros(5, 3), torch.zeros(5, 4))
+    with pytest.raises(ValueError, match="clean critic takes no time"):
+        critic(torch.zeros(5, 3), torch.zeros(5, 2), 0.5)
+    with pytest.raises(ValueError, match="needs the time"):
+        priors.Critic(3, 2, schedule=priors.CosineSchedule())(torch.zeros(5, 3), torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="state value"):
+        priors.Critic(3, 0, schedule=priors.CosineSchedule())
