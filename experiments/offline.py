@@ -1,0 +1,168 @@
+r"""Offline reinforcement-learning data sets generated in-project (D4RL and Minari cannot be
+downloaded here), each seeded, cached as ``.npz`` with a JSON card, and rebuilt by one
+command:
+
+    python -m experiments.offline name=bandit          # writes data/offline/bandit-0.npz
+
+- ``bandit``: the 2-D four-mode bandit of Diffusion-QL (Wang et al., 2023, Fig. 1). One
+  constant state; actions from four equally likely Gaussians (std 0.05) at
+  :math:`(\pm 0.8, \pm 0.8)`, clipped to :math:`[-1, 1]^2`; rewards :math:`\mathcal{N}(r_k,
+  0.5^2)` with :math:`r_k` = 3 at (-0.8, 0.8), 0 at (-0.8, -0.8), 1.5 at (0.8, 0.8) and 5
+  at (0.8, -0.8). The behaviour's expected reward is 2.375; the optimum 5.
+
+A data set holds ``states`` :math:`(N, S)`, ``actions`` :math:`(N, A)`, ``rewards``,
+``next_states``, ``terminals`` and the action bounds; :meth:`OfflineData.check` raises when
+the data violate their bounds or hold non-finite values.
+
+References:
+    | Diffusion Policies as an Expressive Policy Class for Offline Reinforcement Learning
+    | (Wang, Hunt & Zhou, 2023) https://arxiv.org/abs/2208.06193
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+
+from omegaconf import DictConfig
+
+__all__ = ["BANDIT_MODES", "BANDIT_REWARDS", "OfflineData", "bandit", "build", "load"]
+
+#: The four modes of the bandit and their mean rewards.
+BANDIT_MODES = np.array([[-0.8, 0.8], [-0.8, -0.8], [0.8, 0.8], [0.8, -0.8]])
+BANDIT_REWARDS = np.array([3.0, 0.0, 1.5, 5.0])
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "data" / "offline"
+FIELDS = ("states", "actions", "rewards", "next_states", "terminals", "low", "high")
+
+
+@dataclass(frozen=True)
+class OfflineData:
+    """Transitions of an offline data set (numpy, float32) and its card."""
+
+    states: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_states: np.ndarray
+    terminals: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state_dim(self) -> int:
+        return int(self.states.shape[1])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.actions.shape[1])
+
+    def check(self) -> OfflineData:
+        """Raises on inconsistent shapes, non-finite values or actions outside the bounds."""
+        n = len(self.states)
+        if self.states.ndim != 2 or self.actions.ndim != 2 or len(self.actions) != n:
+            raise ValueError("states and actions must be (N, S) and (N, A) with the same N")
+        for name in ("rewards", "terminals"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},)")
+        if self.next_states.shape != self.states.shape:
+            raise ValueError("next_states must have the shape of states")
+        if self.low.shape != (self.action_dim,) or self.high.shape != (self.action_dim,):
+            raise ValueError(f"the action bounds must have shape ({self.action_dim},)")
+        for name in FIELDS[:5]:
+            if not np.isfinite(getattr(self, name)).all():
+                raise ValueError(f"{name} contains NaN or Inf")
+        outside = (self.actions < self.low) | (self.actions > self.high)
+        if outside.any():
+            rows = int(outside.any(1).sum())
+            raise ValueError(
+                f"{rows} actions violate the action bounds [{self.low.tolist()}, "
+                f"{self.high.tolist()}]: the data do not belong to this action space"
+            )
+        return self
+
+
+def bandit(n: int = 10000, seed: int = 0) -> OfflineData:
+    """The four-mode bandit (see the module): ``n`` one-step transitions."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    rng = np.random.default_rng(seed)
+    mode = rng.integers(0, 4, n)
+    actions = np.clip(BANDIT_MODES[mode] + 0.05 * rng.standard_normal((n, 2)), -1, 1)
+    rewards = BANDIT_REWARDS[mode] + 0.5 * rng.standard_normal(n)
+    states = np.zeros((n, 1))
+    card = {
+        "name": "bandit",
+        "seed": seed,
+        "transitions": n,
+        "behaviour": "uniform over 4 Gaussian modes (std 0.05) at (+-0.8, +-0.8)",
+        "mode_rewards": dict(
+            zip(map(str, BANDIT_MODES.tolist()), BANDIT_REWARDS.tolist(), strict=True)
+        ),
+        "reward_noise": 0.5,
+        "behaviour_mean_reward": float(BANDIT_REWARDS.mean()),
+        "optimum": float(BANDIT_REWARDS.max()),
+    }
+    return OfflineData(
+        states.astype(np.float32), actions.astype(np.float32), rewards.astype(np.float32),
+        states.astype(np.float32), np.ones(n, np.float32), -np.ones(2, np.float32),
+        np.ones(2, np.float32), card,
+    ).check()  # fmt: skip
+
+
+BUILDERS = {"bandit": bandit}
+
+
+def _path(name: str, seed: int, directory: Path) -> Path:
+    if name not in BUILDERS:
+        raise ValueError(f"unknown data set {name!r}; available: {sorted(BUILDERS)}")
+    return Path(directory) / f"{name}-{seed}.npz"
+
+
+def build(name: str, seed: int = 0, directory: Path = DEFAULT_DIR, **kwargs: Any) -> OfflineData:
+    """Generates a data set and writes ``<name>-<seed>.npz`` and its ``.json`` card
+    atomically (a killed build leaves no half-written file)."""
+    path = _path(name, seed, directory)
+    data = BUILDERS[name](seed=seed, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, write in (
+        (path, lambda f: np.savez(f, **{k: getattr(data, k) for k in FIELDS})),
+        (path.with_suffix(".json"), lambda f: f.write(json.dumps(data.card, indent=2).encode())),
+    ):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, target)
+    return data
+
+
+def load(name: str, seed: int = 0, directory: Path = DEFAULT_DIR) -> OfflineData:
+    """The cached data set, built first when missing."""
+    path = _path(name, seed, directory)
+    if not path.exists():
+        return build(name, seed, directory)
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in FIELDS}
+        card = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, KeyError, ValueError) as error:
+        raise ValueError(f"{path} is corrupt ({error}); delete it to rebuild") from error
+    return OfflineData(**arrays, card=card).check()
+
+
+@hydra.main(version_base=None, config_path="configs/offline", config_name="offline")
+def main(cfg: DictConfig) -> None:
+    directory = DEFAULT_DIR if cfg.directory is None else Path(cfg.directory)
+    data = build(str(cfg.name), int(cfg.seed), directory)
+    print(json.dumps(data.card, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,377 @@
+r"""Diffusion policies steered by value guidance, on offline data built in-project.
+
+    python -m experiments.rl                         # the four-mode bandit
+    python -m experiments.rl 'scales=[0,1,3,10]' candidates=16
+
+The action prior is a state-conditioned :class:`priors.MLPDenoiser` trained by behaviour
+cloning on the data set (:mod:`experiments.offline`); the critic :math:`Q(s, a)` is learned
+offline by implicit Q-learning (Kostrikov et al., 2022: expectile regression of
+:math:`V(s)` on :math:`Q`, then :math:`Q(s, a) \leftarrow r + \gamma (1 - d) V(s')`); a
+noise-aware critic :math:`Q_\phi(s, a_t, t)` regresses the critic's value of the data
+action from noisy actions. Actions are sampled for ``samples`` states by DDPM with
+``steps`` steps, per method:
+
+- ``bc``: the prior alone (diffusion behaviour cloning);
+- ``value``: :class:`guided.ValueGuidance` (through the denoised action), per scale;
+- ``noisy_value``: :class:`guided.NoisyValueGuidance` (noise-aware critic), per scale;
+- ``energy``: :class:`guided.NoisyValueGuidance` with QGPO's contrastive energy
+  :math:`f_\phi(s, a_t, t)` (Lu et al., 2023), trained so that its gradient is the exact
+  guidance of :math:`\pi \propto \mu \exp(\beta Q)` at ``energy.beta`` (scale 1 is that
+  target; other scales multiply the energy);
+- ``select``: best of ``candidates`` prior samples by :math:`Q` (IDQL-style selection);
+- ``value_select``: value guidance, then the best of ``candidates`` by :math:`Q`.
+
+Bandit scores (exact, from the known modes): the expected reward of the actions (the mean
+reward of the nearest mode; an action farther than 0.2 from every mode is
+out-of-distribution and earns that mode's reward all the same, so the OOD rate is reported
+beside it), the share of actions in the best mode, the OOD rate and the mode histogram.
+Writes ``metrics.json``, ``table.md``, ``scales.png`` (reward and OOD rate vs. scale) and
+``actions.png`` (BC, guided and selected actions over the data).
+
+References:
+    | Offline Reinforcement Learning with Implicit Q-Learning (Kostrikov et al., 2022)
+    | https://arxiv.org/abs/2110.06169
+    | IDQL: Implicit Q-Learning as an Actor-Critic Method with Diffusion Policies
+    | (Hansen-Estruch et al., 2023) https://arxiv.org/abs/2304.10573
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hydra
+import matplotlib
+import numpy as np
+import torch
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from torch import Tensor
+
+import guided
+import priors
+
+from experiments import offline
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+
+METHODS = ("bc", "value", "noisy_value", "energy", "select", "value_select")
+GUIDED = ("value", "noisy_value", "energy", "value_select")
+
+
+def _check(cfg: DictConfig) -> None:
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; available: {list(METHODS)}")
+    if cfg.task not in offline.BUILDERS:
+        raise ValueError(f"unknown task {cfg.task!r}; available: {sorted(offline.BUILDERS)}")
+    for key in ("samples", "steps", "candidates"):
+        if int(cfg[key]) < 1:
+            raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
+    if any(float(s) < 0 for s in cfg.scales):
+        raise ValueError(f"scales must be >= 0, got {list(cfg.scales)}")
+    if not 0 < float(cfg.critic.expectile) < 1:
+        raise ValueError(f"critic.expectile must lie in (0, 1), got {cfg.critic.expectile}")
+
+
+def _batches(n: int, size: int, steps: int, g: torch.Generator) -> Iterator[Tensor]:
+    for _ in range(steps):
+        yield torch.randint(0, n, (size,), generator=g)
+
+
+def train_policy(cfg: DictConfig, data: offline.OfflineData) -> priors.MLPDenoiser:
+    """Diffusion behaviour cloning: the v-prediction loss of actions given states."""
+    node = cfg.policy
+    torch.manual_seed(int(cfg.seed))  # the network's initialisation only
+    net = priors.MLP(
+        data.action_dim, width=int(node.width), blocks=int(node.blocks),
+        conditions={"state": data.state_dim},
+    )  # fmt: skip
+    prior = priors.MLPDenoiser(net, priors.CosineSchedule())
+    states, actions = torch.from_numpy(data.states), torch.from_numpy(data.actions)
+    optimiser = torch.optim.Adam(prior.parameters(), lr=float(node.lr))
+    g = torch.Generator().manual_seed(int(cfg.seed) + 1)
+    for rows in _batches(len(states), int(node.batch), int(node.steps), g):
+        optimiser.zero_grad()
+        prior.loss(actions[rows], g, state=states[rows]).backward()
+        optimiser.step()
+    return prior.requires_grad_(False).eval()
+
+
+def expectile_loss(diff: Tensor, tau: float) -> Tensor:
+    r"""IQL's :math:`L_2^\tau(u) = |\tau - 1(u < 0)|\, u^2`, averaged."""
+    weight = torch.where(diff < 0, 1 - tau, tau)
+    return (weight * diff.square()).mean()
+
+
+def train_critic(cfg: DictConfig, data: offline.OfflineData) -> priors.Critic:
+    """Implicit Q-learning (expectile value, TD critic with a Polyak target)."""
+    node = cfg.critic
+    torch.manual_seed(int(cfg.seed) + 2)
+    s_dim, a_dim = data.state_dim, data.action_dim
+    q = priors.Critic(s_dim, a_dim, width=int(node.width), depth=int(node.depth))
+    v = priors.Critic(s_dim, 0, width=int(node.width), depth=int(node.depth))
+    target = copy.deepcopy(q).requires_grad_(False)
+    arrays = [torch.from_numpy(getattr(data, k)) for k in offline.FIELDS[:5]]
+    states, actions, rewards, next_states, terminals = arrays
+    opt_q = torch.optim.Adam(q.parameters(), lr=float(node.lr))
+    opt_v = torch.optim.Adam(v.parameters(), lr=float(node.lr))
+    gamma, tau, polyak = float(node.discount), float(node.expectile), float(node.polyak)
+    g = torch.Generator().manual_seed(int(cfg.seed) + 3)
+    for rows in _batches(len(states), int(node.batch), int(node.steps), g):
+        s, a = states[rows], actions[rows]
+        with torch.no_grad():
+            q_target = target(s, a)
+        opt_v.zero_grad()
+        expectile_loss(q_target - v(s), tau).backward()
+        opt_v.step()
+        with torch.no_grad():
+            backup = rewards[rows] + gamma * (1 - terminals[rows]) * v(next_states[rows])
+        opt_q.zero_grad()
+        (q(s, a) - backup).square().mean().backward()
+        opt_q.step()
+        with torch.no_grad():
+            for p, p_target in zip(q.parameters(), target.parameters(), strict=True):
+                p_target.lerp_(p, 1 - polyak)
+    return q.requires_grad_(False).eval()
+
+
+def train_noisy_critic(
+    cfg: DictConfig, data: offline.OfflineData, critic: priors.Critic, schedule: priors.Schedule
+) -> priors.Critic:
+    r"""A noise-aware critic: regresses :math:`Q(s, a)` of data actions from
+    :math:`(s, a_t, t)`, :math:`a_t = \alpha_t a + \sigma_t \epsilon`, :math:`t \sim U(0, 1)`;
+    its minimiser is :math:`E[Q(s, a) \mid s, a_t]`."""
+    node = cfg.critic
+    torch.manual_seed(int(cfg.seed) + 4)
+    noisy = priors.Critic(
+        data.state_dim, data.action_dim, width=int(node.width), depth=int(node.depth),
+        schedule=schedule,
+    )  # fmt: skip
+    states, actions = torch.from_numpy(data.states), torch.from_numpy(data.actions)
+    with torch.no_grad():
+        values = critic(states, actions)
+    optimiser = torch.optim.Adam(noisy.parameters(), lr=float(node.lr))
+    g = torch.Generator().manual_seed(int(cfg.seed) + 5)
+    for rows in _batches(len(states), int(node.batch), int(node.steps), g):
+        a = actions[rows]
+        t = torch.rand(len(rows), generator=g, dtype=torch.float64)
+        alpha_t, sigma_t = (c.float()[:, None] for c in schedule(t))
+        a_t = alpha_t * a + sigma_t * torch.randn(a.shape, generator=g)
+        optimiser.zero_grad()
+        (noisy(states[rows], a_t, t) - values[rows]).square().mean().backward()
+        optimiser.step()
+    return noisy.requires_grad_(False).eval()
+
+
+def train_energy(
+    cfg: DictConfig, data: offline.OfflineData, critic: priors.Critic, prior: priors.MLPDenoiser
+) -> priors.Critic:
+    r"""QGPO's contrastive energy prediction (Lu et al., 2023, Eq. 13): for each of
+    ``energy.states`` data states, ``energy.support`` actions :math:`\hat a_i` are drawn from
+    the behaviour prior once; at a time :math:`t` shared by a state's support actions,
+
+    .. math:: \mathcal{L} = -\sum_i \operatorname{softmax}_i(\beta Q(s, \hat a_i))
+        \log \operatorname{softmax}_i f_\phi(s, \hat a_{i,t}, t),
+
+    whose minimiser is :math:`f_\phi = \log E_{\mu(a \mid a_t, s)}[e^{\beta Q(s, a)}]`
+    up to a function of :math:`(s, t)`: its gradient is the exact guidance term."""
+    node = cfg.energy
+    m, k = min(int(node.states), len(data.states)), int(node.support)
+    g = torch.Generator().manual_seed(int(cfg.seed) + 6)
+    states = torch.from_numpy(data.states)[torch.randperm(len(data.states), generator=g)[:m]]
+    rows = states.repeat_interleave(k, 0)
+    x_T = guided.initial_noise(prior.schedule, (len(rows), *prior.shape), g)
+    with torch.no_grad():
+        support = guided.DDPM()(prior, x_T, guided.time_grid(int(cfg.steps)), generator=g,
+                                state=rows).clamp(-1, 1)  # fmt: skip
+        target = torch.softmax(float(node.beta) * critic(rows, support).view(m, k), 1)
+    support = support.view(m, k, -1)
+    torch.manual_seed(int(cfg.seed) + 7)
+    energy = priors.Critic(
+        data.state_dim, data.action_dim, width=int(cfg.critic.width),
+        depth=int(cfg.critic.depth), schedule=prior.schedule,
+    )  # fmt: skip
+    optimiser = torch.optim.Adam(energy.parameters(), lr=float(cfg.critic.lr))
+    for batch in _batches(m, int(node.batch), int(node.steps), g):
+        a = support[batch]  # (B, K, A)
+        t = torch.rand(len(batch), generator=g, dtype=torch.float64).clamp_min(1e-3)
+        alpha_t, sigma_t = (c.float()[:, None, None] for c in prior.schedule(t))
+        a_t = alpha_t * a + sigma_t * torch.randn(a.shape, generator=g)
+        f = energy(
+            states[batch].repeat_interleave(k, 0), a_t.flatten(0, 1), t.repeat_interleave(k)
+        )
+        optimiser.zero_grad()
+        loss = -(target[batch] * torch.log_softmax(f.view(-1, k), 1)).sum(1).mean()
+        loss.backward()
+        optimiser.step()
+    return energy.requires_grad_(False).eval()
+
+
+def sample_actions(
+    cfg: DictConfig,
+    method: str,
+    scale: float,
+    prior: priors.MLPDenoiser,
+    critics: dict[str, priors.Critic],
+    states: Tensor,
+    seed: int,
+) -> Tensor:
+    """Actions :math:`(B, A)` for states :math:`(B, S)` by ``method`` (clipped to the
+    bounds [-1, 1] of the prior's training data)."""
+    n = int(cfg.candidates) if method in ("select", "value_select") else 1
+    rows = states.repeat_interleave(n, 0)
+    g = torch.Generator().manual_seed(seed)
+    x_T = guided.initial_noise(prior.schedule, (len(rows), *prior.shape), g)
+    denoiser: priors.Denoiser = prior
+    if method in ("value", "value_select"):
+        denoiser = guided.GuidedDenoiser(prior, guided.ValueGuidance(critics["q"], rows, scale))
+    elif method in ("noisy_value", "energy"):
+        critic = critics["noisy" if method == "noisy_value" else "energy"]
+        denoiser = guided.GuidedDenoiser(prior, guided.NoisyValueGuidance(critic, rows, scale))
+    ts = guided.time_grid(int(cfg.steps))
+    actions = guided.DDPM()(denoiser, x_T, ts, generator=g, state=rows).clamp(-1, 1)
+    if n == 1:
+        return actions
+    scores = critics["q"](rows, actions).view(-1, n)
+    best = scores.argmax(1) + n * torch.arange(len(states))
+    return actions[best]
+
+
+def bandit_scores(actions: np.ndarray) -> dict[str, Any]:
+    """Exact scores of bandit actions (see the module)."""
+    distance = np.linalg.norm(actions[:, None] - offline.BANDIT_MODES[None], axis=-1)
+    nearest = distance.argmin(1)
+    histogram = np.bincount(nearest, minlength=4) / len(actions)
+    best = int(offline.BANDIT_REWARDS.argmax())
+    return {
+        "reward": float(offline.BANDIT_REWARDS[nearest].mean()),
+        "best_mode": float(histogram[best]),
+        "ood": float((distance.min(1) > 0.2).mean()),
+        "modes": [round(float(h), 4) for h in histogram],
+    }
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    torch.set_num_threads(int(cfg.threads))
+    _check(cfg)
+    directory = offline.DEFAULT_DIR if cfg.data_dir is None else Path(cfg.data_dir)
+    data = offline.load(str(cfg.task), int(cfg.seed), directory)
+    start = time.perf_counter()
+    prior = train_policy(cfg, data)
+    critics = {"q": train_critic(cfg, data)}
+    if "noisy_value" in cfg.methods:
+        critics["noisy"] = train_noisy_critic(cfg, data, critics["q"], prior.schedule)
+    if "energy" in cfg.methods:
+        critics["energy"] = train_energy(cfg, data, critics["q"], prior)
+    train_s = time.perf_counter() - start
+    states = torch.from_numpy(data.states[: int(cfg.samples)])
+    states = states[torch.arange(int(cfg.samples)) % len(states)]
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    shown: dict[str, np.ndarray] = {}
+    for method in cfg.methods:
+        results[method] = {}
+        for scale in cfg.scales if method in GUIDED else [0.0]:
+            start = time.perf_counter()
+            actions = sample_actions(cfg, method, float(scale), prior, critics, states, 7)
+            wall = time.perf_counter() - start
+            scores = bandit_scores(actions.numpy()) | {"wall_s": wall}
+            results[method][f"{float(scale):g}"] = scores
+            if method not in GUIDED or float(scale) == float(cfg.shown_scale):
+                shown[method] = actions.numpy()
+    metrics = {
+        "task": str(cfg.task),
+        "data": data.card,
+        "results": results,
+        "train_s": train_s,
+        "data_scores": bandit_scores(data.actions),
+    }
+    write(metrics, cfg, out_dir)
+    figures(metrics, shown, data, cfg, out_dir)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def write(metrics: dict[str, Any], cfg: DictConfig, out: Path) -> None:
+    lines = [
+        (
+            f"{cfg.task}: {cfg.samples} actions, DDPM {cfg.steps} steps, selection from "
+            f"{cfg.candidates} candidates; reward = mean reward of the nearest mode "
+            f"(optimum {metrics['data']['optimum']}); OOD = farther than 0.2 from every mode"
+        ),
+        "",
+        "| method | scale | expected reward | best mode | OOD | modes |",
+        "|---|---|---|---|---|---|",
+    ]
+    d = metrics["data_scores"]
+    lines.append(f"| data | - | {d['reward']:.2f} | {d['best_mode']:.2f} | {d['ood']:.3f} | "
+                 f"{d['modes']} |")  # fmt: skip
+    for method, by_scale in metrics["results"].items():
+        for scale, r in by_scale.items():
+            lines.append(
+                f"| {method} | {scale} | {r['reward']:.2f} | {r['best_mode']:.2f} | "
+                f"{r['ood']:.3f} | {r['modes']} |"
+            )
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+
+
+def figures(
+    metrics: dict[str, Any],
+    shown: dict[str, np.ndarray],
+    data: offline.OfflineData,
+    cfg: DictConfig,
+    out: Path,
+) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for method, by_scale in metrics["results"].items():
+        if method not in GUIDED:
+            continue
+        scales = [float(s) for s in by_scale]
+        x = [max(s, 0.1) for s in scales]  # scale 0 drawn at 0.1 on the log axis
+        axes[0].plot(x, [r["reward"] for r in by_scale.values()], "-o", label=method)
+        axes[1].plot(x, [r["ood"] for r in by_scale.values()], "-o", label=method)
+    for method in ("bc", "select"):
+        if method in metrics["results"]:
+            axes[0].axhline(metrics["results"][method]["0"]["reward"], ls="--", label=method,
+                            color="k" if method == "bc" else "C3")  # fmt: skip
+    for ax, title in zip(axes, ("expected reward", "OOD rate"), strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("guidance scale (0 at 0.1)")
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "scales.png", dpi=100)
+    plt.close(fig)
+    fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 2.6))
+    axes = np.atleast_1d(axes)
+    for ax, (method, actions) in zip(axes, shown.items(), strict=True):
+        ax.scatter(*data.actions[:2000].T, s=1, color="0.8")
+        ax.scatter(*actions.T, s=2, color="C0")
+        scale = f" (scale {cfg.shown_scale:g})" if method in GUIDED else ""
+        ax.set_title(method + scale, fontsize=8)
+        ax.set_xlim(-1.1, 1.1)
+        ax.set_ylim(-1.1, 1.1)
+        ax.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(out / "actions.png", dpi=100)
+    plt.close(fig)
+
+
+@hydra.main(version_base=None, config_path="configs/rl", config_name="rl")
+def main(cfg: DictConfig) -> None:
+    metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    for method, by_scale in metrics["results"].items():
+        for scale, r in by_scale.items():
+            print(method, scale, r)
+
+
+if __name__ == "__main__":
+    main()

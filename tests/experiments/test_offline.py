@@ -1,0 +1,48 @@
+"""Offline RL data sets: the bandit's structure, the cache and its card, bad data."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from experiments import offline
+
+
+def test_the_bandit_has_four_modes_and_their_rewards():
+    data = offline.bandit(4000, seed=0)
+    distance = np.linalg.norm(data.actions[:, None] - offline.BANDIT_MODES[None], axis=-1)
+    nearest = distance.argmin(1)
+    assert float(distance.min(1).max()) < 0.3
+    shares = np.bincount(nearest, minlength=4) / len(nearest)
+    assert np.abs(shares - 0.25).max() < 0.03
+    for k in range(4):
+        assert abs(data.rewards[nearest == k].mean() - offline.BANDIT_REWARDS[k]) < 0.1
+    assert data.terminals.all() and data.state_dim == 1 and data.action_dim == 2
+    assert data.card["optimum"] == 5.0
+
+
+def test_build_and_load_round_trip_with_a_card(tmp_path):
+    built = offline.build("bandit", 3, tmp_path)
+    assert (tmp_path / "bandit-3.json").exists() and not list(tmp_path.glob("*.tmp"))
+    loaded = offline.load("bandit", 3, tmp_path)
+    for name in offline.FIELDS:
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(built, name))
+    assert loaded.card == built.card
+    assert not np.array_equal(offline.load("bandit", 4, tmp_path).actions, built.actions)
+
+
+def test_bad_data_and_corrupt_caches_are_refused(tmp_path):
+    data = offline.bandit(10)
+    wide = dataclasses.replace(data, actions=data.actions * 2)
+    with pytest.raises(ValueError, match="violate the action bounds"):
+        wide.check()
+    nan = dataclasses.replace(data, rewards=np.full(10, np.nan, np.float32))
+    with pytest.raises(ValueError, match="rewards contains NaN"):
+        nan.check()
+    with pytest.raises(ValueError, match="same N"):
+        dataclasses.replace(data, actions=data.actions[:5]).check()
+    with pytest.raises(ValueError, match="unknown data set"):
+        offline.load("halfcheetah", 0, tmp_path)
+    (tmp_path / "bandit-0.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="corrupt"):
+        offline.load("bandit", 0, tmp_path)

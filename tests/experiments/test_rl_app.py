@@ -1,0 +1,63 @@
+"""The RL app on tiny settings: every method and scale scored, figures written, bad
+configs refused before anything is written."""
+
+import pytest
+
+from hydra import compose, initialize_config_module
+
+from experiments import rl
+
+
+def _cfg(tmp_path, *overrides):
+    with initialize_config_module(version_base=None, config_module="experiments.configs.rl"):
+        return compose(
+            "rl",
+            overrides=[
+                f"data_dir={tmp_path / 'data'}", "samples=16", "steps=3", "candidates=2",
+                "scales=[0.0,1.0]", "shown_scale=1.0", "policy.steps=20", "critic.steps=20",
+                "energy.states=4", "energy.support=2", "energy.steps=5", "energy.batch=2",
+                *overrides,
+            ],
+        )  # fmt: skip
+
+
+def test_rl_app_scores_every_method_and_scale(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    metrics = rl.run(_cfg(tmp_path), out)
+    results = metrics["results"]
+    assert set(results) == {"bc", "value", "noisy_value", "energy", "select", "value_select"}
+    assert set(results["value"]) == {"0", "1"} and set(results["bc"]) == {"0"}
+    for by_scale in results.values():
+        for r in by_scale.values():
+            assert 0 <= r["reward"] <= 5 and 0 <= r["ood"] <= 1
+            assert sum(r["modes"]) == pytest.approx(1.0, abs=1e-3)
+    assert metrics["data_scores"]["reward"] == pytest.approx(2.375, abs=0.1)
+    for name in ("metrics.json", "table.md", "scales.png", "actions.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_value_guidance_at_scale_zero_is_behaviour_cloning(tmp_path):
+    cfg = _cfg(tmp_path)
+    data = rl.offline.load("bandit", 0, tmp_path / "data")
+    prior = rl.train_policy(cfg, data)
+    critics = {"q": rl.train_critic(cfg, data)}
+    states = rl.torch.zeros(8, 1)
+    bc = rl.sample_actions(cfg, "bc", 0.0, prior, critics, states, 1)
+    guided = rl.sample_actions(cfg, "value", 0.0, prior, critics, states, 1)
+    rl.torch.testing.assert_close(bc, guided)
+    assert not bc.equal(rl.sample_actions(cfg, "value", 30.0, prior, critics, states, 1))
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [("methods=[dql]", "unknown methods"), ("task=hopper", "unknown task"),
+     ("critic.expectile=1.0", "expectile"), ("scales=[-1.0]", "scales"),
+     ("candidates=0", "candidates")],
+)  # fmt: skip
+def test_rl_app_bad_configs(tmp_path, override, match):
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ValueError, match=match):
+        rl.run(_cfg(tmp_path, override), out)
+    assert not list(out.iterdir())
