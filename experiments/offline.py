@@ -9,10 +9,15 @@ command:
   :math:`(\pm 0.8, \pm 0.8)`, clipped to :math:`[-1, 1]^2`; rewards :math:`\mathcal{N}(r_k,
   0.5^2)` with :math:`r_k` = 3 at (-0.8, 0.8), 0 at (-0.8, -0.8), 1.5 at (0.8, 0.8) and 5
   at (0.8, -0.8). The behaviour's expected reward is 2.375; the optimum 5.
+- ``unsafe_bandit``: the same with a fifth, equally likely mode at the origin whose reward
+  is the highest, :math:`\mathcal{N}(6, 0.5^2)`, inside an unsafe disk (radius 0.3 around
+  the origin; an action there costs 1). About 20% of the behaviour's actions violate it;
+  value guidance alone is drawn to it, safety guidance must keep out.
 
 A data set holds ``states`` :math:`(N, S)`, ``actions`` :math:`(N, A)`, ``rewards``,
-``next_states``, ``terminals`` and the action bounds; :meth:`OfflineData.check` raises when
-the data violate their bounds or hold non-finite values.
+``next_states``, ``terminals``, ``costs`` (1 for a safety violation) and the action bounds;
+:meth:`OfflineData.check` raises when the data violate their bounds or hold non-finite
+values.
 
 References:
     | Diffusion Policies as an Expressive Policy Class for Offline Reinforcement Learning
@@ -34,13 +39,18 @@ import numpy as np
 
 from omegaconf import DictConfig
 
-__all__ = ["BANDIT_MODES", "BANDIT_REWARDS", "OfflineData", "bandit", "build", "load"]
+__all__ = [
+    "BANDIT_MODES", "BANDIT_REWARDS", "UNSAFE_RADIUS", "OfflineData", "bandit", "build", "load",
+    "unsafe_bandit",
+]  # fmt: skip
 
 #: The four modes of the bandit and their mean rewards.
 BANDIT_MODES = np.array([[-0.8, 0.8], [-0.8, -0.8], [0.8, 0.8], [0.8, -0.8]])
 BANDIT_REWARDS = np.array([3.0, 0.0, 1.5, 5.0])
+#: The radius of the unsafe disk around the origin of ``unsafe_bandit``.
+UNSAFE_RADIUS = 0.3
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "data" / "offline"
-FIELDS = ("states", "actions", "rewards", "next_states", "terminals", "low", "high")
+FIELDS = ("states", "actions", "rewards", "next_states", "terminals", "costs", "low", "high")
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class OfflineData:
     rewards: np.ndarray
     next_states: np.ndarray
     terminals: np.ndarray
+    costs: np.ndarray
     low: np.ndarray
     high: np.ndarray
     card: dict[str, Any] = field(default_factory=dict)
@@ -69,14 +80,14 @@ class OfflineData:
         n = len(self.states)
         if self.states.ndim != 2 or self.actions.ndim != 2 or len(self.actions) != n:
             raise ValueError("states and actions must be (N, S) and (N, A) with the same N")
-        for name in ("rewards", "terminals"):
+        for name in ("rewards", "terminals", "costs"):
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},)")
         if self.next_states.shape != self.states.shape:
             raise ValueError("next_states must have the shape of states")
         if self.low.shape != (self.action_dim,) or self.high.shape != (self.action_dim,):
             raise ValueError(f"the action bounds must have shape ({self.action_dim},)")
-        for name in FIELDS[:5]:
+        for name in FIELDS[:6]:
             if not np.isfinite(getattr(self, name)).all():
                 raise ValueError(f"{name} contains NaN or Inf")
         outside = (self.actions < self.low) | (self.actions > self.high)
@@ -89,35 +100,65 @@ class OfflineData:
         return self
 
 
-def bandit(n: int = 10000, seed: int = 0) -> OfflineData:
-    """The four-mode bandit (see the module): ``n`` one-step transitions."""
+def _bandit(modes: np.ndarray, rewards: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Actions from equally likely Gaussian modes (std 0.05, clipped to [-1, 1]) and rewards
+    N(r_k, 0.5^2) of their modes."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     rng = np.random.default_rng(seed)
-    mode = rng.integers(0, 4, n)
-    actions = np.clip(BANDIT_MODES[mode] + 0.05 * rng.standard_normal((n, 2)), -1, 1)
-    rewards = BANDIT_REWARDS[mode] + 0.5 * rng.standard_normal(n)
-    states = np.zeros((n, 1))
-    card = {
-        "name": "bandit",
-        "seed": seed,
-        "transitions": n,
-        "behaviour": "uniform over 4 Gaussian modes (std 0.05) at (+-0.8, +-0.8)",
-        "mode_rewards": dict(
-            zip(map(str, BANDIT_MODES.tolist()), BANDIT_REWARDS.tolist(), strict=True)
-        ),
-        "reward_noise": 0.5,
-        "behaviour_mean_reward": float(BANDIT_REWARDS.mean()),
-        "optimum": float(BANDIT_REWARDS.max()),
-    }
+    mode = rng.integers(0, len(modes), n)
+    actions = np.clip(modes[mode] + 0.05 * rng.standard_normal((n, 2)), -1, 1)
+    return actions, rewards[mode] + 0.5 * rng.standard_normal(n)
+
+
+def _transitions(
+    actions: np.ndarray, rewards: np.ndarray, costs: np.ndarray, card: dict
+) -> OfflineData:
+    n = len(actions)
+    states = np.zeros((n, 1), np.float32)
     return OfflineData(
-        states.astype(np.float32), actions.astype(np.float32), rewards.astype(np.float32),
-        states.astype(np.float32), np.ones(n, np.float32), -np.ones(2, np.float32),
+        states, actions.astype(np.float32), rewards.astype(np.float32), states,
+        np.ones(n, np.float32), costs.astype(np.float32), -np.ones(2, np.float32),
         np.ones(2, np.float32), card,
     ).check()  # fmt: skip
 
 
-BUILDERS = {"bandit": bandit}
+def _card(name: str, seed: int, n: int, modes: np.ndarray, rewards: np.ndarray) -> dict:
+    return {
+        "name": name,
+        "seed": seed,
+        "transitions": n,
+        "behaviour": f"uniform over {len(modes)} Gaussian modes (std 0.05), clipped to [-1, 1]",
+        "modes": modes.tolist(),
+        "mode_rewards": rewards.tolist(),
+        "reward_noise": 0.5,
+        "behaviour_mean_reward": float(rewards.mean()),
+    }
+
+
+def bandit(n: int = 10000, seed: int = 0) -> OfflineData:
+    """The four-mode bandit (see the module): ``n`` one-step transitions."""
+    actions, rewards = _bandit(BANDIT_MODES, BANDIT_REWARDS, n, seed)
+    card = _card("bandit", seed, n, BANDIT_MODES, BANDIT_REWARDS) | {"optimum": 5.0}
+    return _transitions(actions, rewards, np.zeros(n), card)
+
+
+def unsafe_bandit(n: int = 10000, seed: int = 0) -> OfflineData:
+    """The bandit with an unsafe fifth mode (see the module)."""
+    modes = np.concatenate([BANDIT_MODES, np.zeros((1, 2))])
+    mode_rewards = np.concatenate([BANDIT_REWARDS, [6.0]])
+    actions, rewards = _bandit(modes, mode_rewards, n, seed)
+    costs = (np.linalg.norm(actions, axis=1) < UNSAFE_RADIUS).astype(np.float64)
+    card = _card("unsafe_bandit", seed, n, modes, mode_rewards) | {
+        "optimum": 6.0,
+        "safe_optimum": 5.0,
+        "unsafe": f"actions within {UNSAFE_RADIUS} of the origin cost 1",
+        "behaviour_violation_rate": float(costs.mean()),
+    }
+    return _transitions(actions, rewards, costs, card)
+
+
+BUILDERS = {"bandit": bandit, "unsafe_bandit": unsafe_bandit}
 
 
 def _path(name: str, seed: int, directory: Path) -> Path:

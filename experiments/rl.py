@@ -18,14 +18,26 @@ action from noisy actions. Actions are sampled for ``samples`` states by DDPM wi
   :math:`f_\phi(s, a_t, t)` (Lu et al., 2023), trained so that its gradient is the exact
   guidance of :math:`\pi \propto \mu \exp(\beta Q)` at ``energy.beta`` (scale 1 is that
   target; other scales multiply the energy);
+- ``safe_energy``: guidance towards :math:`\mu \exp(\beta Q)\, p(\text{safe})` at scale
+  1, plus safety guidance per scale. A noise-aware classifier of safe actions
+  :math:`p(\text{safe} \mid s, a_t, t)` (:class:`priors.Critic` with
+  ``output="log_prob"``, cross-entropy on the data's costs over noisy actions) gives both
+  the safety term (:class:`guided.NoisyValueGuidance` on its log-probability) and, at
+  :math:`t = 0`, the factor :math:`p(\text{safe})` in the contrastive energy's targets
+  (the intermediate energies of a product do not add, so the energy is trained for the
+  constrained target itself);
 - ``select``: best of ``candidates`` prior samples by :math:`Q` (IDQL-style selection);
 - ``value_select``: value guidance, then the best of ``candidates`` by :math:`Q`.
 
-Bandit scores (exact, from the known modes): the expected reward of the actions (the mean
+Bandit scores (exact, from the data's modes): the expected reward of the actions (the mean
 reward of the nearest mode; an action farther than 0.2 from every mode is
 out-of-distribution and earns that mode's reward all the same, so the OOD rate is reported
-beside it), the share of actions in the best mode, the OOD rate and the mode histogram.
-Writes ``metrics.json``, ``table.md``, ``scales.png`` (reward and OOD rate vs. scale) and
+beside it), the share of actions in the best safe mode, the OOD rate, the violation rate
+(actions in the unsafe region of ``unsafe_bandit``) and the mode histogram.
+Latency: the wall time to sample actions for ``latency.states`` states in one batch with
+``latency.steps`` DDPM steps (median of ``latency.repeats``; the first call is a warm-up),
+for the prior alone, each guided method at scale 1 and guidance with selection. Writes
+``metrics.json``, ``table.md``, ``scales.png`` (reward and OOD rate vs. scale) and
 ``actions.png`` (BC, guided and selected actions over the data).
 
 References:
@@ -52,7 +64,7 @@ import torch
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from torch import Tensor
+from torch import Tensor, nn
 
 import guided
 import priors
@@ -63,8 +75,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-METHODS = ("bc", "value", "noisy_value", "energy", "select", "value_select")
-GUIDED = ("value", "noisy_value", "energy", "value_select")
+METHODS = ("bc", "value", "noisy_value", "energy", "safe_energy", "select", "value_select")
+GUIDED = ("value", "noisy_value", "energy", "safe_energy", "value_select")
 
 
 def _check(cfg: DictConfig) -> None:
@@ -173,7 +185,11 @@ def train_noisy_critic(
 
 
 def train_energy(
-    cfg: DictConfig, data: offline.OfflineData, critic: priors.Critic, prior: priors.MLPDenoiser
+    cfg: DictConfig,
+    data: offline.OfflineData,
+    critic: priors.Critic,
+    prior: priors.MLPDenoiser,
+    safety: priors.Critic | None = None,
 ) -> priors.Critic:
     r"""QGPO's contrastive energy prediction (Lu et al., 2023, Eq. 13): for each of
     ``energy.states`` data states, ``energy.support`` actions :math:`\hat a_i` are drawn from
@@ -183,7 +199,10 @@ def train_energy(
         \log \operatorname{softmax}_i f_\phi(s, \hat a_{i,t}, t),
 
     whose minimiser is :math:`f_\phi = \log E_{\mu(a \mid a_t, s)}[e^{\beta Q(s, a)}]`
-    up to a function of :math:`(s, t)`: its gradient is the exact guidance term."""
+    up to a function of :math:`(s, t)`: its gradient is the exact guidance term. With a
+    ``safety`` classifier the targets are :math:`\operatorname{softmax}_i(\beta Q(s, \hat
+    a_i) + \log p(\text{safe} \mid s, \hat a_i))`, the energy of :math:`\mu \exp(\beta
+    Q)\, p(\text{safe})`."""
     node = cfg.energy
     m, k = min(int(node.states), len(data.states)), int(node.support)
     g = torch.Generator().manual_seed(int(cfg.seed) + 6)
@@ -193,7 +212,10 @@ def train_energy(
     with torch.no_grad():
         support = guided.DDPM()(prior, x_T, guided.time_grid(int(cfg.steps)), generator=g,
                                 state=rows).clamp(-1, 1)  # fmt: skip
-        target = torch.softmax(float(node.beta) * critic(rows, support).view(m, k), 1)
+        logits = float(node.beta) * critic(rows, support)
+        if safety is not None:
+            logits = logits + safety(rows, support, 0.0)
+        target = torch.softmax(logits.view(m, k), 1)
     support = support.view(m, k, -1)
     torch.manual_seed(int(cfg.seed) + 7)
     energy = priors.Critic(
@@ -214,6 +236,34 @@ def train_energy(
         loss.backward()
         optimiser.step()
     return energy.requires_grad_(False).eval()
+
+
+def train_safety(
+    cfg: DictConfig, data: offline.OfflineData, schedule: priors.Schedule
+) -> priors.Critic:
+    r"""A noise-aware classifier of safe actions, :math:`\log p(\text{safe} \mid s, a_t, t)`:
+    binary cross-entropy of its logit against ``1 - costs`` on noisy data actions,
+    :math:`t \sim U(0, 1)`."""
+    node = cfg.critic
+    torch.manual_seed(int(cfg.seed) + 8)
+    safety = priors.Critic(
+        data.state_dim, data.action_dim, width=int(node.width), depth=int(node.depth),
+        schedule=schedule, output="log_prob",
+    )  # fmt: skip
+    states, actions = torch.from_numpy(data.states), torch.from_numpy(data.actions)
+    safe = 1 - torch.from_numpy(data.costs)
+    optimiser = torch.optim.Adam(safety.parameters(), lr=float(node.lr))
+    g = torch.Generator().manual_seed(int(cfg.seed) + 9)
+    for rows in _batches(len(states), int(node.batch), int(node.steps), g):
+        a = actions[rows]
+        t = torch.rand(len(rows), generator=g, dtype=torch.float64)
+        alpha_t, sigma_t = (c.float()[:, None] for c in schedule(t))
+        a_t = alpha_t * a + sigma_t * torch.randn(a.shape, generator=g)
+        logit = safety.logit(states[rows], a_t, t)
+        optimiser.zero_grad()
+        nn.functional.binary_cross_entropy_with_logits(logit, safe[rows]).backward()
+        optimiser.step()
+    return safety.requires_grad_(False).eval()
 
 
 def sample_actions(
@@ -237,6 +287,12 @@ def sample_actions(
     elif method in ("noisy_value", "energy"):
         critic = critics["noisy" if method == "noisy_value" else "energy"]
         denoiser = guided.GuidedDenoiser(prior, guided.NoisyValueGuidance(critic, rows, scale))
+    elif method == "safe_energy":
+        denoiser = guided.GuidedDenoiser(
+            prior,
+            guided.NoisyValueGuidance(critics["safe_energy"], rows, 1.0),
+            guided.NoisyValueGuidance(critics["safety"], rows, scale),
+        )
     ts = guided.time_grid(int(cfg.steps))
     actions = guided.DDPM()(denoiser, x_T, ts, generator=g, state=rows).clamp(-1, 1)
     if n == 1:
@@ -246,18 +302,51 @@ def sample_actions(
     return actions[best]
 
 
-def bandit_scores(actions: np.ndarray) -> dict[str, Any]:
-    """Exact scores of bandit actions (see the module)."""
-    distance = np.linalg.norm(actions[:, None] - offline.BANDIT_MODES[None], axis=-1)
+def violations(task: str, actions: np.ndarray) -> np.ndarray:
+    """Whether each action violates the task's safety constraint."""
+    if task == "unsafe_bandit":
+        return np.linalg.norm(actions, axis=1) < offline.UNSAFE_RADIUS
+    return np.zeros(len(actions), bool)
+
+
+def bandit_scores(task: str, card: dict[str, Any], actions: np.ndarray) -> dict[str, Any]:
+    """Exact scores of bandit actions (see the module), from the data's modes."""
+    modes, rewards = np.array(card["modes"]), np.array(card["mode_rewards"])
+    distance = np.linalg.norm(actions[:, None] - modes[None], axis=-1)
     nearest = distance.argmin(1)
-    histogram = np.bincount(nearest, minlength=4) / len(actions)
-    best = int(offline.BANDIT_REWARDS.argmax())
+    histogram = np.bincount(nearest, minlength=len(modes)) / len(actions)
+    safe = ~violations(task, modes)
+    best = int(np.flatnonzero(safe)[rewards[safe].argmax()])
     return {
-        "reward": float(offline.BANDIT_REWARDS[nearest].mean()),
+        "reward": float(rewards[nearest].mean()),
         "best_mode": float(histogram[best]),
         "ood": float((distance.min(1) > 0.2).mean()),
+        "violations": float(violations(task, actions).mean()),
         "modes": [round(float(h), 4) for h in histogram],
     }
+
+
+def latency(
+    cfg: DictConfig,
+    prior: priors.MLPDenoiser,
+    critics: dict[str, priors.Critic],
+    data: offline.OfflineData,
+) -> dict[str, float]:
+    """Median milliseconds per batch of ``latency.states`` actions (see the module)."""
+    node = cfg.latency
+    fast = cfg.copy()
+    fast.steps = int(node.steps)
+    rows = torch.arange(int(node.states)) % len(data.states)
+    states = torch.from_numpy(data.states)[rows]
+    timings = {}
+    for method in cfg.methods:
+        times = []
+        for i in range(int(node.repeats) + 1):
+            start = time.perf_counter()
+            sample_actions(fast, method, 1.0, prior, critics, states, i)
+            times.append(1000 * (time.perf_counter() - start))
+        timings[method] = float(np.median(times[1:]))
+    return timings
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -272,6 +361,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         critics["noisy"] = train_noisy_critic(cfg, data, critics["q"], prior.schedule)
     if "energy" in cfg.methods:
         critics["energy"] = train_energy(cfg, data, critics["q"], prior)
+    if "safe_energy" in cfg.methods:
+        critics["safety"] = train_safety(cfg, data, prior.schedule)
+        critics["safe_energy"] = train_energy(cfg, data, critics["q"], prior, critics["safety"])
     train_s = time.perf_counter() - start
     states = torch.from_numpy(data.states[: int(cfg.samples)])
     states = states[torch.arange(int(cfg.samples)) % len(states)]
@@ -283,16 +375,17 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             start = time.perf_counter()
             actions = sample_actions(cfg, method, float(scale), prior, critics, states, 7)
             wall = time.perf_counter() - start
-            scores = bandit_scores(actions.numpy()) | {"wall_s": wall}
+            scores = bandit_scores(str(cfg.task), data.card, actions.numpy()) | {"wall_s": wall}
             results[method][f"{float(scale):g}"] = scores
             if method not in GUIDED or float(scale) == float(cfg.shown_scale):
                 shown[method] = actions.numpy()
     metrics = {
         "task": str(cfg.task),
+        "latency_ms": latency(cfg, prior, critics, data),
         "data": data.card,
         "results": results,
         "train_s": train_s,
-        "data_scores": bandit_scores(data.actions),
+        "data_scores": bandit_scores(str(cfg.task), data.card, data.actions),
     }
     write(metrics, cfg, out_dir)
     figures(metrics, shown, data, cfg, out_dir)
@@ -308,18 +401,30 @@ def write(metrics: dict[str, Any], cfg: DictConfig, out: Path) -> None:
             f"(optimum {metrics['data']['optimum']}); OOD = farther than 0.2 from every mode"
         ),
         "",
-        "| method | scale | expected reward | best mode | OOD | modes |",
-        "|---|---|---|---|---|---|",
+        "| method | scale | expected reward | best safe mode | OOD | violations | modes |",
+        "|---|---|---|---|---|---|---|",
     ]
     d = metrics["data_scores"]
     lines.append(f"| data | - | {d['reward']:.2f} | {d['best_mode']:.2f} | {d['ood']:.3f} | "
-                 f"{d['modes']} |")  # fmt: skip
+                 f"{d['violations']:.3f} | {d['modes']} |")  # fmt: skip
     for method, by_scale in metrics["results"].items():
         for scale, r in by_scale.items():
             lines.append(
                 f"| {method} | {scale} | {r['reward']:.2f} | {r['best_mode']:.2f} | "
-                f"{r['ood']:.3f} | {r['modes']} |"
+                f"{r['ood']:.3f} | {r['violations']:.3f} | {r['modes']} |"
             )
+    node = cfg.latency
+    lines += [
+        "",
+        (
+            f"Latency: {node.states} states in one batch, DDPM {node.steps} steps, scale 1, "
+            f"median of {node.repeats} (ms)"
+        ),
+        "",
+        "| method | ms |",
+        "|---|---|",
+    ]
+    lines += [f"| {m} | {ms:.1f} |" for m, ms in metrics["latency_ms"].items()]
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 
@@ -330,7 +435,7 @@ def figures(
     cfg: DictConfig,
     out: Path,
 ) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
     for method, by_scale in metrics["results"].items():
         if method not in GUIDED:
             continue
@@ -338,11 +443,13 @@ def figures(
         x = [max(s, 0.1) for s in scales]  # scale 0 drawn at 0.1 on the log axis
         axes[0].plot(x, [r["reward"] for r in by_scale.values()], "-o", label=method)
         axes[1].plot(x, [r["ood"] for r in by_scale.values()], "-o", label=method)
+        axes[2].plot(x, [r["violations"] for r in by_scale.values()], "-o", label=method)
     for method in ("bc", "select"):
         if method in metrics["results"]:
             axes[0].axhline(metrics["results"][method]["0"]["reward"], ls="--", label=method,
                             color="k" if method == "bc" else "C3")  # fmt: skip
-    for ax, title in zip(axes, ("expected reward", "OOD rate"), strict=True):
+    axes[2].axhline(metrics["data_scores"]["violations"], ls="--", color="0.5", label="data")
+    for ax, title in zip(axes, ("expected reward", "OOD rate", "violation rate"), strict=True):
         ax.set_xscale("log")
         ax.set_xlabel("guidance scale (0 at 0.1)")
         ax.set_title(title, fontsize=9)
@@ -355,6 +462,8 @@ def figures(
     for ax, (method, actions) in zip(axes, shown.items(), strict=True):
         ax.scatter(*data.actions[:2000].T, s=1, color="0.8")
         ax.scatter(*actions.T, s=2, color="C0")
+        if cfg.task == "unsafe_bandit":
+            ax.add_patch(plt.Circle((0, 0), offline.UNSAFE_RADIUS, color="C3", alpha=0.2))
         scale = f" (scale {cfg.shown_scale:g})" if method in GUIDED else ""
         ax.set_title(method + scale, fontsize=8)
         ax.set_xlim(-1.1, 1.1)

@@ -12,7 +12,11 @@ In offline reinforcement learning a critic scores an action :math:`a` in a state
   (Janner et al., 2022); guidance differentiates it at :math:`a_t` directly, like a
   noise-conditional classifier.
 
-With ``action_dim=0`` the network is a state value :math:`V_\psi(s)`.
+With ``action_dim=0`` the network is a state value :math:`V_\psi(s)`. With
+``output="log_prob"`` it is a binary classifier of an event (an action being safe, say)
+that returns :math:`\log p(\text{event} \mid s, a) = \log \sigma(h)` of its logit
+:math:`h` (:meth:`Critic.logit`, what a cross-entropy loss trains); value guidance with it
+is safety guidance, :math:`\beta \nabla \log p(\text{safe} \mid s, a_t)`.
 
 References:
     | Offline Reinforcement Learning with Implicit Q-Learning (Kostrikov et al., 2022)
@@ -47,6 +51,7 @@ class Critic(nn.Module):
         depth: The number of hidden layers.
         schedule: The noise schedule of a noise-aware critic (``None``: a clean one).
         embedding: The size of the time embedding of a noise-aware critic.
+        output: ``"value"`` (the network's output) or ``"log_prob"`` (its log-sigmoid).
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class Critic(nn.Module):
         depth: int = 2,
         schedule: Schedule | None = None,
         embedding: int = 32,
+        output: str = "value",
     ) -> None:
         super().__init__()
         for name, value, least in (
@@ -65,10 +71,12 @@ class Critic(nn.Module):
         ):  # fmt: skip
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        if output not in ("value", "log_prob"):
+            raise ValueError(f"output must be 'value' or 'log_prob', got {output!r}")
         if schedule is not None and action_dim == 0:
             raise ValueError("a state value V(s) has no action to be noisy")
         self.state_dim, self.action_dim = state_dim, action_dim
-        self.schedule, self.embedding = schedule, embedding
+        self.schedule, self.embedding, self.output = schedule, embedding, output
         inputs = state_dim + action_dim + (embedding if schedule is not None else 0)
         layers: list[nn.Module] = []
         for i in range(depth):
@@ -105,6 +113,14 @@ class Critic(nn.Module):
     def forward(
         self, state: Tensor, action: Tensor | None = None, t: Tensor | float | None = None
     ) -> Tensor:
+        r"""The value, or :math:`\log \sigma(h)` for ``output="log_prob"``, :math:`(B,)`."""
+        h = self.logit(state, action, t)
+        return nn.functional.logsigmoid(h) if self.output == "log_prob" else h
+
+    def logit(
+        self, state: Tensor, action: Tensor | None = None, t: Tensor | float | None = None
+    ) -> Tensor:
+        """The network's output :math:`h`, :math:`(B,)`."""
         if self.action_dim and action is None:
             raise ValueError(f"this critic scores actions: give action (B, {self.action_dim})")
         self.check(state, action)

@@ -18,7 +18,7 @@ def test_the_bandit_has_four_modes_and_their_rewards():
     for k in range(4):
         assert abs(data.rewards[nearest == k].mean() - offline.BANDIT_REWARDS[k]) < 0.1
     assert data.terminals.all() and data.state_dim == 1 and data.action_dim == 2
-    assert data.card["optimum"] == 5.0
+    assert data.card["optimum"] == 5.0 and not data.costs.any()
 
 
 def test_build_and_load_round_trip_with_a_card(tmp_path):
@@ -46,3 +46,12 @@ def test_bad_data_and_corrupt_caches_are_refused(tmp_path):
     (tmp_path / "bandit-0.npz").write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match="corrupt"):
         offline.load("bandit", 0, tmp_path)
+
+
+def test_the_unsafe_bandit_has_a_fifth_costly_mode():
+    data = offline.unsafe_bandit(5000, seed=1)
+    inside = np.linalg.norm(data.actions, axis=1) < offline.UNSAFE_RADIUS
+    np.testing.assert_array_equal(data.costs, inside.astype(np.float32))
+    assert abs(data.costs.mean() - 0.2) < 0.02
+    assert abs(data.rewards[inside].mean() - 6.0) < 0.1
+    assert data.card["behaviour_violation_rate"] == pytest.approx(float(data.costs.mean()))

@@ -16,6 +16,7 @@ def _cfg(tmp_path, *overrides):
                 f"data_dir={tmp_path / 'data'}", "samples=16", "steps=3", "candidates=2",
                 "scales=[0.0,1.0]", "shown_scale=1.0", "policy.steps=20", "critic.steps=20",
                 "energy.states=4", "energy.support=2", "energy.steps=5", "energy.batch=2",
+                "latency.states=4", "latency.steps=2", "latency.repeats=1",
                 *overrides,
             ],
         )  # fmt: skip
@@ -26,15 +27,27 @@ def test_rl_app_scores_every_method_and_scale(tmp_path):
     out.mkdir()
     metrics = rl.run(_cfg(tmp_path), out)
     results = metrics["results"]
-    assert set(results) == {"bc", "value", "noisy_value", "energy", "select", "value_select"}
+    assert set(results) == set(rl.METHODS) - {"safe_energy"}  # the default: no unsafe region
     assert set(results["value"]) == {"0", "1"} and set(results["bc"]) == {"0"}
     for by_scale in results.values():
         for r in by_scale.values():
             assert 0 <= r["reward"] <= 5 and 0 <= r["ood"] <= 1
             assert sum(r["modes"]) == pytest.approx(1.0, abs=1e-3)
     assert metrics["data_scores"]["reward"] == pytest.approx(2.375, abs=0.1)
+    assert set(metrics["latency_ms"]) == set(results)
+    assert all(ms > 0 for ms in metrics["latency_ms"].values())
     for name in ("metrics.json", "table.md", "scales.png", "actions.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_the_unsafe_bandit_reports_violations(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    metrics = rl.run(_cfg(tmp_path, "task=unsafe_bandit", "methods=[bc,safe_energy]"), out)
+    assert metrics["data_scores"]["violations"] == pytest.approx(0.2, abs=0.02)
+    assert set(metrics["results"]["safe_energy"]) == {"0", "1"}
+    assert len(metrics["results"]["bc"]["0"]["modes"]) == 5
+    assert "violations" in (out / "table.md").read_text()
 
 
 def test_value_guidance_at_scale_zero_is_behaviour_cloning(tmp_path):

@@ -120,3 +120,12 @@ def test_the_critic_checks_its_inputs():
         priors.Critic(3, 2, schedule=priors.CosineSchedule())(torch.zeros(5, 3), torch.zeros(5, 2))
     with pytest.raises(ValueError, match="state value"):
         priors.Critic(3, 0, schedule=priors.CosineSchedule())
+
+
+def test_a_log_prob_critic_returns_the_log_sigmoid_of_its_logit():
+    critic = priors.Critic(3, 2, output="log_prob")
+    s, a = torch.randn(4, 3), torch.randn(4, 2)
+    torch.testing.assert_close(critic(s, a), torch.nn.functional.logsigmoid(critic.logit(s, a)))
+    assert bool((critic(s, a) <= 0).all())
+    with pytest.raises(ValueError, match="output"):
+        priors.Critic(3, 2, output="probability")
