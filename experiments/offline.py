@@ -13,6 +13,13 @@ command:
   is the highest, :math:`\mathcal{N}(6, 0.5^2)`, inside an unsafe disk (radius 0.3 around
   the origin; an action there costs 1). About 20% of the behaviour's actions violate it;
   value guidance alone is drawn to it, safety guidance must keep out.
+- ``pendulum_random``, ``pendulum_medium``, ``pendulum_expert``, ``pendulum_mixed``:
+  Pendulum-v1 (:class:`experiments.envs.Pendulum`, bit-exact with gymnasium's up to float32
+  observations), 500 episodes of 200 steps each (100k transitions) by a uniformly random
+  policy, the scripted swing-up controller taking a random action with probability 0.5,
+  the controller itself, and a third of each. Time limits are not terminals. The card holds
+  the reference returns of the normalised score, :math:`100 (R - R_{random}) / (R_{expert}
+  - R_{random})`, measured on 100 episodes of the random and the scripted policy.
 
 A data set holds ``states`` :math:`(N, S)`, ``actions`` :math:`(N, A)`, ``rewards``,
 ``next_states``, ``terminals``, ``costs`` (1 for a safety violation) and the action bounds;
@@ -26,6 +33,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -39,9 +47,11 @@ import numpy as np
 
 from omegaconf import DictConfig
 
+from experiments import envs
+
 __all__ = [
     "BANDIT_MODES", "BANDIT_REWARDS", "UNSAFE_RADIUS", "OfflineData", "bandit", "build", "load",
-    "unsafe_bandit",
+    "pendulum", "pendulum_references", "unsafe_bandit",
 ]  # fmt: skip
 
 #: The four modes of the bandit and their mean rewards.
@@ -158,7 +168,74 @@ def unsafe_bandit(n: int = 10000, seed: int = 0) -> OfflineData:
     return _transitions(actions, rewards, costs, card)
 
 
-BUILDERS = {"bandit": bandit, "unsafe_bandit": unsafe_bandit}
+def _rollout(policy: str, episodes: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Transitions of ``episodes`` Pendulum episodes under a policy level."""
+    env = envs.Pendulum(episodes, rng)
+    obs = env.observe()
+    columns: list[list[np.ndarray]] = [[], [], [], []]
+    for _ in range(envs.PENDULUM_STEPS):
+        random = rng.uniform(-1, 1, (episodes, 1)).astype(np.float32)
+        if policy == "random":
+            action = random
+        else:
+            action = envs.swing_up(obs)
+            if policy == "medium":
+                explore = rng.random(episodes) < 0.5
+                action = np.where(explore[:, None], random, action)
+        reward, next_obs = env.step(action)
+        for column, value in zip(columns, (obs, action, reward, next_obs), strict=True):
+            column.append(value)
+        obs = next_obs
+    return tuple(np.concatenate(c) for c in columns)
+
+
+def pendulum_references(episodes: int = 100, seed: int = 12345) -> dict[str, float]:
+    """Mean returns of the random and the scripted policy (the normalised score's 0 and
+    100)."""
+    refs = {}
+    for level in ("random", "expert"):
+        rewards = _rollout(level, episodes, np.random.default_rng(seed))[2]
+        refs[level] = float(rewards.reshape(envs.PENDULUM_STEPS, episodes).sum(0).mean())
+    return refs
+
+
+def pendulum(level: str, seed: int = 0, episodes: int = 500) -> OfflineData:
+    """A Pendulum-v1 data set (see the module) of ``episodes`` episodes."""
+    if level not in ("random", "medium", "expert", "mixed"):
+        raise ValueError(f"unknown pendulum level {level!r}")
+    if episodes < 1 or (level == "mixed" and episodes < 3):
+        raise ValueError(f"episodes must be >= 1 (>= 3 for mixed), got {episodes}")
+    rng = np.random.default_rng(seed)
+    levels = ["random", "medium", "expert"] if level == "mixed" else [level]
+    parts = [_rollout(name, episodes // len(levels), rng) for name in levels]
+    states, actions, rewards, next_states = (np.concatenate(p) for p in zip(*parts, strict=True))
+    n = len(states)
+    returns = rewards.reshape(len(levels), envs.PENDULUM_STEPS, -1).sum(1)
+    card = {
+        "name": f"pendulum_{level}",
+        "seed": seed,
+        "transitions": n,
+        "episodes": int(returns.size),
+        "behaviour": {"random": "uniform actions", "medium": "swing-up, random w.p. 0.5",
+                      "expert": "scripted swing-up", "mixed": "1/3 random, medium, expert"}[level],
+        "behaviour_return": float(returns.mean()),
+        "references": pendulum_references(),
+        "environment": "Pendulum-v1, actions normalised to [-1, 1] (torque / 2)",
+    }  # fmt: skip
+    return OfflineData(
+        states, actions, rewards.astype(np.float32), next_states, np.zeros(n, np.float32),
+        np.zeros(n, np.float32), -np.ones(1, np.float32), np.ones(1, np.float32), card,
+    ).check()  # fmt: skip
+
+
+BUILDERS = {
+    "bandit": bandit,
+    "unsafe_bandit": unsafe_bandit,
+    **{
+        f"pendulum_{level}": functools.partial(pendulum, level)
+        for level in ("random", "medium", "expert", "mixed")
+    },
+}
 
 
 def _path(name: str, seed: int, directory: Path) -> Path:

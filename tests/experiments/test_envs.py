@@ -1,0 +1,53 @@
+"""The batched numpy Pendulum is gymnasium's Pendulum-v1; the scripted controller swings up;
+the Pendulum data sets are ordered by quality and carry their reference returns."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from experiments import envs, offline
+
+
+def test_the_batched_pendulum_steps_like_gymnasium():
+    env = gym.make("Pendulum-v1")
+    obs, _ = env.reset(seed=3)
+    ours = envs.Pendulum(1, np.random.default_rng(0))
+    ours.theta, ours.speed = (np.array([v]) for v in env.unwrapped.state)
+    np.testing.assert_allclose(ours.observe()[0], obs, atol=1e-6)
+    rng = np.random.default_rng(1)
+    for _ in range(envs.PENDULUM_STEPS):
+        action = rng.uniform(-1, 1, (1, 1)).astype(np.float32)
+        obs, reward, *_ = env.step(2 * action[0])
+        our_reward, our_obs = ours.step(action)
+        np.testing.assert_allclose(our_obs[0], obs, atol=1e-5)
+        assert our_reward[0] == pytest.approx(float(reward), abs=1e-4)
+
+
+def test_the_swing_up_controller_is_an_expert_in_gymnasium():
+    expert = envs.evaluate(envs.swing_up, 10, seed=0)
+    rng = np.random.default_rng(0)
+    random = envs.evaluate(lambda obs: rng.uniform(-1, 1, (len(obs), 1)), 10, seed=0)
+    assert expert.mean() > -250 and random.mean() < -900
+
+
+def test_evaluate_refuses_bad_actions():
+    with pytest.raises(ValueError, match="finite actions"):
+        envs.evaluate(lambda obs: np.zeros((len(obs), 2)), 2, seed=0)
+    with pytest.raises(ValueError, match="finite actions"):
+        envs.evaluate(lambda obs: np.full((len(obs), 1), np.nan), 2, seed=0)
+
+
+def test_pendulum_data_sets_are_ordered_by_quality():
+    returns = {
+        level: offline.pendulum(level, episodes=30).card["behaviour_return"]
+        for level in ("random", "medium", "expert", "mixed")
+    }
+    assert returns["random"] < returns["medium"] < returns["expert"]
+    assert returns["random"] < returns["mixed"] < returns["expert"]
+    data = offline.pendulum("expert", episodes=6)
+    assert data.states.shape == (1200, 3) and data.actions.shape == (1200, 1)
+    assert not data.terminals.any()  # time limits are not terminals
+    refs = data.card["references"]
+    assert refs["random"] < -1000 and refs["expert"] > -250
+    with pytest.raises(ValueError, match="level"):
+        offline.pendulum("novice")
