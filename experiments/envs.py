@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["PENDULUM_STEPS", "Pendulum", "evaluate", "swing_up"]
+__all__ = ["PENDULUM_STEPS", "Pendulum", "Policy", "evaluate", "swing_up"]
 
 #: The episode length of Pendulum-v1.
 PENDULUM_STEPS = 200

@@ -12,6 +12,7 @@ action from noisy actions. Actions are sampled for ``samples`` states by DDPM wi
 ``steps`` steps, per method:
 
 - ``bc``: the prior alone (diffusion behaviour cloning);
+- ``gaussian_bc``: a Gaussian policy trained by maximum likelihood, acting with its mean;
 - ``value``: :class:`guided.ValueGuidance` (through the denoised action), per scale;
 - ``noisy_value``: :class:`guided.NoisyValueGuidance` (noise-aware critic), per scale;
 - ``energy``: :class:`guided.NoisyValueGuidance` with QGPO's contrastive energy
@@ -28,6 +29,12 @@ action from noisy actions. Actions are sampled for ``samples`` states by DDPM wi
   constrained target itself);
 - ``select``: best of ``candidates`` prior samples by :math:`Q` (IDQL-style selection);
 - ``value_select``: value guidance, then the best of ``candidates`` by :math:`Q`.
+
+Environments (``pendulum_*``): every method is trained for each seed of ``seeds`` and
+evaluated on ``episodes`` gymnasium episodes (one batch through the sampler per step); the
+table gives the normalised score :math:`100 (R - R_{random}) / (R_{expert} - R_{random})`
+(references from the data's card), mean and standard deviation over seeds, and
+``scores.png`` the score against the scale.
 
 Bandit scores (exact, from the data's modes): the expected reward of the actions (the mean
 reward of the nearest mode; an action farther than 0.2 from every mode is
@@ -54,6 +61,7 @@ import json
 import time
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +77,16 @@ from torch import Tensor, nn
 import guided
 import priors
 
-from experiments import offline
+from experiments import envs, offline
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-METHODS = ("bc", "value", "noisy_value", "energy", "safe_energy", "select", "value_select")
+METHODS = (
+    "bc", "gaussian_bc", "value", "noisy_value", "energy", "safe_energy", "select",
+    "value_select",
+)  # fmt: skip
 GUIDED = ("value", "noisy_value", "energy", "safe_energy", "value_select")
 
 
@@ -85,7 +96,9 @@ def _check(cfg: DictConfig) -> None:
         raise ValueError(f"unknown methods {unknown}; available: {list(METHODS)}")
     if cfg.task not in offline.BUILDERS:
         raise ValueError(f"unknown task {cfg.task!r}; available: {sorted(offline.BUILDERS)}")
-    for key in ("samples", "steps", "candidates"):
+    if not cfg.seeds:
+        raise ValueError("seeds must list at least one training seed")
+    for key in ("samples", "steps", "candidates", "episodes"):
         if int(cfg[key]) < 1:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
     if any(float(s) < 0 for s in cfg.scales):
@@ -116,6 +129,42 @@ def train_policy(cfg: DictConfig, data: offline.OfflineData) -> priors.MLPDenois
         prior.loss(actions[rows], g, state=states[rows]).backward()
         optimiser.step()
     return prior.requires_grad_(False).eval()
+
+
+class GaussianPolicy(nn.Module):
+    r"""The Gaussian behaviour-cloning baseline: an MLP :math:`s \mapsto (\mu(s), \log
+    \sigma(s))` trained by maximum likelihood; it acts with its mean (clipped to the
+    bounds)."""
+
+    def __init__(self, state_dim: int, action_dim: int, width: int = 256) -> None:
+        super().__init__()
+        self.action_dim = action_dim
+        self.net = nn.Sequential(
+            nn.Linear(state_dim, width), nn.Mish(), nn.Linear(width, width), nn.Mish(),
+            nn.Linear(width, 2 * action_dim),
+        )  # fmt: skip
+
+    def forward(self, state: Tensor) -> tuple[Tensor, Tensor]:
+        mean, log_std = self.net(state).split(self.action_dim, 1)
+        return mean, log_std.clamp(-5, 2)
+
+    def nll(self, state: Tensor, action: Tensor) -> Tensor:
+        mean, log_std = self(state)
+        return (0.5 * ((action - mean) / log_std.exp()).square() + log_std).sum(1).mean()
+
+
+def train_gaussian(cfg: DictConfig, data: offline.OfflineData) -> GaussianPolicy:
+    node = cfg.policy
+    torch.manual_seed(int(cfg.seed) + 10)
+    policy = GaussianPolicy(data.state_dim, data.action_dim, int(cfg.critic.width))
+    states, actions = torch.from_numpy(data.states), torch.from_numpy(data.actions)
+    optimiser = torch.optim.Adam(policy.parameters(), lr=float(node.lr))
+    g = torch.Generator().manual_seed(int(cfg.seed) + 11)
+    for rows in _batches(len(states), int(node.batch), int(node.steps), g):
+        optimiser.zero_grad()
+        policy.nll(states[rows], actions[rows]).backward()
+        optimiser.step()
+    return policy.requires_grad_(False).eval()
 
 
 def expectile_loss(diff: Tensor, tau: float) -> Tensor:
@@ -271,12 +320,15 @@ def sample_actions(
     method: str,
     scale: float,
     prior: priors.MLPDenoiser,
-    critics: dict[str, priors.Critic],
+    critics: dict[str, Any],
     states: Tensor,
     seed: int,
 ) -> Tensor:
     """Actions :math:`(B, A)` for states :math:`(B, S)` by ``method`` (clipped to the
-    bounds [-1, 1] of the prior's training data)."""
+    bounds [-1, 1] of the prior's training data); ``critics`` holds the trained critics (and
+    the Gaussian policy)."""
+    if method == "gaussian_bc":
+        return critics["gaussian"](states)[0].clamp(-1, 1)
     n = int(cfg.candidates) if method in ("select", "value_select") else 1
     rows = states.repeat_interleave(n, 0)
     g = torch.Generator().manual_seed(seed)
@@ -329,7 +381,7 @@ def bandit_scores(task: str, card: dict[str, Any], actions: np.ndarray) -> dict[
 def latency(
     cfg: DictConfig,
     prior: priors.MLPDenoiser,
-    critics: dict[str, priors.Critic],
+    critics: dict[str, Any],
     data: offline.OfflineData,
 ) -> dict[str, float]:
     """Median milliseconds per batch of ``latency.states`` actions (see the module)."""
@@ -349,14 +401,14 @@ def latency(
     return timings
 
 
-def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    torch.set_num_threads(int(cfg.threads))
-    _check(cfg)
-    directory = offline.DEFAULT_DIR if cfg.data_dir is None else Path(cfg.data_dir)
-    data = offline.load(str(cfg.task), int(cfg.seed), directory)
-    start = time.perf_counter()
+def train_all(
+    cfg: DictConfig, data: offline.OfflineData
+) -> tuple[priors.MLPDenoiser, dict[str, Any]]:
+    """The diffusion policy and what ``cfg.methods`` need besides it."""
     prior = train_policy(cfg, data)
-    critics = {"q": train_critic(cfg, data)}
+    critics: dict[str, Any] = {"q": train_critic(cfg, data)}
+    if "gaussian_bc" in cfg.methods:
+        critics["gaussian"] = train_gaussian(cfg, data)
     if "noisy_value" in cfg.methods:
         critics["noisy"] = train_noisy_critic(cfg, data, critics["q"], prior.schedule)
     if "energy" in cfg.methods:
@@ -364,6 +416,18 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if "safe_energy" in cfg.methods:
         critics["safety"] = train_safety(cfg, data, prior.schedule)
         critics["safe_energy"] = train_energy(cfg, data, critics["q"], prior, critics["safety"])
+    return prior, critics
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    torch.set_num_threads(int(cfg.threads))
+    _check(cfg)
+    directory = offline.DEFAULT_DIR if cfg.data_dir is None else Path(cfg.data_dir)
+    data = offline.load(str(cfg.task), int(cfg.seed), directory)
+    if str(cfg.task).startswith("pendulum"):
+        return run_env(cfg, data, out_dir)
+    start = time.perf_counter()
+    prior, critics = train_all(cfg, data)
     train_s = time.perf_counter() - start
     states = torch.from_numpy(data.states[: int(cfg.samples)])
     states = states[torch.arange(int(cfg.samples)) % len(states)]
@@ -393,6 +457,142 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return metrics
 
 
+def normalised(returns: np.ndarray, card: dict[str, Any]) -> np.ndarray:
+    """:math:`100 (R - R_{random}) / (R_{expert} - R_{random})` with the card's references."""
+    refs = card["references"]
+    return 100 * (returns - refs["random"]) / (refs["expert"] - refs["random"])
+
+
+def as_policy(
+    cfg: DictConfig,
+    method: str,
+    scale: float,
+    prior: priors.MLPDenoiser,
+    critics: dict[str, Any],
+) -> envs.Policy:
+    """The policy observations -> actions of ``method`` (numpy), fresh noise at every call
+    (seeded by ``cfg.seed`` and the call's index)."""
+    calls = iter(range(2**62))
+    guided_method = method not in ("bc", "gaussian_bc", "select")
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        states = torch.from_numpy(np.asarray(obs, np.float32))
+        seed = 7919 * int(cfg.seed) + next(calls)
+        with nullcontext() if guided_method else torch.no_grad():
+            actions = sample_actions(cfg, method, scale, prior, critics, states, seed)
+        return actions.detach().numpy()
+
+    return policy
+
+
+def run_env(cfg: DictConfig, data: offline.OfflineData, out_dir: Path) -> dict[str, Any]:
+    """Trains and evaluates every method in gymnasium for every seed of ``cfg.seeds``
+    (``episodes`` episodes each, the episodes of a seed batched through the sampler)."""
+    scores: dict[str, dict[str, list[float]]] = {}
+    returns: dict[str, dict[str, list[float]]] = {}
+    timing: dict[str, float] = {}
+    start = time.perf_counter()
+    for seed in cfg.seeds:
+        run_cfg = cfg.copy()
+        run_cfg.seed = int(seed)
+        prior, critics = train_all(run_cfg, data)
+        if not timing:
+            timing = latency(cfg, prior, critics, data)
+        for method in cfg.methods:
+            for scale in cfg.scales if method in GUIDED else [0.0]:
+                policy = as_policy(run_cfg, method, float(scale), prior, critics)
+                episode_returns = envs.evaluate(policy, int(cfg.episodes), 10000 * (int(seed) + 1))
+                key = f"{float(scale):g}"
+                scores.setdefault(method, {}).setdefault(key, []).append(
+                    float(normalised(episode_returns, data.card).mean())
+                )
+                returns.setdefault(method, {}).setdefault(key, []).append(
+                    float(episode_returns.mean())
+                )
+    results = {
+        method: {
+            key: {
+                "score": float(np.mean(v)),
+                "score_std": float(np.std(v)),
+                "per_seed": v,
+                "return": float(np.mean(returns[method][key])),
+            }
+            for key, v in by_scale.items()
+        }
+        for method, by_scale in scores.items()
+    }
+    metrics = {
+        "task": str(cfg.task),
+        "latency_ms": timing,
+        "data": data.card,
+        "results": results,
+        "seeds": [int(s) for s in cfg.seeds],
+        "episodes": int(cfg.episodes),
+        "wall_s": time.perf_counter() - start,
+        "data_score": float(normalised(np.array(data.card["behaviour_return"]), data.card)),
+    }
+    write_env(metrics, cfg, out_dir)
+    figure_env(metrics, out_dir)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def write_env(metrics: dict[str, Any], cfg: DictConfig, out: Path) -> None:
+    lines = [
+        (
+            f"{cfg.task}: normalised score (100 = scripted expert, 0 = random), mean +- std "
+            f"over seeds {list(cfg.seeds)} of {cfg.episodes} gymnasium episodes each; DDPM "
+            f"{cfg.steps} steps, selection from {cfg.candidates} candidates"
+        ),
+        "",
+        "| method | scale | normalised score | return |",
+        "|---|---|---|---|",
+        f"| data | - | {metrics['data_score']:.1f} | {metrics['data']['behaviour_return']:.1f} |",
+    ]
+    for method, by_scale in metrics["results"].items():
+        for scale, r in by_scale.items():
+            lines.append(
+                f"| {method} | {scale} | {r['score']:.1f} +- {r['score_std']:.1f} | "
+                f"{r['return']:.1f} |"
+            )
+    lines += latency_lines(metrics, cfg)
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+
+
+def figure_env(metrics: dict[str, Any], out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for i, (method, by_scale) in enumerate(metrics["results"].items()):
+        scores = [r["score"] for r in by_scale.values()]
+        stds = [r["score_std"] for r in by_scale.values()]
+        if method in GUIDED:
+            x = [max(float(s), 0.01) for s in by_scale]
+            ax.errorbar(x, scores, yerr=stds, fmt="-o", label=method, capsize=2)
+        else:
+            ax.axhline(scores[0], ls="--", color=f"C{i}", label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("guidance scale (0 at 0.01)")
+    ax.set_ylabel("normalised score")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "scores.png", dpi=100)
+    plt.close(fig)
+
+
+def latency_lines(metrics: dict[str, Any], cfg: DictConfig) -> list[str]:
+    node = cfg.latency
+    lines = [
+        "",
+        (
+            f"Latency: {node.states} states in one batch, DDPM {node.steps} steps, scale 1, "
+            f"median of {node.repeats} (ms)"
+        ),
+        "",
+        "| method | ms |",
+        "|---|---|",
+    ]
+    return lines + [f"| {m} | {ms:.1f} |" for m, ms in metrics["latency_ms"].items()]
+
+
 def write(metrics: dict[str, Any], cfg: DictConfig, out: Path) -> None:
     lines = [
         (
@@ -413,18 +613,7 @@ def write(metrics: dict[str, Any], cfg: DictConfig, out: Path) -> None:
                 f"| {method} | {scale} | {r['reward']:.2f} | {r['best_mode']:.2f} | "
                 f"{r['ood']:.3f} | {r['violations']:.3f} | {r['modes']} |"
             )
-    node = cfg.latency
-    lines += [
-        "",
-        (
-            f"Latency: {node.states} states in one batch, DDPM {node.steps} steps, scale 1, "
-            f"median of {node.repeats} (ms)"
-        ),
-        "",
-        "| method | ms |",
-        "|---|---|",
-    ]
-    lines += [f"| {m} | {ms:.1f} |" for m, ms in metrics["latency_ms"].items()]
+    lines += latency_lines(metrics, cfg)
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 

@@ -50,6 +50,24 @@ def test_the_unsafe_bandit_reports_violations(tmp_path):
     assert "violations" in (out / "table.md").read_text()
 
 
+def test_rl_app_evaluates_pendulum_policies_in_gymnasium(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    overrides = ("task=pendulum_expert", "seeds=[0,1]", "episodes=2", "steps=2",
+                 "methods=[bc,gaussian_bc,value,select]")  # fmt: skip
+    metrics = rl.run(_cfg(tmp_path, *overrides), out)
+    results = metrics["results"]
+    assert set(results) == {"bc", "gaussian_bc", "value", "select"}
+    assert set(results["value"]) == {"0", "1"}
+    for by_scale in results.values():
+        for r in by_scale.values():
+            assert len(r["per_seed"]) == 2 and r["score_std"] >= 0
+    assert results["value"]["0"]["per_seed"] == results["bc"]["0"]["per_seed"]
+    assert metrics["data_score"] > 90  # the expert's data
+    for name in ("metrics.json", "table.md", "scores.png"):
+        assert (out / name).stat().st_size > 0
+
+
 def test_value_guidance_at_scale_zero_is_behaviour_cloning(tmp_path):
     cfg = _cfg(tmp_path)
     data = rl.offline.load("bandit", 0, tmp_path / "data")
@@ -66,7 +84,7 @@ def test_value_guidance_at_scale_zero_is_behaviour_cloning(tmp_path):
     ("override", "match"),
     [("methods=[dql]", "unknown methods"), ("task=hopper", "unknown task"),
      ("critic.expectile=1.0", "expectile"), ("scales=[-1.0]", "scales"),
-     ("candidates=0", "candidates")],
+     ("candidates=0", "candidates"), ("seeds=[]", "seeds"), ("episodes=0", "episodes")],
 )  # fmt: skip
 def test_rl_app_bad_configs(tmp_path, override, match):
     out = tmp_path / "out"
