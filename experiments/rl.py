@@ -1,7 +1,11 @@
 r"""Diffusion policies steered by value guidance, on offline data built in-project.
 
     python -m experiments.rl                         # the four-mode bandit
+    python -m experiments.rl task=unsafe_bandit      # safety guidance
+    python -m experiments.rl task=pendulum_mixed     # Pendulum-v1, 3 seeds in gymnasium
     python -m experiments.rl 'scales=[0,1,3,10]' candidates=16
+
+``task`` picks a config of ``configs/rl/task`` (the data set and the settings tuned for it).
 
 The action prior is a state-conditioned :class:`priors.MLPDenoiser` trained by behaviour
 cloning on the data set (:mod:`experiments.offline`); the critic :math:`Q(s, a)` is learned
@@ -61,7 +65,7 @@ import json
 import time
 
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +98,8 @@ def _check(cfg: DictConfig) -> None:
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; available: {list(METHODS)}")
-    if cfg.task not in offline.BUILDERS:
-        raise ValueError(f"unknown task {cfg.task!r}; available: {sorted(offline.BUILDERS)}")
+    if cfg.dataset not in offline.BUILDERS:
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; available: {sorted(offline.BUILDERS)}")
     if not cfg.seeds:
         raise ValueError("seeds must list at least one training seed")
     for key in ("samples", "steps", "candidates", "episodes"):
@@ -174,7 +178,8 @@ def expectile_loss(diff: Tensor, tau: float) -> Tensor:
 
 
 def train_critic(cfg: DictConfig, data: offline.OfflineData) -> priors.Critic:
-    """Implicit Q-learning (expectile value, TD critic with a Polyak target)."""
+    """Implicit Q-learning (expectile value, TD critic with a Polyak target), on rewards
+    multiplied by ``critic.reward_scale``."""
     node = cfg.critic
     torch.manual_seed(int(cfg.seed) + 2)
     s_dim, a_dim = data.state_dim, data.action_dim
@@ -195,7 +200,8 @@ def train_critic(cfg: DictConfig, data: offline.OfflineData) -> priors.Critic:
         expectile_loss(q_target - v(s), tau).backward()
         opt_v.step()
         with torch.no_grad():
-            backup = rewards[rows] + gamma * (1 - terminals[rows]) * v(next_states[rows])
+            reward = float(node.reward_scale) * rewards[rows]
+            backup = reward + gamma * (1 - terminals[rows]) * v(next_states[rows])
         opt_q.zero_grad()
         (q(s, a) - backup).square().mean().backward()
         opt_q.step()
@@ -395,7 +401,8 @@ def latency(
         times = []
         for i in range(int(node.repeats) + 1):
             start = time.perf_counter()
-            sample_actions(fast, method, 1.0, prior, critics, states, i)
+            with gradients(method):
+                sample_actions(fast, method, 1.0, prior, critics, states, i)
             times.append(1000 * (time.perf_counter() - start))
         timings[method] = float(np.median(times[1:]))
     return timings
@@ -423,8 +430,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     torch.set_num_threads(int(cfg.threads))
     _check(cfg)
     directory = offline.DEFAULT_DIR if cfg.data_dir is None else Path(cfg.data_dir)
-    data = offline.load(str(cfg.task), int(cfg.seed), directory)
-    if str(cfg.task).startswith("pendulum"):
+    data = offline.load(str(cfg.dataset), int(cfg.seed), directory)
+    if str(cfg.dataset).startswith("pendulum"):
         return run_env(cfg, data, out_dir)
     start = time.perf_counter()
     prior, critics = train_all(cfg, data)
@@ -439,17 +446,17 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             start = time.perf_counter()
             actions = sample_actions(cfg, method, float(scale), prior, critics, states, 7)
             wall = time.perf_counter() - start
-            scores = bandit_scores(str(cfg.task), data.card, actions.numpy()) | {"wall_s": wall}
+            scores = bandit_scores(str(cfg.dataset), data.card, actions.numpy()) | {"wall_s": wall}
             results[method][f"{float(scale):g}"] = scores
             if method not in GUIDED or float(scale) == float(cfg.shown_scale):
                 shown[method] = actions.numpy()
     metrics = {
-        "task": str(cfg.task),
+        "dataset": str(cfg.dataset),
         "latency_ms": latency(cfg, prior, critics, data),
         "data": data.card,
         "results": results,
         "train_s": train_s,
-        "data_scores": bandit_scores(str(cfg.task), data.card, data.actions),
+        "data_scores": bandit_scores(str(cfg.dataset), data.card, data.actions),
     }
     write(metrics, cfg, out_dir)
     figures(metrics, shown, data, cfg, out_dir)
@@ -463,6 +470,11 @@ def normalised(returns: np.ndarray, card: dict[str, Any]) -> np.ndarray:
     return 100 * (returns - refs["random"]) / (refs["expert"] - refs["random"])
 
 
+def gradients(method: str) -> AbstractContextManager[Any]:
+    """Autograd on for the methods that differentiate (guidance), off for the others."""
+    return nullcontext() if method in GUIDED else torch.no_grad()
+
+
 def as_policy(
     cfg: DictConfig,
     method: str,
@@ -473,12 +485,11 @@ def as_policy(
     """The policy observations -> actions of ``method`` (numpy), fresh noise at every call
     (seeded by ``cfg.seed`` and the call's index)."""
     calls = iter(range(2**62))
-    guided_method = method not in ("bc", "gaussian_bc", "select")
 
     def policy(obs: np.ndarray) -> np.ndarray:
         states = torch.from_numpy(np.asarray(obs, np.float32))
         seed = 7919 * int(cfg.seed) + next(calls)
-        with nullcontext() if guided_method else torch.no_grad():
+        with gradients(method):
             actions = sample_actions(cfg, method, scale, prior, critics, states, seed)
         return actions.detach().numpy()
 
@@ -522,7 +533,7 @@ def run_env(cfg: DictConfig, data: offline.OfflineData, out_dir: Path) -> dict[s
         for method, by_scale in scores.items()
     }
     metrics = {
-        "task": str(cfg.task),
+        "dataset": str(cfg.dataset),
         "latency_ms": timing,
         "data": data.card,
         "results": results,
@@ -540,7 +551,7 @@ def run_env(cfg: DictConfig, data: offline.OfflineData, out_dir: Path) -> dict[s
 def write_env(metrics: dict[str, Any], cfg: DictConfig, out: Path) -> None:
     lines = [
         (
-            f"{cfg.task}: normalised score (100 = scripted expert, 0 = random), mean +- std "
+            f"{cfg.dataset}: normalised score (100 = scripted expert, 0 = random), mean +- std "
             f"over seeds {list(cfg.seeds)} of {cfg.episodes} gymnasium episodes each; DDPM "
             f"{cfg.steps} steps, selection from {cfg.candidates} candidates"
         ),
@@ -596,7 +607,7 @@ def latency_lines(metrics: dict[str, Any], cfg: DictConfig) -> list[str]:
 def write(metrics: dict[str, Any], cfg: DictConfig, out: Path) -> None:
     lines = [
         (
-            f"{cfg.task}: {cfg.samples} actions, DDPM {cfg.steps} steps, selection from "
+            f"{cfg.dataset}: {cfg.samples} actions, DDPM {cfg.steps} steps, selection from "
             f"{cfg.candidates} candidates; reward = mean reward of the nearest mode "
             f"(optimum {metrics['data']['optimum']}); OOD = farther than 0.2 from every mode"
         ),
@@ -651,7 +662,7 @@ def figures(
     for ax, (method, actions) in zip(axes, shown.items(), strict=True):
         ax.scatter(*data.actions[:2000].T, s=1, color="0.8")
         ax.scatter(*actions.T, s=2, color="C0")
-        if cfg.task == "unsafe_bandit":
+        if cfg.dataset == "unsafe_bandit":
             ax.add_patch(plt.Circle((0, 0), offline.UNSAFE_RADIUS, color="C3", alpha=0.2))
         scale = f" (scale {cfg.shown_scale:g})" if method in GUIDED else ""
         ax.set_title(method + scale, fontsize=8)

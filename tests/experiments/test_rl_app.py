@@ -82,7 +82,7 @@ def test_value_guidance_at_scale_zero_is_behaviour_cloning(tmp_path):
 
 @pytest.mark.parametrize(
     ("override", "match"),
-    [("methods=[dql]", "unknown methods"), ("task=hopper", "unknown task"),
+    [("methods=[dql]", "unknown methods"), ("dataset=hopper", "unknown dataset"),
      ("critic.expectile=1.0", "expectile"), ("scales=[-1.0]", "scales"),
      ("candidates=0", "candidates"), ("seeds=[]", "seeds"), ("episodes=0", "episodes")],
 )  # fmt: skip
