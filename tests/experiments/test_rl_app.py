@@ -78,6 +78,11 @@ def test_value_guidance_at_scale_zero_is_behaviour_cloning(tmp_path):
     guided = rl.sample_actions(cfg, "value", 0.0, prior, critics, states, 1)
     rl.torch.testing.assert_close(bc, guided)
     assert not bc.equal(rl.sample_actions(cfg, "value", 30.0, prior, critics, states, 1))
+    # a state of the wrong dimension (a 3-dimensional observation for a 1-dimensional state)
+    with pytest.raises(ValueError, match="state"):
+        rl.sample_actions(cfg, "bc", 0.0, prior, critics, rl.torch.zeros(8, 3), 1)
+    with pytest.raises(ValueError, match="state"):
+        rl.sample_actions(cfg, "value", 1.0, prior, critics, rl.torch.zeros(8, 3), 1)
 
 
 @pytest.mark.parametrize(
