@@ -572,14 +572,15 @@ def write_env(metrics: dict[str, Any], cfg: DictConfig, out: Path) -> None:
 
 def figure_env(metrics: dict[str, Any], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    for i, (method, by_scale) in enumerate(metrics["results"].items()):
+    baselines = iter(("k", "0.45", "0.7", "0.85"))
+    for method, by_scale in metrics["results"].items():
         scores = [r["score"] for r in by_scale.values()]
         stds = [r["score_std"] for r in by_scale.values()]
         if method in GUIDED:
             x = [max(float(s), 0.01) for s in by_scale]
             ax.errorbar(x, scores, yerr=stds, fmt="-o", label=method, capsize=2)
-        else:
-            ax.axhline(scores[0], ls="--", color=f"C{i}", label=method)
+        else:  # baselines in shades of grey, dashed
+            ax.axhline(scores[0], ls="--", color=next(baselines), label=method)
     ax.set_xscale("log")
     ax.set_xlabel("guidance scale (0 at 0.01)")
     ax.set_ylabel("normalised score")
