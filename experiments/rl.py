@@ -82,6 +82,7 @@ import guided
 import priors
 
 from experiments import envs, offline
+from experiments.train import diffuse
 
 matplotlib.use("Agg")
 
@@ -229,10 +230,7 @@ def train_noisy_critic(
     optimiser = torch.optim.Adam(noisy.parameters(), lr=float(node.lr))
     g = torch.Generator().manual_seed(int(cfg.seed) + 5)
     for rows in _batches(len(states), int(node.batch), int(node.steps), g):
-        a = actions[rows]
-        t = torch.rand(len(rows), generator=g, dtype=torch.float64)
-        alpha_t, sigma_t = (c.float()[:, None] for c in schedule(t))
-        a_t = alpha_t * a + sigma_t * torch.randn(a.shape, generator=g)
+        t, _, _, _, a_t = diffuse(schedule, actions[rows], g)
         optimiser.zero_grad()
         (noisy(states[rows], a_t, t) - values[rows]).square().mean().backward()
         optimiser.step()
@@ -279,10 +277,8 @@ def train_energy(
     )  # fmt: skip
     optimiser = torch.optim.Adam(energy.parameters(), lr=float(cfg.critic.lr))
     for batch in _batches(m, int(node.batch), int(node.steps), g):
-        a = support[batch]  # (B, K, A)
         t = torch.rand(len(batch), generator=g, dtype=torch.float64).clamp_min(1e-3)
-        alpha_t, sigma_t = (c.float()[:, None, None] for c in prior.schedule(t))
-        a_t = alpha_t * a + sigma_t * torch.randn(a.shape, generator=g)
+        _, _, _, _, a_t = diffuse(prior.schedule, support[batch], g, t)  # (B, K, A)
         f = energy(
             states[batch].repeat_interleave(k, 0), a_t.flatten(0, 1), t.repeat_interleave(k)
         )
@@ -310,10 +306,7 @@ def train_safety(
     optimiser = torch.optim.Adam(safety.parameters(), lr=float(node.lr))
     g = torch.Generator().manual_seed(int(cfg.seed) + 9)
     for rows in _batches(len(states), int(node.batch), int(node.steps), g):
-        a = actions[rows]
-        t = torch.rand(len(rows), generator=g, dtype=torch.float64)
-        alpha_t, sigma_t = (c.float()[:, None] for c in schedule(t))
-        a_t = alpha_t * a + sigma_t * torch.randn(a.shape, generator=g)
+        t, _, _, _, a_t = diffuse(schedule, actions[rows], g)
         logit = safety.logit(states[rows], a_t, t)
         optimiser.zero_grad()
         nn.functional.binary_cross_entropy_with_logits(logit, safe[rows]).backward()
@@ -444,7 +437,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         results[method] = {}
         for scale in cfg.scales if method in GUIDED else [0.0]:
             start = time.perf_counter()
-            actions = sample_actions(cfg, method, float(scale), prior, critics, states, 7)
+            with gradients(method):
+                actions = sample_actions(cfg, method, float(scale), prior, critics, states, 7)
             wall = time.perf_counter() - start
             scores = bandit_scores(str(cfg.dataset), data.card, actions.numpy()) | {"wall_s": wall}
             results[method][f"{float(scale):g}"] = scores

@@ -75,13 +75,15 @@ def module_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def diffuse(
-    schedule: Schedule, x: Tensor, generator: torch.Generator
+    schedule: Schedule, x: Tensor, generator: torch.Generator, t: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    r"""Draws :math:`t \sim U(0, 1)` and :math:`\epsilon`, in that order, and returns
-    :math:`(t, \epsilon, \alpha_t, \sigma_t, x_t)` with coefficients shaped for images."""
-    t = torch.rand(x.shape[0], generator=generator, dtype=torch.float64)
+    r"""Draws :math:`t \sim U(0, 1)` (unless given, one per row) and :math:`\epsilon`, in
+    that order, and returns :math:`(t, \epsilon, \alpha_t, \sigma_t, x_t)` with the
+    coefficients shaped to broadcast over ``x``'s trailing dimensions."""
+    if t is None:
+        t = torch.rand(x.shape[0], generator=generator, dtype=torch.float64)
     eps = torch.randn(x.shape, generator=generator)
-    alpha_t, sigma_t = (c.float().view(-1, 1, 1, 1) for c in schedule(t))
+    alpha_t, sigma_t = (c.float().view(-1, *[1] * (x.ndim - 1)) for c in schedule(t))
     return t, eps, alpha_t, sigma_t, alpha_t * x + sigma_t * eps
 
 
