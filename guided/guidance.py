@@ -64,7 +64,8 @@ class Guidance(nn.Module, abc.ABC):
     the denoiser) or override :meth:`forward`.
     """
 
-    #: Whether the term needs the network's vector-Jacobian product (most do).
+    #: Whether the term needs the network's vector-Jacobian product (most do); when no term
+    #: of a :class:`GuidedDenoiser` does, the prior runs without an autograd graph.
     uses_vjp: ClassVar[bool] = True
 
     def vector(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
@@ -119,9 +120,11 @@ class GuidedDenoiser(Denoiser):
             raise FloatingPointError(
                 f"x_t is not finite at {when}: an earlier guided step diverged"
             )
-        with torch.enable_grad():
-            x = x_t.detach().requires_grad_(True)
+        graph = any(term.uses_vjp for term in self.terms)  # else the prior runs without one
+        with torch.enable_grad() if graph else torch.no_grad():
+            x = x_t.detach().requires_grad_(graph)
             x_hat = self.prior(x, t, **cond)
+        with torch.enable_grad():
             if not bool(torch.isfinite(x_hat).all()):
                 raise FloatingPointError(f"the prior's denoiser returned NaN or Inf at {when}")
             vectors, others = [], []

@@ -83,7 +83,7 @@ class Critic(nn.Module):
             layers += [
                 nn.Linear(inputs if i == 0 else width, width),
                 nn.LayerNorm(width),
-                nn.Mish(),
+                nn.SiLU(),
             ]
         self.net = nn.Sequential(*layers, nn.Linear(width, 1))
 
@@ -131,6 +131,7 @@ class Critic(nn.Module):
         dtype = self.net[0].weight.dtype
         parts = [state.to(dtype)] + ([action.to(dtype)] if self.action_dim else [])
         if self.noisy:
-            t = as_time(t).to(state.device).expand(state.shape[0])
-            parts.append(timestep_embedding(t, self.embedding).to(dtype))
+            t = as_time(t).to(state.device)  # one time for all rows is embedded once
+            emb = timestep_embedding(t.reshape(-1), self.embedding).to(dtype)
+            parts.append(emb.expand(state.shape[0], -1))
         return self.net(torch.cat(parts, 1))[:, 0]

@@ -125,17 +125,20 @@ class MLP(nn.Module):
         return checked
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Tensor | None) -> Tensor:
-        emb = self.time(timestep_embedding(t, self.embedding))
+        """:math:`v`, :math:`(B, D)`, for times :math:`(B,)` or one time :math:`()` for all
+        rows (embedded once)."""
+        emb = self.time(timestep_embedding(t.reshape(-1), self.embedding))
         for k, value in self.check_conditions(x_t.shape[0], cond).items():
             if value is None:
                 emb = emb + self.null[k]
                 continue
             value = value.to(x_t)
+            if k not in self.null:  # required: checked finite
+                emb = emb + self.condition[k](value)
+                continue
             dropped = torch.isnan(value).any(1, keepdim=True)
             embedded = self.condition[k](torch.where(dropped, 0.0, value))
-            emb = emb + (
-                torch.where(dropped, self.null[k], embedded) if k in self.null else embedded
-            )
+            emb = emb + torch.where(dropped, self.null[k], embedded)
         h = self.inp(x_t)
         for block in self.blocks:
             h = block(h, emb)
@@ -171,7 +174,7 @@ class MLPDenoiser(Denoiser):
         self._check(x_t, "x_t")
         dtype = next(self.network.parameters()).dtype
         cond = {k: None if v is None else torch.as_tensor(v).to(dtype) for k, v in cond.items()}
-        v = self.network(x_t.to(dtype), t.expand(x_t.shape[0]), **cond).to(x_t.dtype)
+        v = self.network(x_t.to(dtype), t, **cond).to(x_t.dtype)
         return x0_from_v(x_t, v, *self.schedule(t))
 
     def loss(

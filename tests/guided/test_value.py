@@ -81,6 +81,38 @@ def test_noisy_guidance_takes_no_vjp_and_clean_guidance_one():
         assert cost.vjp == vjp / 3
 
 
+class Spy(priors.Denoiser):
+    """The prior, recording whether autograd was on when it ran."""
+
+    counts_evaluations = False
+
+    def __init__(self, prior):
+        super().__init__(prior.schedule)
+        self.prior, self.grad = prior, []
+
+    def forward(self, x_t, t):
+        self.grad.append(torch.is_grad_enabled() and x_t.requires_grad)
+        return self.prior(x_t, t)
+
+
+def test_the_prior_builds_no_graph_when_no_term_needs_its_vjp():
+    prior, state = _prior(), torch.zeros(3, 1)
+    x_t, t = torch.randn(3, 2, dtype=F64), torch.tensor(0.5)
+    noisy, clean = Spy(prior), Spy(prior)
+    plain = guided.GuidedDenoiser(
+        noisy, guided.NoisyValueGuidance(NoisyLinearCritic(prior), state)
+    )
+    both = guided.GuidedDenoiser(
+        clean,
+        guided.NoisyValueGuidance(NoisyLinearCritic(prior), state),
+        guided.ValueGuidance(LinearCritic(), state),
+    )
+    out = plain(x_t, t)
+    both(x_t, t)
+    assert noisy.grad == [False] and clean.grad == [True]
+    assert not out.requires_grad
+
+
 def test_bad_critics_and_states_are_refused():
     prior = _prior()
     with pytest.raises(TypeError, match="priors.Critic"):

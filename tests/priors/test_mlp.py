@@ -94,3 +94,18 @@ def test_conditions_are_checked():
     with pytest.raises(ValueError, match="dropout"):
         den.loss(torch.zeros(4, 2), dropout=1.0, state=torch.zeros(4, 3))
     assert den.conditions == {"state": 3, "ret": 1}
+
+
+def test_one_time_for_all_rows_equals_the_time_per_row():
+    torch.manual_seed(0)
+    net = priors.MLP(2, width=16, blocks=2, conditions={"state": 3, "ret": 1}, optional=["ret"])
+    for p in net.parameters():
+        p.data.add_(0.1 * torch.randn_like(p))
+    x, state = torch.randn(5, 2), torch.randn(5, 3)
+    ret = torch.tensor([[0.5], [float("nan")], [1.0], [0.0], [float("nan")]])
+    t = torch.tensor(0.3)
+    torch.testing.assert_close(
+        net(x, t, state=state, ret=ret), net(x, t.expand(5), state=state, ret=ret)
+    )
+    critic = priors.Critic(3, 2, width=16, schedule=priors.CosineSchedule())
+    torch.testing.assert_close(critic(state, x, 0.3), critic(state, x, torch.full((5,), 0.3)))
