@@ -4,6 +4,7 @@ A prior is a :class:`Denoiser` returning :math:`E[x \\mid x_t]` under its
 :class:`Schedule`. ``priors`` never imports ``operators`` or ``guided``.
 """
 
+from priors.accelerate import Accelerated
 from priors.attention import attention_layers, record_attention
 from priors.classifier import Classifier
 from priors.contrastive import ContrastiveLikelihood, Encoder
@@ -27,6 +28,7 @@ from priors.weights import available, load, load_classifier
 
 __all__ = [
     "MLP",
+    "Accelerated",
     "Classifier",
     "ContrastiveLikelihood",
     "CosineSchedule",
