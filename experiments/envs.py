@@ -1,6 +1,6 @@
 r"""Environments for the offline RL suite: a batched numpy Pendulum-v1 (bit-exact with
 gymnasium's, so data sets of a million transitions take a second), its scripted swing-up
-controller, and evaluation of a policy in gymnasium itself.
+controller, Reacher's scripted controller, and evaluation of a policy in gymnasium itself.
 
 Pendulum-v1 (gymnasium 1.x): state :math:`(\theta, \dot\theta)`, observation
 :math:`(\cos\theta, \sin\theta, \dot\theta)`, torque :math:`u \in [-2, 2]`, reward
@@ -13,19 +13,57 @@ normalised to :math:`[-1, 1]` (torque / 2).
 The swing-up controller pumps energy, :math:`u = k (E^\star - E)\operatorname{sign}
 \dot\theta` with :math:`E = \frac12 \dot\theta^2 + 15 \cos\theta`, :math:`E^\star = 15`,
 and balances with :math:`u = -(10\theta + 2\dot\theta)` near the top.
+
+Reacher-v5 (gymnasium 1.x, MuJoCo): a two-link arm (links 0.1 and 0.11) reaches a random
+target in 50 steps; observation :math:`(\cos q, \sin q, p^\star, \dot q, p - p^\star)`
+(10 values), torques :math:`u \in [-1, 1]^2`, reward :math:`-\lVert p - p^\star \rVert -
+\lVert u \rVert^2`. Its scripted controller is a Jacobian-transpose PD law,
+:math:`u = J(q)^\top (-k_p (p - p^\star)) - k_d \dot q` with :math:`k_p = 20`,
+:math:`k_d = 0.1`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PENDULUM_STEPS", "Pendulum", "Policy", "evaluate", "swing_up"]
+__all__ = [
+    "ENVIRONMENTS", "PENDULUM_STEPS", "Environment", "Pendulum", "Policy", "environment_of",
+    "evaluate", "reach", "swing_up",
+]  # fmt: skip
 
 #: The episode length of Pendulum-v1.
 PENDULUM_STEPS = 200
 MAX_TORQUE, MAX_SPEED, DT, G = 2.0, 8.0, 0.05, 10.0
+#: Reacher-v5's link lengths (shoulder to elbow, elbow to fingertip).
+REACHER_LINKS = (0.1, 0.11)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A gymnasium task of the suite: its id, episode length, observation and action sizes,
+    and the factor from normalised actions in [-1, 1] to the environment's."""
+
+    gym_id: str
+    steps: int
+    state_dim: int
+    action_dim: int
+    action_scale: float
+
+
+#: The environments, by the prefix of their data sets' names.
+ENVIRONMENTS = {
+    "pendulum": Environment("Pendulum-v1", 200, 3, 1, MAX_TORQUE),
+    "reacher": Environment("Reacher-v5", 50, 10, 2, 1.0),
+}
+
+
+def environment_of(dataset: str) -> Environment | None:
+    """The environment a data set was collected in (``None`` for a bandit)."""
+    return ENVIRONMENTS.get(dataset.split("_")[0])
+
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -73,22 +111,47 @@ def swing_up(obs: np.ndarray, gain: float = 1.0, top: float = 0.9) -> np.ndarray
     return (np.clip(u, -MAX_TORQUE, MAX_TORQUE) / MAX_TORQUE)[:, None].astype(np.float32)
 
 
-def evaluate(policy: Policy, episodes: int, seed: int) -> np.ndarray:
-    """Returns of ``episodes`` gymnasium Pendulum-v1 episodes (seeds ``seed``,
-    ``seed + 1``, ...) under ``policy`` (observations :math:`(n, 3)` to normalised actions
-    :math:`(n, 1)`), all episodes stepped as one vector environment."""
+def reach(obs: np.ndarray, kp: float = 20.0, kd: float = 0.1) -> np.ndarray:
+    r"""Reacher's scripted controller (see the module): actions :math:`(n, 2)` from
+    observations :math:`(n, 10)`."""
+    obs = np.asarray(obs, np.float64)
+    q1 = np.arctan2(obs[:, 2], obs[:, 0])
+    q12 = q1 + np.arctan2(obs[:, 3], obs[:, 1])
+    (l1, l2), force = REACHER_LINKS, -kp * obs[:, 8:10]
+    jacobian = np.stack(  # d(tip) / d(q1, q2), rows x and y
+        [
+            np.stack([-l1 * np.sin(q1) - l2 * np.sin(q12), -l2 * np.sin(q12)], -1),
+            np.stack([l1 * np.cos(q1) + l2 * np.cos(q12), l2 * np.cos(q12)], -1),
+        ],
+        1,
+    )
+    u = np.einsum("nij,ni->nj", jacobian, force) - kd * obs[:, 6:8]
+    return np.clip(u, -1, 1).astype(np.float32)
+
+
+def evaluate(
+    policy: Policy, episodes: int, seed: int, environment: str = "pendulum"
+) -> np.ndarray:
+    """Returns of ``episodes`` gymnasium episodes of ``environment`` (a key of
+    :data:`ENVIRONMENTS`; seeds ``seed``, ``seed + 1``, ...) under ``policy``
+    (observations :math:`(n, S)` to normalised actions :math:`(n, A)`), all episodes stepped
+    as one vector environment."""
     import gymnasium as gym
 
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make("Pendulum-v1") for _ in range(episodes)])
-    obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
+    if environment not in ENVIRONMENTS:
+        raise ValueError(f"unknown environment {environment!r}; available: {list(ENVIRONMENTS)}")
+    env = ENVIRONMENTS[environment]
+    vector = gym.vector.SyncVectorEnv([lambda: gym.make(env.gym_id) for _ in range(episodes)])
+    obs, _ = vector.reset(seed=[seed + i for i in range(episodes)])
     returns = np.zeros(episodes)
-    for _ in range(PENDULUM_STEPS):
+    for _ in range(env.steps):
         action = np.asarray(policy(obs), dtype=np.float32)
-        if action.shape != (episodes, 1) or not np.isfinite(action).all():
+        if action.shape != (episodes, env.action_dim) or not np.isfinite(action).all():
             raise ValueError(
-                f"the policy must return finite actions ({episodes}, 1), got {action.shape}"
+                f"the policy must return finite actions ({episodes}, {env.action_dim}), got "
+                f"{action.shape}"
             )
-        obs, reward, _, _, _ = envs.step(MAX_TORQUE * np.clip(action, -1, 1))
+        obs, reward, _, _, _ = vector.step(env.action_scale * np.clip(action, -1, 1))
         returns += reward
-    envs.close()
+    vector.close()
     return returns

@@ -20,9 +20,15 @@ command:
   the controller itself, and a third of each. Time limits are not terminals. The card holds
   the reference returns of the normalised score, :math:`100 (R - R_{random}) / (R_{expert}
   - R_{random})`, measured on 100 episodes of the random and the scripted policy.
+- ``reacher_random``, ``reacher_medium``, ``reacher_expert``, ``reacher_mixed``: MuJoCo
+  Reacher-v5 in gymnasium, 2000 episodes of 50 steps (100k transitions) by the same four
+  kinds of policy around the Jacobian-transpose controller :func:`experiments.envs.reach`;
+  references as for Pendulum.
 
 A data set holds ``states`` :math:`(N, S)`, ``actions`` :math:`(N, A)`, ``rewards``,
-``next_states``, ``terminals``, ``costs`` (1 for a safety violation) and the action bounds;
+``next_states``, ``terminals``, ``costs`` (1 for a safety violation), ``future_rewards``
+(the mean reward from the transition to the end of its episode, the reward itself for a
+bandit: what return-conditioned policies condition on) and the action bounds;
 :meth:`OfflineData.check` raises when the data violate their bounds or hold non-finite
 values.
 
@@ -37,6 +43,7 @@ import functools
 import json
 import os
 import tempfile
+import warnings
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,8 +57,8 @@ from omegaconf import DictConfig
 from experiments import envs
 
 __all__ = [
-    "BANDIT_MODES", "BANDIT_REWARDS", "UNSAFE_RADIUS", "OfflineData", "bandit", "build", "load",
-    "pendulum", "pendulum_references", "unsafe_bandit",
+    "BANDIT_MODES", "BANDIT_REWARDS", "LEVELS", "UNSAFE_RADIUS", "OfflineData", "bandit", "build",
+    "load", "pendulum", "pendulum_references", "reacher", "reacher_references", "unsafe_bandit",
 ]  # fmt: skip
 
 #: The four modes of the bandit and their mean rewards.
@@ -60,7 +67,10 @@ BANDIT_REWARDS = np.array([3.0, 0.0, 1.5, 5.0])
 #: The radius of the unsafe disk around the origin of ``unsafe_bandit``.
 UNSAFE_RADIUS = 0.3
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "data" / "offline"
-FIELDS = ("states", "actions", "rewards", "next_states", "terminals", "costs", "low", "high")
+FIELDS = (
+    "states", "actions", "rewards", "next_states", "terminals", "costs", "future_rewards", "low",
+    "high",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,7 @@ class OfflineData:
     next_states: np.ndarray
     terminals: np.ndarray
     costs: np.ndarray
+    future_rewards: np.ndarray
     low: np.ndarray
     high: np.ndarray
     card: dict[str, Any] = field(default_factory=dict)
@@ -90,14 +101,14 @@ class OfflineData:
         n = len(self.states)
         if self.states.ndim != 2 or self.actions.ndim != 2 or len(self.actions) != n:
             raise ValueError("states and actions must be (N, S) and (N, A) with the same N")
-        for name in ("rewards", "terminals", "costs"):
+        for name in ("rewards", "terminals", "costs", "future_rewards"):
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},)")
         if self.next_states.shape != self.states.shape:
             raise ValueError("next_states must have the shape of states")
         if self.low.shape != (self.action_dim,) or self.high.shape != (self.action_dim,):
             raise ValueError(f"the action bounds must have shape ({self.action_dim},)")
-        for name in FIELDS[:6]:
+        for name in FIELDS[:7]:
             if not np.isfinite(getattr(self, name)).all():
                 raise ValueError(f"{name} contains NaN or Inf")
         outside = (self.actions < self.low) | (self.actions > self.high)
@@ -127,10 +138,17 @@ def _transitions(
     n = len(actions)
     states = np.zeros((n, 1), np.float32)
     return OfflineData(
-        states, actions.astype(np.float32), rewards.astype(np.float32), states,
-        np.ones(n, np.float32), costs.astype(np.float32), -np.ones(2, np.float32),
-        np.ones(2, np.float32), card,
-    ).check()  # fmt: skip
+        states=states,
+        actions=actions.astype(np.float32),
+        rewards=rewards.astype(np.float32),
+        next_states=states,
+        terminals=np.ones(n, np.float32),
+        costs=costs.astype(np.float32),
+        future_rewards=rewards.astype(np.float32),
+        low=-np.ones(2, np.float32),
+        high=np.ones(2, np.float32),
+        card=card,
+    ).check()
 
 
 def _card(name: str, seed: int, n: int, modes: np.ndarray, rewards: np.ndarray) -> dict:
@@ -168,20 +186,33 @@ def unsafe_bandit(n: int = 10000, seed: int = 0) -> OfflineData:
     return _transitions(actions, rewards, costs, card)
 
 
+#: The quality levels of the environment data sets and how they are collected.
+LEVELS = {
+    "random": "uniform actions",
+    "medium": "scripted controller, random action w.p. 0.5",
+    "expert": "scripted controller",
+    "mixed": "1/3 random, medium, expert",
+}
+
+
+def _act(policy: str, expert: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The action of a quality level given the scripted controller's."""
+    random = rng.uniform(-1, 1, expert.shape).astype(np.float32)
+    if policy == "random":
+        return random
+    if policy == "medium":
+        explore = rng.random(len(expert)) < 0.5
+        return np.where(explore[:, None], random, expert)
+    return expert
+
+
 def _rollout(policy: str, episodes: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """Transitions of ``episodes`` Pendulum episodes under a policy level."""
     env = envs.Pendulum(episodes, rng)
     obs = env.observe()
     columns: list[list[np.ndarray]] = [[], [], [], []]
     for _ in range(envs.PENDULUM_STEPS):
-        random = rng.uniform(-1, 1, (episodes, 1)).astype(np.float32)
-        if policy == "random":
-            action = random
-        else:
-            action = envs.swing_up(obs)
-            if policy == "medium":
-                explore = rng.random(episodes) < 0.5
-                action = np.where(explore[:, None], random, action)
+        action = _act(policy, envs.swing_up(obs), rng)
         reward, next_obs = env.step(action)
         for column, value in zip(columns, (obs, action, reward, next_obs), strict=True):
             column.append(value)
@@ -199,42 +230,112 @@ def pendulum_references(episodes: int = 100, seed: int = 12345) -> dict[str, flo
     return refs
 
 
-def pendulum(level: str, seed: int = 0, episodes: int = 500) -> OfflineData:
-    """A Pendulum-v1 data set (see the module) of ``episodes`` episodes."""
-    if level not in ("random", "medium", "expert", "mixed"):
-        raise ValueError(f"unknown pendulum level {level!r}")
+def _levels(level: str, episodes: int) -> list[str]:
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; available: {list(LEVELS)}")
     if episodes < 1 or (level == "mixed" and episodes < 3):
         raise ValueError(f"episodes must be >= 1 (>= 3 for mixed), got {episodes}")
-    rng = np.random.default_rng(seed)
-    levels = ["random", "medium", "expert"] if level == "mixed" else [level]
-    parts = [_rollout(name, episodes // len(levels), rng) for name in levels]
+    return ["random", "medium", "expert"] if level == "mixed" else [level]
+
+
+def _environment_data(
+    name: str,
+    level: str,
+    seed: int,
+    parts: list[tuple[np.ndarray, ...]],
+    references: dict[str, float],
+) -> OfflineData:
+    """An environment data set from per-level rollouts (transitions time-major, episodes of
+    the environment's length), time limits not terminal."""
+    env = envs.environment_of(name)
+    assert env is not None
     states, actions, rewards, next_states = (np.concatenate(p) for p in zip(*parts, strict=True))
     n = len(states)
-    returns = rewards.reshape(len(levels), envs.PENDULUM_STEPS, -1).sum(1)
+    per_step = [p[2].reshape(env.steps, -1) for p in parts]  # (steps, episodes) per part
+    returns = np.concatenate([r.sum(0) for r in per_step])
+    left = np.arange(env.steps, 0, -1)[:, None]  # steps to the end of the episode
+    future = np.concatenate([(r[::-1].cumsum(0)[::-1] / left).reshape(-1) for r in per_step])
     card = {
-        "name": f"pendulum_{level}",
+        "name": name,
         "seed": seed,
         "transitions": n,
         "episodes": int(returns.size),
-        "behaviour": {"random": "uniform actions", "medium": "swing-up, random w.p. 0.5",
-                      "expert": "scripted swing-up", "mixed": "1/3 random, medium, expert"}[level],
+        "behaviour": LEVELS[level],
         "behaviour_return": float(returns.mean()),
-        "references": pendulum_references(),
-        "environment": "Pendulum-v1, actions normalised to [-1, 1] (torque / 2)",
-    }  # fmt: skip
+        "references": references,
+        "environment": f"{env.gym_id}, actions normalised to [-1, 1] (times {env.action_scale:g})",
+    }
     return OfflineData(
-        states, actions, rewards.astype(np.float32), next_states, np.zeros(n, np.float32),
-        np.zeros(n, np.float32), -np.ones(1, np.float32), np.ones(1, np.float32), card,
-    ).check()  # fmt: skip
+        states=states,
+        actions=actions,
+        rewards=rewards.astype(np.float32),
+        next_states=next_states,
+        terminals=np.zeros(n, np.float32),
+        costs=np.zeros(n, np.float32),
+        future_rewards=future.astype(np.float32),
+        low=-np.ones(env.action_dim, np.float32),
+        high=np.ones(env.action_dim, np.float32),
+        card=card,
+    ).check()
+
+
+def pendulum(level: str, seed: int = 0, episodes: int = 500) -> OfflineData:
+    """A Pendulum-v1 data set (see the module) of ``episodes`` episodes."""
+    levels = _levels(level, episodes)
+    rng = np.random.default_rng(seed)
+    parts = [_rollout(name, episodes // len(levels), rng) for name in levels]
+    return _environment_data(f"pendulum_{level}", level, seed, parts, pendulum_references())
+
+
+def _reacher_rollout(
+    policy: str, episodes: int, rng: np.random.Generator, chunk: int = 100
+) -> tuple[np.ndarray, ...]:
+    """Transitions of ``episodes`` Reacher-v5 episodes under a policy level (gymnasium,
+    ``chunk`` episodes stepped together; rows time-major within a chunk, then chunks)."""
+    import gymnasium as gym
+
+    env = envs.ENVIRONMENTS["reacher"]
+    columns: list[list[np.ndarray]] = [[], [], [], []]
+    for start in range(0, episodes, chunk):
+        n = min(chunk, episodes - start)
+        vector = gym.vector.SyncVectorEnv([lambda: gym.make(env.gym_id) for _ in range(n)])
+        obs, _ = vector.reset(seed=[int(s) for s in rng.integers(0, 2**31, n)])
+        parts: list[list[np.ndarray]] = [[], [], [], []]
+        for _ in range(env.steps):
+            action = _act(policy, envs.reach(obs), rng)
+            next_obs, reward, _, _, _ = vector.step(action)
+            for part, value in zip(parts, (obs, action, reward, next_obs), strict=True):
+                part.append(np.asarray(value, np.float32))
+            obs = next_obs
+        vector.close()
+        for column, part in zip(columns, parts, strict=True):
+            column.append(np.stack(part))  # (steps, n, ...)
+    # time-major over all episodes: (steps, episodes, ...) flattened
+    return tuple(np.concatenate(c, 1).reshape(-1, *c[0].shape[2:]) for c in columns)
+
+
+def reacher_references(episodes: int = 100, seed: int = 12345) -> dict[str, float]:
+    """Mean returns of the random and the scripted policy on Reacher-v5."""
+    refs = {}
+    for level in ("random", "expert"):
+        rewards = _reacher_rollout(level, episodes, np.random.default_rng(seed))[2]
+        refs[level] = float(rewards.reshape(envs.ENVIRONMENTS["reacher"].steps, -1).sum(0).mean())
+    return refs
+
+
+def reacher(level: str, seed: int = 0, episodes: int = 2000) -> OfflineData:
+    """A Reacher-v5 data set (see the module) of ``episodes`` episodes."""
+    levels = _levels(level, episodes)
+    rng = np.random.default_rng(seed)
+    parts = [_reacher_rollout(name, episodes // len(levels), rng) for name in levels]
+    return _environment_data(f"reacher_{level}", level, seed, parts, reacher_references())
 
 
 BUILDERS = {
     "bandit": bandit,
     "unsafe_bandit": unsafe_bandit,
-    **{
-        f"pendulum_{level}": functools.partial(pendulum, level)
-        for level in ("random", "medium", "expert", "mixed")
-    },
+    **{f"pendulum_{level}": functools.partial(pendulum, level) for level in LEVELS},
+    **{f"reacher_{level}": functools.partial(reacher, level) for level in LEVELS},
 }
 
 
@@ -262,16 +363,21 @@ def build(name: str, seed: int = 0, directory: Path = DEFAULT_DIR, **kwargs: Any
 
 
 def load(name: str, seed: int = 0, directory: Path = DEFAULT_DIR) -> OfflineData:
-    """The cached data set, built first when missing."""
+    """The cached data set, built first when missing (or rebuilt, with a warning, when an
+    older version of this module wrote it without some of :data:`FIELDS`)."""
     path = _path(name, seed, directory)
     if not path.exists():
         return build(name, seed, directory)
     try:
         with np.load(path) as f:
-            arrays = {k: f[k] for k in FIELDS}
+            missing = [k for k in FIELDS if k not in f.files]
+            arrays = {k: f[k] for k in FIELDS if k not in missing}
         card = json.loads(path.with_suffix(".json").read_text())
     except (OSError, KeyError, ValueError) as error:
         raise ValueError(f"{path} is corrupt ({error}); delete it to rebuild") from error
+    if missing:
+        warnings.warn(f"{path} has no {missing} (an older format): rebuilt", stacklevel=2)
+        return build(name, seed, directory)
     return OfflineData(**arrays, card=card).check()
 
 

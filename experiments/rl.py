@@ -3,6 +3,7 @@ r"""Diffusion policies steered by value guidance, on offline data built in-proje
     python -m experiments.rl                         # the four-mode bandit
     python -m experiments.rl task=unsafe_bandit      # safety guidance
     python -m experiments.rl task=pendulum_mixed     # Pendulum-v1, 3 seeds in gymnasium
+    python -m experiments.rl task=reacher_mixed      # MuJoCo Reacher-v5, 3 seeds
     python -m experiments.rl 'scales=[0,1,3,10]' candidates=16
 
 ``task`` picks a config of ``configs/rl/task`` (the data set and the settings tuned for it).
@@ -31,14 +32,21 @@ action from noisy actions. Actions are sampled for ``samples`` states by DDPM wi
   :math:`t = 0`, the factor :math:`p(\text{safe})` in the contrastive energy's targets
   (the intermediate energies of a product do not add, so the energy is trained for the
   constrained target itself);
+- ``return_cfg``: return-conditioned classifier-free guidance (Decision Diffuser, Ajay et
+  al., 2023): a second policy conditioned on the state and the normalised future reward
+  :math:`R \in [0, 1]` (the data's ``future_rewards`` mapped by their range; dropped with
+  probability ``returns.dropout`` in training) samples with :class:`guided.ClassifierFree`
+  at :math:`R =` ``returns.target``; the scale is the CFG weight (0: unconditional, 1:
+  conditional, above: extrapolated);
 - ``select``: best of ``candidates`` prior samples by :math:`Q` (IDQL-style selection);
 - ``value_select``: value guidance, then the best of ``candidates`` by :math:`Q`.
 
-Environments (``pendulum_*``): every method is trained for each seed of ``seeds`` and
-evaluated on ``episodes`` gymnasium episodes (one batch through the sampler per step); the
-table gives the normalised score :math:`100 (R - R_{random}) / (R_{expert} - R_{random})`
-(references from the data's card), mean and standard deviation over seeds, and
-``scores.png`` the score against the scale.
+Environments (``pendulum_*``, ``reacher_*``): every method is trained for each seed of
+``seeds`` and evaluated on ``episodes`` gymnasium episodes (one batch through the sampler
+per step); the table gives the normalised score
+:math:`100 (R - R_{random}) / (R_{expert} - R_{random})` (references from the data's
+card), mean and standard deviation over seeds, and ``scores.png`` the score against the
+scale.
 
 Bandit scores (exact, from the data's modes): the expected reward of the actions (the mean
 reward of the nearest mode; an action farther than 0.2 from every mode is
@@ -46,7 +54,8 @@ out-of-distribution and earns that mode's reward all the same, so the OOD rate i
 beside it), the share of actions in the best safe mode, the OOD rate, the violation rate
 (actions in the unsafe region of ``unsafe_bandit``) and the mode histogram.
 Latency: the wall time to sample actions for ``latency.states`` states in one batch with
-``latency.steps`` DDPM steps (median of ``latency.repeats``; the first call is a warm-up),
+``latency.steps`` DDPM steps on ``latency.threads`` CPU threads (one is faster than two
+for such small networks) (median of ``latency.repeats``; the first call is a warm-up),
 for the prior alone, each guided method at scale 1 and guidance with selection. Writes
 ``metrics.json``, ``table.md``, ``scales.png`` (reward and OOD rate vs. scale) and
 ``actions.png`` (BC, guided and selected actions over the data).
@@ -56,6 +65,8 @@ References:
     | https://arxiv.org/abs/2110.06169
     | IDQL: Implicit Q-Learning as an Actor-Critic Method with Diffusion Policies
     | (Hansen-Estruch et al., 2023) https://arxiv.org/abs/2304.10573
+    | Is Conditional Generative Modeling all you need for Decision-Making? (Ajay et al.,
+    | 2023) https://arxiv.org/abs/2211.15657
 """
 
 from __future__ import annotations
@@ -89,10 +100,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 METHODS = (
-    "bc", "gaussian_bc", "value", "noisy_value", "energy", "safe_energy", "select",
-    "value_select",
+    "bc", "gaussian_bc", "value", "noisy_value", "energy", "safe_energy", "return_cfg",
+    "select", "value_select",
 )  # fmt: skip
-GUIDED = ("value", "noisy_value", "energy", "safe_energy", "value_select")
+#: Methods swept over the scale.
+GUIDED = ("value", "noisy_value", "energy", "safe_energy", "return_cfg", "value_select")
+#: Methods that differentiate while sampling.
+DIFFERENTIATING = ("value", "noisy_value", "energy", "safe_energy", "value_select")
 
 
 def _check(cfg: DictConfig) -> None:
@@ -110,6 +124,10 @@ def _check(cfg: DictConfig) -> None:
         raise ValueError(f"scales must be >= 0, got {list(cfg.scales)}")
     if not 0 < float(cfg.critic.expectile) < 1:
         raise ValueError(f"critic.expectile must lie in (0, 1), got {cfg.critic.expectile}")
+    if not 0 < float(cfg.returns.dropout) < 1:
+        raise ValueError(f"returns.dropout must lie in (0, 1), got {cfg.returns.dropout}")
+    if not 0 <= float(cfg.returns.target) <= 1:
+        raise ValueError(f"returns.target must lie in [0, 1], got {cfg.returns.target}")
 
 
 def _batches(n: int, size: int, steps: int, g: torch.Generator) -> Iterator[Tensor]:
@@ -117,21 +135,38 @@ def _batches(n: int, size: int, steps: int, g: torch.Generator) -> Iterator[Tens
         yield torch.randint(0, n, (size,), generator=g)
 
 
-def train_policy(cfg: DictConfig, data: offline.OfflineData) -> priors.MLPDenoiser:
-    """Diffusion behaviour cloning: the v-prediction loss of actions given states."""
+def normalised_returns(data: offline.OfflineData) -> Tensor:
+    """The data's future rewards mapped to [0, 1] by their range, :math:`(N, 1)`."""
+    future = torch.from_numpy(data.future_rewards)[:, None]
+    low, high = future.min(), future.max()
+    return (future - low) / (high - low).clamp_min(1e-8)
+
+
+def train_policy(
+    cfg: DictConfig, data: offline.OfflineData, returns: bool = False
+) -> priors.MLPDenoiser:
+    """Diffusion behaviour cloning: the v-prediction loss of actions given states (and, with
+    ``returns``, given the normalised future reward, dropped with probability
+    ``returns.dropout``)."""
     node = cfg.policy
-    torch.manual_seed(int(cfg.seed))  # the network's initialisation only
+    torch.manual_seed(int(cfg.seed) + (12 if returns else 0))  # the initialisation only
+    conditions = {"state": data.state_dim} | ({"ret": 1} if returns else {})
     net = priors.MLP(
-        data.action_dim, width=int(node.width), blocks=int(node.blocks),
-        conditions={"state": data.state_dim},
+        data.action_dim, width=int(node.width), blocks=int(node.blocks), conditions=conditions,
+        optional=["ret"] if returns else [],
     )  # fmt: skip
     prior = priors.MLPDenoiser(net, priors.CosineSchedule())
     states, actions = torch.from_numpy(data.states), torch.from_numpy(data.actions)
+    future = normalised_returns(data)
     optimiser = torch.optim.Adam(prior.parameters(), lr=float(node.lr))
-    g = torch.Generator().manual_seed(int(cfg.seed) + 1)
+    g = torch.Generator().manual_seed(int(cfg.seed) + (13 if returns else 1))
     for rows in _batches(len(states), int(node.batch), int(node.steps), g):
         optimiser.zero_grad()
-        prior.loss(actions[rows], g, state=states[rows]).backward()
+        cond = {"state": states[rows]}
+        if returns:
+            cond["ret"] = future[rows]
+        dropout = float(cfg.returns.dropout) if returns else 0.0
+        prior.loss(actions[rows], g, dropout=dropout, **cond).backward()
         optimiser.step()
     return prior.requires_grad_(False).eval()
 
@@ -324,14 +359,16 @@ def sample_actions(
     seed: int,
 ) -> Tensor:
     """Actions :math:`(B, A)` for states :math:`(B, S)` by ``method`` (clipped to the
-    bounds [-1, 1] of the prior's training data); ``critics`` holds the trained critics (and
-    the Gaussian policy)."""
+    bounds [-1, 1] of the prior's training data); ``critics`` holds the trained critics, the
+    Gaussian policy and the return-conditioned policy (``return_cfg`` samples from it, not
+    from ``prior``)."""
     if method == "gaussian_bc":
         return critics["gaussian"](states)[0].clamp(-1, 1)
     n = int(cfg.candidates) if method in ("select", "value_select") else 1
     rows = states.repeat_interleave(n, 0)
     g = torch.Generator().manual_seed(seed)
-    x_T = guided.initial_noise(prior.schedule, (len(rows), *prior.shape), g)
+    base = critics["returns"] if method == "return_cfg" else prior
+    x_T = guided.initial_noise(base.schedule, (len(rows), *base.shape), g)
     denoiser: priors.Denoiser = prior
     if method in ("value", "value_select"):
         denoiser = guided.GuidedDenoiser(prior, guided.ValueGuidance(critics["q"], rows, scale))
@@ -344,8 +381,12 @@ def sample_actions(
             guided.NoisyValueGuidance(critics["safe_energy"], rows, 1.0),
             guided.NoisyValueGuidance(critics["safety"], rows, scale),
         )
+    cond = {"state": rows}
+    if method == "return_cfg":
+        denoiser = guided.ClassifierFree(base, scale, key="ret", null={"ret": float("nan")})
+        cond["ret"] = torch.full((len(rows), 1), float(cfg.returns.target))
     ts = guided.time_grid(int(cfg.steps))
-    actions = guided.DDPM()(denoiser, x_T, ts, generator=g, state=rows).clamp(-1, 1)
+    actions = guided.DDPM()(denoiser, x_T, ts, generator=g, **cond).clamp(-1, 1)
     if n == 1:
         return actions
     scores = critics["q"](rows, actions).view(-1, n)
@@ -390,14 +431,19 @@ def latency(
     rows = torch.arange(int(node.states)) % len(data.states)
     states = torch.from_numpy(data.states)[rows]
     timings = {}
-    for method in cfg.methods:
-        times = []
-        for i in range(int(node.repeats) + 1):
-            start = time.perf_counter()
-            with gradients(method):
-                sample_actions(fast, method, 1.0, prior, critics, states, i)
-            times.append(1000 * (time.perf_counter() - start))
-        timings[method] = float(np.median(times[1:]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(node.threads))
+    try:
+        for method in cfg.methods:
+            times = []
+            for i in range(int(node.repeats) + 1):
+                start = time.perf_counter()
+                with gradients(method):
+                    sample_actions(fast, method, 1.0, prior, critics, states, i)
+                times.append(1000 * (time.perf_counter() - start))
+            timings[method] = float(np.median(times[1:]))
+    finally:
+        torch.set_num_threads(threads)
     return timings
 
 
@@ -416,6 +462,8 @@ def train_all(
     if "safe_energy" in cfg.methods:
         critics["safety"] = train_safety(cfg, data, prior.schedule)
         critics["safe_energy"] = train_energy(cfg, data, critics["q"], prior, critics["safety"])
+    if "return_cfg" in cfg.methods:
+        critics["returns"] = train_policy(cfg, data, returns=True)
     return prior, critics
 
 
@@ -424,7 +472,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     _check(cfg)
     directory = offline.DEFAULT_DIR if cfg.data_dir is None else Path(cfg.data_dir)
     data = offline.load(str(cfg.dataset), int(cfg.seed), directory)
-    if str(cfg.dataset).startswith("pendulum"):
+    if envs.environment_of(str(cfg.dataset)) is not None:
         return run_env(cfg, data, out_dir)
     start = time.perf_counter()
     prior, critics = train_all(cfg, data)
@@ -466,7 +514,7 @@ def normalised(returns: np.ndarray, card: dict[str, Any]) -> np.ndarray:
 
 def gradients(method: str) -> AbstractContextManager[Any]:
     """Autograd on for the methods that differentiate (guidance), off for the others."""
-    return nullcontext() if method in GUIDED else torch.no_grad()
+    return nullcontext() if method in DIFFERENTIATING else torch.no_grad()
 
 
 def as_policy(
@@ -493,6 +541,7 @@ def as_policy(
 def run_env(cfg: DictConfig, data: offline.OfflineData, out_dir: Path) -> dict[str, Any]:
     """Trains and evaluates every method in gymnasium for every seed of ``cfg.seeds``
     (``episodes`` episodes each, the episodes of a seed batched through the sampler)."""
+    environment = str(cfg.dataset).split("_")[0]
     scores: dict[str, dict[str, list[float]]] = {}
     returns: dict[str, dict[str, list[float]]] = {}
     timing: dict[str, float] = {}
@@ -506,7 +555,9 @@ def run_env(cfg: DictConfig, data: offline.OfflineData, out_dir: Path) -> dict[s
         for method in cfg.methods:
             for scale in cfg.scales if method in GUIDED else [0.0]:
                 policy = as_policy(run_cfg, method, float(scale), prior, critics)
-                episode_returns = envs.evaluate(policy, int(cfg.episodes), 10000 * (int(seed) + 1))
+                episode_returns = envs.evaluate(
+                    policy, int(cfg.episodes), 10000 * (int(seed) + 1), environment
+                )
                 key = f"{float(scale):g}"
                 scores.setdefault(method, {}).setdefault(key, []).append(
                     float(normalised(episode_returns, data.card).mean())
@@ -590,7 +641,7 @@ def latency_lines(metrics: dict[str, Any], cfg: DictConfig) -> list[str]:
         "",
         (
             f"Latency: {node.states} states in one batch, DDPM {node.steps} steps, scale 1, "
-            f"median of {node.repeats} (ms)"
+            f"{node.threads} CPU thread(s), median of {node.repeats} (ms)"
         ),
         "",
         "| method | ms |",

@@ -51,3 +51,41 @@ def test_pendulum_data_sets_are_ordered_by_quality():
     assert refs["random"] < -1000 and refs["expert"] > -250
     with pytest.raises(ValueError, match="level"):
         offline.pendulum("novice")
+
+
+def test_the_reacher_controller_is_an_expert_in_gymnasium():
+    expert = envs.evaluate(envs.reach, 6, seed=0, environment="reacher")
+    rng = np.random.default_rng(0)
+    random = envs.evaluate(lambda o: rng.uniform(-1, 1, (len(o), 2)), 6, 0, "reacher")
+    assert expert.mean() > -10 and random.mean() < -35
+    with pytest.raises(ValueError, match=r"finite actions \(2, 2\)"):
+        envs.evaluate(lambda obs: np.zeros((len(obs), 1)), 2, 0, "reacher")
+    with pytest.raises(ValueError, match="unknown environment"):
+        envs.evaluate(envs.reach, 2, 0, "hopper")
+
+
+def test_reacher_data_sets_are_ordered_by_quality():
+    data = {level: offline.reacher(level, episodes=12) for level in offline.LEVELS}
+    returns = {level: d.card["behaviour_return"] for level, d in data.items()}
+    assert returns["random"] < returns["medium"] < returns["expert"]
+    assert returns["random"] < returns["mixed"] < returns["expert"]
+    expert = data["expert"]
+    assert expert.states.shape == (600, 10) and expert.actions.shape == (600, 2)
+    assert envs.environment_of("reacher_mixed").gym_id == "Reacher-v5"
+    np.testing.assert_allclose(expert.actions, envs.reach(expert.states), atol=1e-6)
+    refs = expert.card["references"]
+    assert refs["random"] < -35 and refs["expert"] > -10
+
+
+@pytest.mark.parametrize("name", ["pendulum_medium", "reacher_mixed"])
+def test_future_rewards_average_the_rest_of_each_episode(name):
+    env = envs.environment_of(name)
+    builder = offline.pendulum if name.startswith("pendulum") else offline.reacher
+    data = builder(name.split("_")[1], episodes=6)
+    rewards = data.rewards.reshape(-1, env.steps, 2 if name == "reacher_mixed" else 6)
+    future = data.future_rewards.reshape(rewards.shape)
+    # time-major per level: rows (level, step, episode)
+    np.testing.assert_allclose(future[:, -1], rewards[:, -1], rtol=1e-5)
+    np.testing.assert_allclose(future[:, 0], rewards.mean(1), rtol=1e-4, atol=1e-5)
+    returns = rewards.sum(1).mean()
+    assert data.card["behaviour_return"] == pytest.approx(float(returns), rel=1e-4)

@@ -55,3 +55,14 @@ def test_the_unsafe_bandit_has_a_fifth_costly_mode():
     assert abs(data.costs.mean() - 0.2) < 0.02
     assert abs(data.rewards[inside].mean() - 6.0) < 0.1
     assert data.card["behaviour_violation_rate"] == pytest.approx(float(data.costs.mean()))
+
+
+def test_a_cache_of_an_older_format_is_rebuilt_with_a_warning(tmp_path):
+    built = offline.build("bandit", 0, tmp_path)
+    old = {k: getattr(built, k) for k in offline.FIELDS if k != "future_rewards"}
+    np.savez(tmp_path / "bandit-0.npz", **old)
+    with pytest.warns(UserWarning, match="future_rewards"):
+        loaded = offline.load("bandit", 0, tmp_path)
+    np.testing.assert_array_equal(loaded.future_rewards, built.future_rewards)
+    with np.load(tmp_path / "bandit-0.npz") as f:
+        assert "future_rewards" in f.files

@@ -85,11 +85,43 @@ def test_value_guidance_at_scale_zero_is_behaviour_cloning(tmp_path):
         rl.sample_actions(cfg, "value", 1.0, prior, critics, rl.torch.zeros(8, 3), 1)
 
 
+def test_return_conditioning_reaches_the_requested_mode(tmp_path):
+    """Return-conditioned CFG on the bandit: the best return asks for the best mode, the worst
+    for the worst; scale 0 is the unconditional policy (the null embedding)."""
+    cfg = _cfg(tmp_path, "policy.steps=800")
+    data = rl.offline.load("bandit", 0, tmp_path / "data")
+    critics = {"returns": rl.train_policy(cfg, data, returns=True)}
+    states = rl.torch.zeros(400, 1)
+    modes = rl.torch.as_tensor(rl.offline.BANDIT_MODES, dtype=rl.torch.float32)
+
+    def shares(target, scale):
+        cfg.returns.target = target
+        with rl.torch.no_grad():
+            actions = rl.sample_actions(cfg, "return_cfg", scale, None, critics, states, 3)
+        nearest = rl.torch.cdist(actions, modes).argmin(1)
+        return nearest.bincount(minlength=4).float() / len(nearest)
+
+    assert shares(1.0, 1.0)[3] > 0.6  # reward 5
+    assert shares(0.0, 1.0)[1] > 0.6  # reward 0
+    unconditional = shares(1.0, 0.0)
+    assert unconditional.max() < 0.5  # all four modes
+    g = rl.torch.Generator().manual_seed(3)
+    x_T = rl.guided.initial_noise(critics["returns"].schedule, (400, 2), g)
+    with rl.torch.no_grad():
+        direct = rl.guided.DDPM()(
+            critics["returns"], x_T, rl.guided.time_grid(int(cfg.steps)), generator=g,
+            state=states,
+        ).clamp(-1, 1)  # fmt: skip
+        ours = rl.sample_actions(cfg, "return_cfg", 0.0, None, critics, states, 3)
+    rl.torch.testing.assert_close(ours, direct)
+
+
 @pytest.mark.parametrize(
     ("override", "match"),
     [("methods=[dql]", "unknown methods"), ("dataset=hopper", "unknown dataset"),
      ("critic.expectile=1.0", "expectile"), ("scales=[-1.0]", "scales"),
-     ("candidates=0", "candidates"), ("seeds=[]", "seeds"), ("episodes=0", "episodes")],
+     ("candidates=0", "candidates"), ("seeds=[]", "seeds"), ("episodes=0", "episodes"),
+     ("returns.dropout=0.0", "returns.dropout"), ("returns.target=2.0", "returns.target")],
 )  # fmt: skip
 def test_rl_app_bad_configs(tmp_path, override, match):
     out = tmp_path / "out"
