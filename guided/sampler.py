@@ -5,8 +5,9 @@ transition :meth:`Sampler.step` from :math:`t` to :math:`s`, keeping any state i
 (multistep history, particles) in a ``carry`` dict, and may override :meth:`Sampler.finish`
 to turn the last state into the output (a particle sampler picks one particle per row).
 The loop, the optional post-step
-:class:`~guided.projection.Projection`, callbacks, the progress bar and cost accounting
-live here and nowhere else.
+:class:`~guided.projection.Projection`, callbacks, the progress bar, cost accounting and
+the NaN guard (a step that produces NaN or Inf stops the run with an error naming the step,
+its times and the guidance terms) live here and nowhere else.
 """
 
 from __future__ import annotations
@@ -137,10 +138,24 @@ class Sampler(abc.ABC):
                 x = self.step(denoiser, x, t, s, carry, generator=generator, **cond)
                 if projection is not None:
                     x = projection(x, s, denoiser.schedule, generator=generator)
+                if not bool(torch.isfinite(x).all()):  # the NaN guard: stop where it began
+                    raise FloatingPointError(
+                        f"{type(self).__name__} step {i + 1} of {len(pairs)} (t = {float(t):.4g}"
+                        f" -> {float(s):.4g}) gave NaN or Inf with {_describe(denoiser)}"
+                    )
                 if callback is not None:
                     callback(i, s, x)
             x = self.finish(denoiser, x, carry, generator=generator, **cond)
         return x
+
+
+def _describe(denoiser: Denoiser) -> str:
+    """The denoiser and, for a guided one, its terms (what the NaN guard names)."""
+    terms = getattr(denoiser, "terms", None)
+    if terms is None:
+        return type(denoiser).__name__
+    names = ", ".join(type(term).__name__ for term in terms)
+    return f"{type(denoiser).__name__} ({names})"
 
 
 def initial_noise(

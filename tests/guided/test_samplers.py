@@ -326,3 +326,27 @@ def test_initial_noise_scale():
     x = guided.initial_noise(priors.EDMSchedule(), (20000, 2), torch.Generator().manual_seed(0))
     assert x.dtype == torch.float32 and abs(float(x.std()) - 80) < 2
     np.testing.assert_allclose(float(x.mean()), 0.0, atol=2.0)
+
+
+class NaNBelow(priors.Denoiser):
+    """The prior, but NaN below time ``when`` (a diverging network)."""
+
+    counts_evaluations = False
+
+    def __init__(self, prior, when):
+        super().__init__(prior.schedule)
+        self.prior, self.when = prior, when
+
+    def forward(self, x_t, t):
+        x_hat = self.prior(x_t, t)
+        return x_hat * float("nan") if float(t.max()) < self.when else x_hat
+
+
+@pytest.mark.parametrize("sampler", [guided.DDIM(), guided.DPMSolver(), guided.Heun()])
+def test_the_nan_guard_names_the_step_its_times_and_the_denoiser(sampler):
+    prior = well_separated_mixture(2, priors.LinearSchedule())
+    x_T = guided.initial_noise(prior.schedule, (3, 2), torch.Generator().manual_seed(0))
+    name = type(sampler).__name__
+    with pytest.raises(FloatingPointError, match=rf"{name} step \d+ of 10 .*NaNBelow"):
+        sampler(NaNBelow(prior, 0.45), x_T, guided.time_grid(10))
+    assert bool(torch.isfinite(sampler(NaNBelow(prior, -1.0), x_T, guided.time_grid(10))).all())
