@@ -1,9 +1,18 @@
 r"""Peer implementations run on our priors and operators, for side-by-side figures.
 
-:class:`DeepinvDPS` runs deepinv's own DPS loop (its variance-preserving SDE and DDPM solver)
-on one of our denoisers through :class:`priors.adapters.DeepinvDenoiser` and on our operator
-through :func:`operators.as_deepinv`; images and measurements are converted between our
-:math:`[-1, 1]` range and deepinv's :math:`[0, 1]` at the boundary only.
+deepinv's own loops run on one of our denoisers through
+:class:`priors.adapters.DeepinvDenoiser` and on our operator through
+:func:`operators.as_deepinv`; images and measurements are converted between our
+:math:`[-1, 1]` range and deepinv's :math:`[0, 1]` at the boundary only:
+
+- :class:`DeepinvDPS`: ``deepinv.sampling.DPS`` (its variance-preserving SDE and DDPM
+  solver);
+- :class:`DeepinvPiGDM`: the same loop with ``PiGDMDataFidelity``;
+- :class:`DeepinvDDRM`: ``deepinv.sampling.DDRM`` (SVD operators) on our grid's noise levels;
+- :class:`DeepinvDiffPIR`: ``deepinv.sampling.DiffPIR`` (its own DDPM noise levels).
+
+Each takes ``len(ts) - 1`` network evaluations per row, like ours on the same grid; the
+network evaluations are counted by our denoiser itself, the VJPs the peer takes are added.
 
 References:
     | DeepInverse: a Python package for solving imaging inverse problems with deep learning
@@ -12,41 +21,48 @@ References:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from torch import Tensor
 
+import guided
 import operators
 import priors
 
 from priors import GeneratorLike
 from priors.adapters import DeepinvDenoiser
 
-__all__ = ["DeepinvDPS"]
+__all__ = ["DeepinvDDRM", "DeepinvDPS", "DeepinvDiffPIR", "DeepinvPiGDM"]
 
 
-class DeepinvDPS:
-    r"""``deepinv.sampling.DPS`` as a method of our apps: ``len(ts) - 1`` solver steps.
+class _Peer:
+    r"""A deepinv loop as a method of our apps (see the module).
 
-    deepinv draws its noise from torch's global generator; the call forks it and seeds it
-    from ``generator`` (the first one when one per row is given), so runs are reproducible
-    and leave the caller's global state alone. deepinv takes one backward pass per step,
-    which is added to ``cost`` as one VJP per step and row.
+    deepinv draws its noise from torch's global generator; a call forks it and seeds it from
+    ``generator`` (the first one when one per row is given), so runs are reproducible and
+    leave the caller's global state alone.
 
     Arguments:
         op: Our operator.
         y: Our measurement, :math:`(B, *out\_shape)` or one for all rows.
         sigma_y: Our noise level.
-        weight: deepinv's data-fidelity weight (1 = the paper's :math:`\zeta = 1`).
     """
 
-    def __init__(
-        self, op: operators.Operator, y: Tensor, sigma_y: float, weight: float = 1.0
-    ) -> None:
+    #: VJPs through the network per step and row.
+    vjps: int = 0
+
+    def __init__(self, op: operators.Operator, y: Tensor, sigma_y: float) -> None:
         if not op.differentiable:
-            raise TypeError(f"DPS needs a differentiable operator; {type(op).__name__} is not")
-        self.op, self.y, self.weight = op, y if y.ndim > len(op.out_shape) else y[None], weight
+            raise TypeError(f"{type(self).__name__} needs a differentiable operator")
+        self.op, self.sigma_y = op, float(sigma_y)
+        self.y = y if y.ndim > len(op.out_shape) else y[None]
         self.physics = operators.as_deepinv(op, sigma_y, dtype=torch.float32)
+
+    def solve(self, denoiser: DeepinvDenoiser, y01: Tensor, steps: int, seed: int) -> Tensor:
+        """deepinv's reconstruction in [0, 1] from the measurement in deepinv's units."""
+        raise NotImplementedError
 
     def __call__(
         self,
@@ -57,8 +73,6 @@ class DeepinvDPS:
         generator: GeneratorLike = None,
         cost: priors.Cost | None = None,
     ) -> Tensor:
-        import deepinv
-
         rows = x_T.shape[0]
         first = generator[0] if isinstance(generator, list | tuple) else generator
         seed = int(torch.randint(2**62, (), generator=first))
@@ -66,15 +80,90 @@ class DeepinvDPS:
             rows, *self.op.out_shape
         )
         steps = int(torch.as_tensor(ts).numel()) - 1
-        dps = deepinv.sampling.DPS(
-            DeepinvDenoiser(denoiser),
-            num_steps=steps,
-            weight=self.weight,
-            dtype=torch.float32,
-            rng=torch.Generator().manual_seed(seed),
-        )
         with torch.random.fork_rng(), priors.measure(cost or priors.Cost(), batch=rows):
             torch.manual_seed(seed)
-            x01 = dps(y01.contiguous(), self.physics)
-            priors.record(vjp_rows=rows * steps)
+            x01 = self.solve(DeepinvDenoiser(denoiser), y01.contiguous(), steps, seed)
+            priors.record(vjp_rows=rows * steps * self.vjps)
         return (2 * x01 - 1).to(x_T.dtype)
+
+
+class DeepinvDPS(_Peer):
+    r"""``deepinv.sampling.DPS``: ``len(ts) - 1`` network evaluations of its DDPM solver,
+    one backward pass each.
+
+    Arguments:
+        op: Our operator.
+        y: Our measurement.
+        sigma_y: Our noise level.
+        weight: deepinv's data-fidelity weight (1 = the paper's :math:`\zeta = 1`).
+    """
+
+    vjps = 1
+
+    def __init__(
+        self, op: operators.Operator, y: Tensor, sigma_y: float, weight: float = 1.0
+    ) -> None:
+        super().__init__(op, y, sigma_y)
+        self.weight = weight
+
+    def sampler(self, denoiser: DeepinvDenoiser, steps: int, seed: int) -> Any:
+        import deepinv
+
+        return deepinv.sampling.DPS(  # its last time step evaluates no network: steps + 1
+            denoiser, num_steps=steps + 1, weight=self.weight, dtype=torch.float32,
+            rng=torch.Generator().manual_seed(seed),
+        )  # fmt: skip
+
+    def solve(self, denoiser: DeepinvDenoiser, y01: Tensor, steps: int, seed: int) -> Tensor:
+        return self.sampler(denoiser, steps, seed)(y01, self.physics)
+
+
+class DeepinvPiGDM(DeepinvDPS):
+    r"""deepinv's posterior-SDE loop of :class:`DeepinvDPS` with ``PiGDMDataFidelity``
+    (its default conjugate-gradient solve, one backward pass per step)."""
+
+    def sampler(self, denoiser: DeepinvDenoiser, steps: int, seed: int) -> Any:
+        import deepinv
+
+        loop = super().sampler(denoiser, steps, seed)
+        loop.data_fidelity = deepinv.sampling.PiGDMDataFidelity(denoiser=denoiser)
+        return loop
+
+
+class DeepinvDDRM(_Peer):
+    r"""``deepinv.sampling.DDRM`` (:math:`\eta = 0.85`, :math:`\eta_b = 1`), called at the
+    variance-exploding noise levels :math:`\sigma_t / (2 \alpha_t)` of our grid's first
+    ``len(ts) - 1`` times (deepinv's units)."""
+
+    def __init__(self, op: operators.Operator, y: Tensor, sigma_y: float) -> None:
+        if not isinstance(op, operators.SVDOperator):
+            raise TypeError("DDRM needs an SVD operator")
+        super().__init__(op, y, sigma_y)
+
+    def solve(self, denoiser: DeepinvDenoiser, y01: Tensor, steps: int, seed: int) -> Tensor:
+        import deepinv
+
+        ts = guided.time_grid(steps)[:-1]
+        alpha_t, sigma_t = denoiser.schedule(ts)
+        sigmas = (sigma_t / alpha_t / 2).tolist()
+        return deepinv.sampling.DDRM(denoiser, sigmas=sigmas)(y01, self.physics)
+
+
+class DeepinvDiffPIR(_Peer):
+    r"""``deepinv.sampling.DiffPIR`` (:math:`\lambda = 7`, :math:`\zeta = 0.1`, its own
+    linear-beta noise levels) with an :math:`\ell_2` data fidelity, ``len(ts) - 1``
+    iterations."""
+
+    def __init__(self, op: operators.Operator, y: Tensor, sigma_y: float) -> None:
+        if not isinstance(op, operators.LinearOperator):
+            raise TypeError("DiffPIR needs a linear operator")
+        super().__init__(op, y, sigma_y)
+
+    def solve(self, denoiser: DeepinvDenoiser, y01: Tensor, steps: int, seed: int) -> Tensor:
+        import deepinv
+
+        loop = deepinv.sampling.DiffPIR(
+            denoiser, deepinv.optim.data_fidelity.L2(), sigma=max(self.sigma_y / 2, 1e-3),
+            max_iter=steps,
+        )  # fmt: skip
+        return loop(y01, self.physics)
