@@ -26,7 +26,6 @@ per method, ours beside deepinv's).
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 import time
 
@@ -46,6 +45,7 @@ import priors
 
 from experiments.build import build, build_method
 from experiments.restore import generators, held_out, psnr
+from experiments.runs import resumable, write_metrics
 
 matplotlib.use("Agg")
 
@@ -251,12 +251,12 @@ def write(metrics: dict[str, Any], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "bench.png", dpi=100)
     plt.close(fig)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(metrics, out)  # last: the run's finished mark
 
 
 @hydra.main(version_base=None, config_path="configs/bench", config_name="bench")
 def main(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    resumable(run, cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ import priors
 
 from experiments.build import build, build_method
 from experiments.data import Digits, Textures
+from experiments.runs import resumable, write_metrics
 
 matplotlib.use("Agg")
 
@@ -298,13 +299,13 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     for shown, op, title, path in figures:
         figure(shown, op, title, path)
     (out_dir / "table.md").write_text(markdown(tasks))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(metrics, out_dir)  # last: the run's finished mark
     return metrics
 
 
 @hydra.main(version_base=None, config_path="configs/restore", config_name="restore")
 def main(cfg: DictConfig) -> None:
-    metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    metrics = resumable(run, cfg, Path(HydraConfig.get().runtime.output_dir))
     print(markdown(metrics["tasks"]))
     beaten = {
         task: all(

@@ -72,7 +72,6 @@ References:
 from __future__ import annotations
 
 import copy
-import json
 import time
 
 from collections.abc import Iterator
@@ -93,6 +92,7 @@ import guided
 import priors
 
 from experiments import envs, offline
+from experiments.runs import resumable, write_metrics
 from experiments.train import diffuse
 
 matplotlib.use("Agg")
@@ -502,7 +502,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     }
     write(metrics, cfg, out_dir)
     figures(metrics, shown, data, cfg, out_dir)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(metrics, out_dir)  # last: the run's finished mark
     return metrics
 
 
@@ -589,7 +589,7 @@ def run_env(cfg: DictConfig, data: offline.OfflineData, out_dir: Path) -> dict[s
     }
     write_env(metrics, cfg, out_dir)
     figure_env(metrics, out_dir)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(metrics, out_dir)  # last: the run's finished mark
     return metrics
 
 
@@ -722,7 +722,7 @@ def figures(
 
 @hydra.main(version_base=None, config_path="configs/rl", config_name="rl")
 def main(cfg: DictConfig) -> None:
-    metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    metrics = resumable(run, cfg, Path(HydraConfig.get().runtime.output_dir))
     for method, by_scale in metrics["results"].items():
         for scale, r in by_scale.items():
             print(method, scale, r)

@@ -28,6 +28,7 @@ import guided
 
 from experiments.build import build
 from experiments.metrics import random_directions, sliced_wasserstein
+from experiments.runs import resumable, write_metrics
 from priors import Cost, GaussianMixture
 
 matplotlib.use("Agg")
@@ -88,8 +89,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "wall_time_s": wall,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot(prior, exact, x, metrics, out_dir / "samples.png")
+    write_metrics(metrics, out_dir)  # last: the run's finished mark
     return metrics
 
 
@@ -129,7 +130,7 @@ def plot(
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: runs :func:`run` in the run folder and prints the metrics."""
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    metrics = resumable(run, cfg, Path(HydraConfig.get().runtime.output_dir))
     print(json.dumps(metrics, indent=2))
 
 

@@ -26,7 +26,6 @@ GPU, a CPU fp32 run on ``threads`` threads in the same process gives the speed-u
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 
@@ -43,6 +42,7 @@ import guided
 import priors
 
 from experiments.restore import box_inpainting, psnr
+from experiments.runs import resumable, write_metrics
 
 MODES = {
     "fp32": {},
@@ -191,12 +191,12 @@ def write(metrics: dict[str, Any], cfg: DictConfig, out: Path) -> None:
             ),
         ]
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(metrics, out)  # last: the run's finished mark
 
 
 @hydra.main(version_base=None, config_path="configs/throughput", config_name="throughput")
 def main(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    resumable(run, cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":
