@@ -32,7 +32,7 @@ from operators import Operator, check_shape
 from priors import Denoiser, Schedule, record
 from priors.tweedie import append_dims
 
-__all__ = ["Guidance", "GuidedDenoiser", "check_measurement", "check_number"]
+__all__ = ["Guidance", "GuidedDenoiser", "check_measurement", "check_number", "check_rows"]
 
 
 def check_measurement(op: Operator, y: Tensor, sigma_y: float | None) -> Tensor:
@@ -48,6 +48,18 @@ def check_measurement(op: Operator, y: Tensor, sigma_y: float | None) -> Tensor:
     if sigma_y is not None and not (isinstance(sigma_y, int | float) and sigma_y >= 0):
         raise ValueError(f"sigma_y must be a non-negative number, got {sigma_y!r}")
     return y.detach()
+
+
+def check_rows(holder: Any, batch: int) -> None:
+    """Raises when the measurement ``y`` that ``holder`` (a guidance term or a sampler, or the
+    term a sampler holds) carries has neither one row nor ``batch`` rows."""
+    for obj in (holder, getattr(holder, "term", None)):
+        y = getattr(obj, "y", None)
+        if isinstance(y, torch.Tensor) and y.ndim and y.shape[0] not in (1, batch):
+            raise ValueError(
+                f"{type(obj).__name__}'s measurement has {y.shape[0]} rows for {batch} samples: "
+                "give one measurement for all rows or one per row"
+            )
 
 
 def check_number(value: Any, name: str) -> float:
@@ -120,6 +132,8 @@ class GuidedDenoiser(Denoiser):
             raise FloatingPointError(
                 f"x_t is not finite at {when}: an earlier guided step diverged"
             )
+        for term in self.terms:
+            check_rows(term, x_t.shape[0])
         graph = any(term.uses_vjp for term in self.terms)  # else the prior runs without one
         with torch.enable_grad() if graph else torch.no_grad():
             x = x_t.detach().requires_grad_(graph)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from guided.guidance import check_rows
 from guided.projection import Projection
 from guided.time import check_grid
 from priors import Cost, Denoiser, GeneratorLike, Schedule, measure, randn
@@ -129,6 +130,7 @@ class Sampler(abc.ABC):
         per_row = generator is not None and not isinstance(generator, torch.Generator)
         if per_row and (not isinstance(generator, Sequence) or len(generator) != x_T.shape[0]):
             raise ValueError("generator must be a torch.Generator or one per row of x_T")
+        check_rows(self, x_T.shape[0])
         ts = check_grid(ts, increasing=self.increasing)
         carry: dict[str, Any] = {}
         x = x_T

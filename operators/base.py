@@ -47,13 +47,15 @@ class NotDifferentiableError(TypeError):
 
 
 def check_shape(x: Tensor, shape: tuple[int, ...], name: str) -> None:
-    """Checks that ``x`` is a finite batch of tensors of per-sample shape ``shape``."""
+    """Checks that ``x`` is a finite, non-empty batch of per-sample shape ``shape``."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
         raise ValueError(
             f"{name} must have shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}"
         )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (B = 0)")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf")
 

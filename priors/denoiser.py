@@ -8,6 +8,8 @@ follows from it through :mod:`priors.tweedie`.
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
 
 from typing import Any, ClassVar
 
@@ -78,6 +80,24 @@ def _check_call(
             f"t has shape {tuple(t.shape)} but x_t has batch {x_t.shape[0]}: "
             "t must be a scalar or have one entry per row"
         )
+    accepted = _keywords(type(module))
+    unknown = [] if accepted is None else [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise TypeError(
+            f"{type(module).__name__} takes no condition {unknown}; it takes "
+            f"{sorted(accepted) or 'none'}"
+        )
+    if x_t.shape[0] == 0:
+        raise ValueError("x_t is an empty batch (B = 0)")
     if module.counts_evaluations:
         record(nfe_rows=x_t.shape[0])
     return (x_t, t, *args[2:]), kwargs
+
+
+@functools.cache
+def _keywords(cls: type) -> frozenset[str] | None:
+    """The keywords ``cls.forward`` takes besides ``x_t`` and ``t`` (None: any)."""
+    parameters = inspect.signature(cls.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return frozenset(p.name for p in parameters if p.name not in ("self", "x_t", "t"))
