@@ -251,7 +251,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 p_ema.lerp_(p, 1 - float(cfg.ema))
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.4f}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         last = step == int(cfg.steps) or (
             budget is not None and time.perf_counter() - start > budget
         )
