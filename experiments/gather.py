@@ -58,7 +58,9 @@ def collect(sweep: Path) -> tuple[list[dict[str, Any]], list[str], list[str]]:
         row: dict[str, Any] = {"run": str(run.relative_to(sweep))}
         for item in yaml.safe_load(overrides.read_text()) or []:
             key, _, value = str(item).partition("=")
-            key = key.lstrip("+~")
+            if key.startswith("~"):  # a deleted key is not a swept value
+                continue
+            key = key.lstrip("+")
             if not key.startswith("hydra"):
                 row[key] = _number(value)
                 swept += [key] if key not in swept else []
