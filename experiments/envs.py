@@ -55,7 +55,7 @@ class Environment:
 
 #: The environments, by the prefix of their data sets' names.
 ENVIRONMENTS = {
-    "pendulum": Environment("Pendulum-v1", 200, 3, 1, MAX_TORQUE),
+    "pendulum": Environment("Pendulum-v1", PENDULUM_STEPS, 3, 1, MAX_TORQUE),
     "reacher": Environment("Reacher-v5", 50, 10, 2, 1.0),
 }
 

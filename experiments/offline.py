@@ -58,7 +58,7 @@ from experiments import envs
 
 __all__ = [
     "BANDIT_MODES", "BANDIT_REWARDS", "LEVELS", "UNSAFE_RADIUS", "OfflineData", "bandit", "build",
-    "load", "pendulum", "pendulum_references", "reacher", "reacher_references", "unsafe_bandit",
+    "load", "pendulum", "reacher", "references", "unsafe_bandit",
 ]  # fmt: skip
 
 #: The four modes of the bandit and their mean rewards.
@@ -206,7 +206,9 @@ def _act(policy: str, expert: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return expert
 
 
-def _rollout(policy: str, episodes: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+def _pendulum_rollout(
+    policy: str, episodes: int, rng: np.random.Generator
+) -> tuple[np.ndarray, ...]:
     """Transitions of ``episodes`` Pendulum episodes under a policy level."""
     env = envs.Pendulum(episodes, rng)
     obs = env.observe()
@@ -218,73 +220,6 @@ def _rollout(policy: str, episodes: int, rng: np.random.Generator) -> tuple[np.n
             column.append(value)
         obs = next_obs
     return tuple(np.concatenate(c) for c in columns)
-
-
-def pendulum_references(episodes: int = 100, seed: int = 12345) -> dict[str, float]:
-    """Mean returns of the random and the scripted policy (the normalised score's 0 and
-    100)."""
-    refs = {}
-    for level in ("random", "expert"):
-        rewards = _rollout(level, episodes, np.random.default_rng(seed))[2]
-        refs[level] = float(rewards.reshape(envs.PENDULUM_STEPS, episodes).sum(0).mean())
-    return refs
-
-
-def _levels(level: str, episodes: int) -> list[str]:
-    if level not in LEVELS:
-        raise ValueError(f"unknown level {level!r}; available: {list(LEVELS)}")
-    if episodes < 1 or (level == "mixed" and episodes < 3):
-        raise ValueError(f"episodes must be >= 1 (>= 3 for mixed), got {episodes}")
-    return ["random", "medium", "expert"] if level == "mixed" else [level]
-
-
-def _environment_data(
-    name: str,
-    level: str,
-    seed: int,
-    parts: list[tuple[np.ndarray, ...]],
-    references: dict[str, float],
-) -> OfflineData:
-    """An environment data set from per-level rollouts (transitions time-major, episodes of
-    the environment's length), time limits not terminal."""
-    env = envs.environment_of(name)
-    assert env is not None
-    states, actions, rewards, next_states = (np.concatenate(p) for p in zip(*parts, strict=True))
-    n = len(states)
-    per_step = [p[2].reshape(env.steps, -1) for p in parts]  # (steps, episodes) per part
-    returns = np.concatenate([r.sum(0) for r in per_step])
-    left = np.arange(env.steps, 0, -1)[:, None]  # steps to the end of the episode
-    future = np.concatenate([(r[::-1].cumsum(0)[::-1] / left).reshape(-1) for r in per_step])
-    card = {
-        "name": name,
-        "seed": seed,
-        "transitions": n,
-        "episodes": int(returns.size),
-        "behaviour": LEVELS[level],
-        "behaviour_return": float(returns.mean()),
-        "references": references,
-        "environment": f"{env.gym_id}, actions normalised to [-1, 1] (times {env.action_scale:g})",
-    }
-    return OfflineData(
-        states=states,
-        actions=actions,
-        rewards=rewards.astype(np.float32),
-        next_states=next_states,
-        terminals=np.zeros(n, np.float32),
-        costs=np.zeros(n, np.float32),
-        future_rewards=future.astype(np.float32),
-        low=-np.ones(env.action_dim, np.float32),
-        high=np.ones(env.action_dim, np.float32),
-        card=card,
-    ).check()
-
-
-def pendulum(level: str, seed: int = 0, episodes: int = 500) -> OfflineData:
-    """A Pendulum-v1 data set (see the module) of ``episodes`` episodes."""
-    levels = _levels(level, episodes)
-    rng = np.random.default_rng(seed)
-    parts = [_rollout(name, episodes // len(levels), rng) for name in levels]
-    return _environment_data(f"pendulum_{level}", level, seed, parts, pendulum_references())
 
 
 def _reacher_rollout(
@@ -314,21 +249,75 @@ def _reacher_rollout(
     return tuple(np.concatenate(c, 1).reshape(-1, *c[0].shape[2:]) for c in columns)
 
 
-def reacher_references(episodes: int = 100, seed: int = 12345) -> dict[str, float]:
-    """Mean returns of the random and the scripted policy on Reacher-v5."""
-    refs = {}
+#: The scripted-policy rollouts of each environment: (level, episodes, rng) -> transitions.
+ROLLOUTS = {"pendulum": _pendulum_rollout, "reacher": _reacher_rollout}
+
+
+def references(environment: str, episodes: int = 100, seed: int = 12345) -> dict[str, float]:
+    """Mean returns of the random and the scripted policy of ``environment`` (the normalised
+    score's 0 and 100)."""
+    steps, refs = envs.ENVIRONMENTS[environment].steps, {}
     for level in ("random", "expert"):
-        rewards = _reacher_rollout(level, episodes, np.random.default_rng(seed))[2]
-        refs[level] = float(rewards.reshape(envs.ENVIRONMENTS["reacher"].steps, -1).sum(0).mean())
+        rewards = ROLLOUTS[environment](level, episodes, np.random.default_rng(seed))[2]
+        refs[level] = float(rewards.reshape(steps, -1).sum(0).mean())
     return refs
+
+
+def _levels(level: str, episodes: int) -> list[str]:
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; available: {list(LEVELS)}")
+    if episodes < 1 or (level == "mixed" and episodes < 3):
+        raise ValueError(f"episodes must be >= 1 (>= 3 for mixed), got {episodes}")
+    return ["random", "medium", "expert"] if level == "mixed" else [level]
+
+
+def _environment_data(environment: str, level: str, seed: int, episodes: int) -> OfflineData:
+    """A data set of ``episodes`` episodes of ``environment`` at a quality level (a third of
+    the episodes per level for ``mixed``; transitions time-major per level), time limits not
+    terminal."""
+    levels = _levels(level, episodes)
+    rng = np.random.default_rng(seed)
+    rollout = ROLLOUTS[environment]
+    parts = [rollout(name, episodes // len(levels), rng) for name in levels]
+    env = envs.ENVIRONMENTS[environment]
+    states, actions, rewards, next_states = (np.concatenate(p) for p in zip(*parts, strict=True))
+    n = len(states)
+    per_step = [p[2].reshape(env.steps, -1) for p in parts]  # (steps, episodes) per part
+    returns = np.concatenate([r.sum(0) for r in per_step])
+    left = np.arange(env.steps, 0, -1)[:, None]  # steps to the end of the episode
+    future = np.concatenate([(r[::-1].cumsum(0)[::-1] / left).reshape(-1) for r in per_step])
+    card = {
+        "name": f"{environment}_{level}",
+        "seed": seed,
+        "transitions": n,
+        "episodes": int(returns.size),
+        "behaviour": LEVELS[level],
+        "behaviour_return": float(returns.mean()),
+        "references": references(environment),
+        "environment": f"{env.gym_id}, actions normalised to [-1, 1] (times {env.action_scale:g})",
+    }
+    return OfflineData(
+        states=states,
+        actions=actions,
+        rewards=rewards.astype(np.float32),
+        next_states=next_states,
+        terminals=np.zeros(n, np.float32),
+        costs=np.zeros(n, np.float32),
+        future_rewards=future.astype(np.float32),
+        low=-np.ones(env.action_dim, np.float32),
+        high=np.ones(env.action_dim, np.float32),
+        card=card,
+    ).check()
+
+
+def pendulum(level: str, seed: int = 0, episodes: int = 500) -> OfflineData:
+    """A Pendulum-v1 data set (see the module) of ``episodes`` episodes."""
+    return _environment_data("pendulum", level, seed, episodes)
 
 
 def reacher(level: str, seed: int = 0, episodes: int = 2000) -> OfflineData:
     """A Reacher-v5 data set (see the module) of ``episodes`` episodes."""
-    levels = _levels(level, episodes)
-    rng = np.random.default_rng(seed)
-    parts = [_reacher_rollout(name, episodes // len(levels), rng) for name in levels]
-    return _environment_data(f"reacher_{level}", level, seed, parts, reacher_references())
+    return _environment_data("reacher", level, seed, episodes)
 
 
 BUILDERS = {
