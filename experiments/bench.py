@@ -26,8 +26,6 @@ per method, ours beside deepinv's).
 from __future__ import annotations
 
 import csv
-import statistics
-import time
 
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ import priors
 from experiments.build import build, build_method
 from experiments.restore import generators, held_out, psnr
 from experiments.runs import resumable, write_metrics
+from experiments.timing import timed
 
 matplotlib.use("Agg")
 
@@ -64,17 +63,6 @@ def _check(cfg: DictConfig) -> None:
         missing = [m for m in (sides.ours, sides.theirs) if m not in cfg.methods]
         if missing:
             raise ValueError(f"pair {pair!r} names unknown methods {missing}")
-
-
-def _timed(run: Any, repeats: int) -> tuple[Any, float]:
-    """The last result of ``repeats`` calls after one untimed warm-up call, and their median
-    wall time (seconds)."""
-    walls, out = [], run()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = run()
-        walls.append(time.perf_counter() - start)
-    return out, statistics.median(walls)
 
 
 def compare(
@@ -100,7 +88,7 @@ def compare(
                 gens = generators(int(cfg.seed), rows, 2)
                 return method(x_T, ts, gens, cost)
 
-            x, wall = _timed(run, int(cfg.repeats))
+            x, wall = timed(run, int(cfg.repeats))
             row[side] = {
                 "method": str(sides[side]),
                 "psnr": float(psnr(x.double().clamp(-1, 1), truth.double()).mean()),
@@ -126,7 +114,7 @@ def vjp_floor(cfg: DictConfig, prior: priors.Denoiser, rows: int) -> float:
             x_t = x.detach().requires_grad_(True)
             torch.autograd.grad(prior(x_t, t), x_t, v)
 
-    return _timed(run, int(cfg.repeats))[1]
+    return timed(run, int(cfg.repeats))[1]
 
 
 class TwoPassCFG(priors.Denoiser):
@@ -163,7 +151,7 @@ def cfg_floor(cfg: DictConfig, prior: priors.Denoiser, rows: int) -> dict[str, f
             g = torch.Generator().manual_seed(int(cfg.seed) + 1)
             return guided.DDIM()(denoiser, x_T, ts, generator=g, label=labels)
 
-        outs[name], walls[name] = _timed(run, int(cfg.repeats))
+        outs[name], walls[name] = timed(run, int(cfg.repeats))
     return {
         "batched_s": walls["batched"],
         "two_pass_s": walls["two_pass"],

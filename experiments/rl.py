@@ -72,6 +72,7 @@ References:
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 
 from collections.abc import Iterator
@@ -93,6 +94,7 @@ import priors
 
 from experiments import envs, offline
 from experiments.runs import resumable, write_metrics
+from experiments.timing import timed
 from experiments.train import diffuse
 
 matplotlib.use("Agg")
@@ -157,15 +159,13 @@ def train_policy(
     )  # fmt: skip
     prior = priors.MLPDenoiser(net, priors.CosineSchedule())
     states, actions = torch.from_numpy(data.states), torch.from_numpy(data.actions)
-    future = normalised_returns(data)
+    future = normalised_returns(data) if returns else None
+    dropout = float(cfg.returns.dropout) if returns else 0.0
     optimiser = torch.optim.Adam(prior.parameters(), lr=float(node.lr))
     g = torch.Generator().manual_seed(int(cfg.seed) + (13 if returns else 1))
     for rows in _batches(len(states), int(node.batch), int(node.steps), g):
         optimiser.zero_grad()
-        cond = {"state": states[rows]}
-        if returns:
-            cond["ret"] = future[rows]
-        dropout = float(cfg.returns.dropout) if returns else 0.0
+        cond = {"state": states[rows]} | ({} if future is None else {"ret": future[rows]})
         prior.loss(actions[rows], g, dropout=dropout, **cond).backward()
         optimiser.step()
     return prior.requires_grad_(False).eval()
@@ -435,13 +435,13 @@ def latency(
     torch.set_num_threads(int(node.threads))
     try:
         for method in cfg.methods:
-            times = []
-            for i in range(int(node.repeats) + 1):
-                start = time.perf_counter()
+            seeds = itertools.count()  # the warm-up call draws seed 0, timed calls 1, 2, ...
+
+            def run(method: str = method, seeds: Iterator[int] = seeds) -> Tensor:
                 with gradients(method):
-                    sample_actions(fast, method, 1.0, prior, critics, states, i)
-                times.append(1000 * (time.perf_counter() - start))
-            timings[method] = float(np.median(times[1:]))
+                    return sample_actions(fast, method, 1.0, prior, critics, states, next(seeds))
+
+            timings[method] = 1000 * timed(run, int(node.repeats))[1]
     finally:
         torch.set_num_threads(threads)
     return timings

@@ -26,9 +26,6 @@ GPU, a CPU fp32 run on ``threads`` threads in the same process gives the speed-u
 
 from __future__ import annotations
 
-import statistics
-import time
-
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +40,7 @@ import priors
 
 from experiments.restore import box_inpainting, psnr
 from experiments.runs import resumable, write_metrics
+from experiments.timing import timed
 
 MODES = {
     "fp32": {},
@@ -82,16 +80,11 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def restore(
     cfg: DictConfig, mode: str, device: torch.device, images: int
-) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Restores ``images`` crops in ``mode`` on ``device``: the truth, the restorations
-    (on the CPU) and the wall time of each timed run (seconds)."""
+    (on the CPU) and the median wall time of the timed runs after a warm-up (seconds)."""
     truth = held_out_crops(cfg, images)
     shape = tuple(truth.shape[1:])
     op = box_inpainting(shape, 0.5).float()
@@ -104,17 +97,13 @@ def restore(
     sampler = guided.DPSSampler(op, y, zeta=1.0)
     x_T = guided.initial_noise(prior.schedule, (images, *shape), g).to(device)
     ts = guided.time_grid(int(cfg.steps))
-    walls, out = [], None
-    for i in range(int(cfg.repeats) + 1):
+
+    def run() -> torch.Tensor:  # the warm-up call also compiles
         gen = torch.Generator(device).manual_seed(int(cfg.seed) + 1)
-        _sync(device)
-        start = time.perf_counter()
-        out = sampler(fast, x_T, ts, generator=gen)
-        _sync(device)
-        if i:  # the first run warms up (and compiles)
-            walls.append(time.perf_counter() - start)
-    assert out is not None
-    return truth, out.float().cpu(), walls
+        return sampler(fast, x_T, ts, generator=gen)
+
+    out, wall = timed(run, int(cfg.repeats), device)
+    return truth, out.float().cpu(), wall
 
 
 def held_out_crops(cfg: DictConfig, images: int) -> torch.Tensor:
@@ -133,9 +122,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     reference = None
     for mode in cfg.modes:
-        truth, x, walls = restore(cfg, mode, device, int(cfg.images))
+        truth, x, wall = restore(cfg, mode, device, int(cfg.images))
         reference = x if reference is None else reference
-        wall = statistics.median(walls)
         results[mode] = {
             "per_minute": 60 * int(cfg.images) / wall,
             "wall_s": wall,
@@ -151,8 +139,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "steps": int(cfg.steps),
     }
     if device.type == "cuda" and int(cfg.cpu_images) > 0:
-        truth, x, walls = restore(cfg, "fp32", torch.device("cpu"), int(cfg.cpu_images))
-        wall = statistics.median(walls)
+        truth, x, wall = restore(cfg, "fp32", torch.device("cpu"), int(cfg.cpu_images))
         metrics["cpu"] = {
             "device": device_name(torch.device("cpu")),
             "per_minute": 60 * int(cfg.cpu_images) / wall,
