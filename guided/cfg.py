@@ -140,9 +140,7 @@ class _Wrapper(Denoiser):
             raise TypeError(f"prior must be a priors.Denoiser, got {type(prior).__name__}")
         super().__init__(prior.schedule)
         self.prior = prior
-        for name in ("shape", "num_classes"):
-            if hasattr(prior, name):
-                setattr(self, name, getattr(prior, name))
+        self.mirror(prior)
 
 
 class ClassifierFree(_Wrapper):

@@ -57,9 +57,7 @@ class DDNM(Denoiser):
             )
         super().__init__(prior.schedule)
         self.prior, self.op, self.y = prior, op, y
-        for name in ("shape", "num_classes"):
-            if hasattr(prior, name):
-                setattr(self, name, getattr(prior, name))
+        self.mirror(prior)
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         x_hat = self.prior(x_t, t, **cond)

@@ -121,9 +121,7 @@ class GuidedDenoiser(Denoiser):
         super().__init__(prior.schedule)
         self.prior = prior
         self.terms = nn.ModuleList(terms)
-        for name in ("shape", "num_classes"):
-            if hasattr(prior, name):
-                setattr(self, name, getattr(prior, name))
+        self.mirror(prior)
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         alpha_t, sigma_t = self.schedule(t)

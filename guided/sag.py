@@ -123,9 +123,7 @@ class SelfAttentionGuidance(Denoiser):
         self.scale, self.layer, self.threshold = float(scale), layer, float(threshold)
         self.blur_sigma = float(blur_sigma)
         self._blurs: dict[tuple[int, ...], Blur] = {}  # one operator per image shape
-        for name in ("shape", "num_classes"):
-            if hasattr(prior, name):
-                setattr(self, name, getattr(prior, name))
+        self.mirror(prior)
 
     def blur(self, x: Tensor) -> Tensor:
         """Gaussian blur with reflected boundaries (kernel side about 6 sigma, odd, at most

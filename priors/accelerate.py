@@ -70,9 +70,7 @@ class Accelerated(Denoiser):
             network.to(memory_format=torch.channels_last)
         if compile:
             denoiser.network = torch.compile(network)
-        for name in ("shape", "num_classes", "conditions"):
-            if hasattr(denoiser, name):
-                setattr(self, name, getattr(denoiser, name))
+        self.mirror(denoiser)
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         if self.channels_last and x_t.ndim == 4:

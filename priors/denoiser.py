@@ -45,6 +45,13 @@ class Denoiser(nn.Module, abc.ABC):
         self.schedule = schedule
         self.register_forward_pre_hook(_check_call, with_kwargs=True)
 
+    def mirror(self, inner: Denoiser) -> None:
+        """For wrappers: copies what describes the wrapped denoiser's samples (``shape``,
+        ``num_classes``, ``conditions``, where it has them) onto this one."""
+        for name in ("shape", "num_classes", "conditions"):
+            if hasattr(inner, name):
+                setattr(self, name, getattr(inner, name))
+
     @abc.abstractmethod
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         r"""
