@@ -24,6 +24,13 @@ command:
   Reacher-v5 in gymnasium, 2000 episodes of 50 steps (100k transitions) by the same four
   kinds of policy around the Jacobian-transpose controller :func:`experiments.envs.reach`;
   references as for Pendulum.
+- ``cheetah_random``, ``cheetah_medium``, ``cheetah_expert``, ``cheetah_mixed``: MuJoCo
+  HalfCheetah-v5 in gymnasium, 300 episodes of 1000 steps (300k transitions) by uniform
+  actions, the first shipped ARS snapshot returning a third of the final one (medium, as
+  D4RL's medium policies), the final snapshot (expert; :func:`cheetah_policies`) and a third
+  of each; references over 20 episodes. The ARS policies are brittle (see
+  :mod:`experiments.envs`), so averaging the mixed data's actions (a Gaussian policy's mean)
+  is a poor policy.
 
 A data set holds ``states`` :math:`(N, S)`, ``actions`` :math:`(N, A)`, ``rewards``,
 ``next_states``, ``terminals``, ``costs`` (1 for a safety violation), ``future_rewards``
@@ -45,6 +52,7 @@ import os
 import tempfile
 import warnings
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,11 +62,11 @@ import numpy as np
 
 from omegaconf import DictConfig
 
-from experiments import envs
+from experiments import ars, envs
 
 __all__ = [
     "BANDIT_MODES", "BANDIT_REWARDS", "LEVELS", "UNSAFE_RADIUS", "OfflineData", "bandit", "build",
-    "load", "pendulum", "reacher", "references", "unsafe_bandit",
+    "cheetah", "cheetah_policies", "load", "pendulum", "reacher", "references", "unsafe_bandit",
 ]  # fmt: skip
 
 #: The four modes of the bandit and their mean rewards.
@@ -222,40 +230,81 @@ def _pendulum_rollout(
     return tuple(np.concatenate(c) for c in columns)
 
 
-def _reacher_rollout(
-    policy: str, episodes: int, rng: np.random.Generator, chunk: int = 100
-) -> tuple[np.ndarray, ...]:
-    """Transitions of ``episodes`` Reacher-v5 episodes under a policy level (gymnasium,
-    ``chunk`` episodes stepped together; rows time-major within a chunk, then chunks)."""
-    import gymnasium as gym
+def _gym_rollout(
+    environment: str, act: Callable[[str, np.ndarray, np.random.Generator], np.ndarray]
+) -> Callable[..., tuple[np.ndarray, ...]]:
+    """The rollout of a gymnasium environment whose actions at a level are ``act(level, obs,
+    rng)``: transitions of ``episodes`` episodes (``chunk`` episodes stepped together; rows
+    time-major over all episodes)."""
 
-    env = envs.ENVIRONMENTS["reacher"]
-    columns: list[list[np.ndarray]] = [[], [], [], []]
-    for start in range(0, episodes, chunk):
-        n = min(chunk, episodes - start)
-        vector = gym.vector.SyncVectorEnv([lambda: gym.make(env.gym_id) for _ in range(n)])
-        obs, _ = vector.reset(seed=[int(s) for s in rng.integers(0, 2**31, n)])
-        parts: list[list[np.ndarray]] = [[], [], [], []]
-        for _ in range(env.steps):
-            action = _act(policy, envs.reach(obs), rng)
-            next_obs, reward, _, _, _ = vector.step(action)
-            for part, value in zip(parts, (obs, action, reward, next_obs), strict=True):
-                part.append(np.asarray(value, np.float32))
-            obs = next_obs
-        vector.close()
-        for column, part in zip(columns, parts, strict=True):
-            column.append(np.stack(part))  # (steps, n, ...)
-    # time-major over all episodes: (steps, episodes, ...) flattened
-    return tuple(np.concatenate(c, 1).reshape(-1, *c[0].shape[2:]) for c in columns)
+    def rollout(
+        policy: str, episodes: int, rng: np.random.Generator, chunk: int = 100
+    ) -> tuple[np.ndarray, ...]:
+        import gymnasium as gym
+
+        env = envs.ENVIRONMENTS[environment]
+        columns: list[list[np.ndarray]] = [[], [], [], []]
+        for start in range(0, episodes, chunk):
+            n = min(chunk, episodes - start)
+            vector = gym.vector.SyncVectorEnv([lambda: gym.make(env.gym_id) for _ in range(n)])
+            obs, _ = vector.reset(seed=[int(s) for s in rng.integers(0, 2**31, n)])
+            parts: list[list[np.ndarray]] = [[], [], [], []]
+            for _ in range(env.steps):
+                action = act(policy, obs, rng)
+                next_obs, reward, _, _, _ = vector.step(env.action_scale * action)
+                for part, value in zip(parts, (obs, action, reward, next_obs), strict=True):
+                    part.append(np.asarray(value, np.float32))
+                obs = next_obs
+            vector.close()
+            for column, part in zip(columns, parts, strict=True):
+                column.append(np.stack(part))  # (steps, n, ...)
+        return tuple(np.concatenate(c, 1).reshape(-1, *c[0].shape[2:]) for c in columns)
+
+    return rollout
+
+
+@functools.cache
+def cheetah_policies() -> dict[str, ars.LinearPolicy]:
+    """HalfCheetah's behaviour policies from the shipped ARS snapshots: ``expert`` the final
+    one, ``medium`` the first evaluated one returning at least a third of the final's."""
+    snapshots, _ = ars.load()
+    evaluated = np.flatnonzero(~np.isnan(snapshots.returns))
+    final = snapshots.returns[evaluated[-1]]
+    medium = evaluated[snapshots.returns[evaluated] >= final / 3][0]
+    return {
+        "medium": snapshots.policy(int(medium)),
+        "expert": snapshots.policy(len(snapshots) - 1),
+    }
+
+
+def _cheetah_act(policy: str, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if policy == "random":
+        return rng.uniform(-1, 1, (len(obs), 6)).astype(np.float32)
+    return cheetah_policies()[policy](obs)
 
 
 #: The scripted-policy rollouts of each environment: (level, episodes, rng) -> transitions.
-ROLLOUTS = {"pendulum": _pendulum_rollout, "reacher": _reacher_rollout}
+ROLLOUTS = {
+    "pendulum": _pendulum_rollout,
+    "reacher": _gym_rollout("reacher", lambda level, obs, rng: _act(level, envs.reach(obs), rng)),
+    "cheetah": _gym_rollout("cheetah", _cheetah_act),
+}
+#: Episodes of the random and the expert policy behind the normalised score's references.
+REFERENCE_EPISODES = {"pendulum": 100, "reacher": 100, "cheetah": 20}
 
 
-def references(environment: str, episodes: int = 100, seed: int = 12345) -> dict[str, float]:
-    """Mean returns of the random and the scripted policy of ``environment`` (the normalised
-    score's 0 and 100)."""
+def references(
+    environment: str, episodes: int | None = None, seed: int = 12345
+) -> dict[str, float]:
+    """Mean returns of the random and the expert policy of ``environment`` (the normalised
+    score's 0 and 100) over ``episodes`` episodes (:data:`REFERENCE_EPISODES` by default);
+    computed once per process."""
+    episodes = REFERENCE_EPISODES[environment] if episodes is None else episodes
+    return dict(_references(environment, episodes, seed))
+
+
+@functools.cache
+def _references(environment: str, episodes: int, seed: int) -> dict[str, float]:
     steps, refs = envs.ENVIRONMENTS[environment].steps, {}
     for level in ("random", "expert"):
         rewards = ROLLOUTS[environment](level, episodes, np.random.default_rng(seed))[2]
@@ -320,11 +369,17 @@ def reacher(level: str, seed: int = 0, episodes: int = 2000) -> OfflineData:
     return _environment_data("reacher", level, seed, episodes)
 
 
+def cheetah(level: str, seed: int = 0, episodes: int = 300) -> OfflineData:
+    """A HalfCheetah-v5 data set (see the module) of ``episodes`` episodes."""
+    return _environment_data("cheetah", level, seed, episodes)
+
+
 BUILDERS = {
     "bandit": bandit,
     "unsafe_bandit": unsafe_bandit,
     **{f"pendulum_{level}": functools.partial(pendulum, level) for level in LEVELS},
     **{f"reacher_{level}": functools.partial(reacher, level) for level in LEVELS},
+    **{f"cheetah_{level}": functools.partial(cheetah, level) for level in LEVELS},
 }
 
 

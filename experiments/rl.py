@@ -4,6 +4,7 @@ r"""Diffusion policies steered by value guidance, on offline data built in-proje
     python -m experiments.rl task=unsafe_bandit      # safety guidance
     python -m experiments.rl task=pendulum_mixed     # Pendulum-v1, 3 seeds in gymnasium
     python -m experiments.rl task=reacher_mixed      # MuJoCo Reacher-v5, 3 seeds
+    python -m experiments.rl task=cheetah_mixed      # MuJoCo HalfCheetah-v5 (ARS data)
     python -m experiments.rl 'scales=[0,1,3,10]' candidates=16
 
 ``task`` picks a config of ``configs/rl/task`` (the data set and the settings tuned for it).
@@ -41,9 +42,10 @@ action from noisy actions. Actions are sampled for ``samples`` states by DDPM wi
 - ``select``: best of ``candidates`` prior samples by :math:`Q` (IDQL-style selection);
 - ``value_select``: value guidance, then the best of ``candidates`` by :math:`Q`.
 
-Environments (``pendulum_*``, ``reacher_*``): every method is trained for each seed of
-``seeds`` and evaluated on ``episodes`` gymnasium episodes (one batch through the sampler
-per step); the table gives the normalised score
+Environments (``pendulum_*``, ``reacher_*``, ``cheetah_*``): every method is trained for
+each seed of ``seeds`` and evaluated on ``episodes`` gymnasium episodes (one batch through
+the sampler per step; with ``normalise_states`` the networks see states standardised by the
+data's statistics); the table gives the normalised score
 :math:`100 (R - R_{random}) / (R_{expert} - R_{random})` (references from the data's
 card), mean and standard deviation over seeds, and ``scores.png`` the score against the
 scale.
@@ -72,10 +74,11 @@ References:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import time
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -517,19 +520,38 @@ def gradients(method: str) -> AbstractContextManager[Any]:
     return nullcontext() if method in DIFFERENTIATING else torch.no_grad()
 
 
+def standardise(
+    data: offline.OfflineData,
+) -> tuple[offline.OfflineData, Callable[[np.ndarray], np.ndarray]]:
+    """The data with states and next states standardised by the states' mean and standard
+    deviation (floored at 1e-2), and the map it applies to observations."""
+    mean = data.states.mean(0)
+    std = np.maximum(data.states.std(0), 1e-2)
+
+    def observe(obs: np.ndarray) -> np.ndarray:
+        return ((np.asarray(obs, np.float32) - mean) / std).astype(np.float32)
+
+    scaled = dataclasses.replace(
+        data, states=observe(data.states), next_states=observe(data.next_states)
+    )
+    return scaled, observe
+
+
 def as_policy(
     cfg: DictConfig,
     method: str,
     scale: float,
     prior: priors.MLPDenoiser,
     critics: dict[str, Any],
+    observe: Callable[[np.ndarray], np.ndarray] = np.asarray,
 ) -> envs.Policy:
     """The policy observations -> actions of ``method`` (numpy), fresh noise at every call
-    (seeded by ``cfg.seed`` and the call's index)."""
+    (seeded by ``cfg.seed`` and the call's index); ``observe`` maps observations to the
+    states the networks were trained on."""
     calls = iter(range(2**62))
 
     def policy(obs: np.ndarray) -> np.ndarray:
-        states = torch.from_numpy(np.asarray(obs, np.float32))
+        states = torch.from_numpy(np.asarray(observe(obs), np.float32))
         seed = 7919 * int(cfg.seed) + next(calls)
         with gradients(method):
             actions = sample_actions(cfg, method, scale, prior, critics, states, seed)
@@ -542,6 +564,9 @@ def run_env(cfg: DictConfig, data: offline.OfflineData, out_dir: Path) -> dict[s
     """Trains and evaluates every method in gymnasium for every seed of ``cfg.seeds``
     (``episodes`` episodes each, the episodes of a seed batched through the sampler)."""
     environment = str(cfg.dataset).split("_")[0]
+    observe: Callable[[np.ndarray], np.ndarray] = np.asarray
+    if cfg.normalise_states:
+        data, observe = standardise(data)
     scores: dict[str, dict[str, list[float]]] = {}
     returns: dict[str, dict[str, list[float]]] = {}
     timing: dict[str, float] = {}
@@ -550,18 +575,20 @@ def run_env(cfg: DictConfig, data: offline.OfflineData, out_dir: Path) -> dict[s
         run_cfg = cfg.copy()
         run_cfg.seed = int(seed)
         prior, critics = train_all(run_cfg, data)
+        print(f"seed {seed}: trained ({time.perf_counter() - start:.0f} s)", flush=True)
         if not timing:
             timing = latency(cfg, prior, critics, data)
         for method in cfg.methods:
             for scale in cfg.scales if method in GUIDED else [0.0]:
-                policy = as_policy(run_cfg, method, float(scale), prior, critics)
+                policy = as_policy(run_cfg, method, float(scale), prior, critics, observe)
                 episode_returns = envs.evaluate(
                     policy, int(cfg.episodes), 10000 * (int(seed) + 1), environment
                 )
                 key = f"{float(scale):g}"
-                scores.setdefault(method, {}).setdefault(key, []).append(
-                    float(normalised(episode_returns, data.card).mean())
-                )
+                score = float(normalised(episode_returns, data.card).mean())
+                scores.setdefault(method, {}).setdefault(key, []).append(score)
+                elapsed = time.perf_counter() - start
+                print(f"seed {seed} {method} {key}: {score:.1f} ({elapsed:.0f} s)", flush=True)
                 returns.setdefault(method, {}).setdefault(key, []).append(
                     float(episode_returns.mean())
                 )

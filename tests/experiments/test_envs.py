@@ -77,6 +77,20 @@ def test_reacher_data_sets_are_ordered_by_quality():
     assert refs["random"] < -35 and refs["expert"] > -10
 
 
+def test_cheetah_data_sets_are_ordered_by_quality():
+    data = {level: offline.cheetah(level, episodes=3) for level in offline.LEVELS}
+    returns = {level: d.card["behaviour_return"] for level, d in data.items()}
+    assert returns["random"] < returns["medium"] < returns["expert"]
+    assert returns["random"] < returns["mixed"] < returns["expert"]
+    expert = data["expert"]
+    assert expert.states.shape == (3000, 17) and expert.actions.shape == (3000, 6)
+    assert envs.environment_of("cheetah_mixed").gym_id == "HalfCheetah-v5"
+    policy = offline.cheetah_policies()["expert"]
+    np.testing.assert_allclose(expert.actions, policy(expert.states), atol=1e-6)
+    refs = expert.card["references"]
+    assert refs["random"] < 0 and refs["expert"] > 3000
+
+
 @pytest.mark.parametrize("name", ["pendulum_medium", "reacher_mixed"])
 def test_future_rewards_average_the_rest_of_each_episode(name):
     env = envs.environment_of(name)

@@ -1,6 +1,7 @@
 """The RL app on tiny settings: every method and scale scored, figures written, bad
 configs refused before anything is written."""
 
+import numpy as np
 import pytest
 
 from hydra import compose, initialize_config_module
@@ -66,6 +67,21 @@ def test_rl_app_evaluates_pendulum_policies_in_gymnasium(tmp_path):
     assert metrics["data_score"] > 90  # the expert's data
     for name in ("metrics.json", "table.md", "scores.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_standardised_states_train_and_act_on_the_same_scale(tmp_path):
+    data = rl.offline.pendulum("mixed", episodes=6)
+    scaled, observe = rl.standardise(data)
+    np.testing.assert_allclose(scaled.states.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(scaled.states.std(0), 1, atol=1e-3)
+    np.testing.assert_allclose(observe(data.next_states), scaled.next_states)
+    np.testing.assert_array_equal(scaled.actions, data.actions)
+    out = tmp_path / "out"
+    out.mkdir()
+    overrides = ("task=pendulum_expert", "seeds=[0]", "episodes=2", "steps=2",
+                 "methods=[bc,noisy_value]", "normalise_states=true")  # fmt: skip
+    metrics = rl.run(_cfg(tmp_path, *overrides), out)
+    assert set(metrics["results"]) == {"bc", "noisy_value"}
 
 
 def test_value_guidance_at_scale_zero_is_behaviour_cloning(tmp_path):
