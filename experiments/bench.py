@@ -14,7 +14,7 @@ Two floors of our own machinery, measured in the same run:
 
 - *guided step vs. forward + VJP*: the wall time of our DPS run against ``steps`` bare
   network evaluations with one vector-Jacobian product each on the same batch (the least
-  any gradient-guided step can cost);
+  any gradient-guided step can cost), the two timed in alternation;
 - *CFG batched vs. two passes*: :class:`guided.ClassifierFree` (conditional and
   unconditional rows in one network call) against the same guidance with two separate
   calls per step, on the class-conditional prior.
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ import priors
 from experiments.build import build, build_method
 from experiments.restore import generators, held_out, psnr
 from experiments.runs import resumable, write_metrics
-from experiments.timing import timed
+from experiments.timing import peak_memory, timed, timed_pair
 
 matplotlib.use("Agg")
 
@@ -67,14 +68,16 @@ def _check(cfg: DictConfig) -> None:
 
 def compare(
     cfg: DictConfig, prior: priors.Denoiser, truth: torch.Tensor
-) -> dict[str, dict[str, Any]]:
-    """Every pair on the same measurement and initial noise: PSNR, costs, wall times."""
+) -> tuple[dict[str, dict[str, Any]], dict[str, Callable[[], Any]]]:
+    """Every pair on the same measurement and initial noise: PSNR, costs, wall times, peak
+    memory; and our side's run of each pair (for the floor)."""
     op = build(cfg.tasks_available[cfg.task], in_shape=tuple(prior.shape))
     sigma_y, rows = float(cfg.sigma_y), truth.shape[0]
     g = torch.Generator().manual_seed(int(cfg.seed))
     y = operators.GaussianNoise(sigma_y)(op(truth), g) if sigma_y > 0 else op(truth)
     ts = guided.time_grid(int(cfg.steps))
     results: dict[str, dict[str, Any]] = {}
+    ours: dict[str, Callable[[], Any]] = {}
     for pair, sides in cfg.pairs.items():
         row: dict[str, Any] = {}
         for side in ("ours", "theirs"):
@@ -89,22 +92,28 @@ def compare(
                 return method(x_T, ts, gens, cost)
 
             x, wall = timed(run, int(cfg.repeats))
+            peak = peak_memory(run)[1]
+            if side == "ours":
+                ours[str(pair)] = run
             row[side] = {
                 "method": str(sides[side]),
                 "psnr": float(psnr(x.double().clamp(-1, 1), truth.double()).mean()),
                 "nfe": cost.nfe,
                 "vjp": cost.vjp,
                 "wall_s": wall,
+                "peak_mib": peak,
             }
         row["psnr_difference"] = row["ours"]["psnr"] - row["theirs"]["psnr"]
         row["wall_ratio"] = row["ours"]["wall_s"] / row["theirs"]["wall_s"]
+        peaks = row["ours"]["peak_mib"], row["theirs"]["peak_mib"]
+        row["memory_ratio"] = None if None in peaks or not peaks[1] else peaks[0] / peaks[1]
         results[str(pair)] = row
         print(pair, row, flush=True)
-    return results
+    return results, ours
 
 
-def vjp_floor(cfg: DictConfig, prior: priors.Denoiser, rows: int) -> float:
-    """Seconds for ``steps`` network evaluations with one VJP each, batch ``rows``."""
+def vjp_floor(cfg: DictConfig, prior: priors.Denoiser, rows: int) -> Callable[[], None]:
+    """``steps`` network evaluations with one VJP each, batch ``rows``."""
     g = torch.Generator().manual_seed(int(cfg.seed))
     x = torch.randn(rows, *prior.shape, generator=g)
     v = torch.randn(rows, *prior.shape, generator=g)
@@ -114,7 +123,7 @@ def vjp_floor(cfg: DictConfig, prior: priors.Denoiser, rows: int) -> float:
             x_t = x.detach().requires_grad_(True)
             torch.autograd.grad(prior(x_t, t), x_t, v)
 
-    return timed(run, int(cfg.repeats))[1]
+    return run
 
 
 class TwoPassCFG(priors.Denoiser):
@@ -165,8 +174,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     torch.set_num_threads(int(cfg.threads))
     prior = priors.load(str(cfg.prior))
     truth = held_out(str(cfg.prior), int(cfg.images)).float()
-    results = compare(cfg, prior, truth)
-    floor = vjp_floor(cfg, prior, truth.shape[0])
+    results, ours = compare(cfg, prior, truth)
+    floor_run = vjp_floor(cfg, prior, truth.shape[0])
     metrics: dict[str, Any] = {
         "prior": str(cfg.prior),
         "task": str(cfg.task),
@@ -174,10 +183,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "images": int(cfg.images),
         "threads": int(cfg.threads),
         "results": results,
-        "vjp_floor_s": floor,
     }
-    if "dps" in results:
-        metrics["guided_step_over_floor"] = results["dps"]["ours"]["wall_s"] / floor
+    if "dps" in ours:  # timed in alternation with the floor
+        dps_s, metrics["vjp_floor_s"] = timed_pair(ours["dps"], floor_run, int(cfg.repeats))
+        metrics["guided_step_over_floor"] = dps_s / metrics["vjp_floor_s"]
+    else:
+        metrics["vjp_floor_s"] = timed(floor_run, int(cfg.repeats))[1]
     if getattr(prior, "num_classes", 0):
         metrics["cfg"] = cfg_floor(cfg, prior, truth.shape[0])
     write(metrics, out_dir)
@@ -188,6 +199,7 @@ def write(metrics: dict[str, Any], out: Path) -> None:
     header = [
         "method", "ours", "deepinv", "psnr_ours", "psnr_deepinv", "psnr_difference", "nfe_ours",
         "nfe_deepinv", "vjp_ours", "vjp_deepinv", "wall_ours_s", "wall_deepinv_s", "wall_ratio",
+        "peak_ours_mib", "peak_deepinv_mib", "memory_ratio",
     ]  # fmt: skip
     rows = []
     for name, r in metrics["results"].items():
@@ -195,7 +207,8 @@ def write(metrics: dict[str, Any], out: Path) -> None:
         rows.append([
             name, ours["method"], theirs["method"], ours["psnr"], theirs["psnr"],
             r["psnr_difference"], ours["nfe"], theirs["nfe"], ours["vjp"], theirs["vjp"],
-            ours["wall_s"], theirs["wall_s"], r["wall_ratio"],
+            ours["wall_s"], theirs["wall_s"], r["wall_ratio"], ours["peak_mib"],
+            theirs["peak_mib"], r["memory_ratio"],
         ])  # fmt: skip
     with (out / "bench.csv").open("w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
@@ -207,15 +220,17 @@ def write(metrics: dict[str, Any], out: Path) -> None:
         "",
         (
             "| method | PSNR ours | PSNR deepinv | difference | NFE ours / deepinv | VJP ours / "
-            "deepinv | wall ours (s) | wall deepinv (s) | ours / deepinv |"
+            "deepinv | wall ours (s) | wall deepinv (s) | ours / deepinv | peak MiB ours / "
+            "deepinv |"
         ),
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        memory = "n/a" if row[13] is None else f"{row[13]:.1f} / {row[14]:.1f}"
         lines.append(
             f"| {row[0]} | {row[3]:.2f} | {row[4]:.2f} | {row[5]:+.2f} | {row[6]:g} / "
             f"{row[7]:g} | {row[8]:g} / {row[9]:g} | {row[10]:.2f} | {row[11]:.2f} | "
-            f"{row[12]:.2f} |"
+            f"{row[12]:.2f} | {memory} |"
         )
     lines += ["", f"Forward + VJP floor for the same steps: {metrics['vjp_floor_s']:.2f} s"]
     if "guided_step_over_floor" in metrics:

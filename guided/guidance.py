@@ -125,10 +125,13 @@ class GuidedDenoiser(Denoiser):
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         alpha_t, sigma_t = self.schedule(t)
-        when = f"t = {t.flatten()[0].item():.4g}"
+
+        def when() -> str:  # formatted only on failure
+            return f"t = {t.flatten()[0].item():.4g}"
+
         if not bool(torch.isfinite(x_t).all()):
             raise FloatingPointError(
-                f"x_t is not finite at {when}: an earlier guided step diverged"
+                f"x_t is not finite at {when()}: an earlier guided step diverged"
             )
         for term in self.terms:
             check_rows(term, x_t.shape[0])
@@ -138,7 +141,7 @@ class GuidedDenoiser(Denoiser):
             x_hat = self.prior(x, t, **cond)
         with torch.enable_grad():
             if not bool(torch.isfinite(x_hat).all()):
-                raise FloatingPointError(f"the prior's denoiser returned NaN or Inf at {when}")
+                raise FloatingPointError(f"the prior's denoiser returned NaN or Inf at {when()}")
             vectors, others = [], []
             for term in self.terms:  # VJP terms pool their vectors; others give g directly
                 if type(term).forward is Guidance.forward:
@@ -153,6 +156,6 @@ class GuidedDenoiser(Denoiser):
                 g = g + other
         if not bool(torch.isfinite(g).all()):
             names = ", ".join(type(term).__name__ for term in self.terms)
-            raise FloatingPointError(f"the guidance ({names}) is NaN or Inf at {when}")
+            raise FloatingPointError(f"the guidance ({names}) is NaN or Inf at {when()}")
         scale = append_dims((sigma_t**2 / alpha_t).to(x_t.dtype), x_t.ndim)
         return x_hat.detach() + scale * g

@@ -24,6 +24,7 @@ def test_pairs_pay_equal_network_evaluations_and_outputs_are_written(tmp_path):
         assert row["ours"]["nfe"] == row["theirs"]["nfe"] == 4
         assert row["ours"]["psnr"] > 5 and row["theirs"]["psnr"] > 5
         assert row["wall_ratio"] > 0
+        assert row["ours"]["peak_mib"] >= 0 and row["theirs"]["peak_mib"] >= 0
     assert metrics["results"]["dps"]["ours"]["vjp"] == metrics["results"]["dps"]["theirs"]["vjp"]
     assert metrics["vjp_floor_s"] > 0 and metrics["guided_step_over_floor"] > 0
     assert metrics["cfg"]["max_difference"] < 1e-4  # the same guidance, batched or not
