@@ -88,12 +88,6 @@ class Snapshots:
         return LinearPolicy(self.weights[i], self.mean[i], self.std[i])
 
 
-def _vector(gym_id: str, n: int) -> Any:
-    import gymnasium as gym
-
-    return gym.vector.SyncVectorEnv([lambda: gym.make(gym_id) for _ in range(n)])
-
-
 def rollout(
     vector: Any,
     weights: np.ndarray,
@@ -143,7 +137,7 @@ def ars(
     std = np.ones(state_dim)
     kept: dict[str, list] = {"weights": [], "mean": [], "std": [], "returns": [], "env_steps": []}
     env_steps = 0
-    train, test = _vector(gym_id, 2 * directions), _vector(gym_id, evaluate_episodes)
+    train, test = envs.vector(gym_id, 2 * directions), envs.vector(gym_id, evaluate_episodes)
     for i in range(iterations):
         delta = rng.standard_normal((directions, action_dim, state_dim))
         both = np.concatenate([weights + noise * delta, weights - noise * delta])
@@ -259,12 +253,13 @@ def main(cfg: DictConfig) -> None:
     name = f"{cfg.environment}-ars"
     card = {k: cfg[k] for k in cfg if k != "install"} | {"wall_s": wall}
     path = save(snapshots, out / f"{name}.safetensors", card)
-    (out / f"{name}.md").write_text(_card(cfg, snapshots, wall))
+    text = _card(cfg, snapshots, wall)
+    (out / f"{name}.md").write_text(text)
     if cfg.install:
         WEIGHTS.mkdir(exist_ok=True)
         shutil.copyfile(path, WEIGHTS / path.name)
         shutil.copyfile(out / f"{name}.md", WEIGHTS / f"{name}.md")
-    print(_card(cfg, snapshots, wall))
+    print(text)
 
 
 if __name__ == "__main__":

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 __all__ = [
     "ENVIRONMENTS", "PENDULUM_STEPS", "Environment", "Pendulum", "Policy", "environment_of",
-    "evaluate", "reach", "swing_up",
+    "evaluate", "reach", "swing_up", "vector",
 ]  # fmt: skip
 
 #: The episode length of Pendulum-v1.
@@ -137,6 +138,14 @@ def reach(obs: np.ndarray, kp: float = 20.0, kd: float = 0.1) -> np.ndarray:
     return np.clip(u, -1, 1).astype(np.float32)
 
 
+def vector(gym_id: str, n: int) -> Any:
+    """``n`` copies of the gymnasium environment ``gym_id`` stepped as one synchronous vector
+    environment (the one way the suite steps gymnasium episodes together)."""
+    import gymnasium as gym
+
+    return gym.vector.SyncVectorEnv([lambda: gym.make(gym_id) for _ in range(n)])
+
+
 def evaluate(
     policy: Policy, episodes: int, seed: int, environment: str = "pendulum"
 ) -> np.ndarray:
@@ -144,13 +153,11 @@ def evaluate(
     :data:`ENVIRONMENTS`; seeds ``seed``, ``seed + 1``, ...) under ``policy``
     (observations :math:`(n, S)` to normalised actions :math:`(n, A)`), all episodes stepped
     as one vector environment."""
-    import gymnasium as gym
-
     if environment not in ENVIRONMENTS:
         raise ValueError(f"unknown environment {environment!r}; available: {list(ENVIRONMENTS)}")
     env = ENVIRONMENTS[environment]
-    vector = gym.vector.SyncVectorEnv([lambda: gym.make(env.gym_id) for _ in range(episodes)])
-    obs, _ = vector.reset(seed=[seed + i for i in range(episodes)])
+    batch = vector(env.gym_id, episodes)
+    obs, _ = batch.reset(seed=[seed + i for i in range(episodes)])
     returns = np.zeros(episodes)
     for _ in range(env.steps):
         action = np.asarray(policy(obs), dtype=np.float32)
@@ -159,7 +166,7 @@ def evaluate(
                 f"the policy must return finite actions ({episodes}, {env.action_dim}), got "
                 f"{action.shape}"
             )
-        obs, reward, _, _, _ = vector.step(env.action_scale * np.clip(action, -1, 1))
+        obs, reward, _, _, _ = batch.step(env.action_scale * np.clip(action, -1, 1))
         returns += reward
-    vector.close()
+    batch.close()
     return returns

@@ -240,22 +240,20 @@ def _gym_rollout(
     def rollout(
         policy: str, episodes: int, rng: np.random.Generator, chunk: int = 100
     ) -> tuple[np.ndarray, ...]:
-        import gymnasium as gym
-
         env = envs.ENVIRONMENTS[environment]
         columns: list[list[np.ndarray]] = [[], [], [], []]
         for start in range(0, episodes, chunk):
             n = min(chunk, episodes - start)
-            vector = gym.vector.SyncVectorEnv([lambda: gym.make(env.gym_id) for _ in range(n)])
-            obs, _ = vector.reset(seed=[int(s) for s in rng.integers(0, 2**31, n)])
+            batch = envs.vector(env.gym_id, n)
+            obs, _ = batch.reset(seed=[int(s) for s in rng.integers(0, 2**31, n)])
             parts: list[list[np.ndarray]] = [[], [], [], []]
             for _ in range(env.steps):
                 action = act(policy, obs, rng)
-                next_obs, reward, _, _, _ = vector.step(env.action_scale * action)
+                next_obs, reward, _, _, _ = batch.step(env.action_scale * action)
                 for part, value in zip(parts, (obs, action, reward, next_obs), strict=True):
                     part.append(np.asarray(value, np.float32))
                 obs = next_obs
-            vector.close()
+            batch.close()
             for column, part in zip(columns, parts, strict=True):
                 column.append(np.stack(part))  # (steps, n, ...)
         return tuple(np.concatenate(c, 1).reshape(-1, *c[0].shape[2:]) for c in columns)
@@ -279,7 +277,8 @@ def cheetah_policies() -> dict[str, ars.LinearPolicy]:
 
 def _cheetah_act(policy: str, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if policy == "random":
-        return rng.uniform(-1, 1, (len(obs), 6)).astype(np.float32)
+        shape = (len(obs), envs.ENVIRONMENTS["cheetah"].action_dim)
+        return rng.uniform(-1, 1, shape).astype(np.float32)
     return cheetah_policies()[policy](obs)
 
 

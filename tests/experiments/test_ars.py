@@ -9,7 +9,7 @@ from experiments import ars, envs, offline
 
 def _returns(policy, episodes=2, steps=200):
     env = envs.ENVIRONMENTS["cheetah"]
-    vector = ars._vector(env.gym_id, episodes)
+    vector = envs.vector(env.gym_id, episodes)
     weights = np.broadcast_to(policy.weights, (episodes, *policy.weights.shape))
     out = ars.rollout(vector, weights, policy.mean, policy.std, steps, list(range(episodes)))
     vector.close()
