@@ -131,14 +131,32 @@ class DeepinvPiGDM(DeepinvDPS):
 
 
 class DeepinvDDRM(_Peer):
-    r"""``deepinv.sampling.DDRM`` (:math:`\eta = 0.85`, :math:`\eta_b = 1`), called at the
-    variance-exploding noise levels :math:`\sigma_t / (2 \alpha_t)` of our grid's first
-    ``len(ts) - 1`` times (deepinv's units)."""
+    r"""``deepinv.sampling.DDRM`` (its defaults :math:`\eta = 0.85`, :math:`\eta_b = 1`),
+    called at the variance-exploding noise levels :math:`\sigma_t / (2 \alpha_t)` of our
+    grid's first ``len(ts) - 1`` times (deepinv's units).
 
-    def __init__(self, op: operators.Operator, y: Tensor, sigma_y: float) -> None:
+    deepinv 0.5 draws each step's noise with standard deviation :math:`\bar\sigma_s /
+    \sqrt 2` while telling its denoiser the level is :math:`\bar\sigma_s`
+    (``deepinv/sampling/diffusion.py``, the ``/ np.sqrt(2.0)`` of both draws), a departure
+    from Kawar et al.'s eq. 8 that our :class:`guided.DDRM` follows: its samples are less
+    noisy than the paper's at the same :math:`\eta`.
+    """
+
+    def __init__(
+        self,
+        op: operators.Operator,
+        y: Tensor,
+        sigma_y: float,
+        eta: float = 0.85,
+        etab: float = 1.0,
+    ) -> None:
         if not isinstance(op, operators.SVDOperator):
             raise TypeError("DDRM needs an SVD operator")
+        for name, value in (("eta", eta), ("etab", etab)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
         super().__init__(op, y, sigma_y)
+        self.eta, self.etab = float(eta), float(etab)
 
     def solve(self, denoiser: DeepinvDenoiser, y01: Tensor, steps: int, seed: int) -> Tensor:
         import deepinv
@@ -146,7 +164,8 @@ class DeepinvDDRM(_Peer):
         ts = guided.time_grid(steps)[:-1]
         alpha_t, sigma_t = denoiser.schedule(ts)
         sigmas = (sigma_t / alpha_t / 2).tolist()
-        return deepinv.sampling.DDRM(denoiser, sigmas=sigmas)(y01, self.physics)
+        loop = deepinv.sampling.DDRM(denoiser, sigmas=sigmas, eta=self.eta, etab=self.etab)
+        return loop(y01, self.physics)
 
 
 class DeepinvDiffPIR(_Peer):

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from operators import Operator, check_shape
-from priors import Denoiser, Schedule, record
+from priors import Denoiser, Schedule, all_finite, record
 from priors.tweedie import append_dims
 
 __all__ = ["Guidance", "GuidedDenoiser", "check_measurement", "check_number", "check_rows"]
@@ -129,7 +129,7 @@ class GuidedDenoiser(Denoiser):
         def when() -> str:  # formatted only on failure
             return f"t = {t.flatten()[0].item():.4g}"
 
-        if not bool(torch.isfinite(x_t).all()):
+        if not all_finite(x_t):
             raise FloatingPointError(
                 f"x_t is not finite at {when()}: an earlier guided step diverged"
             )
@@ -140,7 +140,7 @@ class GuidedDenoiser(Denoiser):
             x = x_t.detach().requires_grad_(graph)
             x_hat = self.prior(x, t, **cond)
         with torch.enable_grad():
-            if not bool(torch.isfinite(x_hat).all()):
+            if not all_finite(x_hat):
                 raise FloatingPointError(f"the prior's denoiser returned NaN or Inf at {when()}")
             vectors, others = [], []
             for term in self.terms:  # VJP terms pool their vectors; others give g directly
@@ -154,7 +154,7 @@ class GuidedDenoiser(Denoiser):
                 record(vjp_rows=x_t.shape[0])
             for other in others:
                 g = g + other
-        if not bool(torch.isfinite(g).all()):
+        if not all_finite(g):
             names = ", ".join(type(term).__name__ for term in self.terms)
             raise FloatingPointError(f"the guidance ({names}) is NaN or Inf at {when()}")
         scale = append_dims((sigma_t**2 / alpha_t).to(x_t.dtype), x_t.ndim)

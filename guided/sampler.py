@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from guided.guidance import check_rows
 from guided.projection import Projection
 from guided.time import check_grid
-from priors import Cost, Denoiser, GeneratorLike, Schedule, measure, randn
+from priors import Cost, Denoiser, GeneratorLike, Schedule, all_finite, measure, randn
 
 __all__ = ["Sampler", "initial_noise"]
 
@@ -140,7 +140,7 @@ class Sampler(abc.ABC):
                 x = self.step(denoiser, x, t, s, carry, generator=generator, **cond)
                 if projection is not None:
                     x = projection(x, s, denoiser.schedule, generator=generator)
-                if not bool(torch.isfinite(x).all()):  # the NaN guard: stop where it began
+                if not all_finite(x):  # the NaN guard: stop where it began
                     raise FloatingPointError(
                         f"{type(self).__name__} step {i + 1} of {len(pairs)} (t = {float(t):.4g}"
                         f" -> {float(s):.4g}) gave NaN or Inf with {_describe(denoiser)}"

@@ -6,6 +6,7 @@ A prior is a :class:`Denoiser` returning :math:`E[x \\mid x_t]` under its
 
 from priors.accelerate import Accelerated
 from priors.attention import attention_layers, record_attention
+from priors.checks import all_finite
 from priors.classifier import Classifier
 from priors.contrastive import ContrastiveLikelihood, Encoder
 from priors.cost import Cost, measure, record
@@ -45,6 +46,7 @@ __all__ = [
     "Schedule",
     "UNet",
     "UNetDenoiser",
+    "all_finite",
     "as_time",
     "attention_layers",
     "available",

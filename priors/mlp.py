@@ -29,6 +29,7 @@ import torch
 
 from torch import Tensor, nn
 
+from priors.checks import all_finite
 from priors.denoiser import Denoiser
 from priors.schedules import Schedule
 from priors.tweedie import x0_from_v
@@ -119,7 +120,7 @@ class MLP(nn.Module):
                 raise ValueError(
                     f"condition {k!r} must have shape ({batch}, {size}), got {tuple(value.shape)}"
                 )
-            if k not in self.optional and not bool(torch.isfinite(value).all()):
+            if k not in self.optional and not all_finite(value):
                 raise ValueError(f"the condition {k!r} contains NaN or Inf")
             checked[k] = value.expand(batch, size)
         return checked

@@ -41,6 +41,13 @@ def as_time(t: float | Tensor) -> Tensor:
         ValueError: if ``t`` has more than one dimension, is not finite or leaves [0, 1].
     """
     t = torch.as_tensor(t, dtype=torch.float64)
+    if t.ndim == 0:  # one conversion instead of three reductions (samplers call this per step)
+        value = float(t)
+        if not 0.0 <= value <= 1.0:  # NaN fails both comparisons
+            if not math.isfinite(value):
+                raise ValueError(f"t must be finite, got {value}")
+            raise ValueError(f"t must lie in [0, 1], got values in [{value}, {value}]")
+        return t
     if t.ndim > 1:
         raise ValueError(f"t must be a scalar or have shape (B,), got shape {tuple(t.shape)}")
     if t.numel() and not bool(torch.isfinite(t).all()):
@@ -56,8 +63,12 @@ class Schedule(abc.ABC):
     r"""Abstract noise schedule :math:`t \mapsto (\alpha_t, \sigma_t)`.
 
     Subclasses implement :meth:`alpha_sigma` on validated float64 times; calling the
-    schedule validates ``t`` first.
+    schedule validates ``t`` first. A schedule is immutable once built: the coefficients of
+    a single CPU time (what a sampler asks for several times per step) are computed once
+    and remembered (copies are returned).
     """
+
+    _MEMO_SIZE = 4096
 
     def __call__(self, t: float | Tensor) -> tuple[Tensor, Tensor]:
         r"""
@@ -68,7 +79,17 @@ class Schedule(abc.ABC):
         Returns:
             :math:`\alpha_t` and :math:`\sigma_t` in float64, each shaped like ``t``.
         """
-        return self.alpha_sigma(as_time(t))
+        t = as_time(t)
+        if t.ndim or t.requires_grad or t.device.type != "cpu":
+            return self.alpha_sigma(t)
+        memo = self.__dict__.setdefault("_memo", {})
+        key = float(t)
+        if key not in memo:
+            if len(memo) >= self._MEMO_SIZE:
+                memo.clear()
+            memo[key] = self.alpha_sigma(t)
+        alpha_t, sigma_t = memo[key]
+        return alpha_t.clone(), sigma_t.clone()
 
     @abc.abstractmethod
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:

@@ -25,6 +25,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 
 from collections.abc import Sequence
@@ -41,12 +42,17 @@ __all__ = [
 ]
 
 
+@functools.lru_cache(maxsize=64)
+def _frequencies(half: int, device: torch.device) -> Tensor:
+    """The embedding's frequencies :math:`10000^{-k / half}` (computed once per size)."""
+    return torch.exp(-math.log(10000) * torch.arange(half, device=device) / half)
+
+
 def timestep_embedding(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
     r"""Sinusoidal embedding of times :math:`t \in [0, 1]` (shape :math:`(B,)`) scaled by
     ``scale``, shape :math:`(B, dim)` (Vaswani et al., 2017; as in DDPM)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device) / half)
-    args = scale * t.float()[:, None] * freqs[None]
+    args = scale * t.float()[:, None] * _frequencies(half, t.device)[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return nn.functional.pad(emb, (0, dim % 2))
 

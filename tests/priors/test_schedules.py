@@ -107,3 +107,27 @@ def test_bad_times_raise(schedule, bad):
 def test_bad_schedule_parameters_raise(build):
     with pytest.raises(ValueError):
         build()
+
+
+def test_scalar_times_are_remembered_as_copies(schedule):
+    t = torch.tensor(0.37, dtype=torch.float64)
+    first = schedule(t)
+    exact = schedule.alpha_sigma(t)
+    for got, want in zip(first, exact, strict=True):
+        assert torch.equal(got, want)
+    first[0].mul_(0)  # a caller writing into its result must not corrupt later calls
+    again = schedule(t)
+    assert torch.equal(again[0], exact[0]) and torch.equal(again[1], exact[1])
+    grid = schedule(torch.tensor([0.37, 0.5], dtype=torch.float64))
+    assert float(grid[0][0]) == float(exact[0]) and float(grid[1][0]) == float(exact[1])
+
+
+def test_memo_is_bounded_and_skips_differentiable_times():
+    schedule = priors.CosineSchedule()
+    for i in range(schedule._MEMO_SIZE + 10):
+        schedule(i / (schedule._MEMO_SIZE + 10))
+    assert len(schedule._memo) <= schedule._MEMO_SIZE
+    t = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    alpha, _ = schedule(t)
+    (grad,) = torch.autograd.grad(alpha, t)  # the time's gradient still flows
+    assert float(grad) < 0
