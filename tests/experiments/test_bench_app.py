@@ -34,10 +34,23 @@ def test_pairs_pay_equal_network_evaluations_and_outputs_are_written(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+def test_spread_over_noise_seeds(tmp_path):
+    metrics = bench.run(
+        _cfg("samples=2", "~pairs.dps", "~pairs.pigdm", "~pairs.diffpir"), tmp_path
+    )
+    for side in ("ours", "theirs"):
+        spread = metrics["results"]["ddrm"][side]["spread"]
+        assert spread["samples"] == 2 and len(spread["psnr_per_seed"]) == 2
+        assert spread["psnr_per_seed"][0] != spread["psnr_per_seed"][1]  # other noise
+        assert spread["psnr_sample"] == pytest.approx(sum(spread["psnr_per_seed"]) / 2)
+        assert spread["pixel_std"] > 0
+    assert "PSNR of their mean" in (tmp_path / "table.md").read_text()
+
+
 @pytest.mark.parametrize(
     ("override", "match"),
     [("task=blur9", "unknown task"), ("steps=0", "steps"), ("sigma_y=-0.1", "sigma_y"),
-     ("pairs.dps.theirs=nope", "unknown methods")],
+     ("pairs.dps.theirs=nope", "unknown methods"), ("samples=0", "samples")],
 )  # fmt: skip
 def test_bad_configs_are_refused(tmp_path, override, match):
     with pytest.raises(ValueError, match=match):
