@@ -123,7 +123,7 @@ class Sampler(abc.ABC):
             raise TypeError(f"denoiser must be a priors.Denoiser, got {type(denoiser).__name__}")
         if not isinstance(x_T, Tensor) or x_T.ndim < 1 or x_T.shape[0] < 1:
             raise ValueError("x_T must be a tensor of shape (B, *) with B >= 1")
-        if not bool(torch.isfinite(x_T).all()):
+        if not all_finite(x_T):
             raise ValueError("x_T contains NaN or Inf")
         if projection is not None and not isinstance(projection, Projection):
             raise TypeError("projection must be a guided.Projection")

@@ -41,22 +41,17 @@ def as_time(t: float | Tensor) -> Tensor:
         ValueError: if ``t`` has more than one dimension, is not finite or leaves [0, 1].
     """
     t = torch.as_tensor(t, dtype=torch.float64)
-    if t.ndim == 0:  # one conversion instead of three reductions (samplers call this per step)
-        value = float(t)
-        if not 0.0 <= value <= 1.0:  # NaN fails both comparisons
-            if not math.isfinite(value):
-                raise ValueError(f"t must be finite, got {value}")
-            raise ValueError(f"t must lie in [0, 1], got values in [{value}, {value}]")
-        return t
     if t.ndim > 1:
         raise ValueError(f"t must be a scalar or have shape (B,), got shape {tuple(t.shape)}")
-    if t.numel() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"t must be finite, got {t}")
-    if t.numel() and (float(t.min()) < 0.0 or float(t.max()) > 1.0):
-        raise ValueError(
-            f"t must lie in [0, 1], got values in [{float(t.min())}, {float(t.max())}]"
-        )
-    return t.to(torch.float64)
+    if not t.numel():
+        return t
+    # a scalar is read once (samplers validate one per call); min and max propagate NaN
+    lo, hi = (float(t),) * 2 if t.ndim == 0 else (float(t.min()), float(t.max()))
+    if not 0.0 <= lo <= hi <= 1.0:  # NaN fails every comparison
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"t must be finite, got {t}")
+        raise ValueError(f"t must lie in [0, 1], got values in [{lo}, {hi}]")
+    return t
 
 
 class Schedule(abc.ABC):
