@@ -25,11 +25,12 @@ import math
 
 from typing import Any
 
+import torch
+
 from torch import Tensor
 
 from guided.sampler import Sampler
 from priors import Denoiser, GeneratorLike, randn
-from priors.tweedie import eps_from_x0
 
 __all__ = ["DDIM", "DDPM", "ddim_coefficients", "ddim_update"]
 
@@ -57,13 +58,13 @@ def ddim_update(
     eta: float,
     generator: GeneratorLike = None,
 ) -> Tensor:
-    r"""The DDIM transition of the module docstring from a given :math:`\hat x`."""
-    eps = eps_from_x0(x_t, x_hat, alpha_t, sigma_t)
-    _, b, tau = ddim_coefficients(alpha_t, sigma_t, alpha_s, sigma_s, eta)
-    x_s = alpha_s * x_hat + (b * sigma_t) * eps
+    r"""The DDIM transition of the module docstring from a given :math:`\hat x`, computed
+    as :math:`a \hat x + b x_t + \tau z` (:func:`ddim_coefficients`)."""
+    a, b, tau = ddim_coefficients(alpha_t, sigma_t, alpha_s, sigma_s, eta)
+    x_s = torch.add(a * x_hat, x_t, alpha=b)
     if tau > 0:
         z = randn(x_t.shape, generator, dtype=x_t.dtype, device=x_t.device)
-        x_s = x_s + tau * z
+        x_s = torch.add(x_s, z, alpha=tau)
     return x_s
 
 

@@ -20,7 +20,9 @@ Reductions are per sample: row :math:`i` never depends on row :math:`j`.
 from __future__ import annotations
 
 import abc
+import functools
 import math
+import operator
 
 from typing import Any, ClassVar
 
@@ -30,7 +32,7 @@ from torch import Tensor, nn
 
 from operators import Operator, check_shape
 from priors import Denoiser, Schedule, all_finite, record
-from priors.tweedie import append_dims
+from priors.tweedie import coefficients
 
 __all__ = ["Guidance", "GuidedDenoiser", "check_measurement", "check_number", "check_rows"]
 
@@ -148,14 +150,15 @@ class GuidedDenoiser(Denoiser):
                     vectors.append(term.vector(x, t, x_hat, self.schedule))
                 else:
                     others.append(term(x, t, x_hat, self.schedule))
-            g = torch.zeros_like(x_t)
+            g = functools.reduce(operator.add, others) if others else torch.zeros_like(x_t)
             if vectors:
-                (g,) = torch.autograd.grad(x_hat, x, torch.stack(vectors).sum(0))
+                (vjp,) = torch.autograd.grad(x_hat, x, torch.stack(vectors).sum(0))
                 record(vjp_rows=x_t.shape[0])
-            for other in others:
-                g = g + other
+                g = vjp + g if others else vjp
         if not all_finite(g):
             names = ", ".join(type(term).__name__ for term in self.terms)
             raise FloatingPointError(f"the guidance ({names}) is NaN or Inf at {when()}")
-        scale = append_dims((sigma_t**2 / alpha_t).to(x_t.dtype), x_t.ndim)
-        return x_hat.detach() + scale * g
+        a, s = coefficients(x_t, alpha_t, sigma_t)
+        if isinstance(a, float):  # one time: one fused operation
+            return torch.add(x_hat.detach(), g, alpha=s**2 / a)
+        return x_hat.detach() + (s**2 / a) * g

@@ -26,7 +26,16 @@ from tqdm.auto import tqdm
 from guided.guidance import check_rows
 from guided.projection import Projection
 from guided.time import check_grid
-from priors import Cost, Denoiser, GeneratorLike, Schedule, all_finite, measure, randn
+from priors import (
+    Cost,
+    Denoiser,
+    GeneratorLike,
+    Schedule,
+    all_finite,
+    fixed_conditions,
+    measure,
+    randn,
+)
 
 __all__ = ["Sampler", "initial_noise"]
 
@@ -135,7 +144,7 @@ class Sampler(abc.ABC):
         carry: dict[str, Any] = {}
         x = x_T
         pairs = self.pairs(ts)
-        with measure(cost if cost is not None else Cost(), batch=x_T.shape[0]):
+        with measure(cost if cost is not None else Cost(), batch=x_T.shape[0]), fixed_conditions():
             for i, (t, s) in enumerate(tqdm(pairs, disable=not progress, leave=False)):
                 x = self.step(denoiser, x, t, s, carry, generator=generator, **cond)
                 if projection is not None:

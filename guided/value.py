@@ -96,8 +96,9 @@ class ValueGuidance(Guidance):
         state = _rows(self.state, x_hat, self.critic)
         with torch.enable_grad():
             a = x_hat.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.critic(state, a).sum(), a)
-        return self.scale * grad.to(x_hat.dtype)
+            value = self.critic(state, a)
+            (grad,) = torch.autograd.grad(value, a, torch.full_like(value, self.scale))
+        return grad.to(x_hat.dtype)
 
 
 class NoisyValueGuidance(Guidance):
@@ -122,5 +123,6 @@ class NoisyValueGuidance(Guidance):
         check_schedule(self.critic, t, schedule, "critic")
         with torch.enable_grad():
             a = x_t.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.critic(state, a, t).sum(), a)
-        return self.scale * grad.to(x_t.dtype)
+            value = self.critic(state, a, t)
+            (grad,) = torch.autograd.grad(value, a, torch.full_like(value, self.scale))
+        return grad.to(x_t.dtype)

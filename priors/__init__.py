@@ -8,6 +8,7 @@ from priors.accelerate import Accelerated
 from priors.attention import attention_layers, record_attention
 from priors.checks import all_finite
 from priors.classifier import Classifier
+from priors.conditions import fixed_conditions
 from priors.contrastive import ContrastiveLikelihood, Encoder
 from priors.cost import Cost, measure, record
 from priors.critic import Critic
@@ -50,6 +51,7 @@ __all__ = [
     "as_time",
     "attention_layers",
     "available",
+    "fixed_conditions",
     "load",
     "load_classifier",
     "measure",

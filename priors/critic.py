@@ -33,6 +33,7 @@ import torch
 
 from torch import Tensor, nn
 
+from priors.layers import run_layers
 from priors.schedules import Schedule, as_time
 from priors.unet import timestep_embedding
 
@@ -134,4 +135,4 @@ class Critic(nn.Module):
             t = as_time(t).to(state.device)  # one time for all rows is embedded once
             emb = timestep_embedding(t.reshape(-1), self.embedding).to(dtype)
             parts.append(emb.expand(state.shape[0], -1))
-        return self.net(torch.cat(parts, 1))[:, 0]
+        return run_layers(self.net, torch.cat(parts, 1))[:, 0]

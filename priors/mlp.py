@@ -12,7 +12,9 @@ embedding, added to the time embedding :math:`e = e(t) + \sum_k e_k(c_k)`. A con
 listed as *optional* was dropped during training with some probability (condition dropout,
 Ho & Salimans, 2022) and then uses a learned null embedding; a row whose value is NaN, or a
 missing keyword, asks for it, which is what classifier-free guidance needs (``null=
-{name: float("nan")}``). A required condition must be given and finite.
+{name: float("nan")}``). A required condition must be given and finite. Within a sampler's
+run a condition's embedding is computed once, not at every step
+(:func:`priors.fixed_conditions`).
 
 References:
     | Progressive Distillation for Fast Sampling of Diffusion Models (Salimans & Ho, 2022)
@@ -30,7 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from priors.checks import all_finite
+from priors.conditions import remember
 from priors.denoiser import Denoiser
+from priors.layers import run_layers
 from priors.schedules import Schedule
 from priors.tweedie import x0_from_v
 from priors.unet import timestep_embedding
@@ -46,7 +50,8 @@ class _Block(nn.Module):
         self.outer = nn.Linear(width, width)
 
     def forward(self, h: Tensor, emb: Tensor) -> Tensor:
-        return h + self.outer(nn.functional.silu(self.inner(self.norm(h)) + emb))
+        inner = run_layers((self.norm, self.inner), h) + emb
+        return h + run_layers((self.outer,), nn.functional.silu(inner))
 
 
 class MLP(nn.Module):
@@ -100,50 +105,69 @@ class MLP(nn.Module):
     def check_conditions(self, batch: int, cond: Mapping[str, Any]) -> dict[str, Tensor | None]:
         """Validates condition keywords: known names, shapes :math:`(B, D_k)` (or one row for
         all), required ones present and finite; returns them (None where dropped)."""
+        self._check_names(cond)
+        return {k: self._check_condition(k, cond.get(k), batch) for k in self.conditions}
+
+    def _check_names(self, cond: Mapping[str, Any]) -> None:
         unknown = [k for k in cond if k not in self.conditions]
         if unknown:
             raise ValueError(
                 f"unknown condition(s) {unknown}; this network takes {list(self.conditions)}"
             )
-        checked: dict[str, Tensor | None] = {}
-        for k, size in self.conditions.items():
-            value = cond.get(k)
-            if value is None:
-                if k not in self.optional:
-                    raise ValueError(f"the condition {k!r} is required (shape (B, {size}))")
-                checked[k] = None
-                continue
-            value = torch.as_tensor(value)
-            if value.ndim == 1 and value.shape[0] == size:
-                value = value[None]
-            if value.ndim != 2 or value.shape[1] != size or value.shape[0] not in (1, batch):
-                raise ValueError(
-                    f"condition {k!r} must have shape ({batch}, {size}), got {tuple(value.shape)}"
-                )
-            if k not in self.optional and not all_finite(value):
-                raise ValueError(f"the condition {k!r} contains NaN or Inf")
-            checked[k] = value.expand(batch, size)
-        return checked
+
+    def _check_condition(self, k: str, value: Any, batch: int) -> Tensor | None:
+        size = self.conditions[k]
+        if value is None:
+            if k not in self.optional:
+                raise ValueError(f"the condition {k!r} is required (shape (B, {size}))")
+            return None
+        value = torch.as_tensor(value)
+        if value.ndim == 1 and value.shape[0] == size:
+            value = value[None]
+        if value.ndim != 2 or value.shape[1] != size or value.shape[0] not in (1, batch):
+            raise ValueError(
+                f"condition {k!r} must have shape ({batch}, {size}), got {tuple(value.shape)}"
+            )
+        if k not in self.optional and not all_finite(value):
+            raise ValueError(f"the condition {k!r} contains NaN or Inf")
+        return value.expand(batch, size)
+
+    def _embed(self, k: str, value: Any, x_t: Tensor) -> Tensor:
+        """:math:`e_k(c_k)` of a condition after its check, the null embedding for dropped
+        rows (a whole condition left out: the null embedding, one row for all)."""
+        value = self._check_condition(k, value, x_t.shape[0])
+        if value is None:
+            return self.null[k]
+        value = value.to(x_t)
+        if k not in self.null:  # required: checked finite
+            return run_layers(self.condition[k], value)
+        dropped = torch.isnan(value).any(1, keepdim=True)
+        embedded = run_layers(self.condition[k], torch.where(dropped, 0.0, value))
+        return torch.where(dropped, self.null[k], embedded)
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Tensor | None) -> Tensor:
         """:math:`v`, :math:`(B, D)`, for times :math:`(B,)` or one time :math:`()` for all
         rows (embedded once)."""
-        emb = self.time(timestep_embedding(t.reshape(-1), self.embedding))
-        for k, value in self.check_conditions(x_t.shape[0], cond).items():
+        emb = run_layers(self.time, timestep_embedding(t.reshape(-1), self.embedding))
+        self._check_names(cond)
+        for k in self.conditions:
+            value = cond.get(k)
             if value is None:
-                emb = emb + self.null[k]
+                emb = emb + self._embed(k, value, x_t)
                 continue
-            value = value.to(x_t)
-            if k not in self.null:  # required: checked finite
-                emb = emb + self.condition[k](value)
-                continue
-            dropped = torch.isnan(value).any(1, keepdim=True)
-            embedded = self.condition[k](torch.where(dropped, 0.0, value))
-            emb = emb + torch.where(dropped, self.null[k], embedded)
-        h = self.inp(x_t)
+            source = torch.as_tensor(value)
+            parameters = [*self.condition[k].parameters(), *self.null.values()]
+            emb = emb + remember(
+                (self, k),
+                source,
+                lambda k=k, value=source: self._embed(k, value, x_t),
+                parameters,
+                (x_t.shape[0], x_t.dtype, x_t.device),
+            )
+        h = run_layers((self.inp,), x_t)
         for block in self.blocks:
             h = block(h, emb)
-        return self.out(h)
+        return run_layers(self.out, h)
 
 
 class MLPDenoiser(Denoiser):
@@ -173,8 +197,7 @@ class MLPDenoiser(Denoiser):
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Tensor | None) -> Tensor:
         self._check(x_t, "x_t")
-        dtype = next(self.network.parameters()).dtype
-        cond = {k: None if v is None else torch.as_tensor(v).to(dtype) for k, v in cond.items()}
+        dtype = self.network.inp.weight.dtype
         v = self.network(x_t.to(dtype), t, **cond).to(x_t.dtype)
         return x0_from_v(x_t, v, *self.schedule(t))
 

@@ -26,6 +26,7 @@ from torch import Tensor
 
 __all__ = [
     "append_dims",
+    "coefficients",
     "eps_from_x0",
     "score_from_x0",
     "v_from_x0",
@@ -45,45 +46,53 @@ def append_dims(c: Tensor, ndim: int) -> Tensor:
     return c.reshape(c.shape + (1,) * (ndim - c.ndim))
 
 
-def _coefficients(x_t: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> tuple[Tensor, Tensor]:
-    """Coefficients on ``x_t``'s device and dtype, broadcastable against it."""
-    return tuple(
-        append_dims(torch.as_tensor(c).to(x_t.device, x_t.dtype), x_t.ndim)
-        for c in (alpha_t, sigma_t)
-    )
+def coefficients(x_t: Tensor, *cs: Tensor | float) -> tuple[Tensor, ...] | tuple[float, ...]:
+    r"""Coefficients (such as :math:`\alpha_t, \sigma_t`) ready to multiply ``x_t``: one
+    time's (numbers, or CPU tensors of shape () that need no gradient, what a sampler passes)
+    as Python floats, which broadcast without building tensors; others as tensors on
+    ``x_t``'s device and dtype, reshaped by :func:`append_dims`."""
+    if all(_is_number(c) for c in cs):
+        return tuple(float(c) for c in cs)
+    return tuple(append_dims(torch.as_tensor(c).to(x_t.device, x_t.dtype), x_t.ndim) for c in cs)
+
+
+def _is_number(c: Tensor | float) -> bool:
+    if isinstance(c, Tensor):
+        return c.ndim == 0 and c.device.type == "cpu" and not c.requires_grad
+    return isinstance(c, int | float) and not isinstance(c, bool)
 
 
 def eps_from_x0(x_t: Tensor, x_hat: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
     """Noise prediction from the posterior mean."""
-    a, s = _coefficients(x_t, alpha_t, sigma_t)
+    a, s = coefficients(x_t, alpha_t, sigma_t)
     return (x_t - a * x_hat) / s
 
 
 def x0_from_eps(x_t: Tensor, eps: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
     """Posterior mean from the noise prediction."""
-    a, s = _coefficients(x_t, alpha_t, sigma_t)
+    a, s = coefficients(x_t, alpha_t, sigma_t)
     return (x_t - s * eps) / a
 
 
 def score_from_x0(x_t: Tensor, x_hat: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
     """Score of the noisy marginal from the posterior mean (Tweedie)."""
-    a, s = _coefficients(x_t, alpha_t, sigma_t)
+    a, s = coefficients(x_t, alpha_t, sigma_t)
     return (a * x_hat - x_t) / s**2
 
 
 def x0_from_score(x_t: Tensor, score: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
     """Posterior mean from the score (Tweedie's formula)."""
-    a, s = _coefficients(x_t, alpha_t, sigma_t)
+    a, s = coefficients(x_t, alpha_t, sigma_t)
     return (x_t + s**2 * score) / a
 
 
 def v_from_x0(x_t: Tensor, x_hat: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
     """Velocity prediction from the posterior mean."""
-    a, s = _coefficients(x_t, alpha_t, sigma_t)
+    a, s = coefficients(x_t, alpha_t, sigma_t)
     return a * (x_t - a * x_hat) / s - s * x_hat
 
 
 def x0_from_v(x_t: Tensor, v: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
     """Posterior mean from the velocity prediction."""
-    a, s = _coefficients(x_t, alpha_t, sigma_t)
+    a, s = coefficients(x_t, alpha_t, sigma_t)
     return (a * x_t - s * v) / (a**2 + s**2)

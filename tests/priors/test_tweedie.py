@@ -55,3 +55,25 @@ def test_coefficients_follow_input_dtype():
     x_t = torch.ones(2, 3, dtype=torch.float32)
     eps = tweedie.eps_from_x0(x_t, x_t, torch.tensor(0.5, dtype=torch.float64), 0.5)
     assert eps.dtype == torch.float32
+
+
+def test_one_times_coefficients_are_numbers_with_the_tensor_paths_results():
+    """A sampler's 0-d CPU coefficients take the float path; it agrees with the tensor path
+    (per-row coefficients) to float rounding and keeps the input's dtype, and coefficients
+    that need a gradient keep it."""
+    g = torch.Generator().manual_seed(0)
+    schedule = SCHEDULES["cosine"]()
+    for dtype in (torch.float32, torch.float64):
+        x_t = torch.randn(4, 3, generator=g, dtype=dtype)
+        pred = torch.randn(4, 3, generator=g, dtype=dtype)
+        alpha_t, sigma_t = schedule(torch.tensor(0.37, dtype=torch.float64))
+        assert tweedie.coefficients(x_t, alpha_t, sigma_t) == (float(alpha_t), float(sigma_t))
+        rows = alpha_t.expand(4), sigma_t.expand(4)
+        for f in (tweedie.eps_from_x0, tweedie.x0_from_eps, tweedie.score_from_x0,
+                  tweedie.x0_from_score, tweedie.v_from_x0, tweedie.x0_from_v):  # fmt: skip
+            one = f(x_t, pred, alpha_t, sigma_t)
+            assert one.dtype == dtype
+            torch.testing.assert_close(one, f(x_t, pred, *rows))
+    alpha = torch.tensor(0.6, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(tweedie.x0_from_v(x_t, pred, alpha, 0.8).sum(), alpha)
+    assert torch.isfinite(grad) and grad != 0

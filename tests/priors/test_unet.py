@@ -98,3 +98,23 @@ def test_classifier_time_rules():
         noisy(x)
     with pytest.raises(ValueError, match="encoder_only"):
         priors.Classifier(priors.UNet(1, channels=(8, 16), attention=(False, False)), 4)
+
+
+def test_one_cpu_time_is_embedded_once_and_exactly():
+    from priors.unet import _embed, timestep_embedding
+
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        for value in torch.rand(20, generator=g).tolist() + [0.0, 1.0]:
+            t = torch.tensor([value], dtype=dtype)
+            for dim in (7, 32):
+                first = timestep_embedding(t, dim)
+                assert torch.equal(first, _embed(t, dim, 1000.0)), (dtype, value, dim)
+                first.zero_()  # a copy: writing into it leaves the remembered value alone
+                assert torch.equal(timestep_embedding(t, dim), _embed(t, dim, 1000.0))
+    # several times, and a time that needs a gradient, take the direct path
+    t = torch.tensor([0.25, 0.5])
+    assert torch.equal(timestep_embedding(t, 8), _embed(t, 8, 1000.0))
+    t = torch.tensor([0.3], requires_grad=True)
+    (grad,) = torch.autograd.grad(timestep_embedding(t, 8).sum(), t)
+    assert grad.abs() > 0
