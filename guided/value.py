@@ -94,10 +94,7 @@ class ValueGuidance(Guidance):
 
     def vector(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
         state = _rows(self.state, x_hat, self.critic)
-        with torch.enable_grad():
-            a = x_hat.detach().requires_grad_(True)
-            value = self.critic(state, a)
-            (grad,) = torch.autograd.grad(value, a, torch.full_like(value, self.scale))
+        _, grad = self.critic.value_and_grad(state, x_hat.detach(), scale=self.scale)
         return grad.to(x_hat.dtype)
 
 
@@ -121,8 +118,5 @@ class NoisyValueGuidance(Guidance):
     def forward(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
         state = _rows(self.state, x_t, self.critic)
         check_schedule(self.critic, t, schedule, "critic")
-        with torch.enable_grad():
-            a = x_t.detach().requires_grad_(True)
-            value = self.critic(state, a, t)
-            (grad,) = torch.autograd.grad(value, a, torch.full_like(value, self.scale))
+        _, grad = self.critic.value_and_grad(state, x_t.detach(), t, scale=self.scale)
         return grad.to(x_t.dtype)

@@ -161,3 +161,48 @@ def test_a_log_prob_critic_returns_the_log_sigmoid_of_its_logit():
     assert bool((critic(s, a) <= 0).all())
     with pytest.raises(ValueError, match="output"):
         priors.Critic(3, 2, output="probability")
+
+
+@pytest.mark.parametrize("output", ["value", "log_prob"])
+@pytest.mark.parametrize("noisy", [False, True])
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_the_critics_written_out_gradient_is_autograds(output, noisy, depth, dtype):
+    """value_and_grad runs the kernels autograd runs: the same value and gradient (to the
+    last bits) for every kind of critic, batch size and scale."""
+    torch.manual_seed(0)
+    schedule = priors.CosineSchedule() if noisy else None
+    critic = priors.Critic(3, 2, width=16, depth=depth, schedule=schedule, output=output)
+    critic = critic.to(dtype).requires_grad_(False)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # away from the initialisation (LayerNorm's unit weights)
+        for p in critic.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=dtype))
+    for batch, scale in ((1, 1.0), (7, 2.5), (64, 0.0)):
+        s = torch.randn(batch, 3, generator=g, dtype=dtype)
+        a = torch.randn(batch, 2, generator=g, dtype=dtype)
+        t = 0.4 if noisy else None
+        value, grad = critic.value_and_grad(s, a, t, scale=scale)
+        a_ = a.clone().requires_grad_(True)
+        expected = critic(s, a_, t)
+        (expected_grad,) = torch.autograd.grad(expected.sum(), a_)
+        torch.testing.assert_close(value, expected, rtol=0, atol=0)
+        tight = {"rtol": 1e-6, "atol": 1e-6} if dtype == torch.float32 else {}
+        torch.testing.assert_close(grad, scale * expected_grad, **tight)
+        assert not grad.requires_grad and grad.shape == a.shape
+
+
+def test_a_changed_critic_is_differentiated_by_autograd():
+    torch.manual_seed(0)
+    critic = priors.Critic(3, 2, width=8)
+    critic.net.insert(2, torch.nn.Tanh())  # not the layers value_and_grad writes out
+    s, a = torch.randn(5, 3), torch.randn(5, 2)
+    value, grad = critic.value_and_grad(s, a, scale=3.0)
+    a_ = a.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(critic(s, a_).sum(), a_)
+    torch.testing.assert_close(value, critic(s, a))
+    torch.testing.assert_close(grad, 3.0 * expected)
+    with pytest.raises(ValueError, match="state value"):
+        priors.Critic(3, 0).value_and_grad(torch.zeros(2, 3), torch.zeros(2, 0))
+    with pytest.raises(ValueError, match="action must have shape"):
+        priors.Critic(3, 2).value_and_grad(torch.zeros(2, 3), torch.zeros(2, 4))
