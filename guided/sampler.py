@@ -145,7 +145,7 @@ class Sampler(abc.ABC):
         x = x_T
         pairs = self.pairs(ts)
         with measure(cost if cost is not None else Cost(), batch=x_T.shape[0]), fixed_conditions():
-            for i, (t, s) in enumerate(tqdm(pairs, disable=not progress, leave=False)):
+            for i, (t, s) in enumerate(tqdm(pairs, leave=False) if progress else pairs):
                 x = self.step(denoiser, x, t, s, carry, generator=generator, **cond)
                 if projection is not None:
                     x = projection(x, s, denoiser.schedule, generator=generator)

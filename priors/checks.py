@@ -25,6 +25,6 @@ def all_finite(x: Tensor) -> bool:
         return True
     if not x.is_floating_point() and not x.is_complex():
         return True  # integers and booleans are always finite
-    if cmath.isfinite(x.detach().sum().item()):
+    if cmath.isfinite((x.detach() if x.requires_grad else x).sum().item()):
         return True
     return bool(torch.isfinite(x).all())
