@@ -44,8 +44,10 @@ __all__ = [
 
 @functools.lru_cache(maxsize=64)
 def _frequencies(half: int, device: torch.device) -> Tensor:
-    """The embedding's frequencies :math:`10000^{-k / half}` (computed once per size)."""
-    return torch.exp(-math.log(10000) * torch.arange(half, device=device) / half)
+    """The embedding's frequencies :math:`10000^{-k / half}` (computed once per size, as an
+    ordinary tensor even inside ``inference_mode``, so later autograd may save it)."""
+    with torch.inference_mode(False):
+        return torch.exp(-math.log(10000) * torch.arange(half, device=device) / half)
 
 
 def timestep_embedding(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:

@@ -118,3 +118,14 @@ def test_one_cpu_time_is_embedded_once_and_exactly():
     t = torch.tensor([0.3], requires_grad=True)
     (grad,) = torch.autograd.grad(timestep_embedding(t, 8).sum(), t)
     assert grad.abs() > 0
+
+
+def test_an_embedding_first_made_in_inference_mode_still_differentiates():
+    from priors.unet import _frequencies, timestep_embedding
+
+    _frequencies.cache_clear()
+    with torch.inference_mode():
+        timestep_embedding(torch.tensor([0.1, 0.2]), 6)
+    t = torch.tensor([0.3, 0.4], requires_grad=True)
+    (grad,) = torch.autograd.grad(timestep_embedding(t, 6).sum(), t)
+    assert bool(torch.isfinite(grad).all()) and bool((grad != 0).all())
