@@ -150,11 +150,13 @@ class GuidedDenoiser(Denoiser):
                     vectors.append(term.vector(x, t, x_hat, self.schedule))
                 else:
                     others.append(term(x, t, x_hat, self.schedule))
-            g = functools.reduce(operator.add, others) if others else torch.zeros_like(x_t)
+            parts = []  # g's summands: the pooled VJP first, then the direct terms
             if vectors:
                 (vjp,) = torch.autograd.grad(x_hat, x, torch.stack(vectors).sum(0))
                 record(vjp_rows=x_t.shape[0])
-                g = vjp + g if others else vjp
+                parts.append(vjp)
+            parts += others
+            g = functools.reduce(operator.add, parts) if parts else torch.zeros_like(x_t)
         if not all_finite(g):
             names = ", ".join(type(term).__name__ for term in self.terms)
             raise FloatingPointError(f"the guidance ({names}) is NaN or Inf at {when()}")

@@ -156,7 +156,8 @@ class MLP(nn.Module):
                 emb = emb + self._embed(k, value, x_t)
                 continue
             source = torch.as_tensor(value)
-            parameters = [*self.condition[k].parameters(), *self.null.values()]
+            null = [self.null[k]] if k in self.null else []
+            parameters = [*self.condition[k].parameters(), *null]
             emb = emb + remember(
                 (self, k),
                 source,
