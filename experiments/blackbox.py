@@ -206,7 +206,7 @@ def sample(
         node = cfg.zeroth_order
         sampler = guided.DPSSampler(
             op, y, float(node.zeta), guided.ZerothOrder, queries=int(node.queries),
-            smoothing=float(node.smoothing), generator=g,
+            smoothing=float(node.smoothing),
         )  # fmt: skip
         return sampler(prior, x_T, ts, generator=g, cost=cost), cost
     if method == "enkg":

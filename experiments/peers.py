@@ -27,6 +27,7 @@ import torch
 
 from torch import Tensor
 
+import checks
 import guided
 import operators
 import priors
@@ -169,20 +170,37 @@ class DeepinvDDRM(_Peer):
 
 
 class DeepinvDiffPIR(_Peer):
-    r"""``deepinv.sampling.DiffPIR`` (:math:`\lambda = 7`, :math:`\zeta = 0.1`, its own
-    linear-beta noise levels) with an :math:`\ell_2` data fidelity, ``len(ts) - 1``
-    iterations."""
+    r"""``deepinv.sampling.DiffPIR`` with an :math:`\ell_2` data fidelity (its own linear-beta
+    noise levels), ``len(ts) - 1`` iterations.
 
-    def __init__(self, op: operators.Operator, y: Tensor, sigma_y: float) -> None:
+    Arguments:
+        op: Our linear operator.
+        y: Our measurement.
+        sigma_y: Our noise level (deepinv's is half of it, on images in [0, 1]).
+        lambda_: deepinv's :math:`\lambda_d` (default 7), which is :math:`\lambda = 2
+            \lambda_d` of the paper and of :class:`guided.DiffPIR` (see its module).
+        zeta: :math:`\zeta` (deepinv's default 0.1).
+    """
+
+    def __init__(
+        self,
+        op: operators.Operator,
+        y: Tensor,
+        sigma_y: float,
+        lambda_: float = 7.0,
+        zeta: float = 0.1,
+    ) -> None:
         if not isinstance(op, operators.LinearOperator):
             raise TypeError("DiffPIR needs a linear operator")
         super().__init__(op, y, sigma_y)
+        self.lambda_ = checks.number(lambda_, "lambda_", low=0, open_low=True)
+        self.zeta = checks.number(zeta, "zeta", low=0, high=1)
 
     def solve(self, denoiser: DeepinvDenoiser, y01: Tensor, steps: int, seed: int) -> Tensor:
         import deepinv
 
         loop = deepinv.sampling.DiffPIR(
             denoiser, deepinv.optim.data_fidelity.L2(), sigma=max(self.sigma_y / 2, 1e-3),
-            max_iter=steps,
+            max_iter=steps, lambda_=self.lambda_, zeta=self.zeta,
         )  # fmt: skip
         return loop(y01, self.physics)

@@ -5,14 +5,30 @@ From :math:`t` to :math:`s`, with :math:`\bar\sigma_t = \sigma_t / \alpha_t` the
 
 1. :math:`x_0 = \hat x(x_t)`;
 2. data proximal step :math:`\hat x_0 = \arg\min_x \lVert y - A x \rVert^2 + \rho_t \lVert x
-   - x_0 \rVert^2` with :math:`\rho_t = \lambda \sigma_y^2 / \bar\sigma_t^2`, in closed form in
-   the SVD's spectral space (:math:`\bar x = (s \bar y + \rho \bar x_0) / (s^2 + \rho)`,
-   unobserved coordinates keep :math:`\bar x_0`) or by conjugate gradients on
-   :math:`(A^\top A + \rho I) x = A^\top y + \rho x_0`;
+   - x_0 \rVert^2` with :math:`\rho_t = \lambda \sigma_n^2 / \bar\sigma_t^2` (the paper's data
+   subproblem, as the authors' code computes it), in closed form in the SVD's spectral space
+   (:math:`\bar x = (s \bar y + \rho \bar x_0) / (s^2 + \rho)`, unobserved coordinates keep
+   :math:`\bar x_0`) or by conjugate gradients on :math:`(A^\top A + \rho I) x = A^\top y +
+   \rho x_0`;
 3. :math:`x_s = \alpha_s \hat x_0 + \sigma_s (\sqrt{1 - \zeta}\, \hat\epsilon + \sqrt{\zeta} z)`,
    :math:`\hat\epsilon = (x_t - \alpha_t \hat x_0) / \sigma_t`.
 
-Defaults :math:`\lambda = 7`, :math:`\zeta = 0.1` (deepinv's; the paper tunes them per task).
+**The units of** :math:`\lambda`. The authors' code (``main_ddpir_*.py``) measures the
+measurement noise :math:`\sigma_n` on images in [0, 1] and :math:`\bar\sigma_t =
+\sqrt{1 - \bar\alpha_t} / \sqrt{\bar\alpha_t}` on the model's images in [-1, 1]; its proximal
+step (``data_solution``, the closed form of the argmin above) has the same minimiser in
+either range. Our images lie in [-1, 1], where the noise level is :math:`\sigma_y = 2
+\sigma_n`, so :math:`\rho_t = \lambda \sigma_y^2 / (4 \bar\sigma_t^2)` and our
+:math:`\lambda` is the paper's and the official code's. deepinv's ``DiffPIR`` with
+``lambda_`` :math:`= \lambda_d` calls ``prox`` of :math:`\frac12 \lVert A x - y \rVert^2` with
+``gamma`` :math:`= 1 / 2 \rho_t`, i.e. the argmin above with weight :math:`2 \lambda_d
+\sigma_n^2 / \bar\sigma_t^2`: deepinv's :math:`\lambda_d` is our :math:`\lambda = 2 \lambda_d`
+(its default 7 is our 14).
+
+Defaults :math:`\lambda = 7`, :math:`\zeta = 0.3`: the values of the authors' deblurring
+script ``main_ddpir_deblur.py`` (their other scripts: :math:`\zeta = 0.25` with
+:math:`\lambda` swept from 2 to 12 for super-resolution, :math:`\zeta = 1` and :math:`\lambda =
+1` for noiseless inpainting).
 At :math:`\sigma_y = 0` the proximal step is the exact projection onto
 :math:`\{A x = y\}` (deepinv's DiffPIR returns NaN there). 1 NFE, no VJP per step.
 
@@ -47,7 +63,8 @@ class DiffPIR(Sampler):
         op: A linear operator (closed form when it is an SVD operator).
         y: The measurement, :math:`(B, *out\_shape)` or one for all rows.
         sigma_y: The Gaussian noise level (0 allowed).
-        lambda_: :math:`\lambda`, the weight of the prior in the proximal step.
+        lambda_: :math:`\lambda`, the paper's weight of the prior in the proximal step
+            (deepinv's ``lambda_`` times 2; see the module).
         zeta: :math:`\zeta \in [0, 1]`, the share of fresh noise.
         iterations: Conjugate-gradient iterations for operators without an SVD.
     """
@@ -58,7 +75,7 @@ class DiffPIR(Sampler):
         y: Tensor,
         sigma_y: float,
         lambda_: float = 7.0,
-        zeta: float = 0.1,
+        zeta: float = 0.3,
         iterations: int = 50,
     ) -> None:
         if not isinstance(op, LinearOperator):
@@ -71,6 +88,11 @@ class DiffPIR(Sampler):
             raise ValueError(f"need lambda_ > 0 and zeta in [0, 1], got {lambda_} and {zeta}")
         self.op, self.sigma_y = op, float(sigma_y)
         self.lambda_, self.zeta, self.iterations = float(lambda_), float(zeta), int(iterations)
+
+    def rho(self, alpha_t: float, sigma_t: float) -> float:
+        r""":math:`\rho_t = \lambda \sigma_n^2 / \bar\sigma_t^2`, :math:`\sigma_n = \sigma_y / 2`
+        (the paper's units, see the module), :math:`\bar\sigma_t = \sigma_t / \alpha_t`."""
+        return self.lambda_ * (self.sigma_y / 2) ** 2 / (sigma_t / alpha_t) ** 2
 
     def proximal(self, x0: Tensor, rho: float) -> Tensor:
         r""":math:`\arg\min_x \lVert y - A x \rVert^2 + \rho \lVert x - x_0 \rVert^2`."""
@@ -100,8 +122,7 @@ class DiffPIR(Sampler):
         alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
         alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
         x0 = denoiser(x_t, t, **cond)
-        rho = self.lambda_ * self.sigma_y**2 / (sigma_t / alpha_t) ** 2
-        x0 = self.proximal(x0, rho)
+        x0 = self.proximal(x0, self.rho(alpha_t, sigma_t))
         if sigma_s == 0:
             return x0
         eps = eps_from_x0(x_t, x0, alpha_t, sigma_t)

@@ -22,7 +22,12 @@ Two forms:
   form).
 
 Poisson measurements (:class:`PoissonDPS`) use the paper's weighted norm
-:math:`\lVert y - A(\hat x) \rVert_\Lambda`, :math:`\Lambda = \operatorname{diag}(1 / 2y)`.
+:math:`\lVert y - A(\hat x) \rVert_\Lambda`, :math:`\Lambda = \operatorname{diag}(1 / 2
+\operatorname{Var} y)`: the paper writes :math:`1 / 2y` for raw counts, whose variance is the
+count; with :class:`operators.PoissonNoise`'s gain :math:`\gamma` the measurement is
+:math:`y = \gamma c`, :math:`c \sim \mathrm{Poisson}(A x / \gamma)`, so
+:math:`\operatorname{Var} y = \gamma A x \approx \gamma y` (a count of 0 weighs as a count of
+1, :math:`\operatorname{Var} y = \gamma \max(y, \gamma)`).
 
 References:
     | Diffusion Posterior Sampling for General Noisy Inverse Problems (Chung et al., 2023)
@@ -37,6 +42,8 @@ from typing import Any, ClassVar
 import torch
 
 from torch import Tensor
+
+import checks
 
 from guided.ddim import ddim_update
 from guided.guidance import Guidance, check_measurement
@@ -75,7 +82,7 @@ class DPS(Guidance):
                 f"DPS needs vector-Jacobian products of the operator; {type(op).__name__} is "
                 "not differentiable: use a derivative-free rule"
             )
-        if zeta is None and not sigma_y > 0:
+        if zeta is None and self.score_needs_sigma_y and not sigma_y > 0:
             raise ValueError("DPS with zeta=None is the likelihood score and needs sigma_y > 0")
         if zeta is not None and not zeta >= 0:
             raise ValueError(f"zeta must be non-negative, got {zeta}")
@@ -83,10 +90,17 @@ class DPS(Guidance):
 
     #: Whether :meth:`direction` needs the operator's vector-Jacobian products.
     differentiates_operator: ClassVar[bool] = True
+    #: Whether the likelihood-score form (``zeta=None``) is defined by ``sigma_y``.
+    score_needs_sigma_y: ClassVar[bool] = True
 
     def residual_weights(self) -> Tensor | float:
         """:math:`\\Lambda` of the weighted residual norm (1 for Gaussian noise)."""
         return 1.0
+
+    def score_scale(self) -> float:
+        r""":math:`c` such that the likelihood score is :math:`c\, J_A^\top \Lambda (y - A
+        \hat x)` (:math:`1 / \sigma_y^2` for Gaussian noise)."""
+        return 1 / self.sigma_y**2
 
     def direction(self, x_hat: Tensor, weighted: Tensor) -> Tensor:
         r""":math:`-\frac12 \nabla_{\hat x} \lVert y - A(\hat x) \rVert_\Lambda^2 =
@@ -99,22 +113,53 @@ class DPS(Guidance):
         weighted = self.residual_weights() * residual
         direction = self.direction(x_hat, weighted)
         if self.zeta is None:
-            return self.weight * direction / self.sigma_y**2
+            return self.weight * self.score_scale() * direction
         norm = batch_dot(residual, weighted).clamp_min(1e-30).sqrt()
         return self.weight * self.zeta * direction / append_dims(norm, x_hat.ndim)
 
 
 class PoissonDPS(DPS):
-    r"""DPS for Poisson measurements (:math:`y \geq 0`), norm weighted by
-    :math:`\Lambda = 1 / 2y` (counts of 0 weigh as 1/2)."""
+    r"""DPS for Poisson measurements :math:`y = \gamma c`, :math:`c \sim \mathrm{Poisson}(A x /
+    \gamma)` (:class:`operators.PoissonNoise` with gain :math:`\gamma`), with the Gaussian
+    approximation :math:`\mathcal{N}(y;\ A x,\ \operatorname{Var} y)`,
+    :math:`\operatorname{Var} y = \gamma \max(y, \gamma)` (see the module): the residual norm is
+    weighted by :math:`\Lambda = 1 / 2 \operatorname{Var} y`, and the likelihood score
+    (``zeta=None``) is :math:`J_A^\top (y - A \hat x) / \operatorname{Var} y`.
 
-    def __init__(self, op: Operator, y: Tensor, zeta: float, weight: float = 1.0) -> None:
+    Arguments:
+        op: A differentiable operator with non-negative outputs.
+        y: The measurement (non-negative intensities, in the units of the noise model).
+        zeta: The normalised step :math:`\zeta`; None for the likelihood score.
+        weight: A multiplier of the term.
+        gain: The noise model's gain :math:`\gamma > 0` (keyword only: the measurement's
+            variance depends on it).
+    """
+
+    score_needs_sigma_y: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        op: Operator,
+        y: Tensor,
+        zeta: float | None = 1.0,
+        weight: float = 1.0,
+        *,
+        gain: float,
+    ) -> None:
         super().__init__(op, y, 0.0, zeta, weight)
+        self.gain = checks.number(gain, "gain", low=0, open_low=True)
         if bool((self.y < 0).any()):
-            raise ValueError("Poisson measurements must be non-negative")
+            raise ValueError("Poisson measurements y must be non-negative")
+
+    def variance(self) -> Tensor:
+        r""":math:`\operatorname{Var} y = \gamma \max(y, \gamma)` (at least one count)."""
+        return self.gain * self.y.clamp_min(self.gain)
 
     def residual_weights(self) -> Tensor:
-        return 1 / (2 * self.y.clamp_min(1.0))
+        return 1 / (2 * self.variance())
+
+    def score_scale(self) -> float:
+        return 2.0
 
 
 class DPSSampler(Sampler):

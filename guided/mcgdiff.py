@@ -179,9 +179,9 @@ class MCGdiff(ParticleSampler):
             target_t, var_t = self._potential(t, schedule, xb_t)
             log_w = log_w - gaussian_log_density(xb_t - self.rows(target_t, batch), var_t, active)
         log_w = carry["log_w"] + log_w.view(batch, n)
-        if self.needs_resampling(log_w):
-            mb = mb[self.resample(log_w, generator)]
-            log_w = torch.zeros_like(log_w)
+        idx, log_w = self.resample_where_needed(log_w, generator)
+        if idx is not None:
+            mb = mb[idx]
         carry["log_w"] = log_w
         z = self.noise(mb.shape, generator, mb)
         gain = tau2 / (tau2 + var_s)

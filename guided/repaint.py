@@ -9,10 +9,12 @@ re-noising the state with the forward kernel
 .. math:: x_u = \frac{\alpha_u}{\alpha_s} x_s + \sqrt{\sigma_u^2 - \frac{\alpha_u^2}{\alpha_s^2}
     \sigma_s^2}\, z, \qquad u > s,
 
-and samples the segment again. With jump length :math:`j` and :math:`r` resamplings, after
-every :math:`j`-th grid point (counted from the end, the last one included) the sampler goes
-back :math:`j` points, :math:`r - 1` times (the schedule of the authors' ``get_schedule_jump``),
-so a run costs about :math:`r N` network evaluations on an :math:`N`-step grid.
+and samples the segment again. With jump length :math:`j` and :math:`r` resamplings, the
+sampler goes back :math:`j` grid points, :math:`r - 1` times, whenever :math:`k = 1, j + 1,
+2j + 1, \dots < N - j + 1` steps remain (the schedule of the authors' ``get_schedule_jump``,
+whose time index :math:`t = k - 1` jumps from :math:`t = 0, j, 2j, \dots`); the clean sample
+(:math:`k = 0`) is never re-noised. A run costs about :math:`r N` network evaluations on an
+:math:`N`-step grid.
 
 References:
     | RePaint: Inpainting using Denoising Diffusion Probabilistic Models (Lugmayr et al., 2022)
@@ -67,7 +69,8 @@ class RePaint(Sampler):
 
     def pairs(self, ts: Tensor) -> list[tuple[Tensor, Tensor]]:
         n = ts.numel() - 1
-        left = {k: self.resamplings - 1 for k in range(0, max(n - self.jump, 0), self.jump)}
+        # the authors jump from their index t = 0, j, 2j, ... < N - j, i.e. k = t + 1 to go
+        left = {t + 1: self.resamplings - 1 for t in range(0, n - self.jump, self.jump)}
         path, k = [n], n  # k: steps still to go (index n - k on the grid)
         while k > 0:
             k -= 1

@@ -35,6 +35,7 @@ from priors import (
     fixed_conditions,
     measure,
     randn,
+    sampling_generator,
 )
 
 __all__ = ["Sampler", "initial_noise"]
@@ -144,7 +145,11 @@ class Sampler(abc.ABC):
         carry: dict[str, Any] = {}
         x = x_T
         pairs = self.pairs(ts)
-        with measure(cost if cost is not None else Cost(), batch=x_T.shape[0]), fixed_conditions():
+        with (
+            measure(cost if cost is not None else Cost(), batch=x_T.shape[0]),
+            fixed_conditions(),
+            sampling_generator(generator),
+        ):
             for i, (t, s) in enumerate(tqdm(pairs, leave=False) if progress else pairs):
                 x = self.step(denoiser, x, t, s, carry, generator=generator, **cond)
                 if projection is not None:

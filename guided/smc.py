@@ -7,9 +7,11 @@ resampling come from row :math:`b`'s generator when one generator per row is giv
 output row is one particle drawn from the system's final weights. Inside the loop the state
 has shape :math:`(B N, *)`, systems contiguous; callbacks and projections see all particles.
 
-Resampling is multinomial and happens when the effective sample size
-:math:`\mathrm{ESS} = (\sum_j w_j)^2 / \sum_j w_j^2` falls below a fraction of :math:`N`
-(with the fraction 1, whenever the weights are not uniform).
+Resampling is multinomial and happens, system by system, when that system's effective sample
+size :math:`\mathrm{ESS} = (\sum_j w_j)^2 / \sum_j w_j^2` falls below a fraction of :math:`N`
+(with the fraction 1, whenever its weights are not uniform). A system whose ESS stays above
+the threshold keeps its particles and weights and draws nothing, so with one generator per
+row a row's output never depends on the other rows of the batch.
 
 References:
     | An Introduction to Sequential Monte Carlo (Chopin & Papaspiliopoulos, 2020), ch. 9-10
@@ -26,7 +28,7 @@ import torch
 from torch import Tensor
 
 from guided.sampler import Sampler
-from priors import GeneratorLike, Schedule, randn
+from priors import GeneratorLike, Schedule, randn_blocks
 
 __all__ = ["ParticleSampler", "effective_sample_size", "gaussian_log_density"]
 
@@ -40,9 +42,9 @@ class ParticleSampler(Sampler):
     r"""Base class of the SMC samplers (see the module).
 
     Subclasses call :meth:`systems` at their first step to expand ``x_T`` into particles,
-    :meth:`noise` for per-system noise, :meth:`resample` for ancestors and :meth:`rows`
-    to expand per-row tensors (measurements, labels) to particles; :meth:`finish` draws one
-    particle per row from ``carry["log_w"]``.
+    :meth:`noise` for per-system noise, :meth:`resample_where_needed` for ancestors and
+    :meth:`rows` to expand per-row tensors (measurements, labels) to particles;
+    :meth:`finish` draws one particle per row from ``carry["log_w"]``.
 
     Arguments:
         particles: The number :math:`N \geq 1` of particles per row.
@@ -82,33 +84,49 @@ class ParticleSampler(Sampler):
     def noise(self, shape: Sequence[int], generator: GeneratorLike, like: Tensor) -> Tensor:
         r"""Standard normal noise of shape :math:`(B, \dots)` or :math:`(B N, \dots)`, row
         :math:`b`'s part from row :math:`b`'s generator."""
-        shape = tuple(shape)
-        options = {"dtype": like.dtype, "device": like.device}
-        if generator is None or isinstance(generator, torch.Generator):
-            return randn(shape, generator, **options)
-        batch = len(generator)
-        per = (shape[0] // batch, *shape[1:])
-        return torch.cat([randn(per, g, **options) for g in generator])
+        return randn_blocks(shape, generator, dtype=like.dtype, device=like.device)
 
-    def resample(self, log_w: Tensor, generator: GeneratorLike) -> Tensor:
-        r"""Multinomial ancestors for weights :math:`(B, N)`, as flat indices :math:`(B N,)`."""
-        batch, n = log_w.shape
+    def ancestors(self, log_w: Tensor, generator: GeneratorLike) -> Tensor:
+        r"""Multinomial ancestors :math:`(R, N)` within each system for weights
+        :math:`(R, N)`; with a generator list, system :math:`r` draws from ``generator[r]``."""
+        n = log_w.shape[1]
         probs = torch.softmax(log_w, -1)
         if generator is None or isinstance(generator, torch.Generator):
-            idx = torch.multinomial(probs, n, replacement=True, generator=generator)
-        else:
-            idx = torch.stack(
-                [
-                    torch.multinomial(p, n, replacement=True, generator=g)
-                    for p, g in zip(probs, generator, strict=True)
-                ]
-            )
-        return (idx + n * torch.arange(batch, device=idx.device)[:, None]).flatten()
+            return torch.multinomial(probs, n, replacement=True, generator=generator)
+        return torch.stack(
+            [
+                torch.multinomial(p, n, replacement=True, generator=g)
+                for p, g in zip(probs, generator, strict=True)
+            ]
+        )
 
-    def needs_resampling(self, log_w: Tensor) -> bool:
-        """Whether any system's effective sample size is below the threshold."""
-        ess = effective_sample_size(log_w)
-        return bool((ess < self.ess * log_w.shape[-1] * (1 - 1e-9)).any())
+    def resample_where_needed(
+        self, log_w: Tensor, generator: GeneratorLike
+    ) -> tuple[Tensor | None, Tensor]:
+        r"""Resamples the systems whose effective sample size is below the threshold.
+
+        Arguments:
+            log_w: The :math:`(B, N)` log-weights.
+            generator: A generator, or one per system.
+
+        Returns:
+            The flat ancestor indices :math:`(B N,)` into the particles (the identity for the
+            systems that keep theirs), or None when no system resamples; and the new
+            log-weights (zero for the resampled systems, unchanged for the others).
+        """
+        batch, n = log_w.shape
+        below = effective_sample_size(log_w) < self.ess * n * (1 - 1e-9)
+        if not bool(below.any()):
+            return None, log_w
+        systems = below.nonzero().flatten()
+        if generator is not None and not isinstance(generator, torch.Generator):
+            generator = [generator[int(b)] for b in systems]
+        picked = self.ancestors(log_w[systems], generator)
+        idx = torch.arange(batch * n, device=log_w.device).view(batch, n)
+        idx[systems] = picked.to(idx.device) + n * systems[:, None].to(idx.device)
+        log_w = log_w.clone()
+        log_w[systems] = 0.0
+        return idx.flatten(), log_w
 
     def rows(self, value: Any, batch: int) -> Any:
         r"""Expands a per-row tensor :math:`(B, \dots)` to the particles; anything else (a
@@ -137,8 +155,8 @@ class ParticleSampler(Sampler):
                 f"{type(self).__name__}: every particle of a system has zero weight"
             )
         batch, n = log_w.shape
-        pick = self.resample(log_w, generator).view(batch, n)[:, 0]
-        return x[pick]
+        pick = self.ancestors(log_w, generator)[:, 0]
+        return x[pick + n * torch.arange(batch, device=pick.device)]
 
 
 def gaussian_log_density(r: Tensor, var: Tensor | float, mask: Tensor) -> Tensor:

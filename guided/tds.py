@@ -109,10 +109,9 @@ class TDS(ParticleSampler):
         record(vjp_rows=x.shape[0])
         x_hat, log_twist = x_hat.detach(), log_twist.detach().double()
         log_w = carry["log_w"] + carry["pending"] + log_twist.view(batch, n)
-        if self.needs_resampling(log_w):
-            idx = self.resample(log_w, generator)
+        idx, log_w = self.resample_where_needed(log_w, generator)
+        if idx is not None:
             x_t, x_hat, grad, log_twist = x_t[idx], x_hat[idx], grad[idx], log_twist[idx]
-            log_w = torch.zeros_like(log_w)
         carry["log_w"] = log_w
         a, b, tau = ddim_coefficients(alpha_t, sigma_t, alpha_s, sigma_s, 1.0)
         mean = a * x_hat + b * x_t

@@ -16,6 +16,10 @@ unbiased for :math:`\nabla L_\mu`, which differs from :math:`\nabla L` by :math:
 where :math:`L` is smooth and exists where it is not (quantization, JPEG); its variance
 grows like :math:`d / q`. Cost per call and row: :math:`2q + 1` operator calls and one VJP.
 
+The query directions come from the sampler's generator (:func:`priors.run_generator`): with
+one generator per row, row :math:`i`'s directions come from generator :math:`i`, so a row's
+sample is the same alone or in a batch, and the same seed gives the same sample twice.
+
 References:
     | Random Gradient-Free Minimization of Convex Functions (Nesterov & Spokoiny, 2017)
     | https://doi.org/10.1007/s10208-015-9296-2
@@ -35,7 +39,7 @@ from guided.dps import DPS
 from guided.enkg import warn_if_differentiable
 from guided.guidance import check_number
 from operators import Operator, batch_dot
-from priors import randn
+from priors import randn_blocks, run_generator
 from priors.tweedie import append_dims
 
 __all__ = ["ZerothOrder"]
@@ -52,8 +56,10 @@ class ZerothOrder(DPS):
         zeta: DPS's normalised step; None for the likelihood score.
         queries: The number :math:`q` of antithetic query pairs per call and row.
         smoothing: The smoothing radius :math:`\mu > 0`.
-        generator: The stream of the query directions.
         weight: A multiplier of the term.
+
+    The query directions are drawn from the generator(s) of the sampler run that calls the
+    term (torch's default stream outside a run); there is no stream of the term's own.
     """
 
     differentiates_operator: ClassVar[bool] = False
@@ -66,7 +72,6 @@ class ZerothOrder(DPS):
         zeta: float | None = 1.0,
         queries: int = 32,
         smoothing: float = 0.1,
-        generator: torch.Generator | None = None,
         weight: float = 1.0,
     ) -> None:
         warn_if_differentiable(op, "ZerothOrder")
@@ -77,7 +82,7 @@ class ZerothOrder(DPS):
             raise ValueError(f"queries must be a positive integer, got {queries!r}")
         if not check_number(smoothing, "smoothing") > 0:
             raise ValueError(f"smoothing must be > 0, got {smoothing}")
-        self.queries, self.smoothing, self.generator = queries, float(smoothing), generator
+        self.queries, self.smoothing = queries, float(smoothing)
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
         r""":math:`\lVert y - A(x) \rVert^2` per row; checks the operator's output."""
@@ -93,7 +98,10 @@ class ZerothOrder(DPS):
             raise FloatingPointError(f"{type(self.op).__name__} returned NaN or Inf")
         x, q, mu = x_hat, self.queries, self.smoothing
         y = self.y.to(x.dtype).expand(x.shape[0], *self.y.shape[1:])
-        u = randn((q, *x.shape), self.generator, dtype=x.dtype, device=x.device)
+        # (B, q, *) so that each row's directions come from its own generator
+        shape = (x.shape[0], q, *x.shape[1:])
+        u = randn_blocks(shape, run_generator(), dtype=x.dtype, device=x.device)
+        u = u.transpose(0, 1)  # (q, B, *)
         probes = torch.cat([x[None] + mu * u, x[None] - mu * u]).flatten(0, 1)
         losses = self.loss(probes, y.repeat(2 * q, *[1] * (y.ndim - 1))).view(2, q, -1)
         slope = (losses[0] - losses[1]) / (2 * mu)  # (q, b)

@@ -4,9 +4,9 @@ A prior is a :class:`Denoiser` returning :math:`E[x \\mid x_t]` under its
 :class:`Schedule`. ``priors`` never imports ``operators`` or ``guided``.
 """
 
+from checks import all_finite
 from priors.accelerate import Accelerated
 from priors.attention import attention_layers, record_attention
-from priors.checks import all_finite
 from priors.classifier import Classifier
 from priors.conditions import fixed_conditions
 from priors.contrastive import ContrastiveLikelihood, Encoder
@@ -16,7 +16,7 @@ from priors.denoiser import Denoiser
 from priors.gmm import GaussianMixture
 from priors.mlp import MLP, MLPDenoiser
 from priors.network import UNetDenoiser
-from priors.random import GeneratorLike, randn
+from priors.random import GeneratorLike, randn, randn_blocks, run_generator, sampling_generator
 from priors.schedules import (
     CosineSchedule,
     DiscreteSchedule,
@@ -56,6 +56,9 @@ __all__ = [
     "load_classifier",
     "measure",
     "randn",
+    "randn_blocks",
     "record",
     "record_attention",
+    "run_generator",
+    "sampling_generator",
 ]

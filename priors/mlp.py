@@ -31,7 +31,7 @@ import torch
 
 from torch import Tensor, nn
 
-from priors.checks import all_finite
+from checks import all_finite
 from priors.conditions import remember
 from priors.denoiser import Denoiser
 from priors.layers import run_layers

@@ -70,3 +70,45 @@ def test_deepinv_ddrm_refuses_bad_eta(kwargs):
     _, op, y = _problem()
     with pytest.raises(ValueError, match="eta"):
         peers.DeepinvDDRM(op, y, 0.05, **kwargs)
+
+
+@pytest.mark.parametrize("lambda_d", [7.0, 2.5])
+def test_diffpir_lambda_is_deepinvs_times_two(lambda_d):
+    """At deepinv's noise level sigma_bar_t, deepinv's proximal step with its lambda_d equals
+    ours with lambda = 2 lambda_d (the paper's units), images mapped from [0, 1] to [-1, 1]."""
+    g = torch.Generator().manual_seed(3)
+    mask = (torch.rand(1, 8, 8, generator=g) > 0.4).double()
+    op, sigma_y = operators.Inpainting(mask), 0.1
+    x01 = torch.rand(2, 1, 8, 8, generator=g, dtype=torch.float64)
+    physics = deepinv.physics.Inpainting(img_size=(1, 8, 8), mask=mask)
+    physics.noise_model = deepinv.physics.GaussianNoise(sigma_y / 2)
+    y01 = physics.A(torch.rand(2, 1, 8, 8, generator=g, dtype=torch.float64))
+    y = 2 * y01 - mask  # the same measurement on images in [-1, 1]
+    loop = deepinv.sampling.DiffPIR(
+        _Recorder(), deepinv.optim.L2(), sigma=sigma_y / 2, lambda_=lambda_d, max_iter=10
+    )
+    ours = guided.DiffPIR(op, y, sigma_y, lambda_=2 * lambda_d)
+    for t_i in (50, 400, 900):
+        sigma_bar = float(loop.reduced_alpha_cumprod[t_i])  # deepinv's sigma_t / alpha_t
+        rho_d = float(loop.rhos[t_i])
+        theirs = deepinv.optim.L2().prox(x01, y01, physics, gamma=1 / (2 * rho_d))
+        rho = ours.rho(1.0, sigma_bar)
+        torch.testing.assert_close(ours.proximal(2 * x01 - 1, rho), 2 * theirs - 1)
+        if lambda_d == 7.0:  # and the old definition (rho = lambda sigma_y^2 / sigma_bar^2)
+            old = 2 * lambda_d * sigma_y**2 / sigma_bar**2  # was off by a factor of 4
+            assert rho == pytest.approx(old / 4, rel=1e-12)
+
+
+def test_deepinv_diffpir_settings_reach_the_loop():
+    prior, op, y = _problem()
+    x_T, ts = torch.zeros(1, *prior.shape), guided.time_grid(3)
+
+    def solve(**kwargs):
+        peer = peers.DeepinvDiffPIR(op, y, 0.05, **kwargs)
+        return peer(prior, x_T, ts, generator=torch.Generator().manual_seed(1))
+
+    default = solve()
+    assert torch.equal(default, solve(lambda_=7.0, zeta=0.1))  # the defaults are deepinv's
+    assert not torch.allclose(default, solve(lambda_=1.0))
+    with pytest.raises(ValueError, match="zeta"):
+        peers.DeepinvDiffPIR(op, y, 0.05, zeta=1.5)

@@ -33,14 +33,15 @@ def test_zeroth_order_vector_is_the_gradient_along_the_queries():
     box, a = _projection_box()
     y = torch.tensor([[0.5, -1.0]], dtype=F64)
     x = torch.randn(3, 4, dtype=F64, generator=torch.Generator().manual_seed(0))
-    term = guided.ZerothOrder(box, y, 0.1, zeta=None, queries=5, generator=torch.Generator())
-    term.generator.manual_seed(7)
-    v = term.vector(x, torch.tensor(0.5), x, priors.LinearSchedule())
-    u = torch.randn(5, 3, 4, dtype=F64, generator=torch.Generator().manual_seed(7))
+    term = guided.ZerothOrder(box, y, 0.1, zeta=None, queries=5)
+    with priors.sampling_generator(torch.Generator().manual_seed(7)):  # as a sampler run does
+        v = term.vector(x, torch.tensor(0.5), x, priors.LinearSchedule())
+    u = torch.randn(3, 5, 4, dtype=F64, generator=torch.Generator().manual_seed(7))
+    u = u.transpose(0, 1)  # each row's q directions drawn together
     true = (y - x @ a.T) @ a  # A^T (y - A x), rows
     expected = torch.einsum("qbi,qbj,bj->bi", u, u, true) / 5 / 0.1**2
     torch.testing.assert_close(v, expected)
-    many = guided.ZerothOrder(box, y, 0.1, zeta=None, queries=20000, generator=torch.Generator())
+    many = guided.ZerothOrder(box, y, 0.1, zeta=None, queries=20000)
     average = many.vector(x, torch.tensor(0.5), x, priors.LinearSchedule()) * 0.1**2
     assert float((average - true).norm() / true.norm()) < 0.05
 
@@ -54,7 +55,7 @@ def test_zeroth_order_guidance_fits_a_black_box_measurement():
     ts = guided.time_grid(40)
     free = guided.DDIM()(prior, x_T, ts)
     cost, g = priors.Cost(), torch.Generator().manual_seed(3)
-    sampler = guided.DPSSampler(box, y, 0.2, guided.ZerothOrder, queries=8, generator=g)
+    sampler = guided.DPSSampler(box, y, 0.2, guided.ZerothOrder, queries=8)
     guided_x = sampler(prior, x_T, ts, cost=cost, generator=g)
 
     def residual(x):
@@ -64,6 +65,35 @@ def test_zeroth_order_guidance_fits_a_black_box_measurement():
     assert cost.nfe == 40 and cost.vjp == 40
     with pytest.raises(TypeError, match="not differentiable"):
         guided.DPSSampler(box, y, 0.2)  # the autograd estimator needs derivatives
+
+
+@pytest.mark.parametrize("form", ["term", "paper"])
+def test_zeroth_order_draws_from_the_samplers_generators(form):
+    """The same seeds give the same samples twice, and a row's sample is the same alone and
+    in a batch with one generator per row (its query directions come from its generator)."""
+    prior, (box, _) = _gaussian_prior(), _projection_box()
+    y = torch.tensor([[1.0, 2.0], [0.0, -1.0], [2.0, 0.5]], dtype=F64)
+    x_T = guided.initial_noise(prior.schedule, (3, 4), torch.Generator().manual_seed(5), dtype=F64)
+    ts = guided.time_grid(6)
+
+    def run(rows, seeds):
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        if form == "term":
+            term = guided.ZerothOrder(box, y[rows], 0.1, zeta=1.0, queries=4)
+            return guided.DDPM()(guided.GuidedDenoiser(prior, term), x_T[rows], ts, generator=gens)
+        sampler = guided.DPSSampler(box, y[rows], 0.5, guided.ZerothOrder, queries=4)
+        return sampler(prior, x_T[rows], ts, generator=gens)
+
+    together = run([0, 1, 2], [20, 21, 22])
+    torch.testing.assert_close(run([0, 1, 2], [20, 21, 22]), together, rtol=0, atol=0)
+    torch.testing.assert_close(run([1], [21]), together[1:2], rtol=0, atol=0)
+    other = run([1], [99])  # another stream moves the row: the directions are drawn
+    assert not torch.allclose(other, together[1:2])
+    # one generator for the batch: reproducible from its seed
+    one = [guided.DDPM(), guided.GuidedDenoiser(prior, guided.ZerothOrder(box, y, 0.1))]
+    a = one[0](one[1], x_T, ts, generator=torch.Generator().manual_seed(3))
+    b = one[0](one[1], x_T, ts, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_enkg_fits_a_black_box_measurement_rows_independently():

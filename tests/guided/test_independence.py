@@ -81,3 +81,42 @@ def test_a_row_does_not_depend_on_its_batch(name):
     alone = run([1])
     torch.testing.assert_close(together[1:2], alone, rtol=1e-10, atol=1e-10)
     assert not torch.allclose(together[0], together[1])
+
+
+@pytest.mark.parametrize("method", [guided.TDS, guided.MCGdiff])
+def test_particle_rows_do_not_depend_on_their_batch_when_some_systems_resample(
+    method, monkeypatch
+):
+    """Rows whose systems resample at different steps: the batch must not make a system
+    resample when its own effective sample size is above the threshold."""
+    import guided.smc
+
+    ess_calls = []
+    original = guided.smc.effective_sample_size
+
+    def spy(log_w):
+        ess = original(log_w)
+        if log_w.ndim == 2 and log_w.shape[0] > 1:
+            ess_calls.append(ess / log_w.shape[-1])
+        return ess
+
+    monkeypatch.setattr(guided.smc, "effective_sample_size", spy)
+    g = torch.Generator().manual_seed(7)
+    truth = torch.randn(4, *SHAPE, generator=g, dtype=F64)
+    sigma_y = 0.1
+    y = OP(truth) + sigma_y * torch.randn(4, *SHAPE, generator=g, dtype=F64) * OP.mask
+    y[0] = 0.0  # a measurement near the prior's bulk: weights stay even longer
+    x_T = torch.randn(4, *SHAPE, generator=g, dtype=F64)
+    ts = guided.time_grid(12)
+
+    def run(rows):
+        sampler = method(OP, y[rows], sigma_y, particles=8, ess=0.5)
+        gens = [torch.Generator().manual_seed(200 + r) for r in rows]
+        return sampler(_prior(), x_T[rows], ts, generator=gens)
+
+    together = run([0, 1, 2, 3])
+    # the guard: at some step some systems were below the threshold and some above
+    mixed = [bool((e < 0.5).any() and (e >= 0.5).any()) for e in ess_calls]
+    assert any(mixed), "no step had both resampling and non-resampling systems"
+    for r in range(4):
+        torch.testing.assert_close(together[r : r + 1], run([r]), rtol=1e-10, atol=1e-10)

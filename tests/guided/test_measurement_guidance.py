@@ -179,8 +179,67 @@ def test_nonlinear_dps_runs_and_poisson_needs_counts():
     assert bool(torch.isfinite(out).all())
     op = operators.Inpainting(torch.ones(6, dtype=F64))
     with pytest.raises(ValueError, match="non-negative"):
-        guided.PoissonDPS(op, -torch.ones(1, 6, dtype=F64), zeta=1.0)
-    guided.PoissonDPS(op, torch.ones(1, 6, dtype=F64), zeta=1.0)
+        guided.PoissonDPS(op, -torch.ones(1, 6, dtype=F64), zeta=1.0, gain=0.1)
+    with pytest.raises(TypeError, match="gain"):
+        guided.PoissonDPS(op, torch.ones(1, 6, dtype=F64), zeta=1.0)  # the gain is needed
+    for gain in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="gain must be a finite number > 0"):
+            guided.PoissonDPS(op, torch.ones(1, 6, dtype=F64), gain=gain)
+
+
+def _poisson_problem(gain, error=0.02):
+    """Intensities from 0.05 to 1 (5 to 100 counts at gain 0.01), a positive blurring matrix,
+    the noisy and the noiseless measurement, and an estimate ``error`` away from the truth."""
+    g = torch.Generator().manual_seed(30)
+    a = torch.eye(6, dtype=F64) + 0.05 * torch.rand(6, 6, generator=g, dtype=F64)
+    truth = torch.linalg.solve(a, torch.linspace(0.05, 1.0, 6, dtype=F64))  # A x in [.05, 1]
+    op = operators.MatrixOperator(a)
+    y = operators.PoissonNoise(gain)(op(truth[None]), g)
+    x_hat = truth[None] * (1 + error * torch.randn(1, 6, generator=g, dtype=F64))
+    return op, y, op(truth[None]), x_hat
+
+
+@pytest.mark.parametrize("gain", [0.01, 0.002])
+def test_poisson_dps_score_is_the_poisson_likelihood_gradient_in_count_units(gain):
+    op, y, mean, x_hat = _poisson_problem(gain)
+    term = guided.PoissonDPS(op, y, zeta=None, gain=gain)
+    schedule = priors.LinearSchedule()
+    v = term.vector(x_hat, torch.tensor(0.5), x_hat, schedule)
+    counts = y / gain
+    x = x_hat.clone().requires_grad_(True)
+    rate = op(x) / gain  # the Poisson mean in counts
+    # the Gaussian approximation in count units: variance = the count (at least 1)
+    approx = -0.5 * ((counts - rate) ** 2 / counts.clamp_min(1.0)).sum()
+    (expected,) = torch.autograd.grad(approx, x)
+    torch.testing.assert_close(v, expected, rtol=1e-10, atol=1e-12)
+    # and the exact Poisson score, sum(c log(rate) - rate), agrees with it to first order in
+    # A x_hat - y (here at the noiseless intensities, 2% away)
+    v = guided.PoissonDPS(op, mean, zeta=None, gain=gain).vector(x_hat, None, x_hat, schedule)
+    rate = op(x) / gain
+    (exact,) = torch.autograd.grad((mean / gain * rate.log() - rate).sum(), x)
+    assert float((v - exact).norm() / exact.norm()) < 0.05
+
+
+def test_poisson_dps_normalised_step_follows_the_poisson_gradient():
+    """Intensities over a 20x range: the weighted direction points along the exact Poisson
+    score; the unweighted one (a weight that is constant over intensities) does not."""
+    gain = 0.01
+    op, y, mean, _ = _poisson_problem(gain)
+    x_hat = torch.linalg.solve(op.matrix, 1.2 * mean[0])[None]  # 20% too bright everywhere
+    schedule = priors.LinearSchedule()
+    v = guided.PoissonDPS(op, y, zeta=1.0, gain=gain).vector(x_hat, None, x_hat, schedule)
+    unweighted = guided.DPS(op, y, 0.1, zeta=1.0).vector(x_hat, None, x_hat, schedule)
+    x = x_hat.clone().requires_grad_(True)
+    rate = op(x) / gain
+    (exact,) = torch.autograd.grad((y / gain * rate.log() - rate).sum(), x)
+    cos = torch.nn.functional.cosine_similarity
+    assert float(cos(v, exact)) > 0.99, float(cos(v, exact))
+    assert float(cos(unweighted, exact)) < 0.9, float(cos(unweighted, exact))
+    # the paper's normalisation: zeta / ||y - A x_hat||_Lambda with Lambda = 1 / (2 Var y)
+    r = y - op(x_hat)
+    lam = 1 / (2 * gain * y.clamp_min(gain))
+    expected = (r * lam) @ op.matrix / (r * lam * r).sum().sqrt()
+    torch.testing.assert_close(v, expected)
 
 
 def test_errors_name_the_problem():
@@ -318,6 +377,33 @@ def test_diffpir_proximal_step_and_noiseless_consistency(name):
     assert cost.nfe == 20 and cost.vjp == 0
 
 
+def _authors_jump_schedule(t_T, jump_length, jump_n_sample):
+    """The time indices of RePaint's ``get_schedule_jump`` (n_sample = 1, no second or third
+    jump level), transcribed from its loop: start at t_T - 1, end at -1 (the clean sample)."""
+    jumps = {j: jump_n_sample - 1 for j in range(0, t_T - jump_length, jump_length)}
+    t, ts = t_T, []
+    while t >= 1:
+        t -= 1
+        ts.append(t)
+        if jumps.get(t, 0) > 0:
+            jumps[t] -= 1
+            for _ in range(jump_length):
+                t += 1
+                ts.append(t)
+    return [*ts, -1]
+
+
+@pytest.mark.parametrize(("steps", "jump", "resamplings"), [(250, 10, 10), (20, 5, 3), (7, 3, 2)])
+def test_repaint_schedule_is_the_authors(steps, jump, resamplings):
+    op = operators.Inpainting(torch.tensor([1.0, 0.0], dtype=F64))
+    ts = guided.time_grid(steps)
+    pairs = guided.RePaint(op, torch.zeros(1, 2, dtype=F64), jump, resamplings).pairs(ts)
+    ours = [steps - int((ts == t).nonzero()) for t, _ in pairs] + [0]  # steps still to go
+    theirs = [t + 1 for t in _authors_jump_schedule(steps, jump, resamplings)]
+    assert ours == theirs
+    assert ours.count(0) == 1  # the clean sample is never re-noised
+
+
 def test_repaint_walks_back_and_meets_noiseless_measurements():
     mask = torch.tensor([1.0, 0, 1, 0, 1, 1], dtype=F64)
     op = operators.Inpainting(mask)
@@ -329,7 +415,7 @@ def test_repaint_walks_back_and_meets_noiseless_measurements():
     pairs = sampler.pairs(ts)
     down = sum(bool(s < t) for t, s in pairs)
     up = sum(bool(s > t) for t, s in pairs)
-    assert (down, up) == (20 + 2 * 5 * 3, 2 * 5 * 3)  # back 5 points twice at k = 0, 5, 10
+    assert (down, up) == (20 + 2 * 5 * 3, 2 * 5 * 3)  # back 5 points twice at k = 1, 6, 11
     assert float(pairs[0][0]) == 1.0 and float(pairs[-1][1]) == 0.0
     plain = guided.RePaint(op, y, jump=5, resamplings=1).pairs(ts)
     assert [(float(t), float(s)) for t, s in plain] == list(

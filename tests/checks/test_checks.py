@@ -1,0 +1,82 @@
+"""The shared argument checks: one policy for numbers and tensors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import checks
+
+
+@pytest.mark.parametrize(
+    "value", [1, 0.5, np.float32(0.5), np.float64(2.0), np.int64(3), torch.tensor(0.25)]
+)
+def test_numbers_of_every_real_kind_are_accepted(value):
+    assert checks.number(value, "x") == pytest.approx(float(value))
+    assert type(checks.number(value, "x")) is float
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (True, TypeError),
+        ("0.1", TypeError),
+        (1j, TypeError),
+        (None, TypeError),
+        (torch.ones(2), TypeError),
+        (torch.tensor(1.0, requires_grad=True), TypeError),
+        (math.nan, ValueError),
+        (math.inf, ValueError),
+        (-math.inf, ValueError),
+        (np.float32("inf"), ValueError),
+    ],
+)
+def test_numbers_of_the_wrong_kind_are_refused_by_name(value, error):
+    with pytest.raises(error, match="sigma_y must be a finite number"):
+        checks.number(value, "sigma_y")
+
+
+def test_ranges_name_their_ends():
+    with pytest.raises(ValueError, match=r"zeta must be a finite number in \[0, 1\], got 1.5"):
+        checks.number(1.5, "zeta", low=0, high=1)
+    with pytest.raises(ValueError, match=r"gain must be a finite number > 0, got 0.0"):
+        checks.number(0, "gain", low=0, open_low=True)
+    assert checks.number(math.inf, "sigma", low=0, infinite=True) == math.inf
+    with pytest.raises(ValueError, match="must be a number >= 0"):
+        checks.number(math.nan, "sigma", low=0, infinite=True)
+
+
+def test_integers_refuse_fractions_and_bools():
+    assert checks.integer(np.int64(5), "steps", low=1) == 5
+    assert checks.integer(4.0, "steps", low=1) == 4
+    for bad, error in ((2.7, ValueError), (True, TypeError), ("3", TypeError), (0, ValueError)):
+        with pytest.raises(error, match="steps must be an integer"):
+            checks.integer(bad, "steps", low=1)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got inf"):
+        checks.integer(math.inf, "steps", low=1)
+
+
+def test_flags_refuse_numbers_and_strings():
+    assert checks.flag(np.bool_(True), "adapt") is True
+    for bad in (1, "False", None):
+        with pytest.raises(TypeError, match="adapt must be True or False"):
+            checks.flag(bad, "adapt")
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64, torch.uint8])
+def test_tensors_must_be_real_floating(dtype):
+    with pytest.raises(TypeError, match=f"y must be a real floating tensor.*got {dtype}"):
+        checks.real_tensor(torch.zeros(2, dtype=dtype), "y")
+
+
+def test_half_precision_only_where_supported_and_no_meta_tensors():
+    checks.real_tensor(torch.zeros(2, dtype=torch.bfloat16), "x")
+    with pytest.raises(TypeError, match=r"\(float64, float32\)"):
+        checks.real_tensor(torch.zeros(2, dtype=torch.float16), "x", half=False)
+    with pytest.raises(ValueError, match="meta"):
+        checks.real_tensor(torch.zeros(2, device="meta"), "x")
+    with pytest.raises(ValueError, match="x contains an infinite value"):
+        checks.finite(torch.tensor([1.0, math.inf]), "x")
+    with pytest.raises(ValueError, match="x contains NaN"):
+        checks.finite(torch.tensor([math.nan, math.inf]), "x")
