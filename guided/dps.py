@@ -6,10 +6,13 @@ DPS replaces :math:`p(y \mid x_t)` by :math:`p(y \mid x = \hat x(x_t))`. For Gau
     \nabla_{x_t} \lVert y - A(\hat x) \rVert^2 ,
 
 and the paper's practical step uses the normalised size
-:math:`\zeta_t = \zeta / \lVert y - A(\hat x) \rVert`, i.e.
-:math:`g = -\zeta \nabla_{x_t} \lVert y - A(\hat x) \rVert` (Chung et al., Alg. 1 and App. D.1;
-the official code takes the norm over the whole batch, which couples samples; here it is
-per sample).
+:math:`\zeta_i = \zeta' / \lVert y - A(\hat x) \rVert` on the squared norm (Chung et al.,
+Alg. 1 and App. D.1), :math:`\zeta_i \nabla \lVert y - A(\hat x) \rVert^2 = 2 \zeta'
+\nabla \lVert y - A(\hat x) \rVert`. The official code steps by ``scale`` times the gradient of
+the norm itself, so its ``scale`` is :math:`2 \zeta'`; our :math:`\zeta` is the code's
+``scale``: :math:`g = -\zeta \nabla_{x_t} \lVert y - A(\hat x) \rVert` (the configs' 0.3 to 1
+are values of ours). The official code also takes the norm over the whole batch, which
+couples samples; here it is per sample.
 
 Two forms:
 
@@ -170,7 +173,8 @@ class DPSSampler(Sampler):
     Arguments:
         op: A differentiable operator (any operator with a derivative-free ``estimator``).
         y: The measurement.
-        zeta: The step size :math:`\zeta` (paper: 0.3 to 1 at 1000 steps on FFHQ).
+        zeta: The step size :math:`\zeta`, the official code's ``scale`` (its FFHQ configs use
+            0.3 to 1 at 1000 steps).
         estimator: The term that gives :math:`-\zeta \nabla_{x_t} \lVert y - A(\hat x)
             \rVert`, called as ``estimator(op, y, 0.0, zeta=zeta, **kwargs)``: :class:`DPS`
             (autograd through the operator) or :class:`~guided.ZerothOrder` (a

@@ -24,8 +24,11 @@ The step :math:`\gamma / \lVert C \rVert_F` moves the particles by about :math:`
 their spread whatever the time, which at high noise (where :math:`x_t` is mostly noise and
 :math:`\Phi_{t \to 0}` is most sensitive to it) overshoots: on a Gaussian test problem,
 guiding every step fits the data barely better than the prior, guiding :math:`t \leq 0.5`
-fits it well (``tests/guided/test_derivative_free.py``). The official code also skips the
-first steps; ``interval`` sets where to guide.
+fits it well (``tests/guided/test_derivative_free.py``). The authors' code (``algo/enkg.py`` of
+``devzhk/enkg-pytorch``) guides the steps :math:`i` with ``threshold_start`` :math:`N < i <
+N -` ``threshold_end`` :math:`N`: with its config's 5% and :math:`N = 80`, neither the first 5
+nor the last 4 steps (InverseBench's copy compares :math:`i` with the fraction itself and
+skips step 0 only); ``interval`` sets where to guide.
 
 References:
     | Ensemble Kalman Diffusion Guidance: A Derivative-free Method for Inverse Problems

@@ -79,7 +79,8 @@ class SelfAttentionGuidance(Denoiser):
 
     Arguments:
         prior: A denoiser whose network has self-attention layers (a shipped prior).
-        scale: :math:`s` (0: the prior; Hong et al. use 0.1-0.8).
+        scale: :math:`s` (0: the prior; the authors' README reports :math:`s` from 0.01, LSUN
+            Horse, to 0.8, unconditional ImageNet 256).
         layer: The self-attention layer whose maps make the mask (see
             ``priors.attention.attention_layers``); default: the middle block's.
         blur_sigma: The Gaussian blur's standard deviation in pixels.

@@ -10,7 +10,8 @@ E_{\mu(a \mid a_t, s)}[\exp(\beta Q(s, a))]` (Lu et al., 2023). Two standard est
 - :class:`NoisyValueGuidance` (Diffuser-style, Janner et al., 2022): a noise-aware critic
   :math:`Q_\phi(s, a_t, t) \approx E[Q(s, a) \mid a_t]` gives
   :math:`g = \beta \nabla_{a_t} Q_\phi(s, a_t, t)` directly, with no VJP of the prior
-  (Jensen's inequality makes it a lower-bound estimate of :math:`\nabla E_t`). A critic
+  (by Jensen's inequality :math:`\beta E[Q \mid a_t] \leq E_t`, so this is the gradient of
+  a lower bound of :math:`E_t`, not a bound on its gradient). A critic
   trained by QGPO's contrastive energy prediction (:func:`experiments.rl.train_energy`)
   estimates :math:`E_t` itself up to a function of :math:`(s, t)`, and this term with it at
   scale 1 is the exact guidance.

@@ -92,6 +92,61 @@ def test_gaussian_posterior_mean_and_variance():
     assert ((ratio > 0.85) & (ratio < 1.15)).all(), ratio
 
 
+def _correlated_gaussian(sigma_y, d=8, d_y=3, seed=0):
+    """A Gaussian prior with correlations, a random (d_y, d) matrix, a noisy measurement."""
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.randn(d, generator=g, dtype=F64)
+    low = 0.3 * torch.randn(d, d, generator=g, dtype=F64)
+    prior = priors.GaussianMixture(
+        torch.ones(1, dtype=F64), mean[None], (torch.eye(d, dtype=F64) + low @ low.T)[None],
+        priors.LinearSchedule(),
+    )  # fmt: skip
+    a = torch.randn(d_y, d, generator=g, dtype=F64)
+    y = prior.sample(1, g) @ a.T + sigma_y * torch.randn(1, d_y, generator=g, dtype=F64)
+    return prior, operators.MatrixOperator(a), y
+
+
+@pytest.mark.parametrize("sigma_y", [0.01, 0.3])
+def test_mcgdiff_is_calibrated_along_the_observed_directions_at_100_steps(sigma_y):
+    """Informative measurements: the chain below the pins needs steps (half the grid goes
+    there), and the pins' variance must be small next to rho^2 (it was 1e-4 absolute, which
+    made the sigma_y = 0.01 posterior 17-41 times too wide)."""
+    prior, op, y = _correlated_gaussian(sigma_y)
+    g = torch.Generator().manual_seed(1)
+    x_T = guided.initial_noise(prior.schedule, (2000, 8), g, dtype=F64)
+    out = guided.MCGdiff(op, y, sigma_y, particles=32)(
+        prior, x_T, guided.time_grid(100), generator=g
+    )
+    exact = prior.posterior(op.matrix, y[0], sigma_y)
+    basis = op.Vt(torch.eye(8, dtype=F64))[:, :3]  # the observed right-singular directions
+    cov = basis.T @ exact.covs[0] @ basis
+    ratio = (out @ basis).var(0) / cov.diagonal()
+    assert bool(((ratio > 0.75) & (ratio < 1.25)).all()), ratio
+    error = ((out @ basis).mean(0) - exact.means[0] @ basis) / cov.diagonal().sqrt()
+    assert float(error.abs().max()) < 0.2
+
+
+def test_mcgdiff_grid_puts_half_its_steps_below_the_largest_pin():
+    prior, op, y = _correlated_gaussian(0.3)
+    sampler = guided.MCGdiff(op, y, 0.3)
+    taus = sampler.taus(prior.schedule)
+    ts = sampler.adapt(guided.time_grid(100), prior.schedule)
+    assert ts.numel() == 101 and bool((ts.diff() < 0).all()) and float(ts[0]) == 1.0
+    assert int((ts < float(taus.max()) - 1e-12).sum()) == 50  # 50 steps end below it
+    for tau in taus.tolist():
+        assert float((ts - tau).abs().min()) < 1e-12  # every pin is a grid point
+    pins_only = guided.MCGdiff(op, y, 0.3, below=None).adapt(guided.time_grid(100), prior.schedule)
+    assert int((pins_only < float(taus.max()) - 1e-12).sum()) == round(100 * float(taus.max()))
+    kept = guided.MCGdiff(op, y, 0.3, adapt_grid=False)
+    ts = guided.time_grid(10)
+    seen = []
+    kept(prior, torch.zeros(1, 8, dtype=F64), ts, callback=lambda i, s, x: seen.append(float(s)))
+    assert seen == ts[1:].tolist()
+    for bad in (0.0, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="below"):
+            guided.MCGdiff(op, y, 0.3, below=bad)
+
+
 def test_noiseless_measurements_are_met():
     g = torch.Generator().manual_seed(3)
     mask = torch.tensor([1.0, 0, 1, 0, 0, 1], dtype=F64)
