@@ -44,10 +44,11 @@ from typing import Any
 import hydra
 import numpy as np
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from experiments import envs
+from experiments.runs import prepare_run
+from priors.weights import check_hash, content_hash
 
 __all__ = ["WEIGHTS", "LinearPolicy", "Snapshots", "ars", "load", "rollout", "save"]
 
@@ -175,10 +176,13 @@ def save(snapshots: Snapshots, path: str | Path, card: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f.name: np.ascontiguousarray(getattr(snapshots, f.name)) for f in fields(Snapshots)}
+    metadata = {"card": json.dumps(card)}
+    metadata["sha256"] = content_hash(tensors, metadata)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={"card": json.dumps(card)})
+        save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -196,7 +200,9 @@ def load(path: str | Path | None = None) -> tuple[Snapshots, dict[str, Any]]:
     try:
         with safe_open(str(path), "np") as f:
             arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-            card = json.loads((f.metadata() or {})["card"])
+            metadata = f.metadata() or {}
+        check_hash(arrays, metadata, path)
+        card = json.loads(metadata["card"])
         snapshots = Snapshots(**arrays)
     except (SafetensorError, KeyError, TypeError, ValueError, OSError) as error:
         raise ValueError(f"{path} is not a valid ARS snapshot file ({error})") from error
@@ -236,6 +242,7 @@ def _card(cfg: DictConfig, snapshots: Snapshots, wall: float) -> str:
 
 @hydra.main(version_base=None, config_path="configs/ars", config_name="ars")
 def main(cfg: DictConfig) -> None:
+    out = prepare_run(cfg)  # unknown keys, wrong kinds of values, the run folder
     if cfg.environment not in envs.ENVIRONMENTS:
         raise ValueError(
             f"unknown environment {cfg.environment!r}; available: {list(envs.ENVIRONMENTS)}"
@@ -249,7 +256,6 @@ def main(cfg: DictConfig) -> None:
         evaluate_every=int(cfg.evaluate_every), evaluate_episodes=int(cfg.evaluate_episodes),
     )  # fmt: skip
     wall = time.perf_counter() - start
-    out = Path(HydraConfig.get().runtime.output_dir)
     name = f"{cfg.environment}-ars"
     card = {k: cfg[k] for k in cfg if k != "install"} | {"wall_s": wall}
     path = save(snapshots, out / f"{name}.safetensors", card)

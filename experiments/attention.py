@@ -34,13 +34,13 @@ import matplotlib
 import torch
 import torch.nn.functional as F
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import Tensor
 
 import guided
 import priors
 
+from experiments.runs import prepare_run
 from priors.attention import attention_layers, record_attention
 
 matplotlib.use("Agg")
@@ -229,7 +229,7 @@ def stats_figure(result: dict[str, Any], path: Path) -> None:
 
 @hydra.main(version_base=None, config_path="configs/attention", config_name="attention")
 def main(cfg: DictConfig) -> None:
-    metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    metrics = run(cfg, prepare_run(cfg))
     print(json.dumps(metrics, indent=2))
 
 

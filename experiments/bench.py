@@ -40,7 +40,6 @@ import hydra
 import matplotlib
 import torch
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import guided
@@ -49,7 +48,7 @@ import priors
 
 from experiments.build import build, build_method
 from experiments.restore import generators, held_out, psnr
-from experiments.runs import resumable, write_metrics
+from experiments.runs import prepare_run, resumable, write_metrics
 from experiments.timing import peak_memory, timed, timed_pair
 
 matplotlib.use("Agg")
@@ -308,7 +307,7 @@ def write(metrics: dict[str, Any], out: Path) -> None:
 
 @hydra.main(version_base=None, config_path="configs/bench", config_name="bench")
 def main(cfg: DictConfig) -> None:
-    resumable(run, cfg, Path(HydraConfig.get().runtime.output_dir))
+    resumable(run, cfg, prepare_run(cfg))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,6 @@ import matplotlib
 import numpy as np
 import torch
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import Tensor
 
@@ -58,6 +57,7 @@ import operators
 import priors
 
 from experiments.restore import held_out, psnr
+from experiments.runs import prepare_run
 
 matplotlib.use("Agg")
 
@@ -328,7 +328,7 @@ def figure(truth: Tensor, y: Tensor, shown: dict[str, Tensor], path: Path, task:
 
 @hydra.main(version_base=None, config_path="configs/blackbox", config_name="blackbox")
 def main(cfg: DictConfig) -> None:
-    metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    metrics = run(cfg, prepare_run(cfg))
     for task, methods in metrics["results"].items():
         for method, r in methods.items():
             print(

@@ -43,7 +43,6 @@ import hydra
 import matplotlib
 import torch
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import Tensor
 
@@ -52,6 +51,7 @@ import operators
 import priors
 
 from experiments.restore import held_out, psnr
+from experiments.runs import prepare_run
 
 matplotlib.use("Agg")
 
@@ -263,7 +263,7 @@ def figure(
 
 @hydra.main(version_base=None, config_path="configs/blind", config_name="blind")
 def main(cfg: DictConfig) -> None:
-    metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    metrics = run(cfg, prepare_run(cfg))
     for method, s in metrics["summary"].items():
         print(method, {k: round(v, 4) for k, v in s.items()})
 

@@ -51,7 +51,6 @@ import hydra
 import matplotlib
 import torch
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import Tensor
 
@@ -61,6 +60,7 @@ import priors
 
 from experiments.data import Digits
 from experiments.metrics import frechet_distance
+from experiments.runs import prepare_run
 
 matplotlib.use("Agg")
 
@@ -361,7 +361,7 @@ def samples_figure(grid: dict[float, Tensor], path: Path, title: str) -> None:
 
 @hydra.main(version_base=None, config_path="configs/conditional", config_name="conditional")
 def main(cfg: DictConfig) -> None:
-    metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    metrics = run(cfg, prepare_run(cfg))
     for row in metrics["rows"]:
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
 

@@ -31,7 +31,6 @@ import hydra
 import torch
 import torch.distributed as dist
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import guided
@@ -39,6 +38,7 @@ import operators
 import priors
 
 from experiments.restore import box_inpainting, generators, held_out, psnr
+from experiments.runs import prepare_run
 
 
 def shard(rows: int, rank: int, world: int) -> slice:
@@ -121,11 +121,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 @hydra.main(version_base=None, config_path="configs/distributed", config_name="distributed")
 def main(cfg: DictConfig) -> None:
     """Joins the process group that ``torchrun`` describes (gloo on CPU), if any."""
+    run_dir = prepare_run(cfg)  # unknown keys, wrong kinds of values, the run folder
     launched = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
     if launched:
         dist.init_process_group(str(cfg.backend))
     try:
-        out = Path(cfg.out_dir) if cfg.out_dir else Path(HydraConfig.get().runtime.output_dir)
+        out = Path(cfg.out_dir) if cfg.out_dir else run_dir
         print(json.dumps(run(cfg, out)))
     finally:
         if launched:

@@ -21,13 +21,13 @@ import hydra
 import matplotlib
 import torch
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import guided
 import priors
 
 from experiments.data import TEXTURES, Digits, Textures
+from experiments.runs import prepare_run
 
 matplotlib.use("Agg")
 
@@ -110,7 +110,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
 @hydra.main(version_base=None, config_path="configs/evaluate", config_name="evaluate_priors")
 def main(cfg: DictConfig) -> None:
-    metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    metrics = run(cfg, prepare_run(cfg))
     print(json.dumps(metrics, indent=2))
 
 

@@ -29,6 +29,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
+from experiments.runs import prepare_run
+
 __all__ = ["collect", "flatten"]
 
 
@@ -132,6 +134,7 @@ def plot(rows: list[dict[str, Any]], metric: str, x: str, hue: str | None, path:
 
 @hydra.main(version_base=None, config_path="configs/gather", config_name="gather")
 def main(cfg: DictConfig) -> None:
+    prepare_run(cfg)  # unknown keys, wrong kinds of values, the run folder
     if not cfg.sweep:
         raise ValueError("give the sweep folder: python -m experiments.gather sweep=DIR")
     sweep = Path(str(cfg.sweep))

@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import time
+import zlib
 
 from pathlib import Path
 from typing import Any
@@ -48,15 +49,16 @@ import hydra
 import matplotlib
 import torch
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+import checks
 import guided
 import operators
 import priors
 
 from experiments.build import build_method
 from experiments.metrics import random_directions, slice_distances
+from experiments.runs import prepare_run
 
 matplotlib.use("Agg")
 
@@ -181,8 +183,11 @@ def run(cfg: DictConfig, out_dir: Path) -> list[dict[str, Any]]:
     unknown = [m for m in cfg.run if m not in cfg.methods]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; configured: {sorted(cfg.methods)}")
-    if int(cfg.problems) < 1 or int(cfg.samples) < 2 or int(cfg.steps) < 1:
-        raise ValueError("problems, samples (>= 2) and steps must be positive")
+    checks.integer(cfg.problems, "problems", low=1)
+    checks.integer(cfg.samples, "samples", low=2)
+    checks.integer(cfg.steps, "steps", low=1)
+    checks.integer(cfg.threads, "threads", low=1)
+    checks.integer(cfg.directions, "directions", low=1)
     if not cfg.dims or not cfg.measurements or not cfg.run:
         raise ValueError("dims, measurements and run must each name at least one entry")
     table: list[dict[str, Any]] = []
@@ -204,8 +209,13 @@ def run(cfg: DictConfig, out_dir: Path) -> list[dict[str, Any]]:
                 for name in cfg.run:
                     node = cfg.methods[name]
                     samples, steps = int(cfg.samples), int(cfg.steps)
+                    # each method's own stream, from the problem and the method's name: its
+                    # score does not depend on which other methods run, or in which order
+                    own = torch.Generator().manual_seed(seed * 100_003 + zlib.crc32(name.encode()))
                     try:
-                        x, cost, wall = run_method(node, prior, op, y, sigma_y, samples, steps, g)
+                        x, cost, wall = run_method(
+                            node, prior, op, y, sigma_y, samples, steps, own
+                        )
                         failed = not bool(torch.isfinite(x).all()) or float(x.abs().max()) > BLOWUP
                     except FloatingPointError:  # the guided denoiser's NaN guard
                         failed = True
@@ -274,7 +284,8 @@ def figure(shown: dict[int, dict[str, torch.Tensor]], path: Path) -> None:
 
 @hydra.main(version_base=None, config_path="configs/gmm_benchmark", config_name="gmm_benchmark")
 def main(cfg: DictConfig) -> None:
-    table = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = prepare_run(cfg)  # unknown keys, wrong kinds of values, the run folder
+    table = run(cfg, run_dir)
     print(markdown(table))
     print(json.dumps({"rows": len(table)}))
 

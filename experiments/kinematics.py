@@ -34,7 +34,6 @@ import hydra
 import matplotlib
 import torch
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import Tensor
 
@@ -45,6 +44,8 @@ import priors
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+
+from experiments.runs import prepare_run
 
 
 def poses(n: int, postures: int, spread: float, seed: int, dim: int, draw: int) -> Tensor:
@@ -211,7 +212,8 @@ def figure(
 
 @hydra.main(version_base=None, config_path="configs/kinematics", config_name="kinematics")
 def main(cfg: DictConfig) -> None:
-    metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = prepare_run(cfg)  # unknown keys, wrong kinds of values, the run folder
+    metrics = run(cfg, run_dir)
     for name, r in metrics["results"].items():
         print(name, {key: round(v, 4) if isinstance(v, float) else v for key, v in r.items()})
 

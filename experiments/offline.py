@@ -63,6 +63,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from experiments import ars, envs
+from experiments.runs import prepare_run
 
 __all__ = [
     "BANDIT_MODES", "BANDIT_REWARDS", "LEVELS", "UNSAFE_RADIUS", "OfflineData", "bandit", "build",
@@ -426,6 +427,7 @@ def load(name: str, seed: int = 0, directory: Path = DEFAULT_DIR) -> OfflineData
 
 @hydra.main(version_base=None, config_path="configs/offline", config_name="offline")
 def main(cfg: DictConfig) -> None:
+    prepare_run(cfg)  # unknown keys, wrong kinds of values, the run folder
     directory = DEFAULT_DIR if cfg.directory is None else Path(cfg.directory)
     data = build(str(cfg.name), int(cfg.seed), directory)
     print(json.dumps(data.card, indent=2))

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +35,17 @@ import hydra
 import matplotlib
 import torch
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+import checks
 import guided
 import operators
 import priors
 
-from experiments.build import build, build_method
+from experiments.build import Method, build, build_method
 from experiments.data import Digits, Textures
-from experiments.runs import resumable, write_metrics
+from experiments.runs import prepare_run, resumable, write_metrics
 
 matplotlib.use("Agg")
 
@@ -157,17 +159,54 @@ def generators(seed: int, rows: int, salt: int) -> list[torch.Generator]:
     ]
 
 
-def run_task(
+def method_salt(task: int, method: str) -> int:
+    """A method's own stream on a task, derived from the task and the method's name (not
+    from which other methods run, so a method's scores do not depend on them)."""
+    return task * 101 + zlib.crc32(method.encode()) % 100_003
+
+
+@dataclass
+class Task:
+    """One task ready to run: its operator, measurement and built methods (or why not)."""
+
+    name: str
+    salt: int
+    op: operators.Operator
+    y: Tensor
+    methods: dict[str, Method | str]  # a method, or the reason it does not apply
+
+
+def prepare_task(
     cfg: DictConfig, name: str, prior: priors.Denoiser, truth: Tensor, salt: int
-) -> tuple[dict[str, dict[str, float]], dict[str, Tensor], operators.Operator]:
-    """Measures the images with one task's operator and runs every method on them; returns
-    the scores, the images to show and the operator."""
+) -> Task:
+    """Builds one task's operator, measures the images and builds every method: a bad value
+    in any method's config is refused here, before anything runs. A method that cannot take
+    the operator (``operators.UnsupportedOperator``) is recorded as not applicable."""
     op = build(cfg.tasks_available[name], in_shape=tuple(prior.shape))
     if not isinstance(op, operators.Operator):
         raise TypeError(f"task {name} built {type(op).__name__}, not an Operator")
     sigma_y, samples = float(cfg.sigma_y), int(cfg.samples)
     g = torch.Generator().manual_seed(int(cfg.seed) * 7919 + salt)
     y = operators.GaussianNoise(sigma_y)(op(truth), g) if sigma_y > 0 else op(truth)
+    y_rows = y.repeat_interleave(samples, 0)
+    methods: dict[str, Method | str] = {}
+    for method_name in cfg.run:
+        try:
+            methods[str(method_name)] = build_method(
+                cfg.methods[method_name], prior, op=op, y=y_rows, sigma_y=sigma_y
+            )
+        except operators.UnsupportedOperator as error:
+            methods[str(method_name)] = str(error)
+        except (ValueError, TypeError) as error:  # a bad value or keyword: nothing runs
+            raise type(error)(f"method {method_name!r} on task {name!r}: {error}") from error
+    return Task(name, salt, op, y, methods)
+
+
+def run_task(
+    cfg: DictConfig, task: Task, prior: priors.Denoiser, truth: Tensor
+) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
+    """Runs every method of a prepared task; returns the scores and the images to show."""
+    op, y, name, samples = task.op, task.y, task.name, int(cfg.samples)
     results: dict[str, dict[str, float]] = {}
     shown: dict[str, Tensor] = {"truth": truth, "measurement": y}
     if isinstance(op, operators.LinearOperator):
@@ -175,16 +214,11 @@ def run_task(
         results["pinv"] = scores(op, x_pinv, y, truth, 1)
         shown["pinv"] = x_pinv
     rows = truth.shape[0] * samples
-    y_rows = y.repeat_interleave(samples, 0)
-    for method_name in cfg.run:
-        try:
-            method = build_method(
-                cfg.methods[method_name], prior, op=op, y=y_rows, sigma_y=sigma_y
-            )
-        except TypeError as error:  # the method cannot take this operator (bad values raise)
-            results[method_name] = {"not applicable": str(error)}
+    for method_name, method in task.methods.items():
+        if isinstance(method, str):
+            results[method_name] = {"not applicable": method}
             continue
-        gens = generators(int(cfg.seed), rows, salt * 101 + len(results))
+        gens = generators(int(cfg.seed), rows, method_salt(task.salt, method_name))
         x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), gens)
         cost = priors.Cost()
         start = time.perf_counter()
@@ -205,7 +239,7 @@ def run_task(
         grouped = x.view(truth.shape[0], samples, *x.shape[1:])
         shown[method_name] = grouped.mean(1)
         shown[method_name + " std"] = grouped.std(1) if samples > 1 else torch.zeros_like(truth)
-    return results, shown, op
+    return results, shown
 
 
 def show(image: Tensor, op: operators.Operator, key: str) -> Tensor:
@@ -265,12 +299,11 @@ def markdown(tasks: dict[str, dict[str, dict[str, float]]]) -> str:
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Runs every task; writes metrics.json, table.md and the figures (all at the end)."""
+    for key in ("images", "samples", "steps", "threads"):
+        checks.integer(cfg[key], key, low=1)
+    checks.integer(cfg.seed, "seed", low=0)
+    checks.number(cfg.sigma_y, "sigma_y", low=0)
     torch.set_num_threads(int(cfg.threads))
-    for key in ("images", "samples", "steps"):
-        if int(cfg[key]) < 1:
-            raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
-    if not (isinstance(cfg.sigma_y, int | float) and cfg.sigma_y >= 0):
-        raise ValueError(f"sigma_y must be a non-negative number, got {cfg.sigma_y!r}")
     unknown = [m for m in cfg.run if m not in cfg.methods]
     unknown += [t for t in cfg.tasks if t not in cfg.tasks_available]
     if unknown:
@@ -282,11 +315,14 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     truth = held_out(str(cfg.prior), int(cfg.images))
     tasks: dict[str, dict[str, dict[str, float]]] = {}
     figures: list[tuple[dict[str, Tensor], operators.Operator, str, Path]] = []
-    for salt, name in enumerate(cfg.tasks):
-        results, shown, op = run_task(cfg, str(name), prior, truth, salt)
-        tasks[str(name)] = results
-        title = f"{cfg.prior}: {name}, sigma_y = {cfg.sigma_y}, {cfg.steps} steps"
-        figures.append((shown, op, title, out_dir / f"restore_{name}.png"))
+    prepared = [
+        prepare_task(cfg, str(name), prior, truth, salt) for salt, name in enumerate(cfg.tasks)
+    ]
+    for task in prepared:
+        results, shown = run_task(cfg, task, prior, truth)
+        tasks[task.name] = results
+        title = f"{cfg.prior}: {task.name}, sigma_y = {cfg.sigma_y}, {cfg.steps} steps"
+        figures.append((shown, task.op, title, out_dir / f"restore_{task.name}.png"))
     metrics = {
         "prior": str(cfg.prior),
         "sigma_y": float(cfg.sigma_y),
@@ -305,7 +341,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
 @hydra.main(version_base=None, config_path="configs/restore", config_name="restore")
 def main(cfg: DictConfig) -> None:
-    metrics = resumable(run, cfg, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = prepare_run(cfg)  # unknown keys, wrong kinds of values, the run folder
+    metrics = resumable(run, cfg, run_dir)
     print(markdown(metrics["tasks"]))
     beaten = {
         task: all(

@@ -88,7 +88,6 @@ import matplotlib
 import numpy as np
 import torch
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
@@ -96,7 +95,7 @@ import guided
 import priors
 
 from experiments import envs, offline
-from experiments.runs import resumable, write_metrics
+from experiments.runs import prepare_run, resumable, write_metrics
 from experiments.timing import timed
 from experiments.train import diffuse
 
@@ -749,7 +748,8 @@ def figures(
 
 @hydra.main(version_base=None, config_path="configs/rl", config_name="rl")
 def main(cfg: DictConfig) -> None:
-    metrics = resumable(run, cfg, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = prepare_run(cfg)  # unknown keys, wrong kinds of values, the run folder
+    metrics = resumable(run, cfg, run_dir)
     for method, by_scale in metrics["results"].items():
         for scale, r in by_scale.items():
             print(method, scale, r)

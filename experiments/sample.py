@@ -21,14 +21,13 @@ import hydra
 import matplotlib
 import torch
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 import guided
 
 from experiments.build import build
 from experiments.metrics import random_directions, sliced_wasserstein
-from experiments.runs import resumable, write_metrics
+from experiments.runs import prepare_run, resumable, write_metrics
 from priors import Cost, GaussianMixture
 
 matplotlib.use("Agg")
@@ -129,8 +128,9 @@ def plot(
 @hydra.main(config_path="configs", config_name="sample", version_base=None)
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: runs :func:`run` in the run folder and prints the metrics."""
+    run_dir = prepare_run(cfg)  # unknown keys, wrong kinds of values, the run folder
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    metrics = resumable(run, cfg, Path(HydraConfig.get().runtime.output_dir))
+    metrics = resumable(run, cfg, run_dir)
     print(json.dumps(metrics, indent=2))
 
 

@@ -21,13 +21,13 @@ import hydra
 import matplotlib
 import torch
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import guided
 import priors
 
 from experiments.data import TEXTURES, Textures
+from experiments.runs import prepare_run
 
 matplotlib.use("Agg")
 
@@ -99,7 +99,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
 @hydra.main(version_base=None, config_path="configs/synthesize", config_name="synthesize")
 def main(cfg: DictConfig) -> None:
-    print(json.dumps(run(cfg, Path(HydraConfig.get().runtime.output_dir)), indent=2))
+    run_dir = prepare_run(cfg)  # unknown keys, wrong kinds of values, the run folder
+    print(json.dumps(run(cfg, run_dir), indent=2))
 
 
 if __name__ == "__main__":

@@ -32,14 +32,13 @@ from typing import Any
 import hydra
 import torch
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import guided
 import priors
 
 from experiments.restore import box_inpainting, psnr
-from experiments.runs import resumable, write_metrics
+from experiments.runs import prepare_run, resumable, write_metrics
 from experiments.timing import timed
 
 MODES = {
@@ -183,7 +182,8 @@ def write(metrics: dict[str, Any], cfg: DictConfig, out: Path) -> None:
 
 @hydra.main(version_base=None, config_path="configs/throughput", config_name="throughput")
 def main(cfg: DictConfig) -> None:
-    resumable(run, cfg, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = prepare_run(cfg)  # unknown keys, wrong kinds of values, the run folder
+    resumable(run, cfg, run_dir)
 
 
 if __name__ == "__main__":

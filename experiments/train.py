@@ -38,12 +38,12 @@ from typing import Any
 import hydra
 import torch
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from experiments.build import build
+from experiments.runs import prepare_run
 from priors import GaussianMixture, Schedule
 from priors.classifier import Classifier
 from priors.network import UNetDenoiser
@@ -295,7 +295,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
 @hydra.main(version_base=None, config_path="configs/train", config_name="train")
 def main(cfg: DictConfig) -> None:
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    out_dir = prepare_run(cfg)  # unknown keys, wrong kinds of values, the run folder
     metrics = train(cfg, out_dir)
     print(json.dumps(metrics["evaluation"], indent=2))
 

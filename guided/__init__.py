@@ -25,6 +25,7 @@ from guided.guidance import Guidance, GuidedDenoiser
 from guided.heun import Heun
 from guided.inversion import DDIMInversion
 from guided.mcgdiff import MCGdiff
+from guided.measurements import DivergenceWarning, measurements, residuals
 from guided.pigdm import PiGDM
 from guided.projection import Projection
 from guided.repaint import RePaint
@@ -55,6 +56,7 @@ __all__ = [
     "DPSSampler",
     "DiffPIR",
     "DiffusionEM",
+    "DivergenceWarning",
     "DualClassifierFree",
     "EnKG",
     "ExpectationMaximization",
@@ -80,5 +82,7 @@ __all__ = [
     "ZerothOrder",
     "check_grid",
     "initial_noise",
+    "measurements",
+    "residuals",
     "time_grid",
 ]

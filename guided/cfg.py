@@ -59,7 +59,8 @@ import torch
 
 from torch import Tensor
 
-from guided.guidance import check_number
+import checks
+
 from priors import Denoiser
 from priors.tweedie import append_dims, eps_from_x0, x0_from_eps
 
@@ -169,13 +170,14 @@ class ClassifierFree(_Wrapper):
         if key == "label" and not getattr(prior, "num_classes", 0):
             raise ValueError("classifier-free guidance on labels needs a class-conditional prior")
         super().__init__(prior)
-        self.scale = check_number(scale, "scale")
-        self.rescale = check_number(rescale, "rescale")
-        if not 0 <= self.rescale <= 1:
-            raise ValueError(f"rescale must lie in [0, 1], got {rescale}")
+        self.scale = checks.number(scale, "scale")
+        self.rescale = checks.number(rescale, "rescale", low=0, high=1)
         if interval is not None:
-            lo, hi = (check_number(v, "interval") for v in interval)
-            if not 0 <= lo < hi:
+            if isinstance(interval, str) or len(interval) != 2:
+                raise ValueError(f"interval must be (lo, hi), got {interval!r}")
+            lo = checks.number(interval[0], "interval's lo", low=0)
+            hi = checks.number(interval[1], "interval's hi", low=0, infinite=True)
+            if not lo < hi:
                 raise ValueError(f"interval must be (lo, hi) with 0 <= lo < hi, got {interval}")
             interval = (lo, hi)
         self.interval = interval
@@ -263,7 +265,7 @@ class ComposableFree(_Wrapper):
                         f"(num_classes = {classes})"
                     )
         self.conditions = conditions
-        self.scales = [check_number(w, "scales") for w in scales]
+        self.scales = [checks.number(w, "scales") for w in scales]
         self.null = {k: v for k, v in _null(null, keys).items() if k in keys}
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
@@ -310,8 +312,8 @@ class DualClassifierFree(_Wrapper):
             raise ValueError("the two conditions must be different keywords")
         self.keys = (first, second)
         self.scales = (
-            check_number(first_scale, "first_scale"),
-            check_number(second_scale, "second_scale"),
+            checks.number(first_scale, "first_scale"),
+            checks.number(second_scale, "second_scale"),
         )
         null = _null(null, self.keys)
         self.null = {k: null[k] for k in self.keys}

@@ -30,7 +30,9 @@ import torch
 
 from torch import Tensor, nn
 
-from guided.guidance import Guidance, check_number
+import checks
+
+from guided.guidance import Guidance
 from priors import Schedule
 
 __all__ = ["ClassifierGuidance"]
@@ -127,7 +129,7 @@ class ClassifierGuidance(Guidance):
         self.num_classes = check_classifier(classifier)
         self.classifier = classifier
         self.label = check_classes(label, self.num_classes, "label")
-        self.scale = check_number(scale, "scale")
+        self.scale = checks.number(scale, "scale")
 
     def forward(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
         b = x_t.shape[0]

@@ -29,6 +29,8 @@ import torch
 
 from torch import Tensor
 
+import checks
+
 from guided.sampler import Sampler
 from priors import Denoiser, GeneratorLike, randn
 
@@ -76,9 +78,7 @@ class DDIM(Sampler):
     """
 
     def __init__(self, eta: float = 0.0) -> None:
-        if not (isinstance(eta, int | float) and 0.0 <= eta <= 1.0):
-            raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
-        self.eta = float(eta)
+        self.eta = checks.number(eta, "eta", low=0, high=1)
 
     def step(
         self,

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from guided.guidance import check_measurement
-from operators import LinearOperator
+from operators import LinearOperator, UnsupportedOperator
 from priors import Denoiser
 
 __all__ = ["DDNM"]
@@ -49,7 +49,7 @@ class DDNM(Denoiser):
         self, prior: Denoiser, op: LinearOperator, y: Tensor, sigma_y: float = 0.0
     ) -> None:
         if not isinstance(op, LinearOperator):
-            raise TypeError(
+            raise UnsupportedOperator(
                 f"DDNM needs a LinearOperator (pseudo-inverse), got {type(op).__name__}: "
                 "use guided.DPS"
             )

@@ -39,10 +39,12 @@ import torch
 
 from torch import Tensor
 
+import checks
+
 from guided.ddim import ddim_coefficients
 from guided.guidance import check_measurement
 from guided.sampler import Sampler
-from operators import LinearOperator, SVDOperator
+from operators import LinearOperator, SVDOperator, UnsupportedOperator
 from priors import Denoiser, GeneratorLike, randn
 
 __all__ = ["DDNMPlus"]
@@ -61,14 +63,13 @@ class DDNMPlus(Sampler):
 
     def __init__(self, op: LinearOperator, y: Tensor, sigma_y: float, cutoff: float = 0.1) -> None:
         if not isinstance(op, LinearOperator):
-            raise TypeError(
+            raise UnsupportedOperator(
                 f"DDNM+ needs a LinearOperator (pseudo-inverse), got {type(op).__name__}: "
                 "use guided.DPS"
             )
         self.y = check_measurement(op, y, sigma_y)
-        if not (isinstance(cutoff, int | float) and 0 <= cutoff < 1):
-            raise ValueError(f"cutoff must lie in [0, 1), got {cutoff!r}")
-        self.op, self.sigma_y, self.cutoff = op, float(sigma_y), float(cutoff)
+        self.op, self.sigma_y = op, float(sigma_y)
+        self.cutoff = checks.number(cutoff, "cutoff", low=0, high=1, open_high=True)
 
     def step(
         self,

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from guided.guidance import check_measurement
 from guided.sampler import Sampler
-from operators import SVDOperator
+from operators import SVDOperator, UnsupportedOperator
 from priors import Denoiser, GeneratorLike, randn
 
 __all__ = ["DDRM"]
@@ -60,7 +60,7 @@ class DDRM(Sampler):
         self, op: SVDOperator, y: Tensor, sigma_y: float, eta: float = 0.85, eta_b: float = 1.0
     ) -> None:
         if not isinstance(op, SVDOperator):
-            raise TypeError(
+            raise UnsupportedOperator(
                 f"DDRM needs an SVDOperator (U, V and singular values); got "
                 f"{type(op).__name__}: use guided.PiGDM or guided.DiffPIR (conjugate gradients) "
                 "or guided.DPS"

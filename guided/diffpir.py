@@ -47,9 +47,11 @@ import torch
 
 from torch import Tensor
 
+import checks
+
 from guided.guidance import check_measurement
 from guided.sampler import Sampler
-from operators import LinearOperator, SVDOperator, cg
+from operators import LinearOperator, SVDOperator, UnsupportedOperator, cg
 from priors import Denoiser, GeneratorLike, randn
 from priors.tweedie import eps_from_x0
 
@@ -79,15 +81,15 @@ class DiffPIR(Sampler):
         iterations: int = 50,
     ) -> None:
         if not isinstance(op, LinearOperator):
-            raise TypeError(
+            raise UnsupportedOperator(
                 f"DiffPIR needs a LinearOperator (proximal step), got {type(op).__name__}: "
                 "use guided.DPS"
             )
         self.y = check_measurement(op, y, sigma_y)
-        if not lambda_ > 0 or not 0 <= zeta <= 1:
-            raise ValueError(f"need lambda_ > 0 and zeta in [0, 1], got {lambda_} and {zeta}")
         self.op, self.sigma_y = op, float(sigma_y)
-        self.lambda_, self.zeta, self.iterations = float(lambda_), float(zeta), int(iterations)
+        self.lambda_ = checks.number(lambda_, "lambda_", low=0, open_low=True)
+        self.zeta = checks.number(zeta, "zeta", low=0, high=1)
+        self.iterations = checks.integer(iterations, "iterations", low=1)
 
     def rho(self, alpha_t: float, sigma_t: float) -> float:
         r""":math:`\rho_t = \lambda \sigma_n^2 / \bar\sigma_t^2`, :math:`\sigma_n = \sigma_y / 2`

@@ -51,7 +51,7 @@ import checks
 from guided.ddim import ddim_update
 from guided.guidance import Guidance, check_measurement
 from guided.sampler import Sampler
-from operators import Operator, batch_dot
+from operators import Operator, UnsupportedOperator, batch_dot
 from priors import Denoiser, GeneratorLike, Schedule
 from priors.tweedie import append_dims
 
@@ -81,15 +81,16 @@ class DPS(Guidance):
         super().__init__()
         self.y = check_measurement(op, y, sigma_y)
         if self.differentiates_operator and not op.differentiable:
-            raise TypeError(
+            raise UnsupportedOperator(
                 f"DPS needs vector-Jacobian products of the operator; {type(op).__name__} is "
                 "not differentiable: use a derivative-free rule"
             )
         if zeta is None and self.score_needs_sigma_y and not sigma_y > 0:
             raise ValueError("DPS with zeta=None is the likelihood score and needs sigma_y > 0")
-        if zeta is not None and not zeta >= 0:
-            raise ValueError(f"zeta must be non-negative, got {zeta}")
-        self.op, self.sigma_y, self.zeta, self.weight = op, float(sigma_y), zeta, float(weight)
+        if zeta is not None:
+            zeta = checks.number(zeta, "zeta", low=0)
+        self.op, self.sigma_y, self.zeta = op, float(sigma_y), zeta
+        self.weight = checks.number(weight, "weight", low=0)
 
     #: Whether :meth:`direction` needs the operator's vector-Jacobian products.
     differentiates_operator: ClassVar[bool] = True

@@ -56,7 +56,9 @@ import torch
 
 from torch import Tensor
 
-from guided.guidance import Guidance, GuidedDenoiser, check_measurement, check_number
+import checks
+
+from guided.guidance import Guidance, GuidedDenoiser, check_measurement
 from guided.pigdm import PiGDM
 from guided.sampler import Sampler
 from operators import Operator, UnknownOperator
@@ -126,12 +128,10 @@ class LeastSquaresMStep(MStep):
     def __init__(
         self, reg: float = 0.0, penalty: float = 0.0, iterations: int = 200, tol: float = 1e-9
     ) -> None:
-        self.reg, self.penalty = check_number(reg, "reg"), check_number(penalty, "penalty")
-        if self.reg < 0 or self.penalty < 0:
-            raise ValueError(f"reg and penalty must be >= 0, got {reg}, {penalty}")
-        if int(iterations) != iterations or iterations < 1:
-            raise ValueError(f"iterations must be a positive integer, got {iterations}")
-        self.iterations, self.tol = int(iterations), check_number(tol, "tol")
+        self.reg = checks.number(reg, "reg", low=0)
+        self.penalty = checks.number(penalty, "penalty", low=0)
+        self.iterations = checks.integer(iterations, "iterations", low=1)
+        self.tol = checks.number(tol, "tol", low=0)
 
     def jacobian(self, op: UnknownOperator, x: Tensor) -> Tensor:
         r""":math:`J(x)` :math:`(B, N_y, P)` for the current unknowns; raises if the operator
@@ -206,12 +206,10 @@ class GradientMStep(MStep):
     def __init__(
         self, steps: int = 20, lr: float = 1e-2, reg: float = 0.0, penalty: float = 0.0
     ) -> None:
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps}")
-        self.steps, self.lr = int(steps), check_number(lr, "lr")
-        self.reg, self.penalty = check_number(reg, "reg"), check_number(penalty, "penalty")
-        if self.lr <= 0 or self.reg < 0 or self.penalty < 0:
-            raise ValueError(f"lr must be > 0, reg and penalty >= 0, got {lr}, {reg}, {penalty}")
+        self.steps = checks.integer(steps, "steps", low=1)
+        self.lr = checks.number(lr, "lr", low=0, open_low=True)
+        self.reg = checks.number(reg, "reg", low=0)
+        self.penalty = checks.number(penalty, "penalty", low=0)
 
     def __call__(self, op: UnknownOperator, x_hat: Tensor, y: Tensor, sigma_y: float) -> None:
         unknowns = _unknowns(op)
@@ -253,7 +251,7 @@ def _check_problem(
     if not _unknowns(op):
         raise ValueError(f"{type(op).__name__} has no parameters left to estimate")
     y = check_measurement(op, y, sigma_y)
-    if not sigma_y > 0:
+    if not checks.number(sigma_y, "sigma_y", low=0) > 0:
         raise ValueError("EM's M-step weighs the data by 1 / sigma_y^2: sigma_y must be > 0")
     if y.shape[0] != 1:
         raise ValueError(
@@ -303,9 +301,7 @@ class ExpectationMaximization(Guidance):
     ) -> None:
         super().__init__()
         y, m_step = _check_problem(op, y, sigma_y, term, m_step, term_kwargs)
-        start = check_number(start, "start")
-        if not 0 < start <= 1:
-            raise ValueError(f"start must be in (0, 1], got {start}")
+        start = checks.number(start, "start", low=0, high=1, open_low=True)
         self.op, self.y, self.sigma_y, self.m_step = op, y, float(sigma_y), m_step
         self.term, self.term_kwargs, self.start = term, term_kwargs, start
         self.trace: list[tuple[float, Tensor]] = []
@@ -368,8 +364,7 @@ class DiffusionEM:
         **term_kwargs: Any,
     ) -> None:
         y, m_step = _check_problem(op, y, sigma_y, term, m_step, term_kwargs)
-        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-            raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
+        rounds = checks.integer(rounds, "rounds", low=1)
         self.op, self.y, self.sigma_y, self.m_step = op, y, float(sigma_y), m_step
         self.term, self.term_kwargs, self.rounds = term, term_kwargs, rounds
         self.trace: list[Tensor] = []

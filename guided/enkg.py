@@ -45,8 +45,10 @@ import torch
 
 from torch import Tensor
 
+import checks
+
 from guided.ddim import DDIM
-from guided.guidance import check_measurement, check_number
+from guided.guidance import check_measurement
 from guided.smc import ParticleSampler
 from guided.time import time_grid
 from operators import Operator
@@ -90,20 +92,17 @@ class EnKG(ParticleSampler):
         ode_steps: int = 5,
         interval: tuple[float, float] = (0.0, 1.0),
     ) -> None:
-        if isinstance(particles, bool) or not isinstance(particles, int) or particles < 2:
-            raise ValueError(f"EnKG needs an ensemble: particles must be >= 2, got {particles!r}")
+        particles = checks.integer(particles, "particles (an ensemble)", low=2)
         super().__init__(particles)
         warn_if_differentiable(op, "EnKG")
         self.y = check_measurement(op, y, None)
-        self.op, self.scale = op, check_number(scale, "scale")
-        if self.scale <= 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
-        for name, value in (("updates", updates), ("ode_steps", ode_steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.updates, self.ode_steps = updates, ode_steps
-        lo, hi = (check_number(v, "interval") for v in interval)
-        if not 0 <= lo < hi <= 1:
+        self.op, self.scale = op, checks.number(scale, "scale", low=0, open_low=True)
+        self.updates = checks.integer(updates, "updates", low=1)
+        self.ode_steps = checks.integer(ode_steps, "ode_steps", low=1)
+        if isinstance(interval, str) or len(interval) != 2:
+            raise ValueError(f"interval must be (lo, hi), got {interval!r}")
+        lo, hi = (checks.number(v, "interval", low=0, high=1) for v in interval)
+        if not lo < hi:
             raise ValueError(f"interval must satisfy 0 <= lo < hi <= 1, got {interval}")
         self.interval = (lo, hi)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import abc
 import functools
-import math
 import operator
 
 from typing import Any, ClassVar
@@ -30,25 +29,27 @@ import torch
 
 from torch import Tensor, nn
 
+import checks
+
 from operators import Operator, check_shape
 from priors import Denoiser, Schedule, all_finite, record
 from priors.tweedie import coefficients
 
-__all__ = ["Guidance", "GuidedDenoiser", "check_measurement", "check_number", "check_rows"]
+__all__ = ["Guidance", "GuidedDenoiser", "check_measurement", "check_rows"]
 
 
 def check_measurement(op: Operator, y: Tensor, sigma_y: float | None) -> Tensor:
-    """Validates a measurement for ``op``: shape :math:`(B, *out\\_shape)` or
-    :math:`(*out\\_shape)` (one for all rows), finite; ``sigma_y`` non-negative."""
+    """Validates a measurement for ``op``: a real floating tensor of shape :math:`(B,
+    *out\\_shape)` or :math:`(*out\\_shape)` (one for all rows), finite; ``sigma_y`` a finite
+    number >= 0 (an infinite noise level would silently ignore the measurement)."""
     if not isinstance(op, Operator):
         raise TypeError(f"op must be an operators.Operator, got {type(op).__name__}")
-    if not isinstance(y, Tensor):
-        raise TypeError(f"y must be a tensor, got {type(y).__name__}")
+    checks.real_tensor(y, "y")
     if tuple(y.shape) == op.out_shape:
         y = y[None]
     check_shape(y, op.out_shape, "y")
-    if sigma_y is not None and not (isinstance(sigma_y, int | float) and sigma_y >= 0):
-        raise ValueError(f"sigma_y must be a non-negative number, got {sigma_y!r}")
+    if sigma_y is not None:
+        checks.number(sigma_y, "sigma_y", low=0)
     return y.detach()
 
 
@@ -62,13 +63,6 @@ def check_rows(holder: Any, batch: int) -> None:
                 f"{type(obj).__name__}'s measurement has {y.shape[0]} rows for {batch} samples: "
                 "give one measurement for all rows or one per row"
             )
-
-
-def check_number(value: Any, name: str) -> float:
-    """Validates a finite real number (not a bool); returns it as a float."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 class Guidance(nn.Module, abc.ABC):
@@ -131,10 +125,6 @@ class GuidedDenoiser(Denoiser):
         def when() -> str:  # formatted only on failure
             return f"t = {t.flatten()[0].item():.4g}"
 
-        if not all_finite(x_t):
-            raise FloatingPointError(
-                f"x_t is not finite at {when()}: an earlier guided step diverged"
-            )
         for term in self.terms:
             check_rows(term, x_t.shape[0])
         graph = any(term.uses_vjp for term in self.terms)  # else the prior runs without one
@@ -143,7 +133,11 @@ class GuidedDenoiser(Denoiser):
             x_hat = self.prior(x, t, **cond)
         with torch.enable_grad():
             if not all_finite(x_hat):
-                raise FloatingPointError(f"the prior's denoiser returned NaN or Inf at {when()}")
+                raise FloatingPointError(
+                    f"the prior's denoiser ({type(self.prior).__name__}) returned NaN or Inf at "
+                    f"{when()} for an input of largest magnitude {float(x_t.abs().max()):.3g} "
+                    "(a huge input means an earlier guided step diverged)"
+                )
             vectors, others = [], []
             for term in self.terms:  # VJP terms pool their vectors; others give g directly
                 if type(term).forward is Guidance.forward:

@@ -28,6 +28,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+import checks
+
 from guided.sampler import Sampler
 from priors import Denoiser, GeneratorLike
 from priors.tweedie import eps_from_x0
@@ -46,9 +48,7 @@ class DDIMInversion(Sampler):
     increasing: ClassVar[bool] = True
 
     def __init__(self, iterations: int = 0) -> None:
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-            raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
-        self.iterations = iterations
+        self.iterations = checks.integer(iterations, "iterations", low=0)
 
     def step(
         self,

@@ -86,7 +86,7 @@ from guided.ddim import ddim_coefficients
 from guided.guidance import check_measurement
 from guided.smc import ParticleSampler, gaussian_log_density
 from guided.time import check_grid
-from operators import SVDOperator
+from operators import SVDOperator, UnsupportedOperator
 from priors import Denoiser, GeneratorLike, Schedule
 
 __all__ = ["MCGdiff"]
@@ -127,7 +127,7 @@ class MCGdiff(ParticleSampler):
         below: float | None = 0.5,
     ) -> None:
         if not isinstance(op, SVDOperator):
-            raise TypeError(
+            raise UnsupportedOperator(
                 f"MCGdiff needs an SVDOperator (U, V and singular values); got "
                 f"{type(op).__name__}. For other differentiable operators use guided.DPS or "
                 "guided.PiGDM (conjugate gradients)"

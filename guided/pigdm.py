@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from guided.guidance import Guidance, check_measurement
-from operators import LinearOperator, SVDOperator, cg
+from operators import LinearOperator, SVDOperator, UnsupportedOperator, cg
 from priors import Schedule
 from priors.tweedie import append_dims
 
@@ -58,7 +58,7 @@ class PiGDM(Guidance):
     ) -> None:
         super().__init__()
         if not isinstance(op, LinearOperator):
-            raise TypeError(
+            raise UnsupportedOperator(
                 f"PiGDM needs a LinearOperator (adjoint and pseudo-inverse); got "
                 f"{type(op).__name__}: use DPS or a derivative-free rule"
             )

@@ -30,6 +30,8 @@ from typing import Any
 
 from torch import Tensor
 
+import checks
+
 from guided.ddim import ddim_update
 from guided.replacement import Replacement
 from guided.sampler import Sampler
@@ -62,10 +64,8 @@ class RePaint(Sampler):
         sigma_y: float = 0.0,
     ) -> None:
         self.replace = Replacement(op, y, sigma_y)
-        for name, value in (("jump", jump), ("resamplings", resamplings)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.jump, self.resamplings = jump, resamplings
+        self.jump = checks.integer(jump, "jump", low=1)
+        self.resamplings = checks.integer(resamplings, "resamplings", low=1)
 
     def pairs(self, ts: Tensor) -> list[tuple[Tensor, Tensor]]:
         n = ts.numel() - 1

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from guided.guidance import check_measurement
 from guided.projection import Projection
-from operators import LinearOperator, SVDOperator
+from operators import LinearOperator, SVDOperator, UnsupportedOperator
 from priors import GeneratorLike, Schedule, randn
 
 __all__ = ["Replacement"]
@@ -37,14 +37,14 @@ def check_noise_is_not_amplified(op: LinearOperator, sigma_y: float) -> None:
     other linear operators cannot show it, so they are refused with noise)."""
     alternatives = "use guided.DDNMPlus, guided.DDRM or guided.PiGDM, which model the noise"
     if not isinstance(op, SVDOperator):
-        raise TypeError(
+        raise UnsupportedOperator(
             f"replacement copies A^+ y; with sigma_y = {sigma_y} on {type(op).__name__} (no "
             f"SVD) the noise amplification is unknown: {alternatives}"
         )
     s = op.singulars.abs().flatten()
     s = s[s > op.rcond * float(s.max())]
     if float(s.max()) > (1 + 1e-6) * float(s.min()):
-        raise TypeError(
+        raise UnsupportedOperator(
             f"replacement copies A^+ y, which multiplies the noise (sigma_y = {sigma_y}) by up "
             f"to 1/s_min = {1 / float(s.min()):.3g} on {type(op).__name__} (singular values "
             f"{float(s.min()):.3g} to {float(s.max()):.3g}): {alternatives}"
@@ -66,7 +66,7 @@ class Replacement(Projection):
 
     def __init__(self, op: LinearOperator, y: Tensor, sigma_y: float = 0.0) -> None:
         if not isinstance(op, LinearOperator):
-            raise TypeError(
+            raise UnsupportedOperator(
                 f"Replacement needs a LinearOperator (pseudo-inverse), got {type(op).__name__}: "
                 "use guided.DPS"
             )

@@ -31,8 +31,10 @@ import torch
 
 from torch import Tensor, nn
 
+import checks
+
 from guided.classifier import check_classes, check_classifier, log_prob_gradient
-from guided.guidance import Guidance, check_number
+from guided.guidance import Guidance
 from priors import Schedule
 
 __all__ = ["SafetyGuidance"]
@@ -60,9 +62,7 @@ class SafetyGuidance(Guidance):
         allowed[forbidden] = False
         if not bool(allowed.any()):
             raise ValueError("forbidden lists every class: nothing is left to sample")
-        self.scale = check_number(scale, "scale")
-        if self.scale < 0:
-            raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+        self.scale = checks.number(scale, "scale", low=0)
         self.register_buffer("allowed", allowed, persistent=False)
 
     def forward(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:

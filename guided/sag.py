@@ -39,6 +39,8 @@ import torch.nn.functional as F
 
 from torch import Tensor
 
+import checks
+
 from operators import Blur, gaussian_kernel
 from priors import Denoiser
 from priors.attention import attention_layers, is_cross, record_attention
@@ -112,17 +114,13 @@ class SelfAttentionGuidance(Denoiser):
             layer = middle[0]
         if layer not in selfs:
             raise ValueError(f"no self-attention layer {layer!r}; the prior has {selfs}")
-        for name, value in (("scale", scale), ("blur_sigma", blur_sigma)):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"{name} must be a number, got {value!r}")
-            if not math.isfinite(value) or value < 0 or (name == "blur_sigma" and value == 0):
-                raise ValueError(
-                    f"{name} must be finite and {'> 0' if name != 'scale' else '>= 0'}"
-                )
+        scale = checks.number(scale, "scale", low=0)
+        blur_sigma = checks.number(blur_sigma, "blur_sigma", low=0, open_low=True)
+        threshold = checks.number(threshold, "threshold", low=0, infinite=True)
         super().__init__(prior.schedule)
         self.prior = prior
-        self.scale, self.layer, self.threshold = float(scale), layer, float(threshold)
-        self.blur_sigma = float(blur_sigma)
+        self.scale, self.layer, self.threshold = scale, layer, threshold
+        self.blur_sigma = blur_sigma
         self._blurs: dict[tuple[int, ...], Blur] = {}  # one operator per image shape
         self.mirror(prior)
 

@@ -23,7 +23,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+import checks
+
 from guided.guidance import check_rows
+from guided.measurements import check_input_shapes, measurements, warn_if_far
 from guided.projection import Projection
 from guided.time import check_grid
 from priors import (
@@ -109,6 +112,7 @@ class Sampler(abc.ABC):
         generator: GeneratorLike = None,
         progress: bool = False,
         cost: Cost | None = None,
+        check_residual: bool = True,
         **cond: Any,
     ) -> Tensor:
         r"""Runs the sampler.
@@ -124,6 +128,10 @@ class Sampler(abc.ABC):
             progress: Whether to show a progress bar.
             cost: If given, the run's per-sample network evaluations and VJPs are added to
                 it.
+            check_residual: Whether to compute each measurement's residual after the run
+                and warn (:class:`~guided.measurements.DivergenceWarning`) when a row ends
+                far from it (one more call per row of each differentiable operator; see
+                :mod:`guided.measurements`).
             cond: Conditioning keywords passed to the denoiser.
 
         Returns:
@@ -131,16 +139,19 @@ class Sampler(abc.ABC):
         """
         if not isinstance(denoiser, Denoiser):
             raise TypeError(f"denoiser must be a priors.Denoiser, got {type(denoiser).__name__}")
-        if not isinstance(x_T, Tensor) or x_T.ndim < 1 or x_T.shape[0] < 1:
+        checks.real_tensor(x_T, "x_T")
+        if x_T.ndim < 1 or x_T.shape[0] < 1:
             raise ValueError("x_T must be a tensor of shape (B, *) with B >= 1")
-        if not all_finite(x_T):
-            raise ValueError("x_T contains NaN or Inf")
+        checks.finite(x_T, "x_T")
         if projection is not None and not isinstance(projection, Projection):
             raise TypeError("projection must be a guided.Projection")
         per_row = generator is not None and not isinstance(generator, torch.Generator)
         if per_row and (not isinstance(generator, Sequence) or len(generator) != x_T.shape[0]):
             raise ValueError("generator must be a torch.Generator or one per row of x_T")
         check_rows(self, x_T.shape[0])
+        found = measurements(self, denoiser, projection)
+        check_input_shapes(x_T, found)
+        check_residual = checks.flag(check_residual, "check_residual")
         ts = check_grid(ts, increasing=self.increasing)
         carry: dict[str, Any] = {}
         x = x_T
@@ -162,6 +173,8 @@ class Sampler(abc.ABC):
                 if callback is not None:
                     callback(i, s, x)
             x = self.finish(denoiser, x, carry, generator=generator, **cond)
+        if check_residual and found and not self.increasing and float(ts[-1]) == 0:
+            warn_if_far(x, found, type(self).__name__)
         return x
 
 

@@ -27,6 +27,8 @@ import torch
 
 from torch import Tensor
 
+import checks
+
 from guided.sampler import Sampler
 from priors import GeneratorLike, Schedule, randn_blocks
 
@@ -53,11 +55,8 @@ class ParticleSampler(Sampler):
     """
 
     def __init__(self, particles: int, ess: float = 1.0) -> None:
-        if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:
-            raise ValueError(f"particles must be a positive integer, got {particles!r}")
-        if not (isinstance(ess, int | float) and 0 < ess <= 1):
-            raise ValueError(f"ess must lie in (0, 1], got {ess!r}")
-        self.particles, self.ess = particles, float(ess)
+        self.particles = checks.integer(particles, "particles", low=1)
+        self.ess = checks.number(ess, "ess", low=0, high=1, open_low=True)
 
     def systems(
         self,

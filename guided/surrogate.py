@@ -32,7 +32,9 @@ import torch
 
 from torch import Tensor
 
-from guided.guidance import Guidance, check_number
+import checks
+
+from guided.guidance import Guidance
 from priors import ContrastiveLikelihood, Schedule
 
 __all__ = ["SurrogateLikelihood"]
@@ -64,9 +66,7 @@ class SurrogateLikelihood(Guidance):
             )
         if not bool(torch.isfinite(y).all()):
             raise ValueError("y contains NaN or Inf")
-        self.scale = check_number(scale, "scale")
-        if self.scale < 0:
-            raise ValueError(f"scale must be >= 0, got {scale!r}")
+        self.scale = checks.number(scale, "scale", low=0)
         self.critic = critic
         with torch.no_grad():
             target = critic.embed_y(y.detach())

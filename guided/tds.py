@@ -48,10 +48,12 @@ import torch
 
 from torch import Tensor
 
+import checks
+
 from guided.ddim import ddim_coefficients
 from guided.guidance import check_measurement
 from guided.smc import ParticleSampler
-from operators import Operator
+from operators import Operator, UnsupportedOperator
 from priors import Denoiser, GeneratorLike, record
 
 __all__ = ["TDS"]
@@ -73,11 +75,11 @@ class TDS(ParticleSampler):
     ) -> None:
         self.y = check_measurement(op, y, sigma_y)
         if not op.differentiable:
-            raise TypeError(
+            raise UnsupportedOperator(
                 f"TDS needs vector-Jacobian products of the operator; {type(op).__name__} is "
                 "not differentiable: use a derivative-free rule"
             )
-        if not sigma_y > 0:
+        if not checks.number(sigma_y, "sigma_y", low=0) > 0:
             raise ValueError(
                 "TDS needs sigma_y > 0 (its final weight is the Gaussian likelihood); for "
                 "noiseless linear data use guided.MCGdiff or guided.DDRM"

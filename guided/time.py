@@ -29,6 +29,8 @@ import torch
 
 from torch import Tensor
 
+import checks
+
 from priors import Schedule
 
 __all__ = ["check_grid", "time_grid"]
@@ -54,8 +56,7 @@ def time_grid(
         sigma_min: The smallest non-zero noise level :math:`\tilde\sigma_{min}` of
             ``"karras"`` (raised to the schedule's own minimum when that is larger).
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    steps = checks.integer(steps, "steps", low=1)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     u = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
@@ -65,10 +66,8 @@ def time_grid(
         return u**2
     if schedule is None:
         raise ValueError("the 'karras' grid needs the schedule whose noise levels it spaces")
-    if not rho > 0:
-        raise ValueError(f"rho must be > 0, got {rho}")
-    if not 0 < sigma_min:
-        raise ValueError(f"sigma_min must be > 0, got {sigma_min}")
+    rho = checks.number(rho, "rho", low=0, open_low=True)
+    sigma_min = checks.number(sigma_min, "sigma_min", low=0, open_low=True)
     sigma_hi, sigma_lo = torch.exp(-schedule.log_snr(torch.tensor([1.0, 0.0]))).tolist()
     if sigma_min >= sigma_hi:
         raise ValueError(f"sigma_min={sigma_min} is not below the schedule's {sigma_hi}")

@@ -37,8 +37,10 @@ import torch
 
 from torch import Tensor
 
+import checks
+
 from guided.classifier import check_schedule
-from guided.guidance import Guidance, check_number
+from guided.guidance import Guidance
 from priors import Critic, Schedule
 
 __all__ = ["NoisyValueGuidance", "ValueGuidance"]
@@ -62,9 +64,7 @@ def _check(critic: Critic, state: Tensor, scale: float, noisy: bool) -> tuple[Te
     critic.check(state)
     if not bool(torch.isfinite(state).all()):
         raise ValueError("state contains NaN or Inf")
-    scale = check_number(scale, "scale")
-    if scale < 0:
-        raise ValueError(f"scale must be >= 0, got {scale}")
+    scale = checks.number(scale, "scale", low=0)
     return state.detach(), scale
 
 

@@ -35,9 +35,10 @@ import torch
 
 from torch import Tensor
 
+import checks
+
 from guided.dps import DPS
 from guided.enkg import warn_if_differentiable
-from guided.guidance import check_number
 from operators import Operator, batch_dot
 from priors import randn_blocks, run_generator
 from priors.tweedie import append_dims
@@ -75,14 +76,9 @@ class ZerothOrder(DPS):
         weight: float = 1.0,
     ) -> None:
         warn_if_differentiable(op, "ZerothOrder")
-        if zeta is not None:
-            check_number(zeta, "zeta")
         super().__init__(op, y, sigma_y, zeta, weight)
-        if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
-            raise ValueError(f"queries must be a positive integer, got {queries!r}")
-        if not check_number(smoothing, "smoothing") > 0:
-            raise ValueError(f"smoothing must be > 0, got {smoothing}")
-        self.queries, self.smoothing = queries, float(smoothing)
+        self.queries = checks.integer(queries, "queries", low=1)
+        self.smoothing = checks.number(smoothing, "smoothing", low=0, open_low=True)
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
         r""":math:`\lVert y - A(x) \rVert^2` per row; checks the operator's output."""

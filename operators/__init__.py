@@ -16,7 +16,10 @@ from operators.base import (
     NotDifferentiableError,
     Operator,
     SVDOperator,
+    UnsupportedOperator,
+    check_image_shape,
     check_shape,
+    check_sizes,
 )
 from operators.blackbox import JPEG, BlackBox, Quantization, StraightThrough
 from operators.blocks import AveragePoolSR, BlockProjection, Colorization
@@ -72,12 +75,15 @@ __all__ = [
     "SaturatingSensor",
     "StraightThrough",
     "UnknownOperator",
+    "UnsupportedOperator",
     "as_deepinv",
     "batch_dot",
     "box_mask",
     "cg",
+    "check_image_shape",
     "check_kernel",
     "check_shape",
+    "check_sizes",
     "circular_convolve",
     "examples",
     "gaussian_kernel",

@@ -37,7 +37,9 @@ from deepinv.physics import (
 from torch import Tensor
 from typing_extensions import Self
 
-from operators.base import LinearOperator, Operator, SVDOperator, check_shape
+import checks
+
+from operators.base import LinearOperator, Operator, SVDOperator, check_shape, check_sizes
 
 __all__ = [
     "DeepinvLinearOperator",
@@ -116,7 +118,7 @@ class DeepinvOperator(Operator):
         kind = cls
         if cls is DeepinvOperator and isinstance(physics, LinearPhysics):
             full = isinstance(physics, DecomposablePhysics) and _full_orthonormal_basis(
-                physics, tuple(int(n) for n in in_shape)
+                physics, check_sizes(in_shape, "in_shape")
             )
             kind = DeepinvSVDOperator if full else DeepinvLinearOperator
         return super().__new__(kind)
@@ -124,7 +126,7 @@ class DeepinvOperator(Operator):
     def __init__(self, physics: Physics, in_shape: Sequence[int]) -> None:
         if not isinstance(physics, Physics):
             raise TypeError(f"physics must be a deepinv Physics, got {type(physics).__name__}")
-        in_shape = tuple(int(n) for n in in_shape)
+        in_shape = check_sizes(in_shape, "in_shape")
         with torch.no_grad():
             probe = torch.zeros(1, *in_shape, dtype=_dtype_of(physics))
             out = physics.A(probe)
@@ -201,8 +203,7 @@ def as_deepinv(op: Operator, sigma: float = 0.0, dtype: torch.dtype | None = Non
     """
     if not isinstance(op, Operator):
         raise TypeError(f"op must be an Operator, got {type(op).__name__}")
-    if not sigma >= 0:
-        raise ValueError(f"sigma must be non-negative, got {sigma}")
+    sigma = checks.number(sigma, "sigma", low=0)
     linear = isinstance(op, LinearOperator)
     noise = DeepinvGaussianNoise(sigma=sigma / 2 if linear else sigma)
     if isinstance(op, SVDOperator):

@@ -17,7 +17,11 @@ reads only the observed coordinates) and :math:`U^\top` embeds measurements into
 of :math:`A` (the identity when :math:`A` has full row rank).
 
 Operators are pure: applying one never changes it. Inputs are checked against the
-operator's per-sample shapes ``in_shape`` and ``out_shape``.
+operator's per-sample shapes ``in_shape`` and ``out_shape``, and by the package's dtype policy
+(:mod:`checks`): real floating tensors only, float16 and bfloat16 where the operator says it
+supports them (``supports_half``); integer, boolean and complex inputs and tensors on the meta
+device are refused. A finite input that gives a NaN or an infinity (an overflow) raises a
+``FloatingPointError`` naming the operator instead of passing the NaN on.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import torch
 
 from torch import Tensor, nn
 
+import checks
+
 from operators.linalg import cg
 
 __all__ = [
@@ -38,26 +44,48 @@ __all__ = [
     "NotDifferentiableError",
     "Operator",
     "SVDOperator",
+    "UnsupportedOperator",
+    "check_image_shape",
     "check_shape",
+    "check_sizes",
 ]
 
 
-class NotDifferentiableError(TypeError):
+class UnsupportedOperator(TypeError):
+    """Raised when a method is given an operator that lacks what it needs (linearity, an
+    SVD, derivatives): the method does not apply, as opposed to a wrong argument."""
+
+
+class NotDifferentiableError(UnsupportedOperator):
     """Raised when a derivative is asked of an operator that has none."""
 
 
-def check_shape(x: Tensor, shape: tuple[int, ...], name: str) -> None:
-    """Checks that ``x`` is a finite, non-empty batch of per-sample shape ``shape``."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+def check_shape(x: Tensor, shape: tuple[int, ...], name: str, *, half: bool = True) -> None:
+    """Checks that ``x`` is a finite, non-empty batch of real floating values of per-sample
+    shape ``shape`` (float16 and bfloat16 refused unless ``half``)."""
+    checks.real_tensor(x, name, half=half)
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
         raise ValueError(
             f"{name} must have shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}"
         )
     if x.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (B = 0)")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf")
+    checks.finite(x, name)
+
+
+def check_sizes(shape: Sequence[int], name: str) -> tuple[int, ...]:
+    """A per-sample shape: a sequence of integers >= 1 (empty: one number per sample)."""
+    if isinstance(shape, str | Tensor) or not isinstance(shape, Sequence):
+        raise TypeError(f"{name} must be a sequence of sizes, got {shape!r}")
+    return tuple(checks.integer(n, name, low=1) for n in shape)
+
+
+def check_image_shape(shape: Sequence[int], name: str = "in_shape") -> tuple[int, int, int]:
+    """An image shape :math:`(C, H, W)` of integers >= 1."""
+    sizes = check_sizes(shape, name)
+    if len(sizes) != 3:
+        raise ValueError(f"{name} must be an image shape (C, H, W), got {tuple(shape)}")
+    return sizes
 
 
 class Operator(nn.Module, abc.ABC):
@@ -73,20 +101,33 @@ class Operator(nn.Module, abc.ABC):
 
     #: False for black boxes: :meth:`vjp` then raises :class:`NotDifferentiableError`.
     differentiable: ClassVar[bool] = True
+    #: Whether float16 and bfloat16 inputs are supported (else refused with an error).
+    supports_half: ClassVar[bool] = True
 
     def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int]) -> None:
         super().__init__()
-        self.in_shape = tuple(int(n) for n in in_shape)
-        self.out_shape = tuple(int(n) for n in out_shape)
+        self.in_shape = check_sizes(in_shape, "in_shape")
+        self.out_shape = check_sizes(out_shape, "out_shape")
 
     @abc.abstractmethod
     def apply(self, x: Tensor) -> Tensor:
         """:math:`A(x)` for a checked input of shape :math:`(B, *in\\_shape)`."""
 
+    def check_input(self, x: Tensor, name: str = "x") -> None:
+        """Checks an input (shape, dtype, values) as :meth:`forward` does."""
+        check_shape(x, self.in_shape, name, half=self.supports_half)
+
+    def check_output(self, out: Tensor, what: str) -> Tensor:
+        """Raises a ``FloatingPointError`` naming the operator when a result computed from
+        a finite input is not finite (an overflow)."""
+        return checks.finite(
+            out, f"{type(self).__name__}'s {what} of a finite input", FloatingPointError
+        )
+
     def forward(self, x: Tensor) -> Tensor:
         r""":math:`A(x)`, with shape :math:`(B, *out\_shape)`."""
-        check_shape(x, self.in_shape, "x")
-        return self.apply(x)
+        self.check_input(x)
+        return self.check_output(self.apply(x), "output")
 
     def vjp(self, x: Tensor, v: Tensor) -> Tensor:
         r"""The vector-Jacobian product :math:`J_A(x)^\top v`, with the shape of ``x``."""
@@ -120,12 +161,12 @@ class LinearOperator(Operator):
 
     def adjoint(self, y: Tensor) -> Tensor:
         r""":math:`A^\top y`, with shape :math:`(B, *in\_shape)`."""
-        check_shape(y, self.out_shape, "y")
-        return self.apply_adjoint(y)
+        check_shape(y, self.out_shape, "y", half=self.supports_half)
+        return self.check_output(self.apply_adjoint(y), "adjoint")
 
     def vjp(self, x: Tensor, v: Tensor) -> Tensor:
         r""":math:`J_A(x)^\top v = A^\top v` for a linear operator."""
-        check_shape(x, self.in_shape, "x")
+        self.check_input(x)
         return self.adjoint(v)
 
     def gram(self, x: Tensor) -> Tensor:
@@ -134,8 +175,9 @@ class LinearOperator(Operator):
 
     def pinv(self, y: Tensor) -> Tensor:
         r"""The pseudo-inverse :math:`A^+ y`, with shape :math:`(B, *in\_shape)`."""
-        check_shape(y, self.out_shape, "y")
-        return cg(self.gram, self.apply_adjoint(y), iterations=self.pinv_iterations)
+        check_shape(y, self.out_shape, "y", half=self.supports_half)
+        x = cg(self.gram, self.apply_adjoint(y), iterations=self.pinv_iterations)
+        return self.check_output(x, "pseudo-inverse")
 
 
 class SVDOperator(LinearOperator):
@@ -184,8 +226,8 @@ class SVDOperator(LinearOperator):
         return self.V(self.scale(self.Vt(x), power=2))
 
     def pinv(self, y: Tensor) -> Tensor:
-        check_shape(y, self.out_shape, "y")
+        check_shape(y, self.out_shape, "y", half=self.supports_half)
         z = self.Ut(y)
         s = self.singulars.to(z.device, z.dtype)
         kept = s.abs() > self.rcond
-        return self.V(torch.where(kept, 1 / s.where(kept, 1), 0) * z)
+        return self.check_output(self.V(torch.where(kept, 1 / s.where(kept, 1), 0) * z), "pinv")

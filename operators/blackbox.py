@@ -24,7 +24,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from operators.base import Operator
+import checks
+
+from operators.base import Operator, check_image_shape
 
 __all__ = ["JPEG", "BlackBox", "Quantization", "StraightThrough"]
 
@@ -40,10 +42,8 @@ class Quantization(Operator):
     differentiable: ClassVar[bool] = False
 
     def __init__(self, in_shape: Sequence[int], levels: int = 8) -> None:
-        if int(levels) != levels or levels < 2:
-            raise ValueError(f"levels must be an integer >= 2, got {levels}")
+        self.levels = checks.integer(levels, "levels", low=2)
         super().__init__(in_shape, in_shape)
-        self.levels = int(levels)
 
     def apply(self, x: Tensor) -> Tensor:
         step = 2 / (self.levels - 1)
@@ -62,12 +62,10 @@ class JPEG(Operator):
     differentiable: ClassVar[bool] = False
 
     def __init__(self, in_shape: Sequence[int], quality: int = 50) -> None:
-        if len(in_shape) != 3 or in_shape[0] not in (1, 3):
+        if check_image_shape(in_shape)[0] not in (1, 3):
             raise ValueError(f"JPEG needs images of shape (1 or 3, H, W), got {tuple(in_shape)}")
-        if int(quality) != quality or not 1 <= quality <= 100:
-            raise ValueError(f"quality must be an integer in [1, 100], got {quality}")
+        self.quality = checks.integer(quality, "quality", low=1, high=100)
         super().__init__(in_shape, in_shape)
-        self.quality = int(quality)
 
     def _roundtrip(self, pixels: np.ndarray) -> np.ndarray:
         """One uint8 image (H, W, C) through the codec."""
@@ -109,10 +107,11 @@ class BlackBox(Operator):
         if not callable(function):
             raise TypeError(f"function must be callable, got {type(function).__name__}")
         super().__init__(in_shape, out_shape)
-        self.function, self.batched = function, bool(batched)
+        self.function, self.batched = function, checks.flag(batched, "batched")
 
     def apply(self, x: Tensor) -> Tensor:
-        array = x.detach().cpu().to(torch.float64).numpy()
+        # a copy: a function that writes into its input must not change the caller's tensor
+        array = x.detach().to("cpu", torch.float64, copy=True).numpy()
         if self.batched:
             out = np.asarray(self.function(array))
         else:
@@ -122,9 +121,15 @@ class BlackBox(Operator):
             raise ValueError(
                 f"the black-box function returned shape {out.shape}, expected {expected}"
             )
-        if not np.issubdtype(out.dtype, np.number) or not np.isfinite(out).all():
-            raise ValueError("the black-box function returned NaN, Inf or non-numbers")
-        return torch.as_tensor(out, dtype=x.dtype, device=x.device)
+        if not np.issubdtype(out.dtype, np.number) or np.iscomplexobj(out):
+            raise TypeError(f"the black-box function must return real numbers, got {out.dtype}")
+        y = torch.as_tensor(out).to(x.device, x.dtype)  # then checked in the input's dtype
+        if not bool(torch.isfinite(y).all()):
+            raise ValueError(
+                f"the black-box function returned NaN or Inf in {x.dtype} (non-finite values, "
+                "or values beyond the dtype's range)"
+            )
+        return y
 
 
 class StraightThrough(Operator):

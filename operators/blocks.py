@@ -25,7 +25,9 @@ import torch
 
 from torch import Tensor
 
-from operators.base import SVDOperator
+import checks
+
+from operators.base import SVDOperator, check_image_shape
 
 __all__ = ["AveragePoolSR", "BlockProjection", "Colorization"]
 
@@ -100,11 +102,8 @@ class AveragePoolSR(BlockProjection):
     """
 
     def __init__(self, in_shape: Sequence[int], factor: int) -> None:
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-            raise ValueError(f"factor must be an integer >= 1, got {factor!r}")
-        if len(in_shape) != 3:
-            raise ValueError(f"in_shape must be (C, H, W), got {tuple(in_shape)}")
-        c, h, w = in_shape
+        factor = checks.integer(factor, "factor", low=1)
+        c, h, w = check_image_shape(in_shape)
         if h % factor or w % factor:
             raise ValueError(f"the SR factor {factor} does not divide the image size {h}x{w}")
         super().__init__(
@@ -136,14 +135,15 @@ class Colorization(BlockProjection):
     """
 
     def __init__(self, in_shape: Sequence[int], weights: Sequence[float] | None = None) -> None:
-        if len(in_shape) != 3:
-            raise ValueError(f"in_shape must be (C, H, W), got {tuple(in_shape)}")
-        c, h, w = in_shape
+        c, h, w = check_image_shape(in_shape)
         if weights is None:
             weights = (0.299, 0.587, 0.114) if c == 3 else (1.0 / c,) * c
+        if isinstance(weights, Tensor):
+            weights = weights.tolist()
         if len(weights) != c:
             raise ValueError(f"need one weight per channel ({c}), got {len(weights)}")
-        super().__init__(in_shape, (1, h, w), torch.tensor(weights))
+        weights = [checks.number(v, "weights") for v in weights]
+        super().__init__((c, h, w), (1, h, w), torch.tensor(weights))
 
     def to_blocks(self, x: Tensor) -> Tensor:
         return x.movedim(1, -1)[:, None]

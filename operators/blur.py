@@ -22,6 +22,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
@@ -30,7 +31,9 @@ from deepinv.physics.functional.blur import bicubic_filter, gaussian_blur
 from deepinv.physics.generator import MotionBlurGenerator
 from torch import Tensor
 
-from operators.base import LinearOperator, SVDOperator, check_shape
+import checks
+
+from operators.base import LinearOperator, SVDOperator, check_image_shape, check_shape
 from operators.fourier import RealFourier
 
 __all__ = [
@@ -54,6 +57,8 @@ def check_kernel(kernel: Tensor, in_shape: Sequence[int] | None = None) -> Tenso
     1e-6; it is then renormalised exactly). With ``in_shape`` it must also fit the image.
     """
     kernel = torch.as_tensor(kernel).detach()
+    if kernel.is_complex() or kernel.dtype == torch.bool:
+        raise TypeError(f"kernel must be real, got {kernel.dtype}")
     if kernel.ndim == 2:
         kernel = kernel[None]
     if kernel.ndim != 3:
@@ -84,13 +89,19 @@ def gaussian_kernel(
     r"""A (possibly anisotropic, rotated by ``angle`` degrees) Gaussian kernel, float64
     :math:`(size, size)`, from deepinv's ``gaussian_blur``; the default size is about
     :math:`6\sigma` (odd)."""
-    sigma = (float(sigma),) * 2 if isinstance(sigma, (int, float)) else tuple(map(float, sigma))
-    if len(sigma) != 2 or min(sigma) <= 0:
-        raise ValueError(f"sigma must be one or two positive numbers, got {sigma}")
-    if size is not None and (int(size) != size or size < 1 or size % 2 == 0):
-        raise ValueError(f"size must be a positive odd integer, got {size}")
-    psf = None if size is None else (int(size), int(size))
-    kernel = gaussian_blur(psf_size=psf, sigma=sigma, angle=float(angle), dtype=torch.float64)
+    if isinstance(sigma, tuple | list):
+        if len(sigma) != 2:
+            raise ValueError(f"sigma must be one or two positive numbers, got {sigma!r}")
+        sigma = tuple(checks.number(s, "sigma", low=0, open_low=True) for s in sigma)
+    else:
+        sigma = (checks.number(sigma, "sigma", low=0, open_low=True),) * 2
+    angle = checks.number(angle, "angle")
+    if size is not None:
+        size = checks.integer(size, "size", low=1)
+        if size % 2 == 0:
+            raise ValueError(f"size must be a positive odd integer, got {size}")
+    psf = None if size is None else (size, size)
+    kernel = gaussian_blur(psf_size=psf, sigma=sigma, angle=angle, dtype=torch.float64)
     return kernel[0, 0] / kernel[0, 0].sum()
 
 
@@ -100,13 +111,18 @@ def motion_kernel(
     r"""A random motion-blur kernel, float64 :math:`(size, size)`: deepinv's
     ``MotionBlurGenerator`` (a Gaussian-process camera trajectory of length scale ``length``
     and standard deviation ``spread``) drawn with ``generator``."""
-    if size < 1 or size % 2 == 0:
+    size = checks.integer(size, "size", low=1)
+    if size % 2 == 0:
         raise ValueError(f"size must be a positive odd number, got {size}")
+    length = checks.number(length, "length", low=0, open_low=True)
+    spread = checks.number(spread, "spread", low=0, open_low=True)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     draw = MotionBlurGenerator(
         (size, size), rng=generator, dtype=torch.float64, l=length, sigma=spread
     )
     kernel = draw.step(1)["filter"][0, 0]
-    return kernel / kernel.sum()
+    return check_kernel(kernel / kernel.sum())[0]
 
 
 def circular_convolve(x: Tensor, kernel: Tensor, adjoint: bool = False) -> Tensor:
@@ -127,6 +143,9 @@ class CircularBlur(SVDOperator):
         kernel: The kernel, :math:`(h, w)` or :math:`(C, h, w)` (see :func:`check_kernel`).
         in_shape: The image shape :math:`(C, H, W)`; the measurement has the same shape.
     """
+
+    #: torch's FFT has no float16 / bfloat16 kernels on the CPU.
+    supports_half: ClassVar[bool] = False
 
     def __init__(self, kernel: Tensor, in_shape: Sequence[int]) -> None:
         super().__init__(in_shape, in_shape)
@@ -175,11 +194,11 @@ class CircularBlur(SVDOperator):
     def pinv(self, y: Tensor) -> Tensor:
         r""":math:`A^+ y`, directly in the Fourier domain:
         :math:`\hat k^* / |\hat k|^2` where :math:`|\hat k| >` ``rcond``, else 0."""
-        check_shape(y, self.out_shape, "y")
+        check_shape(y, self.out_shape, "y", half=False)
         spectrum = self._spectrum(y)
         kept = spectrum.abs() > self.rcond
         inverse = torch.where(kept, 1 / spectrum.where(kept, 1), 0)
-        return self._filter(y, inverse)
+        return self.check_output(self._filter(y, inverse), "pseudo-inverse")
 
 
 def _check_padding(padding: str) -> str:
@@ -200,7 +219,7 @@ class Blur(LinearOperator):
     """
 
     def __init__(self, kernel: Tensor, in_shape: Sequence[int], padding: str = "reflect") -> None:
-        c, height, width = (int(n) for n in in_shape)
+        c, height, width = check_image_shape(in_shape)
         kernel = check_kernel(kernel, (c, height, width))
         h, w = kernel.shape[-2:]
         self.padding = _check_padding(padding)
@@ -229,9 +248,9 @@ class BicubicSR(LinearOperator):
     """
 
     def __init__(self, in_shape: Sequence[int], factor: int, padding: str = "reflect") -> None:
-        c, h, w = (int(n) for n in in_shape)
-        factor = int(factor)
-        if factor < 1 or h % factor or w % factor:
+        c, h, w = check_image_shape(in_shape)
+        factor = checks.integer(factor, "factor", low=1)
+        if h % factor or w % factor:
             raise ValueError(f"factor {factor} does not divide the image size {h}x{w}")
         if _check_padding(padding) == "valid":
             raise ValueError("BicubicSR needs a padding that keeps the size, not 'valid'")

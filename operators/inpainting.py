@@ -14,7 +14,9 @@ import torch
 
 from torch import Tensor
 
-from operators.base import SVDOperator
+import checks
+
+from operators.base import SVDOperator, check_image_shape, check_sizes
 
 __all__ = ["Inpainting", "Outpainting", "place"]
 
@@ -30,8 +32,10 @@ class Inpainting(SVDOperator):
 
     def __init__(self, mask: Tensor, in_shape: Sequence[int] | None = None) -> None:
         mask = torch.as_tensor(mask)
-        in_shape = tuple(mask.shape) if in_shape is None else tuple(in_shape)
-        if not bool(((mask == 0) | (mask == 1)).all()):
+        if mask.is_complex():
+            raise TypeError(f"mask must be real (0 and 1), got {mask.dtype}")
+        in_shape = tuple(mask.shape) if in_shape is None else check_sizes(in_shape, "in_shape")
+        if not mask.numel() or not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError("mask must be binary (only 0 and 1)")
         try:
             mask = torch.broadcast_to(mask, in_shape)
@@ -75,9 +79,10 @@ class Outpainting(Inpainting):
     def __init__(
         self, canvas_shape: Sequence[int], top: int, left: int, height: int, width: int
     ) -> None:
-        c, h, w = _image_shape(canvas_shape)
-        if not (0 <= top and 0 <= left and 0 < height and 0 < width):
-            raise ValueError("top and left must be >= 0, height and width > 0")
+        c, h, w = check_image_shape(canvas_shape, "canvas_shape")
+        top, left = checks.integer(top, "top", low=0), checks.integer(left, "left", low=0)
+        height = checks.integer(height, "height", low=1)
+        width = checks.integer(width, "width", low=1)
         if top + height > h or left + width > w:
             raise ValueError(
                 f"an image of {height}x{width} at ({top}, {left}) does not fit a {h}x{w} canvas"
@@ -92,7 +97,9 @@ class Outpainting(Inpainting):
 
 def place(image: Tensor, canvas_shape: Sequence[int], top: int, left: int) -> Tensor:
     """Puts a batch of images (B, C, h, w) on zero canvases of shape (C, H, W) at (top, left)."""
-    c, h, w = _image_shape(canvas_shape)
+    c, h, w = check_image_shape(canvas_shape, "canvas_shape")
+    checks.real_tensor(image, "image")
+    top, left = checks.integer(top, "top", low=0), checks.integer(left, "left", low=0)
     if image.ndim != 4 or image.shape[1] != c:
         raise ValueError(f"image must have shape (B, {c}, h, w), got {tuple(image.shape)}")
     ih, iw = image.shape[-2:]
@@ -101,10 +108,3 @@ def place(image: Tensor, canvas_shape: Sequence[int], top: int, left: int) -> Te
     canvas = image.new_zeros(image.shape[0], c, h, w)
     canvas[:, :, top : top + ih, left : left + iw] = image
     return canvas
-
-
-def _image_shape(shape: Sequence[int]) -> tuple[int, int, int]:
-    shape = tuple(int(n) for n in shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"an image shape is (C, H, W) with positive sizes, got {shape}")
-    return shape

@@ -27,6 +27,8 @@ import torch
 
 from torch import Tensor
 
+import checks
+
 from operators.base import Operator
 
 __all__ = ["PlanarKinematics"]
@@ -48,15 +50,20 @@ class PlanarKinematics(Operator):
         points: Sequence[int] | None = None,
         angle_scale: float = math.pi,
     ) -> None:
-        lengths = [float(v) for v in lengths]
+        if isinstance(lengths, Tensor):
+            lengths = lengths.tolist()
+        lengths = [checks.number(v, "lengths", low=0, open_low=True) for v in lengths]
         n = len(lengths)
-        if n < 1 or not all(math.isfinite(v) and v > 0 for v in lengths):
-            raise ValueError(f"lengths must be positive numbers, got {lengths}")
-        points = list(range(1, n + 1)) if points is None else [int(p) for p in points]
+        if n < 1:
+            raise ValueError("lengths must hold at least one link length")
+        points = (
+            list(range(1, n + 1))
+            if points is None
+            else [checks.integer(p, "points", low=1, high=n) for p in points]
+        )
         if not points or not all(1 <= p <= n for p in points) or len(set(points)) != len(points):
             raise ValueError(f"points must be distinct indices in 1..{n}, got {points}")
-        if not (math.isfinite(angle_scale) and angle_scale > 0):
-            raise ValueError(f"angle_scale must be positive, got {angle_scale}")
+        angle_scale = checks.number(angle_scale, "angle_scale", low=0, open_low=True)
         super().__init__((n,), (len(points), 2))
         self.register_buffer("lengths", torch.tensor(lengths, dtype=torch.float64))
         self.points, self.angle_scale = points, float(angle_scale)

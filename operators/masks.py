@@ -9,19 +9,20 @@ import torch
 
 from torch import Tensor
 
+import checks
+
 __all__ = ["box_mask", "half_mask", "random_pixel_mask", "stroke_mask"]
 
 
-def _size(height: int, width: int) -> None:
-    if height < 1 or width < 1:
-        raise ValueError(f"height and width must be >= 1, got {height}x{width}")
+def _size(height: int, width: int) -> tuple[int, int]:
+    return checks.integer(height, "height", low=1), checks.integer(width, "width", low=1)
 
 
 def box_mask(height: int, width: int, top: int, left: int, box_h: int, box_w: int) -> Tensor:
     """Everything observed except a ``box_h`` x ``box_w`` box at (top, left)."""
-    _size(height, width)
-    if top < 0 or left < 0 or box_h < 1 or box_w < 1:
-        raise ValueError("top and left must be >= 0, box sizes >= 1")
+    height, width = _size(height, width)
+    top, left = checks.integer(top, "top", low=0), checks.integer(left, "left", low=0)
+    box_h, box_w = checks.integer(box_h, "box_h", low=1), checks.integer(box_w, "box_w", low=1)
     if top + box_h > height or left + box_w > width:
         raise ValueError(f"the box does not fit a {height}x{width} image")
     mask = torch.ones(1, height, width)
@@ -30,8 +31,9 @@ def box_mask(height: int, width: int, top: int, left: int, box_h: int, box_w: in
 
 
 def half_mask(height: int, width: int, keep: str = "left") -> Tensor:
-    """Only one half observed: ``keep`` is "left", "right", "top" or "bottom"."""
-    _size(height, width)
+    """Only one half observed: ``keep`` is "left", "right", "top" or "bottom" (the halved
+    side needs at least 2 pixels, so that both halves are non-empty)."""
+    height, width = _size(height, width)
     mask = torch.zeros(1, height, width)
     halves = {
         "left": (slice(None), slice(0, width // 2)),
@@ -41,6 +43,9 @@ def half_mask(height: int, width: int, keep: str = "left") -> Tensor:
     }
     if keep not in halves:
         raise ValueError(f"keep must be one of {sorted(halves)}, got {keep!r}")
+    side, size = ("width", width) if keep in ("left", "right") else ("height", height)
+    if size < 2:
+        raise ValueError(f"half_mask(keep={keep!r}) needs {side} >= 2, got {size}")
     rows, cols = halves[keep]
     mask[:, rows, cols] = 1
     return mask
@@ -50,9 +55,8 @@ def random_pixel_mask(
     height: int, width: int, keep: float, generator: torch.Generator | None = None
 ) -> Tensor:
     """Each pixel observed independently with probability ``keep``."""
-    _size(height, width)
-    if not 0 <= keep <= 1:
-        raise ValueError(f"keep must lie in [0, 1], got {keep}")
+    height, width = _size(height, width)
+    keep = checks.number(keep, "keep", low=0, high=1)
     return (torch.rand(1, height, width, generator=generator) < keep).float()
 
 
@@ -65,9 +69,9 @@ def stroke_mask(
 ) -> Tensor:
     """Free-form brush strokes hidden (0): each stroke is a random walk of 4-8 segments of
     random direction and length, drawn with radius ``thickness`` pixels."""
-    _size(height, width)
-    if strokes < 0 or thickness <= 0:
-        raise ValueError("strokes must be >= 0 and thickness > 0")
+    height, width = _size(height, width)
+    strokes = checks.integer(strokes, "strokes", low=0)
+    thickness = checks.number(thickness, "thickness", low=0, open_low=True)
     rows = torch.arange(height, dtype=torch.float32)[:, None]
     cols = torch.arange(width, dtype=torch.float32)[None, :]
     hidden = torch.zeros(height, width, dtype=torch.bool)

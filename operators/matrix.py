@@ -26,6 +26,8 @@ class MatrixOperator(SVDOperator):
 
     def __init__(self, A: Tensor) -> None:
         A = torch.as_tensor(A)
+        if A.is_complex() or A.dtype == torch.bool:
+            raise TypeError(f"A must be a real matrix, got {A.dtype}")
         if A.ndim != 2 or A.numel() == 0:
             raise ValueError(f"A must be a non-empty matrix (d_y, d_x), got {tuple(A.shape)}")
         if not bool(torch.isfinite(A).all()):

@@ -8,29 +8,24 @@ r"""Measurement noise models: :math:`y = \mathcal{N}(A(x))` with an explicit gen
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from torch import Tensor
+
+import checks
 
 __all__ = ["GaussianNoise", "PoissonNoise"]
 
 
 def _check_clean(z: Tensor) -> None:
-    if not isinstance(z, Tensor):
-        raise TypeError(f"the clean measurement must be a tensor, got {type(z).__name__}")
-    if not bool(torch.isfinite(z).all()):
-        raise ValueError("the clean measurement contains NaN or Inf")
+    checks.finite(checks.real_tensor(z, "the clean measurement"), "the clean measurement")
 
 
 class GaussianNoise:
     r"""Additive white Gaussian noise of standard deviation ``sigma`` (>= 0)."""
 
     def __init__(self, sigma: float) -> None:
-        if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma >= 0):
-            raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
-        self.sigma = float(sigma)
+        self.sigma = checks.number(sigma, "sigma", low=0)
 
     def __call__(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_clean(z)
@@ -44,9 +39,7 @@ class PoissonNoise:
     r"""Poisson (shot) noise with gain ``gain`` > 0 on non-negative intensities."""
 
     def __init__(self, gain: float) -> None:
-        if not (isinstance(gain, int | float) and math.isfinite(gain) and gain > 0):
-            raise ValueError(f"gain must be a finite number > 0, got {gain!r}")
-        self.gain = float(gain)
+        self.gain = checks.number(gain, "gain", low=0, open_low=True)
 
     def __call__(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_clean(z)

@@ -21,12 +21,15 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
 from torch import Tensor
 
-from operators.base import Operator
+import checks
+
+from operators.base import Operator, check_image_shape
 from operators.blur import check_kernel, circular_convolve
 
 __all__ = ["NonlinearBlur", "PhaseRetrieval", "SaturatingSensor"]
@@ -41,10 +44,12 @@ class PhaseRetrieval(Operator):
             the image, which makes generic images identifiable up to the trivial ambiguities.
     """
 
+    #: torch's FFT has no float16 / bfloat16 kernels on the CPU.
+    supports_half: ClassVar[bool] = False
+
     def __init__(self, in_shape: Sequence[int], oversampling: float = 2.0) -> None:
-        c, h, w = (int(n) for n in in_shape)
-        if not oversampling >= 1:
-            raise ValueError(f"oversampling must be >= 1, got {oversampling}")
+        c, h, w = check_image_shape(in_shape)
+        oversampling = checks.number(oversampling, "oversampling", low=1)
         self.pad_h = round((oversampling - 1) * h / 2)
         self.pad_w = round((oversampling - 1) * w / 2)
         super().__init__((c, h, w), (c, h + 2 * self.pad_h, w + 2 * self.pad_w))
@@ -65,10 +70,8 @@ class SaturatingSensor(Operator):
     """
 
     def __init__(self, in_shape: Sequence[int], gain: float = 2.0) -> None:
-        if not gain > 0:
-            raise ValueError(f"gain must be positive, got {gain}")
+        self.gain = checks.number(gain, "gain", low=0, open_low=True)
         super().__init__(in_shape, in_shape)
-        self.gain = float(gain)
 
     def apply(self, x: Tensor) -> Tensor:
         return torch.tanh(self.gain * x)
@@ -84,14 +87,16 @@ class NonlinearBlur(Operator):
         eps: The offset :math:`\epsilon > 0` that keeps the derivative finite at black.
     """
 
+    #: torch's FFT has no float16 / bfloat16 kernels on the CPU.
+    supports_half: ClassVar[bool] = False
+
     def __init__(
         self, kernel: Tensor, in_shape: Sequence[int], gamma: float = 2.2, eps: float = 1e-3
     ) -> None:
-        if not gamma > 0 or not eps > 0:
-            raise ValueError(f"gamma and eps must be positive, got {gamma} and {eps}")
-        super().__init__(in_shape, in_shape)
+        self.gamma = checks.number(gamma, "gamma", low=0, open_low=True)
+        self.eps = checks.number(eps, "eps", low=0, open_low=True)
+        super().__init__(check_image_shape(in_shape), in_shape)
         self.register_buffer("kernel", check_kernel(kernel, self.in_shape))
-        self.gamma, self.eps = float(gamma), float(eps)
 
     def apply(self, x: Tensor) -> Tensor:
         irradiance = ((x + 1) / 2).clamp_min(0) ** self.gamma

@@ -17,12 +17,15 @@ import abc
 import copy
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
 from torch import Tensor, nn
 
-from operators.base import LinearOperator, Operator, check_shape
+import checks
+
+from operators.base import LinearOperator, Operator, check_image_shape, check_shape
 from operators.blur import CircularBlur, check_kernel, circular_convolve
 from operators.linalg import project_simplex
 
@@ -65,6 +68,9 @@ class BlindBlur(UnknownOperator, LinearOperator):
             smoothness.
     """
 
+    #: torch's FFT has no float16 / bfloat16 kernels on the CPU.
+    supports_half: ClassVar[bool] = False
+
     def __init__(
         self,
         in_shape: Sequence[int],
@@ -72,16 +78,11 @@ class BlindBlur(UnknownOperator, LinearOperator):
         kernel: Tensor | None = None,
         centring: float = 1.0,
     ) -> None:
-        super().__init__(in_shape, in_shape)
-        if (
-            isinstance(centring, bool)
-            or not isinstance(centring, int | float)
-            or not centring >= 0
-        ):
-            raise ValueError(f"centring must be a non-negative number, got {centring!r}")
-        self.centring = float(centring)
+        super().__init__(check_image_shape(in_shape), in_shape)
+        self.centring = checks.number(centring, "centring", low=0)
         if kernel is None:
-            if int(kernel_size) != kernel_size or kernel_size < 1 or kernel_size % 2 == 0:
+            kernel_size = checks.integer(kernel_size, "kernel_size", low=1)
+            if kernel_size % 2 == 0:
                 raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
             kernel = torch.zeros(kernel_size, kernel_size, dtype=torch.float64)
             kernel[kernel_size // 2, kernel_size // 2] = 1
@@ -134,6 +135,8 @@ class ChannelGain(UnknownOperator, LinearOperator):
         super().__init__(in_shape, in_shape)
         c = self.in_shape[0]
         gain = torch.ones(c) if gain is None else torch.as_tensor(gain).detach()
+        if gain.is_complex():
+            raise TypeError(f"gain must be real, got {gain.dtype}")
         gain = gain.to(torch.float64).clone()
         if gain.shape != (c,) or not bool(torch.isfinite(gain).all()):
             raise ValueError(f"gain must be {c} finite numbers, got {tuple(gain.shape)}")
@@ -179,12 +182,15 @@ class ChannelMixing(UnknownOperator, LinearOperator):
         out_channels: int | None = None,
         matrix: Tensor | None = None,
     ) -> None:
-        c = int(in_shape[0])
-        out = c if out_channels is None else int(out_channels)
-        super().__init__(in_shape, (out, *in_shape[1:]))
+        c, h, w = check_image_shape(in_shape)
+        out = c if out_channels is None else checks.integer(out_channels, "out_channels", low=1)
+        super().__init__((c, h, w), (out, h, w))
         if matrix is None:
             matrix = torch.eye(c) if out == c else torch.full((out, c), 1 / c)
-        matrix = torch.as_tensor(matrix).detach().to(torch.float64).clone()
+        matrix = torch.as_tensor(matrix).detach()
+        if matrix.is_complex():
+            raise TypeError(f"matrix must be real, got {matrix.dtype}")
+        matrix = matrix.to(torch.float64).clone()
         if matrix.shape != (out, c) or not bool(torch.isfinite(matrix).all()):
             raise ValueError(
                 f"matrix must be finite of shape {(out, c)}, got {tuple(matrix.shape)}"

@@ -33,6 +33,8 @@ import torch
 
 from torch import Tensor, nn
 
+import checks
+
 from priors.layers import run_layers
 from priors.schedules import Schedule, as_time
 from priors.unet import timestep_embedding
@@ -70,8 +72,7 @@ class Critic(nn.Module):
             ("state_dim", state_dim, 1), ("action_dim", action_dim, 0),
             ("width", width, 1), ("depth", depth, 1),
         ):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+            checks.integer(value, name, low=least)
         if output not in ("value", "log_prob"):
             raise ValueError(f"output must be 'value' or 'log_prob', got {output!r}")
         if schedule is not None and action_dim == 0:

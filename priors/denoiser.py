@@ -15,6 +15,9 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+import checks
+
+from checks import all_finite
 from priors.cost import record
 from priors.schedules import Schedule, as_time
 
@@ -24,9 +27,12 @@ __all__ = ["Denoiser"]
 class Denoiser(nn.Module, abc.ABC):
     r"""Abstract denoiser :math:`(x_t, t) \mapsto E[x \mid x_t]`.
 
-    Calls are checked before :meth:`forward` runs: ``x_t`` must be a tensor with a batch
-    dimension and ``t`` a time in [0, 1] of shape :math:`()` or :math:`(B,)`; ``t`` reaches
-    :meth:`forward` as a float64 tensor on ``x_t``'s device.
+    Calls are checked before :meth:`forward` runs: ``x_t`` must be a finite real floating
+    tensor (the package's dtype policy, :mod:`checks`) with a batch dimension and ``t`` a time
+    in [0, 1] of shape :math:`()` or :math:`(B,)`; ``t`` reaches :meth:`forward` as a float64
+    tensor on ``x_t``'s device. A leaf denoiser's output is checked after it: NaN or Inf from
+    a finite input raises a ``FloatingPointError`` that names the denoiser and the input's
+    magnitude (a diverged guidance step upstream shows as a huge input).
 
     Leaf denoisers (networks, analytic priors) count one network evaluation per row
     (:mod:`priors.cost`); wrappers that call another denoiser set
@@ -44,6 +50,8 @@ class Denoiser(nn.Module, abc.ABC):
             raise TypeError(f"schedule must be a priors.Schedule, got {type(schedule).__name__}")
         self.schedule = schedule
         self.register_forward_pre_hook(_check_call, with_kwargs=True)
+        if self.counts_evaluations:
+            self.register_forward_hook(_check_output, with_kwargs=True)
 
     def mirror(self, inner: Denoiser) -> None:
         """For wrappers: copies what describes the wrapped denoiser's samples (``shape``,
@@ -79,8 +87,10 @@ def _check_call(
         else:
             raise TypeError(f"{type(module).__name__} needs the argument {name!r}")
     x_t, t = values
-    if not isinstance(x_t, Tensor) or x_t.ndim < 1:
+    checks.real_tensor(x_t, "x_t")
+    if x_t.ndim < 1:
         raise ValueError("x_t must be a tensor with a batch dimension, shape (B, *)")
+    checks.finite(x_t, "x_t")
     t = as_time(t.detach() if isinstance(t, Tensor) else t).to(x_t.device)
     if t.ndim == 1 and t.shape[0] != x_t.shape[0]:
         raise ValueError(
@@ -99,6 +109,18 @@ def _check_call(
     if module.counts_evaluations:
         record(nfe_rows=x_t.shape[0])
     return (x_t, t, *args[2:]), kwargs
+
+
+def _check_output(
+    module: Denoiser, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any
+) -> None:
+    if isinstance(out, Tensor) and not all_finite(out):
+        x_t, t = args[0], args[1]
+        raise FloatingPointError(
+            f"{type(module).__name__} returned NaN or Inf for a finite input at t = "
+            f"{float(t.flatten()[0]):.4g} (largest |x_t| = {float(x_t.abs().max()):.3g}; a huge "
+            "input means that an earlier step, e.g. a guidance term, diverged)"
+        )
 
 
 @functools.cache

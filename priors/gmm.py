@@ -34,6 +34,8 @@ import torch
 
 from torch import Tensor
 
+import checks
+
 from priors.denoiser import Denoiser
 from priors.random import GeneratorLike, randn
 from priors.schedules import Schedule
@@ -65,6 +67,9 @@ class GaussianMixture(Denoiser):
 
     def __init__(self, weights: Tensor, means: Tensor, covs: Tensor, schedule: Schedule) -> None:
         super().__init__(schedule)
+        for name, value in (("weights", weights), ("means", means), ("covs", covs)):
+            if torch.as_tensor(value).is_complex():
+                raise TypeError(f"{name} must be real, got a complex tensor")
         weights = torch.as_tensor(weights, dtype=_F64)
         means = torch.as_tensor(means, dtype=_F64)
         covs = torch.as_tensor(covs, dtype=_F64)
@@ -194,8 +199,7 @@ class GaussianMixture(Denoiser):
 
     def sample(self, n: int, generator: GeneratorLike = None) -> Tensor:
         r"""Exact samples, with shape :math:`(n, D)` in float64."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        n = checks.integer(n, "n", low=1)
         g = generator if generator is None or isinstance(generator, torch.Generator) else None
         if g is None and generator is not None:
             raise ValueError("sample takes a single torch.Generator")
@@ -227,13 +231,15 @@ class GaussianMixture(Denoiser):
         """
         w, m, c, _, _ = self._float64()
         a = _as_matrix(op, self.shape[0], m.device)
-        y = torch.as_tensor(y, dtype=_F64, device=m.device)
+        y = torch.as_tensor(y)
+        if y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"y must be real, got {y.dtype}")
+        y = y.to(m.device, _F64)
         if y.shape != a.shape[:1]:
             raise ValueError(f"y must have shape ({a.shape[0]},), got {tuple(y.shape)}")
         if not bool(torch.isfinite(y).all()):
             raise ValueError("y must be finite")
-        if not (math.isfinite(sigma_y) and sigma_y >= 0):
-            raise ValueError(f"sigma_y must be finite and >= 0, got {sigma_y}")
+        sigma_y = checks.number(sigma_y, "sigma_y", low=0)
         ac = torch.einsum("yd,kde->kye", a, c)  # A C_k, (K, d_y, D)
         s = ac @ a.T + sigma_y**2 * torch.eye(a.shape[0], dtype=_F64, device=a.device)
         chol, info = torch.linalg.cholesky_ex(s)

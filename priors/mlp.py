@@ -31,6 +31,8 @@ import torch
 
 from torch import Tensor, nn
 
+import checks
+
 from checks import all_finite
 from priors.conditions import remember
 from priors.denoiser import Denoiser
@@ -81,8 +83,7 @@ class MLP(nn.Module):
         sizes = [("dim", dim), ("width", width), ("blocks", blocks)]
         sizes += [(f"condition {k!r}", v) for k, v in conditions.items()]
         for name, value in sizes:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            checks.integer(value, name, low=1)
         unknown = [k for k in optional if k not in conditions]
         if unknown:
             raise ValueError(f"optional names {unknown} are not conditions {list(conditions)}")

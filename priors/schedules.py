@@ -24,6 +24,8 @@ import torch
 
 from torch import Tensor
 
+import checks
+
 __all__ = [
     "CosineSchedule",
     "DiscreteSchedule",
@@ -40,6 +42,10 @@ def as_time(t: float | Tensor) -> Tensor:
     Raises:
         ValueError: if ``t`` has more than one dimension, is not finite or leaves [0, 1].
     """
+    if isinstance(t, str | bool) or (
+        isinstance(t, Tensor) and (t.is_complex() or t.dtype == torch.bool)
+    ):
+        raise TypeError(f"t must be a real time in [0, 1], got {t!r}")
     t = torch.as_tensor(t, dtype=torch.float64)
     if t.ndim > 1:
         raise ValueError(f"t must be a scalar or have shape (B,), got shape {tuple(t.shape)}")
@@ -129,7 +135,10 @@ class DiscreteSchedule(Schedule):
     """
 
     def __init__(self, alphas_cumprod: Tensor) -> None:
-        alphas_cumprod = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+        alphas_cumprod = torch.as_tensor(alphas_cumprod)
+        if alphas_cumprod.is_complex():
+            raise TypeError("alphas_cumprod must be real")
+        alphas_cumprod = alphas_cumprod.to(torch.float64)
         if alphas_cumprod.ndim != 1 or alphas_cumprod.numel() < 1:
             raise ValueError("alphas_cumprod must be a non-empty 1-D table")
         if not bool(((alphas_cumprod > 0) & (alphas_cumprod < 1)).all()):
@@ -166,12 +175,13 @@ class LinearSchedule(DiscreteSchedule):
     def __init__(
         self, beta_start: float = 1e-4, beta_end: float = 0.02, steps: int = 1000
     ) -> None:
-        if not 0 < beta_start <= beta_end < 1:
-            raise ValueError(
-                f"need 0 < beta_start <= beta_end < 1, got {beta_start} and {beta_end}"
-            )
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        beta_start = checks.number(beta_start, "beta_start", low=0, high=1, open_low=True)
+        beta_end = checks.number(
+            beta_end, "beta_end", low=0, high=1, open_low=True, open_high=True
+        )
+        if not beta_start <= beta_end:
+            raise ValueError(f"need beta_start <= beta_end, got {beta_start} and {beta_end}")
+        steps = checks.integer(steps, "steps", low=1)
         betas = torch.linspace(beta_start, beta_end, steps, dtype=torch.float64)
         super().__init__(torch.cumprod(1 - betas, dim=0))
 
@@ -193,10 +203,10 @@ class CosineSchedule(Schedule):
     """
 
     def __init__(self, s: float = 0.008, alpha_min: float = 1e-3) -> None:
-        if s < 0:
-            raise ValueError(f"s must be >= 0, got {s}")
-        if not 0 < alpha_min < 1:
-            raise ValueError(f"alpha_min must lie in (0, 1), got {alpha_min}")
+        s = checks.number(s, "s", low=0)
+        alpha_min = checks.number(
+            alpha_min, "alpha_min", low=0, high=1, open_low=True, open_high=True
+        )
         self.phi_0 = s / (1 + s) * math.pi / 2
         self.phi_1 = math.acos(alpha_min * math.cos(self.phi_0))
 
@@ -222,10 +232,11 @@ class EDMSchedule(Schedule):
     def __init__(
         self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0
     ) -> None:
-        if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-        if rho <= 0:
-            raise ValueError(f"rho must be > 0, got {rho}")
+        sigma_min = checks.number(sigma_min, "sigma_min", low=0, open_low=True)
+        sigma_max = checks.number(sigma_max, "sigma_max", low=0, open_low=True)
+        if not sigma_min < sigma_max:
+            raise ValueError(f"need sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        rho = checks.number(rho, "rho", low=0, open_low=True)
         self.sigma_min, self.sigma_max, self.rho = sigma_min, sigma_max, rho
 
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:

@@ -2,9 +2,12 @@ r"""Weights we ship, and the one way to read and write them: safetensors files w
 metadata holds the architecture, so loading is one call and never unpickles code.
 
 A weight file ``<name>.safetensors`` has the metadata keys ``kind`` (``denoiser`` or
-``classifier``) and ``config`` (JSON: the :class:`~priors.unet.UNet` arguments, the schedule,
-the data shape, the classes), and its tensors are the module's ``state_dict``. A card
-``<name>.md`` beside it says what data, split and command produced it and what it scores.
+``classifier``), ``config`` (JSON: the :class:`~priors.unet.UNet` arguments, the schedule,
+the data shape, the classes) and ``sha256``, and its tensors are the module's ``state_dict``.
+The hash (:func:`content_hash`) covers every tensor's name, dtype, shape and bytes and the
+other metadata, so a flipped bit in a weight or an edited schedule is refused on load rather
+than sampled from. A card ``<name>.md`` beside it says what data, split and command produced
+it and what it scores.
 
 :func:`load` and :func:`load_classifier` read the shipped files in ``priors/weights``;
 :func:`read` reads any file written by :func:`save`.
@@ -12,13 +15,16 @@ the data shape, the classes), and its tensors are the module's ``state_dict``. A
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from safetensors import SafetensorError
@@ -33,6 +39,8 @@ from priors.unet import UNet
 __all__ = [
     "WEIGHTS",
     "available",
+    "check_hash",
+    "content_hash",
     "load",
     "load_classifier",
     "load_state_strict",
@@ -70,6 +78,45 @@ def build(kind: str, config: dict[str, Any]) -> nn.Module:
     raise ValueError(f"unknown weight kind {kind!r}; expected 'denoiser' or 'classifier'")
 
 
+def content_hash(
+    tensors: Mapping[str, torch.Tensor | np.ndarray], metadata: Mapping[str, str]
+) -> str:
+    """The SHA-256 of the tensors (names, dtypes, shapes and bytes, in name order) and of
+    the metadata other than ``sha256`` itself."""
+    digest = hashlib.sha256()
+    for key in sorted(k for k in metadata if k != "sha256"):
+        digest.update(json.dumps([key, metadata[key]]).encode())
+    for name in sorted(tensors):
+        value = tensors[name]
+        array = value.detach().cpu().contiguous() if isinstance(value, torch.Tensor) else value
+        raw = (
+            array.reshape(-1).view(torch.uint8).numpy()
+            if isinstance(array, torch.Tensor)
+            else np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+        )
+        digest.update(json.dumps([name, str(array.dtype), list(array.shape)]).encode())
+        digest.update(raw.tobytes())
+    return digest.hexdigest()
+
+
+def check_hash(
+    tensors: Mapping[str, torch.Tensor | np.ndarray], metadata: Mapping[str, str], path: Path
+) -> None:
+    """Raises a ``ValueError`` naming ``path`` when its ``sha256`` metadata is missing or does
+    not match its content (a corrupted or edited file)."""
+    stored = metadata.get("sha256")
+    if stored is None:
+        raise ValueError(
+            f"{path} has no content hash (metadata 'sha256'); files written by this package "
+            "carry one: write it again with the package's save function"
+        )
+    if stored != content_hash(tensors, metadata):
+        raise ValueError(
+            f"{path} does not match its content hash: a tensor or the metadata was changed "
+            "after it was written (a corrupted download or an edited file)"
+        )
+
+
 def save(module: nn.Module, path: str | Path, kind: str, config: dict[str, Any]) -> Path:
     """Writes ``module``'s weights and the config that rebuilds it, atomically (a temporary
     file in the same folder, then a rename), and checks that the file reads back."""
@@ -77,6 +124,7 @@ def save(module: nn.Module, path: str | Path, kind: str, config: dict[str, Any])
     build(kind, config).load_state_dict(module.state_dict())  # the config must fit
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     metadata = {"kind": kind, "config": json.dumps(config, sort_keys=True)}
+    metadata["sha256"] = content_hash(tensors, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -117,9 +165,10 @@ def read(path: str | Path, kind: str | None = None) -> nn.Module:
 
     Raises:
         FileNotFoundError: if there is no such file.
-        ValueError: if the file is not a readable safetensors file, lacks the metadata, is
-            of another ``kind``, or its tensors do not match the architecture (the message
-            names the file and the mismatching keys or shapes).
+        ValueError: if the file is not a readable safetensors file, lacks the metadata, does
+            not match its content hash, is of another ``kind``, or its tensors do not match
+            the architecture (the message names the file and the mismatching keys or
+            shapes).
     """
     path = Path(path)
     if not path.is_file():
@@ -132,6 +181,7 @@ def read(path: str | Path, kind: str | None = None) -> nn.Module:
         raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
     if "kind" not in metadata or "config" not in metadata:
         raise ValueError(f"{path} lacks the 'kind' and 'config' metadata of a weight file")
+    check_hash(tensors, metadata, path)
     if kind is not None and metadata["kind"] != kind:
         raise ValueError(f"{path} holds a {metadata['kind']}, not a {kind}")
     try:

@@ -35,7 +35,7 @@ def test_a_killed_sweep_resumes_and_is_gathered(tmp_path):
     rows, swept, unfinished = gather.collect(sweep)
     assert unfinished == ["1"] and len(rows) == 1 and swept == ["steps", "samples"]
     out = _sweep(sweep, tmp_path)
-    assert "finished earlier: skipped" in out
+    assert "finished earlier with this configuration: skipped" in out
     assert first.stat().st_mtime_ns == kept and second.is_file()
     rows, swept, unfinished = gather.collect(sweep)
     assert [r["steps"] for r in rows] == [3.0, 4.0] and not unfinished
@@ -63,15 +63,30 @@ def test_the_slurm_launcher_config_composes():
 
 def test_metrics_are_written_atomically_and_mark_the_run_finished(tmp_path):
     assert not runs.finished(tmp_path)
-    runs.write_metrics({"a": 1}, tmp_path)
-    assert runs.finished(tmp_path) and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
     calls = []
 
     def run(cfg, out):
         calls.append(out)
-        return {}
+        runs.write_metrics({"a": 1}, out)
+        return {"a": 1}
 
-    assert runs.resumable(run, OmegaConf.create({"resume": True}), tmp_path) == {"a": 1}
-    assert not calls
-    runs.resumable(run, OmegaConf.create({"resume": False}), tmp_path)
-    assert calls == [tmp_path]
+    cfg = OmegaConf.create({"steps": 3, "resume": True})
+    assert runs.resumable(run, cfg, tmp_path) == {"a": 1} and calls == [tmp_path]
+    assert runs.finished(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "run_config.json"]
+    mode = (tmp_path / "metrics.json").stat().st_mode & 0o777
+    assert mode == 0o666 & ~_umask(), oct(mode)  # readable like any file the user writes
+    assert runs.resumable(run, cfg, tmp_path) == {"a": 1} and len(calls) == 1  # skipped
+    other = OmegaConf.create({"steps": 4, "resume": True})
+    with pytest.raises(ValueError, match=r"another configuration \(differences: steps: 3 -> 4"):
+        runs.resumable(run, other, tmp_path)
+    assert len(calls) == 1
+    runs.resumable(run, OmegaConf.create({"steps": 4, "resume": False}), tmp_path)
+    assert len(calls) == 2
+    assert runs.resumable(run, other, tmp_path) == {"a": 1} and len(calls) == 2  # now it is 4
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -19,7 +19,9 @@ import operators
 import priors
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = tuple(str(ROOT / package) for package in ("priors", "operators", "guided", "experiments"))
+OURS = tuple(
+    str(ROOT / package) for package in ("checks", "priors", "operators", "guided", "experiments")
+)
 OPERATORS = operators.examples()
 FUZZ = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -171,7 +171,7 @@ def test_adapter_errors():
         operators.DeepinvOperator(torch.nn.Identity(), (1, 4, 4))
     with pytest.raises(TypeError, match="Operator"):
         operators.as_deepinv(torch.nn.Identity())
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="sigma must be a finite number >= 0"):
         operators.as_deepinv(operators.SaturatingSensor((1, 4, 4)), sigma=-1)
     op = operators.DeepinvOperator(deepinv.physics.Inpainting((1, 4, 4), mask=0.5), (1, 4, 4))
     with pytest.raises(ValueError, match=r"must have shape \(B, 1, 4, 4\), got"):

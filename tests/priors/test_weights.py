@@ -1,6 +1,7 @@
 """Weight files: round trips, clear errors, no unpickling; the shipped priors load and beat
 the Wiener filter; CFG digits land in the requested class."""
 
+import json
 import pickle
 
 import pytest
@@ -56,27 +57,29 @@ def test_corrupt_and_mismatched_files_name_the_file(tmp_path):
     garbage.write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="garbage.safetensors"):
         read(garbage)
-    # a file whose tensors do not fit the architecture its metadata names
+    # a file whose tensors do not fit the architecture its metadata names (hashed, so that
+    # the check that fails is the architecture's)
     other = dict(CONFIG, network=dict(CONFIG["network"], channels=[8, 32]))
     from safetensors.torch import load_file, save_file
 
+    from priors.weights import content_hash
+
+    def write(tensors, metadata):
+        save_file(
+            tensors,
+            str(mismatched),
+            metadata=metadata | {"sha256": content_hash(tensors, metadata)},
+        )
+
     tensors = load_file(str(path))
     mismatched = tmp_path / "mismatched.safetensors"
-    save_file(
-        tensors,
-        str(mismatched),
-        metadata={"kind": "denoiser", "config": __import__("json").dumps(other)},
-    )
+    write(tensors, {"kind": "denoiser", "config": json.dumps(other)})
     with pytest.raises(
         ValueError, match=r"mismatched\.safetensors does not match.*shape mismatches"
     ):
         read(mismatched)
     renamed = {("x" + k if i == 0 else k): v for i, (k, v) in enumerate(tensors.items())}
-    save_file(
-        renamed,
-        str(mismatched),
-        metadata={"kind": "denoiser", "config": __import__("json").dumps(CONFIG)},
-    )
+    write(renamed, {"kind": "denoiser", "config": json.dumps(CONFIG)})
     with pytest.raises(ValueError, match="missing"):
         read(mismatched)
     save_file(tensors, str(mismatched))  # no metadata
@@ -142,3 +145,36 @@ def test_guided_digits_land_in_the_requested_class():
     )
     agreement = float((classifier(x.clamp(-1, 1)).argmax(1) == label).float().mean())
     assert agreement >= 0.9
+
+
+def test_a_flipped_bit_or_an_edited_schedule_is_refused(tmp_path):
+    """The content hash covers every tensor byte and the metadata: a weight moved by one bit
+    or a schedule edited in the metadata refuses to load; so does a file without a hash."""
+    from safetensors.torch import load_file, safe_open, save_file
+
+    path = save(_tiny(), tmp_path / "tiny.safetensors", "denoiser", CONFIG)
+    read(path)  # the intact file loads
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(path))
+    name = min(k for k in tensors if tensors[k].is_floating_point())
+    flipped = {k: v.clone() for k, v in tensors.items()}
+    flipped[name].view(-1).view(torch.int32)[0] ^= 1 << 30  # one bit of one weight
+    save_file(flipped, str(tmp_path / "flipped.safetensors"), metadata=metadata)
+    with pytest.raises(ValueError, match=r"flipped\.safetensors does not match its content hash"):
+        read(tmp_path / "flipped.safetensors")
+    config = json.loads(metadata["config"])
+    config["schedule"] = {"name": "linear", "beta_end": 0.03}  # another schedule
+    edited = dict(metadata, config=json.dumps(config, sort_keys=True))
+    save_file(tensors, str(tmp_path / "edited.safetensors"), metadata=edited)
+    with pytest.raises(ValueError, match=r"edited\.safetensors does not match its content hash"):
+        read(tmp_path / "edited.safetensors")
+    unhashed = {k: v for k, v in metadata.items() if k != "sha256"}
+    save_file(tensors, str(tmp_path / "unhashed.safetensors"), metadata=unhashed)
+    with pytest.raises(ValueError, match="no content hash"):
+        read(tmp_path / "unhashed.safetensors")
+
+
+def test_the_shipped_files_carry_their_hash():
+    for name in priors.available():
+        read(priors.weights.WEIGHTS / f"{name}.safetensors")  # raises on a bad hash
