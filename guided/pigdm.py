@@ -29,6 +29,8 @@ import torch
 
 from torch import Tensor
 
+import checks
+
 from guided.guidance import Guidance, check_measurement
 from operators import LinearOperator, SVDOperator, UnsupportedOperator, cg
 from priors import Schedule
@@ -63,8 +65,9 @@ class PiGDM(Guidance):
                 f"{type(op).__name__}: use DPS or a derivative-free rule"
             )
         self.y = check_measurement(op, y, sigma_y)
-        self.op, self.sigma_y, self.weight = op, float(sigma_y), float(weight)
-        self.iterations = int(iterations)
+        self.op, self.sigma_y = op, float(sigma_y)
+        self.weight = checks.number(weight, "weight", low=0)
+        self.iterations = checks.integer(iterations, "iterations", low=1)
 
     def vector(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
         x_hat = x_hat.detach()

@@ -41,6 +41,8 @@ import torch
 
 from torch import Tensor, nn
 
+import checks
+
 __all__ = ["ContrastiveLikelihood", "Encoder"]
 
 
@@ -56,10 +58,9 @@ class Encoder(nn.Module):
 
     def __init__(self, shape: Sequence[int], features: int = 64, width: int = 32) -> None:
         super().__init__()
-        self.shape = tuple(int(s) for s in shape)
-        for name, value in (("features", features), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.shape = tuple(checks.integer(s, "shape", low=1) for s in shape)
+        features = checks.integer(features, "features", low=1)
+        width = checks.integer(width, "width", low=1)
         if any(s < 1 for s in self.shape) or len(self.shape) not in (1, 3):
             raise ValueError(f"Encoder takes shapes (C, H, W) or (D,), got {self.shape}")
         if len(self.shape) == 3:
@@ -114,8 +115,7 @@ class ContrastiveLikelihood(nn.Module):
         temperature: float = 0.1,
     ) -> None:
         super().__init__()
-        if not 0.01 <= temperature <= 1:
-            raise ValueError(f"temperature must lie in [0.01, 1], got {temperature}")
+        temperature = checks.number(temperature, "temperature", low=0.01, high=1)
         self.x_encoder = Encoder(x_shape, features, width)
         self.y_encoder = Encoder(y_shape, features, width)
         self.x_shape, self.y_shape = self.x_encoder.shape, self.y_encoder.shape
