@@ -2,17 +2,21 @@
 
     python -m experiments.posterior_variance
     python -m experiments.posterior_variance --steps 100 --particles 32 128
+    python -m experiments.posterior_variance --steps 100 --methods DDRM DiffPIR "DDPM + PiGDM"
+    python -m experiments.posterior_variance --unguided --methods MCGdiff
 
 For each problem (a Gaussian prior, a random matrix, a noise level) and each sampler, prints
 the ratio of the samples' variance to the exact posterior variance along each observed
 right-singular direction of the operator (1 is calibrated; below 1 under-dispersed) and the
-largest standardised error of the mean. These are the figures the MCGdiff docstring quotes.
+largest standardised error of the mean (in posterior standard deviations). These are the
+figures the MCGdiff and TDS docstrings and the method cards (``docs/methods``) quote.
 Plain script, no Hydra: its few options are command-line flags.
 """
 
 from __future__ import annotations
 
 import argparse
+import warnings
 
 from collections.abc import Callable
 
@@ -51,18 +55,52 @@ PROBLEMS = {
     "d 8, d_y 3, sigma_y 1": {"d": 8, "d_y": 3, "sigma_y": 1.0, "seed": 0, "correlated": True},
 }
 
-SAMPLERS: dict[str, Callable[..., guided.Sampler]] = {
-    "MCGdiff": guided.MCGdiff,
-    "MCGdiff (below=None)": lambda *a, **k: guided.MCGdiff(*a, below=None, **k),
-    "TDS": guided.TDS,
+Build = Callable[
+    [operators.MatrixOperator, torch.Tensor, float, int, priors.Denoiser],
+    tuple[guided.Sampler, priors.Denoiser],
+]
+
+
+def _term(make: Callable[..., guided.Guidance], sampler: Callable[[], guided.Sampler]) -> Build:
+    def build(op, y, sigma_y, particles, prior):  # noqa: ANN001, ANN202 (a table entry)
+        return sampler(), guided.GuidedDenoiser(prior, make(op, y, sigma_y))
+
+    return build
+
+
+def _sampler(make: Callable[..., guided.Sampler]) -> Build:
+    def build(op, y, sigma_y, particles, prior):  # noqa: ANN001, ANN202 (a table entry)
+        return make(op, y, sigma_y, particles), prior
+
+    return build
+
+
+#: Every method for linear measurements with Gaussian noise, with its defaults.
+SAMPLERS: dict[str, Build] = {
+    "MCGdiff": _sampler(lambda op, y, s, n: guided.MCGdiff(op, y, s, particles=n)),
+    "MCGdiff (below=None)": _sampler(
+        lambda op, y, s, n: guided.MCGdiff(op, y, s, particles=n, below=None)
+    ),
+    "TDS": _sampler(lambda op, y, s, n: guided.TDS(op, y, s, particles=n)),
+    "DDRM": _sampler(lambda op, y, s, n: guided.DDRM(op, y, s)),
+    "DDNMPlus": _sampler(lambda op, y, s, n: guided.DDNMPlus(op, y, s)),
+    "DiffPIR": _sampler(lambda op, y, s, n: guided.DiffPIR(op, y, s)),
+    "DPSSampler (zeta 1)": _sampler(lambda op, y, s, n: guided.DPSSampler(op, y, 1.0)),
+    "DDPM + DPS (score)": _term(guided.DPS, guided.DDPM),
+    "DDPM + PiGDM": _term(guided.PiGDM, guided.DDPM),
+    "EnKG": _sampler(lambda op, y, s, n: guided.EnKG(op, y, particles=n, interval=(0.0, 0.5))),
+    "DPSSampler + ZerothOrder": _sampler(
+        lambda op, y, s, n: guided.DPSSampler(op, y, 1.0, guided.ZerothOrder, queries=8)
+    ),
 }
 
 
 def variance_ratios(
-    sampler: guided.Sampler,
+    build: Build,
     problem: tuple[priors.GaussianMixture, operators.MatrixOperator, torch.Tensor, float],
     steps: int,
     rows: int,
+    particles: int = 32,
     seed: int = 0,
 ) -> tuple[torch.Tensor, float]:
     """The variance ratios along the observed directions and the largest |mean error| in
@@ -71,7 +109,11 @@ def variance_ratios(
     g = torch.Generator().manual_seed(seed)
     d = prior.means.shape[1]
     x_T = guided.initial_noise(prior.schedule, (rows, d), g, dtype=F64)
-    out = sampler(prior, x_T, guided.time_grid(steps), generator=g)
+    with warnings.catch_warnings():  # the residual is what this measures
+        warnings.simplefilter("ignore", guided.DivergenceWarning)
+        warnings.filterwarnings("ignore", ".*is derivative-free")  # run on a linear operator
+        sampler, denoiser = build(op, y, sigma_y, particles, prior)
+        out = sampler(denoiser, x_T, guided.time_grid(steps), generator=g)
     exact = prior.posterior(op.matrix, y[0], sigma_y)
     observed = int((op.singulars.abs() > op.rcond).sum())
     basis = op.Vt(torch.eye(d, dtype=F64))[:, :observed]  # e_j^T V: columns are directions
@@ -82,26 +124,58 @@ def variance_ratios(
     return ratio, float(error)
 
 
+def unguided_variance(steps: list[int], rows: int = 100_000) -> None:
+    """Prints the variance DDPM and DDIM(0) give a 1-D unit Gaussian (exact denoiser): the
+    samplers' own discretisation, which bounds every posterior sampler run on them."""
+    prior = gaussian_problem(d=1, d_y=1, sigma_y=1.0, seed=0, correlated=False)[0]
+    centred = priors.GaussianMixture(
+        torch.ones(1, dtype=F64), torch.zeros(1, 1, dtype=F64), prior.covs, prior.schedule
+    )
+    print("| sampler | steps | variance of a unit Gaussian |")
+    print("|---|---|---|")
+    for name, sampler in (("DDPM", guided.DDPM()), ("DDIM(0)", guided.DDIM(0.0))):
+        for n in steps:
+            g = torch.Generator().manual_seed(0)
+            x_T = guided.initial_noise(centred.schedule, (rows, 1), g, dtype=F64)
+            x = sampler(centred, x_T, guided.time_grid(n), generator=g)
+            print(f"| {name} | {n} | {float(x.var()):.3f} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--particles", type=int, nargs="+", default=[32])
     parser.add_argument("--rows", type=int, default=2000, help="samples at 100 steps")
+    parser.add_argument("--methods", nargs="+", default=["MCGdiff", "MCGdiff (below=None)", "TDS"],
+                        choices=sorted(SAMPLERS), metavar="METHOD",
+                        help=f"any of {sorted(SAMPLERS)}")  # fmt: skip
+    parser.add_argument(
+        "--unguided", action="store_true", help="first, unguided samplers on a unit Gaussian"
+    )
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    print("| problem | sampler | steps | particles | variance ratios | max |mean error| / sd |")
+    if args.unguided:
+        unguided_variance(args.steps)
+    print("| problem | method | steps | particles | variance ratios | max |mean error| / sd |")
     print("|---|---|---|---|---|---|")
     for label, spec in PROBLEMS.items():
         problem = gaussian_problem(**spec)
-        _, op, y, sigma_y = problem
-        for name, make in SAMPLERS.items():
+        for name in args.methods:
             for steps in args.steps:
-                for particles in args.particles:
+                particle = any(k in name for k in ("MCG", "TDS", "EnKG"))
+                for particles in args.particles if particle else [0]:
                     rows = max(200, args.rows * 100 // steps)  # equal cost per steps
-                    sampler = make(op, y, sigma_y, particles=particles)
-                    ratio, error = variance_ratios(sampler, problem, steps, rows)
+                    shown = particles or "-"
+                    try:
+                        ratio, error = variance_ratios(
+                            SAMPLERS[name], problem, steps, rows, max(particles, 1)
+                        )
+                    except FloatingPointError as failure:  # the NaN guard stopped the run
+                        print(f"| {label} | {name} | {steps} | {shown} | diverged | {failure} |")
+                        continue
                     text = " ".join(f"{float(r):.2f}" for r in ratio)
-                    print(f"| {label} | {name} | {steps} | {particles} | {text} | {error:.2f} |")
+                    print(f"| {label} | {name} | {steps} | {shown} | {text} | {error:.2f} |")
 
 
 if __name__ == "__main__":
