@@ -47,7 +47,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from experiments import envs
-from experiments.runs import prepare_run
+from experiments.runs import launch, prepare_run
 from priors.weights import check_hash, content_hash
 
 __all__ = ["WEIGHTS", "LinearPolicy", "Snapshots", "ars", "load", "rollout", "save"]
@@ -269,4 +269,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

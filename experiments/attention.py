@@ -40,7 +40,7 @@ from torch import Tensor
 import guided
 import priors
 
-from experiments.runs import prepare_run
+from experiments.runs import launch, prepare_run
 from priors.attention import attention_layers, record_attention
 
 matplotlib.use("Agg")
@@ -234,4 +234,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

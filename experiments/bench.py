@@ -48,7 +48,7 @@ import priors
 
 from experiments.build import build, build_method
 from experiments.restore import generators, held_out, psnr
-from experiments.runs import prepare_run, resumable, write_metrics
+from experiments.runs import launch, prepare_run, resumable, write_metrics
 from experiments.timing import peak_memory, timed, timed_pair
 
 matplotlib.use("Agg")
@@ -311,4 +311,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

@@ -57,7 +57,7 @@ import operators
 import priors
 
 from experiments.restore import held_out, psnr
-from experiments.runs import prepare_run
+from experiments.runs import launch, prepare_run
 
 matplotlib.use("Agg")
 
@@ -337,4 +337,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

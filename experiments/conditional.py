@@ -60,7 +60,7 @@ import priors
 
 from experiments.data import Digits
 from experiments.metrics import frechet_distance
-from experiments.runs import prepare_run
+from experiments.runs import launch, prepare_run
 
 matplotlib.use("Agg")
 
@@ -367,4 +367,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

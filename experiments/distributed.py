@@ -38,7 +38,7 @@ import operators
 import priors
 
 from experiments.restore import box_inpainting, generators, held_out, psnr
-from experiments.runs import prepare_run
+from experiments.runs import launch, prepare_run
 
 
 def shard(rows: int, rank: int, world: int) -> slice:
@@ -134,4 +134,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

@@ -27,7 +27,7 @@ import guided
 import priors
 
 from experiments.data import TEXTURES, Digits, Textures
-from experiments.runs import prepare_run
+from experiments.runs import launch, prepare_run
 
 matplotlib.use("Agg")
 
@@ -115,4 +115,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

@@ -29,7 +29,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from experiments.runs import prepare_run
+from experiments.runs import launch, prepare_run
 
 __all__ = ["collect", "flatten"]
 
@@ -144,4 +144,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

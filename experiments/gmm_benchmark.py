@@ -56,9 +56,9 @@ import guided
 import operators
 import priors
 
-from experiments.build import build_method
+from experiments.build import Method, build_method
 from experiments.metrics import random_directions, slice_distances
-from experiments.runs import prepare_run
+from experiments.runs import launch, prepare_run
 
 matplotlib.use("Agg")
 
@@ -109,17 +109,13 @@ def problem(
 
 
 def run_method(
-    node: DictConfig,
+    method: Method,
     prior: priors.GaussianMixture,
-    op: operators.MatrixOperator,
-    y: torch.Tensor,
-    sigma_y: float,
     samples: int,
     steps: int,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, priors.Cost, float]:
-    """Samples one configured method on one problem: samples, cost, wall time."""
-    method = build_method(node, prior, op=op, y=y, sigma_y=sigma_y)
+    """Samples one built method on one problem: samples, cost, wall time."""
     x_T = guided.initial_noise(
         prior.schedule, (samples, prior.shape[0]), generator, dtype=torch.float64
     )
@@ -206,16 +202,21 @@ def run(cfg: DictConfig, out_dir: Path) -> list[dict[str, Any]]:
                 directions = random_directions(int(d_x), int(cfg.directions), g)
                 if i_y == 0 and p == 0:
                     shown[int(d_x)] = {"exact posterior": exact}
+                built = {}  # every method first: a bad setting is refused before any runs
                 for name in cfg.run:
-                    node = cfg.methods[name]
+                    try:
+                        built[name] = build_method(
+                            cfg.methods[name], prior, op=op, y=y, sigma_y=sigma_y
+                        )
+                    except (ValueError, TypeError) as error:
+                        raise type(error)(f"method {name!r}: {error}") from error
+                for name in cfg.run:
                     samples, steps = int(cfg.samples), int(cfg.steps)
                     # each method's own stream, from the problem and the method's name: its
                     # score does not depend on which other methods run, or in which order
                     own = torch.Generator().manual_seed(seed * 100_003 + zlib.crc32(name.encode()))
                     try:
-                        x, cost, wall = run_method(
-                            node, prior, op, y, sigma_y, samples, steps, own
-                        )
+                        x, cost, wall = run_method(built[name], prior, samples, steps, own)
                         failed = not bool(torch.isfinite(x).all()) or float(x.abs().max()) > BLOWUP
                     except FloatingPointError:  # the guided denoiser's NaN guard
                         failed = True
@@ -291,4 +292,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

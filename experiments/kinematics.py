@@ -45,7 +45,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from experiments.runs import prepare_run
+from experiments.runs import launch, prepare_run
 
 
 def poses(n: int, postures: int, spread: float, seed: int, dim: int, draw: int) -> Tensor:
@@ -219,4 +219,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

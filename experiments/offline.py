@@ -63,7 +63,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from experiments import ars, envs
-from experiments.runs import prepare_run
+from experiments.runs import launch, prepare_run
 
 __all__ = [
     "BANDIT_MODES", "BANDIT_REWARDS", "LEVELS", "UNSAFE_RADIUS", "OfflineData", "bandit", "build",
@@ -434,4 +434,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

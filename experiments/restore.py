@@ -45,7 +45,7 @@ import priors
 
 from experiments.build import Method, build, build_method
 from experiments.data import Digits, Textures
-from experiments.runs import prepare_run, resumable, write_metrics
+from experiments.runs import launch, prepare_run, resumable, write_metrics
 
 matplotlib.use("Agg")
 
@@ -357,4 +357,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

@@ -95,7 +95,7 @@ import guided
 import priors
 
 from experiments import envs, offline
-from experiments.runs import prepare_run, resumable, write_metrics
+from experiments.runs import launch, prepare_run, resumable, write_metrics
 from experiments.timing import timed
 from experiments.train import diffuse
 
@@ -756,4 +756,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

@@ -9,6 +9,11 @@ computed:
   it is true/false, a single value where it is a list;
 - a run folder it cannot write into (the error names the folder and the OS error).
 
+Before Hydra starts, :func:`launch` (each app's ``__main__``) checks that the run folder the
+command line names (``hydra.run.dir``, ``hydra.sweep.dir``, or Hydra's default under the
+working folder) can be created, so a read-only place fails with one clear line rather than a
+logging-handler error from inside Hydra.
+
 Every app writes its figures and tables first and ``metrics.json`` last, through
 :func:`write_metrics` (a temporary file renamed into place, readable like any file the user
 writes), so a run folder holds ``metrics.json`` exactly when the run finished.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 
 from collections.abc import Callable
@@ -33,7 +39,15 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-__all__ = ["CONFIG", "check_against", "finished", "prepare_run", "resumable", "write_metrics"]
+__all__ = [
+    "CONFIG",
+    "check_against",
+    "finished",
+    "launch",
+    "prepare_run",
+    "resumable",
+    "write_metrics",
+]
 
 METRICS = "metrics.json"
 #: The configuration of the run in a folder, written before the run starts.
@@ -203,3 +217,36 @@ def prepare_run(cfg: DictConfig) -> Path:
     except OSError as error:
         raise OSError(f"the run folder {out_dir} is not writable: {error}") from error
     return out_dir
+
+
+def _requested_folder(argv: list[str]) -> Path:
+    """The run (or sweep) folder a command line asks Hydra for."""
+    sweep = "-m" in argv or "--multirun" in argv
+    wanted = "hydra.sweep.dir=" if sweep else "hydra.run.dir="
+    for arg in argv:
+        if arg.startswith(wanted):
+            return Path(arg[len(wanted) :])
+    return Path("multirun" if sweep else "outputs")
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created and written, or None (it, or its nearest existing
+    parent, must be a writable folder)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
+def launch(main: Callable[[], None], argv: list[str] | None = None) -> None:
+    """Runs a Hydra app's ``main`` after checking its run folder (see the module)."""
+    argv = sys.argv[1:] if argv is None else argv
+    folder = _requested_folder(argv)
+    reason = unwritable(folder)
+    if reason is not None:
+        sys.exit(f"error: cannot create the run folder {folder}: {reason}")
+    main()

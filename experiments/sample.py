@@ -27,7 +27,7 @@ import guided
 
 from experiments.build import build
 from experiments.metrics import random_directions, sliced_wasserstein
-from experiments.runs import prepare_run, resumable, write_metrics
+from experiments.runs import launch, prepare_run, resumable, write_metrics
 from priors import Cost, GaussianMixture
 
 matplotlib.use("Agg")
@@ -135,4 +135,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

@@ -38,7 +38,7 @@ import guided
 import priors
 
 from experiments.restore import box_inpainting, psnr
-from experiments.runs import prepare_run, resumable, write_metrics
+from experiments.runs import launch, prepare_run, resumable, write_metrics
 from experiments.timing import timed
 
 MODES = {
@@ -187,4 +187,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

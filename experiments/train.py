@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from experiments.build import build
-from experiments.runs import prepare_run
+from experiments.runs import launch, prepare_run
 from priors import GaussianMixture, Schedule
 from priors.classifier import Classifier
 from priors.network import UNetDenoiser
@@ -301,4 +301,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

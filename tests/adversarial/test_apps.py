@@ -104,3 +104,30 @@ def test_the_user_sees_the_error_and_a_failing_exit_status(args, message, tmp_pa
     assert done.returncode != 0
     assert message in done.stderr + done.stdout
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_an_unusable_run_folder_is_refused_before_hydra_starts(tmp_path, monkeypatch):
+    from experiments import runs
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert runs.unwritable(afile / "run") == f"{afile} is not a folder"
+    assert runs.unwritable(tmp_path / "new" / "run") is None
+    monkeypatch.setattr(runs.os, "access", lambda path, mode: False)  # a read-only place
+    assert runs.unwritable(tmp_path / "run") == f"{tmp_path} is not writable"
+    with pytest.raises(SystemExit, match="cannot create the run folder .* is not writable"):
+        runs.launch(lambda: pytest.fail("main ran"), [f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit, match="sweep"):
+        runs.launch(lambda: None, ["-m", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+
+
+def test_the_user_sees_one_line_for_a_folder_that_cannot_be(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    command = [sys.executable, "-m", "experiments.restore", f"hydra.run.dir={afile}/run"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        == f"error: cannot create the run folder {afile}/run: {afile} is not a folder"
+    )
