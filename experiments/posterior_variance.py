@@ -81,6 +81,9 @@ SAMPLERS: dict[str, Build] = {
     "MCGdiff (below=None)": _sampler(
         lambda op, y, s, n: guided.MCGdiff(op, y, s, particles=n, below=None)
     ),
+    "MCGdiff (eta 0.85)": _sampler(
+        lambda op, y, s, n: guided.MCGdiff(op, y, s, particles=n, eta=0.85)
+    ),
     "TDS": _sampler(lambda op, y, s, n: guided.TDS(op, y, s, particles=n)),
     "DDRM": _sampler(lambda op, y, s, n: guided.DDRM(op, y, s)),
     "DDNMPlus": _sampler(lambda op, y, s, n: guided.DDNMPlus(op, y, s)),
