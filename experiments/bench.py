@@ -82,10 +82,19 @@ def compare(
     ts = guided.time_grid(int(cfg.steps))
     results: dict[str, dict[str, Any]] = {}
     ours: dict[str, Callable[[], Any]] = {}
+    built = {}  # every method first: a bad setting is refused before anything runs
+    for pair, sides in cfg.pairs.items():
+        for side in ("ours", "theirs"):
+            try:
+                built[pair, side] = build_method(
+                    cfg.methods[sides[side]], prior, op=op, y=y, sigma_y=sigma_y
+                )
+            except (ValueError, TypeError) as error:
+                raise type(error)(f"method {sides[side]!r} ({pair}): {error}") from error
     for pair, sides in cfg.pairs.items():
         row: dict[str, Any] = {}
         for side in ("ours", "theirs"):
-            method = build_method(cfg.methods[sides[side]], prior, op=op, y=y, sigma_y=sigma_y)
+            method = built[pair, side]
             gens = generators(int(cfg.seed), rows, 1)
             x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), gens)
             cost = priors.Cost()
