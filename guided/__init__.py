@@ -13,17 +13,12 @@ from guided.ddrm import DDRM
 from guided.diffpir import DiffPIR
 from guided.dpm_solver import DPMSolver
 from guided.dps import DPS, DPSSampler, PoissonDPS
-from guided.em import (
-    DiffusionEM,
-    ExpectationMaximization,
-    GradientMStep,
-    LeastSquaresMStep,
-    MStep,
-)
+from guided.em import DiffusionEM, ExpectationMaximization
 from guided.enkg import EnKG
 from guided.guidance import Guidance, GuidedDenoiser
 from guided.heun import Heun
 from guided.inversion import DDIMInversion
+from guided.m_step import GradientMStep, LeastSquaresMStep, MStep
 from guided.mcgdiff import MCGdiff
 from guided.measurements import DivergenceWarning, measurements, residuals
 from guided.pigdm import PiGDM

@@ -185,10 +185,8 @@ class MCGdiff(ParticleSampler):
                 claimed.add(j)
         return ts
 
-    def __call__(self, denoiser: Denoiser, x_T: Tensor, ts: Tensor, **kwargs: Any) -> Tensor:
-        if self.adapt_grid and isinstance(denoiser, Denoiser):
-            ts = self.adapt(ts, denoiser.schedule)
-        return super().__call__(denoiser, x_T, ts, **kwargs)
+    def grid(self, ts: Tensor, schedule: Schedule) -> Tensor:
+        return self.adapt(ts, schedule) if self.adapt_grid else ts
 
     def _potential(self, u: Tensor, schedule: Schedule, like: Tensor) -> tuple[Tensor, Tensor]:
         r"""Mean :math:`\alpha_u \bar y` and variance :math:`v_u` of the potential at ``u``."""

@@ -2,8 +2,10 @@ r"""The sampler base class: one loop for every sampler.
 
 A sampler walks a time grid :math:`t_0 > t_1 > \dots > t_N`; each subclass implements one
 transition :meth:`Sampler.step` from :math:`t` to :math:`s`, keeping any state it needs
-(multistep history, particles) in a ``carry`` dict, and may override :meth:`Sampler.finish`
-to turn the last state into the output (a particle sampler picks one particle per row).
+(multistep history, particles) in a ``carry`` dict, and may override :meth:`Sampler.grid` to
+adapt the time grid to its problem, :meth:`Sampler.pairs` to walk it otherwise (time
+travel), and :meth:`Sampler.finish` to turn the last state into the output (a particle
+sampler picks one particle per row). No sampler overrides the loop itself.
 The loop, the optional post-step
 :class:`~guided.projection.Projection`, callbacks, the progress bar, cost accounting and
 the NaN guard (a step that produces NaN or Inf stops the run with an error naming the step,
@@ -83,6 +85,12 @@ class Sampler(abc.ABC):
             The state at time ``s``, with shape :math:`(B, *)`.
         """
 
+    def grid(self, ts: Tensor, schedule: Schedule) -> Tensor:
+        r"""The grid a run walks, from the validated ``ts`` and the denoiser's schedule (``ts``
+        itself by default; samplers that adapt the grid to their problem, such as MCGdiff,
+        override this rather than the loop). It must stay a valid grid."""
+        return ts
+
     def pairs(self, ts: Tensor) -> list[tuple[Tensor, Tensor]]:
         r"""The transitions :math:`(t, s)` a run makes on the validated grid ``ts``: the
         consecutive pairs by default (time-travel samplers go back up now and then)."""
@@ -153,6 +161,7 @@ class Sampler(abc.ABC):
         check_input_shapes(x_T, found)
         check_residual = checks.flag(check_residual, "check_residual")
         ts = check_grid(ts, increasing=self.increasing)
+        ts = check_grid(self.grid(ts, denoiser.schedule), increasing=self.increasing)
         carry: dict[str, Any] = {}
         x = x_T
         pairs = self.pairs(ts)
