@@ -56,7 +56,9 @@ class _Peer:
 
     def __init__(self, op: operators.Operator, y: Tensor, sigma_y: float) -> None:
         if not op.differentiable:
-            raise TypeError(f"{type(self).__name__} needs a differentiable operator")
+            raise operators.UnsupportedOperator(
+                f"{type(self).__name__} needs a differentiable operator"
+            )
         self.op, self.sigma_y = op, float(sigma_y)
         self.y = y if y.ndim > len(op.out_shape) else y[None]
         self.physics = operators.as_deepinv(op, sigma_y, dtype=torch.float32)
@@ -152,12 +154,10 @@ class DeepinvDDRM(_Peer):
         etab: float = 1.0,
     ) -> None:
         if not isinstance(op, operators.SVDOperator):
-            raise TypeError("DDRM needs an SVD operator")
-        for name, value in (("eta", eta), ("etab", etab)):
-            if not 0 <= value <= 1:
-                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+            raise operators.UnsupportedOperator("DDRM needs an SVD operator")
         super().__init__(op, y, sigma_y)
-        self.eta, self.etab = float(eta), float(etab)
+        self.eta = checks.number(eta, "eta", low=0, high=1)
+        self.etab = checks.number(etab, "etab", low=0, high=1)
 
     def solve(self, denoiser: DeepinvDenoiser, y01: Tensor, steps: int, seed: int) -> Tensor:
         import deepinv
@@ -191,7 +191,7 @@ class DeepinvDiffPIR(_Peer):
         zeta: float = 0.1,
     ) -> None:
         if not isinstance(op, operators.LinearOperator):
-            raise TypeError("DiffPIR needs a linear operator")
+            raise operators.UnsupportedOperator("DiffPIR needs a linear operator")
         super().__init__(op, y, sigma_y)
         self.lambda_ = checks.number(lambda_, "lambda_", low=0, open_low=True)
         self.zeta = checks.number(zeta, "zeta", low=0, high=1)

@@ -130,10 +130,10 @@ def variance_ratios(
 def unguided_variance(steps: list[int], rows: int = 100_000) -> None:
     """Prints the variance DDPM and DDIM(0) give a 1-D unit Gaussian (exact denoiser): the
     samplers' own discretisation, which bounds every posterior sampler run on them."""
-    prior = gaussian_problem(d=1, d_y=1, sigma_y=1.0, seed=0, correlated=False)[0]
     centred = priors.GaussianMixture(
-        torch.ones(1, dtype=F64), torch.zeros(1, 1, dtype=F64), prior.covs, prior.schedule
-    )
+        torch.ones(1, dtype=F64), torch.zeros(1, 1, dtype=F64), torch.ones(1, 1, 1, dtype=F64),
+        priors.LinearSchedule(),
+    )  # fmt: skip
     print("| sampler | steps | variance of a unit Gaussian |")
     print("|---|---|---|")
     for name, sampler in (("DDPM", guided.DDPM()), ("DDIM(0)", guided.DDIM(0.0))):

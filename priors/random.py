@@ -61,8 +61,7 @@ def randn(
             f"one generator per row needs {shape[0] if shape else 0} generators, "
             f"got {len(generator)}"
         )
-    rows = [torch.randn(shape[1:], generator=g, dtype=dtype, device=device) for g in generator]
-    return torch.stack(rows)
+    return randn_blocks(shape, generator, dtype=dtype, device=device)  # blocks of one row
 
 
 def randn_blocks(
