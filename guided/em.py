@@ -167,7 +167,7 @@ class DiffusionEM:
     posterior samples rather than the denoised estimates of noisy states, which are
     uninformative about a kernel until late in a run.
 
-    How many rounds is prior-dependent (``python -m experiments.blind``, 30 DDIM steps, 4
+    How many rounds is prior-dependent (``python -m experiments.inverse.blind``, 30 DDIM steps, 4
     samples): on digits (8 images, 5x5 Gaussian blur) one M-step closes 90% of the PSNR
     gap between a wrong (Dirac) and the true kernel, two close 52%, and after four the
     estimate has drifted (wider than the truth) below the wrong kernel's PSNR; on textures

@@ -46,17 +46,18 @@ of those at 32: ``--particles 32 128``). On
 the uniform 100-step grid only 2 to 4 steps fall below the pins of an informative
 measurement; with the pins only (``below=None``) the variance ratio along the observed
 directions is 0.38 to 0.60 there (:math:`\sigma_y = 0.3` below).
-Hence the grid adaptation (:meth:`MCGdiff.adapt`): by default half of the steps go below the
-largest :math:`\tau_i` (``below=0.5``), then the nearest grid point is moved onto each
-:math:`\tau_i` (as the authors' code does), at the same cost. Measured variance ratios along
-the observed directions on Gaussian priors (``python -m experiments.posterior_variance``, 32
-particles; four problems, :math:`d = 3, 8`, :math:`\sigma_y` from 0.01 to 1): 0.83 to 0.95 at
-100 uniform steps, 0.94 to 1.02 at 1000. With the pins only (``below=None``) they were 0.38
-to 0.80 at 100 steps where :math:`\sigma_y \geq 0.3`, and the :math:`\sigma_y = 0.01` problem,
-whose pins all lie below the first grid point, broke down (0.00 to 11.9 at 100 steps, 0.00 to
-0.81 at 1000). DDIM's :math:`\eta = 0.85` instead of 1 lowers them to 0.60 to 0.71. The rest
-of the gap at 100 steps is the chain's own discretisation: unguided DDPM with 100 steps gives
-a unit Gaussian a variance of 0.92 (``--unguided``).
+Hence the grid adaptation (:meth:`MCGdiff.adapt`): by default half of the steps go below
+the largest :math:`\tau_i` (``below=0.5``), then the nearest grid point is moved onto each
+:math:`\tau_i` (as the authors' code does), at the same cost. Measured variance ratios
+along the observed directions on Gaussian priors (``python -m
+experiments.benchmarks.posterior_variance``, 32 particles; four problems, :math:`d = 3, 8`,
+:math:`\sigma_y` from 0.01 to 1): 0.83 to 0.95 at 100 uniform steps, 0.94 to 1.02 at 1000.
+With the pins only (``below=None``) they were 0.38 to 0.80 at 100 steps where
+:math:`\sigma_y \geq 0.3`, and the :math:`\sigma_y = 0.01` problem, whose pins all lie
+below the first grid point, broke down (0.00 to 11.9 at 100 steps, 0.00 to 0.81 at 1000).
+DDIM's :math:`\eta = 0.85` instead of 1 lowers them to 0.60 to 0.71. The rest of the gap at
+100 steps is the chain's own discretisation: unguided DDPM with 100 steps gives a unit
+Gaussian a variance of 0.92 (``--unguided``).
 
 The authors' code instead divides each pin out at the next step and weights the final
 particles by :math:`p(y \mid x_0) / g_{\tau_{\min}}`, which targets the chain's marginal times

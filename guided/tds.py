@@ -28,7 +28,7 @@ and output row.
 The target is the likelihood times the marginal of the prior's sampling chain (DDPM steps),
 so it is exact as the particles and the steps grow. At 32 particles the weights of an
 informative measurement degenerate: the variance ratio along the observed directions on
-Gaussian priors (``python -m experiments.posterior_variance``) was 0.87 to 1.01 at
+Gaussian priors (``python -m experiments.benchmarks.posterior_variance``) was 0.87 to 1.01 at
 :math:`d = 3`, :math:`\sigma_y = 0.5` but 0.59 to 0.86 at :math:`d = 8`, :math:`\sigma_y` 0.3
 and 1 (0.70 to 0.92 at 1000 steps), and at :math:`\sigma_y = 0.01` the particles never reach
 the likelihood's peak: the variance was 144 to 21848 times the posterior's at 100 steps (1.07

@@ -13,9 +13,11 @@ from priors.contrastive import ContrastiveLikelihood, Encoder
 from priors.cost import Cost, measure, record
 from priors.critic import Critic
 from priors.denoiser import Denoiser
+from priors.gaussian_policy import GaussianPolicy
 from priors.gmm import GaussianMixture
 from priors.mlp import MLP, MLPDenoiser
 from priors.network import UNetDenoiser
+from priors.noising import Noised, diffuse
 from priors.random import GeneratorLike, randn, randn_blocks, run_generator, sampling_generator
 from priors.schedules import (
     CosineSchedule,
@@ -41,9 +43,11 @@ __all__ = [
     "EDMSchedule",
     "Encoder",
     "GaussianMixture",
+    "GaussianPolicy",
     "GeneratorLike",
     "LinearSchedule",
     "MLPDenoiser",
+    "Noised",
     "Schedule",
     "UNet",
     "UNetDenoiser",
@@ -51,6 +55,7 @@ __all__ = [
     "as_time",
     "attention_layers",
     "available",
+    "diffuse",
     "fixed_conditions",
     "load",
     "load_classifier",

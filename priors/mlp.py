@@ -37,8 +37,9 @@ from checks import all_finite
 from priors.conditions import remember
 from priors.denoiser import Denoiser
 from priors.layers import run_layers
+from priors.noising import diffuse
 from priors.schedules import Schedule
-from priors.tweedie import x0_from_v
+from priors.tweedie import v_from_noise, x0_from_v
 from priors.unet import timestep_embedding
 
 __all__ = ["MLP", "MLPDenoiser"]
@@ -89,6 +90,11 @@ class MLP(nn.Module):
             raise ValueError(f"optional names {unknown} are not conditions {list(conditions)}")
         self.dim, self.embedding = dim, embedding
         self.conditions, self.optional = conditions, tuple(optional)
+        #: The constructor's arguments (what :func:`priors.weights.save` records).
+        self.arguments = {
+            "dim": dim, "width": width, "blocks": blocks, "embedding": embedding,
+            "conditions": dict(conditions), "optional": list(optional),
+        }  # fmt: skip
         self.time = nn.Sequential(nn.Linear(embedding, width), nn.SiLU(), nn.Linear(width, width))
         self.condition = nn.ModuleDict(
             {
@@ -224,8 +230,6 @@ class MLPDenoiser(Denoiser):
                 drop = torch.rand(x.shape[0], 1, generator=generator, device=x.device) < dropout
                 cond[k] = torch.where(drop, float("nan"), value.to(x.dtype))
         t = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
-        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        alpha_t, sigma_t = (c.to(x.dtype)[:, None] for c in self.schedule(t))
-        x_t = alpha_t * x + sigma_t * eps
-        target = alpha_t * eps - sigma_t * x
-        return (self.network(x_t, t, **cond) - target).square().sum(1).mean()
+        n = diffuse(self.schedule, x, generator, t)
+        target = v_from_noise(x, n.eps, n.alpha_t, n.sigma_t)
+        return (self.network(n.x_t, t, **cond) - target).square().sum(1).mean()

@@ -29,6 +29,7 @@ __all__ = [
     "coefficients",
     "eps_from_x0",
     "score_from_x0",
+    "v_from_noise",
     "v_from_x0",
     "x0_from_eps",
     "x0_from_score",
@@ -90,6 +91,13 @@ def v_from_x0(x_t: Tensor, x_hat: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> T
     """Velocity prediction from the posterior mean."""
     a, s = coefficients(x_t, alpha_t, sigma_t)
     return a * (x_t - a * x_hat) / s - s * x_hat
+
+
+def v_from_noise(x: Tensor, eps: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
+    r"""The velocity :math:`v = \alpha_t \epsilon - \sigma_t x` of a clean sample and the
+    noise that made :math:`x_t` from it: the regression target of v-prediction training."""
+    a, s = coefficients(x, alpha_t, sigma_t)
+    return a * eps - s * x
 
 
 def x0_from_v(x_t: Tensor, v: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:

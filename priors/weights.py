@@ -2,8 +2,9 @@ r"""Weights we ship, and the one way to read and write them: safetensors files w
 metadata holds the architecture, so loading is one call and never unpickles code.
 
 A weight file ``<name>.safetensors`` has the metadata keys ``kind`` (``denoiser`` or
-``classifier``), ``config`` (JSON: the :class:`~priors.unet.UNet` arguments, the schedule,
-the data shape, the classes) and ``sha256``, and its tensors are the module's ``state_dict``.
+``classifier``: a U-Net; ``mlp_denoiser``, ``critic`` or ``gaussian_policy``: the networks
+of diffusion policies), ``config`` (JSON: the network's arguments, the schedule, the data
+shape, the classes) and ``sha256``, and its tensors are the module's ``state_dict``.
 The hash (:func:`content_hash`) covers every tensor's name, dtype, shape and bytes and the
 other metadata, so a flipped bit in a weight or an edited schedule is refused on load rather
 than sampled from. A card ``<name>.md`` beside it says what data, split and command produced
@@ -17,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +31,10 @@ from safetensors.torch import safe_open, save_file
 from torch import nn
 
 from priors.classifier import Classifier
+from priors.critic import Critic
+from priors.files import atomic_write
+from priors.gaussian_policy import GaussianPolicy
+from priors.mlp import MLP, MLPDenoiser
 from priors.network import UNetDenoiser
 from priors.schedules import CosineSchedule, EDMSchedule, LinearSchedule, Schedule
 from priors.unet import UNet
@@ -41,6 +44,7 @@ __all__ = [
     "available",
     "check_hash",
     "content_hash",
+    "describe",
     "load",
     "load_classifier",
     "load_state_strict",
@@ -75,7 +79,53 @@ def build(kind: str, config: dict[str, Any]) -> nn.Module:
         encoder = UNet(**config["network"], encoder_only=True)
         schedule = None if config.get("schedule") is None else _schedule(config["schedule"])
         return Classifier(encoder, config["num_classes"], schedule)
-    raise ValueError(f"unknown weight kind {kind!r}; expected 'denoiser' or 'classifier'")
+    if kind == "mlp_denoiser":
+        return MLPDenoiser(MLP(**config["network"]), _schedule(config["schedule"]))
+    if kind == "critic":
+        config = dict(config)
+        schedule = config.pop("schedule", None)
+        return Critic(**config, schedule=None if schedule is None else _schedule(schedule))
+    if kind == "gaussian_policy":
+        return GaussianPolicy(**config)
+    raise ValueError(f"unknown weight kind {kind!r}; expected one of {list(KINDS)}")
+
+
+#: The kinds of module a weight file holds.
+KINDS = ("denoiser", "classifier", "mlp_denoiser", "critic", "gaussian_policy")
+
+
+def _schedule_config(schedule: Schedule) -> dict[str, Any]:
+    """The config of a schedule with its default parameters (the ones a file can name)."""
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    for name, cls in _SCHEDULES.items():
+        if type(schedule) is cls and all(
+            torch.equal(a, b) for a, b in zip(schedule(t), cls()(t), strict=True)
+        ):
+            return {"name": name}
+    raise ValueError(
+        f"cannot record a {type(schedule).__name__} with non-default parameters; weight files "
+        f"name one of {sorted(_SCHEDULES)} with its defaults"
+    )
+
+
+def describe(module: nn.Module) -> tuple[str, dict[str, Any]]:
+    """The ``kind`` and ``config`` that rebuild a diffusion-policy network (an
+    :class:`~priors.mlp.MLPDenoiser`, a :class:`~priors.critic.Critic` or a
+    :class:`~priors.gaussian_policy.GaussianPolicy`) for :func:`save`; U-Nets are described
+    by the training app, which knows their arguments."""
+    if isinstance(module, MLPDenoiser):
+        return "mlp_denoiser", {
+            "network": module.network.arguments,
+            "schedule": _schedule_config(module.schedule),
+        }
+    if isinstance(module, Critic):
+        schedule = None if module.schedule is None else _schedule_config(module.schedule)
+        return "critic", {**module.arguments, "schedule": schedule}
+    if isinstance(module, GaussianPolicy):
+        return "gaussian_policy", dict(module.arguments)
+    raise TypeError(
+        f"cannot describe a {type(module).__name__}; pass kind and config to save() for it"
+    )
 
 
 def content_hash(
@@ -117,24 +167,25 @@ def check_hash(
         )
 
 
-def save(module: nn.Module, path: str | Path, kind: str, config: dict[str, Any]) -> Path:
-    """Writes ``module``'s weights and the config that rebuilds it, atomically (a temporary
-    file in the same folder, then a rename), and checks that the file reads back."""
+def save(
+    module: nn.Module,
+    path: str | Path,
+    kind: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> Path:
+    """Writes ``module``'s weights and the config that rebuilds it, atomically
+    (:func:`priors.files.atomic_write`), after checking that the config rebuilds a module
+    the weights fit. Without ``kind`` and ``config``, :func:`describe` supplies them."""
     path = Path(path)
+    if kind is None or config is None:
+        if kind is not None or config is not None:
+            raise ValueError("pass both kind and config, or neither (describe() supplies them)")
+        kind, config = describe(module)
     build(kind, config).load_state_dict(module.state_dict())  # the config must fit
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     metadata = {"kind": kind, "config": json.dumps(config, sort_keys=True)}
     metadata["sha256"] = content_hash(tensors, metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path
 
 

@@ -3,7 +3,7 @@ import torch
 
 import priors
 
-from experiments.sampler_accuracy import well_separated_mixture
+from evaluation import well_separated_mixture
 
 torch.set_num_threads(2)
 

@@ -1,6 +1,6 @@
 """Adversarial table: what a user types on an app's command line.
 
-Every Hydra app runs :func:`experiments.runs.prepare_run` first, which judges the composed
+Every Hydra app runs :func:`experiments.shared.runs.prepare_run` first, which judges the composed
 configuration against the app's own defaults. For each app: a key it does not have, a
 fraction where an integer is meant, text where a number is meant and a single value where a
 list is meant are refused before anything runs; an integral float is accepted. Two apps are
@@ -17,7 +17,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from experiments.runs import check_against
+from experiments.shared.runs import check_against
 
 APPS = {  # config module -> config name
     "ars": "ars", "attention": "attention", "bench": "bench", "blackbox": "blackbox",
@@ -99,7 +99,13 @@ def test_every_app_is_covered():
     ids=["refused: restore +image", "refused: restore steps=2.7", "refused: restore typo"],
 )
 def test_the_user_sees_the_error_and_a_failing_exit_status(args, message, tmp_path):
-    command = [sys.executable, "-m", "experiments.restore", *args, f"hydra.run.dir={tmp_path}"]
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.inverse.restore",
+        *args,
+        f"hydra.run.dir={tmp_path}",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
     assert done.returncode != 0
     assert message in done.stderr + done.stdout
@@ -107,7 +113,7 @@ def test_the_user_sees_the_error_and_a_failing_exit_status(args, message, tmp_pa
 
 
 def test_an_unusable_run_folder_is_refused_before_hydra_starts(tmp_path, monkeypatch):
-    from experiments import runs
+    from experiments.shared import runs
 
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -124,7 +130,7 @@ def test_an_unusable_run_folder_is_refused_before_hydra_starts(tmp_path, monkeyp
 def test_the_user_sees_one_line_for_a_folder_that_cannot_be(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
-    command = [sys.executable, "-m", "experiments.restore", f"hydra.run.dir={afile}/run"]
+    command = [sys.executable, "-m", "experiments.inverse.restore", f"hydra.run.dir={afile}/run"]
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
     assert done.returncode == 1
     assert (

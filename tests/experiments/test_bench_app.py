@@ -7,7 +7,7 @@ import pytest
 
 from hydra import compose, initialize_config_module
 
-from experiments import bench
+from experiments.benchmarks import bench
 
 
 def _cfg(*overrides):

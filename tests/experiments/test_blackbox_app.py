@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_module
 
 import priors
 
-from experiments import blackbox
+from experiments.inverse import blackbox
 
 
 def _cfg(*overrides):

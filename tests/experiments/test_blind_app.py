@@ -6,7 +6,7 @@ import pytest
 
 from hydra import compose, initialize_config_module
 
-from experiments import blind
+from experiments.inverse import blind
 
 
 def _cfg(*overrides):

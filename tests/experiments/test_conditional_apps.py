@@ -8,7 +8,7 @@ import torch
 
 from hydra import compose, initialize_config_module
 
-from experiments import attention, conditional
+from experiments.generation import attention, conditional
 
 
 def _cfg(module, name, *overrides):

@@ -12,7 +12,7 @@ import torch
 import guided
 import priors
 
-from experiments import distributed
+from experiments.inverse import distributed
 from tests.conftest import well_separated_mixture
 
 
@@ -45,7 +45,7 @@ def _free_port():
 
 def test_two_gloo_processes_under_torchrun_match_one(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    args = ["-m", "experiments.distributed", "steps=4", "images=5", "hydra.run.dir=."]
+    args = ["-m", "experiments.inverse.distributed", "steps=4", "images=5", "hydra.run.dir=."]
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run(
         [sys.executable, *args, f"out_dir={one}"], check=True, cwd=tmp_path, env=env,

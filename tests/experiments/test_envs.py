@@ -5,7 +5,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from experiments import envs, offline
+from experiments.rl import datasets, envs
 
 
 def test_the_batched_pendulum_steps_like_gymnasium():
@@ -39,18 +39,18 @@ def test_evaluate_refuses_bad_actions():
 
 def test_pendulum_data_sets_are_ordered_by_quality():
     returns = {
-        level: offline.pendulum(level, episodes=30).card["behaviour_return"]
+        level: datasets.pendulum(level, episodes=30).card["behaviour_return"]
         for level in ("random", "medium", "expert", "mixed")
     }
     assert returns["random"] < returns["medium"] < returns["expert"]
     assert returns["random"] < returns["mixed"] < returns["expert"]
-    data = offline.pendulum("expert", episodes=6)
+    data = datasets.pendulum("expert", episodes=6)
     assert data.states.shape == (1200, 3) and data.actions.shape == (1200, 1)
     assert not data.terminals.any()  # time limits are not terminals
     refs = data.card["references"]
     assert refs["random"] < -1000 and refs["expert"] > -250
     with pytest.raises(ValueError, match="level"):
-        offline.pendulum("novice")
+        datasets.pendulum("novice")
 
 
 def test_the_reacher_controller_is_an_expert_in_gymnasium():
@@ -65,7 +65,7 @@ def test_the_reacher_controller_is_an_expert_in_gymnasium():
 
 
 def test_reacher_data_sets_are_ordered_by_quality():
-    data = {level: offline.reacher(level, episodes=12) for level in offline.LEVELS}
+    data = {level: datasets.reacher(level, episodes=12) for level in datasets.LEVELS}
     returns = {level: d.card["behaviour_return"] for level, d in data.items()}
     assert returns["random"] < returns["medium"] < returns["expert"]
     assert returns["random"] < returns["mixed"] < returns["expert"]
@@ -78,14 +78,14 @@ def test_reacher_data_sets_are_ordered_by_quality():
 
 
 def test_cheetah_data_sets_are_ordered_by_quality():
-    data = {level: offline.cheetah(level, episodes=3) for level in offline.LEVELS}
+    data = {level: datasets.cheetah(level, episodes=3) for level in datasets.LEVELS}
     returns = {level: d.card["behaviour_return"] for level, d in data.items()}
     assert returns["random"] < returns["medium"] < returns["expert"]
     assert returns["random"] < returns["mixed"] < returns["expert"]
     expert = data["expert"]
     assert expert.states.shape == (3000, 17) and expert.actions.shape == (3000, 6)
     assert envs.environment_of("cheetah_mixed").gym_id == "HalfCheetah-v5"
-    policy = offline.cheetah_policies()["expert"]
+    policy = datasets.cheetah_policies()["expert"]
     np.testing.assert_allclose(expert.actions, policy(expert.states), atol=1e-6)
     refs = expert.card["references"]
     assert refs["random"] < 0 and refs["expert"] > 3000
@@ -94,7 +94,7 @@ def test_cheetah_data_sets_are_ordered_by_quality():
 @pytest.mark.parametrize("name", ["pendulum_medium", "reacher_mixed"])
 def test_future_rewards_average_the_rest_of_each_episode(name):
     env = envs.environment_of(name)
-    builder = offline.pendulum if name.startswith("pendulum") else offline.reacher
+    builder = datasets.pendulum if name.startswith("pendulum") else datasets.reacher
     data = builder(name.split("_")[1], episodes=6)
     rewards = data.rewards.reshape(-1, env.steps, 2 if name == "reacher_mixed" else 6)
     future = data.future_rewards.reshape(rewards.shape)

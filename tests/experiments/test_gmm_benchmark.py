@@ -7,7 +7,7 @@ import torch
 
 from hydra import compose, initialize_config_module
 
-from experiments import gmm_benchmark
+from experiments.benchmarks import gmm_benchmark
 
 
 def _cfg(*overrides):

@@ -4,7 +4,7 @@ import pytest
 
 from hydra import compose, initialize_config_module
 
-from experiments import kinematics
+from experiments.inverse import kinematics
 
 
 def _cfg(*overrides):

@@ -1,5 +1,5 @@
 """The deepinv peers: DDRM's eta reaches deepinv's loop, bad values are refused, and the
-noise deepinv's DDRM draws is what :class:`experiments.peers.DeepinvDDRM` documents."""
+noise deepinv's DDRM draws is what :class:`experiments.shared.peers.DeepinvDDRM` documents."""
 
 import math
 
@@ -11,7 +11,7 @@ import guided
 import operators
 import priors
 
-from experiments import peers
+from experiments.shared import peers
 
 
 class _Recorder(torch.nn.Module):

@@ -6,7 +6,8 @@ import pytest
 
 from hydra import compose, initialize_config_module
 
-from experiments import evaluate_priors, synthesize
+from experiments.generation import synthesize
+from experiments.training import evaluate_priors
 
 
 def _cfg(module, name, overrides):

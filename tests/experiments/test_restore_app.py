@@ -8,7 +8,8 @@ import torch
 
 from hydra import compose, initialize_config_module
 
-from experiments import restore
+from experiments.inverse import restore
+from experiments.shared import data, tasks
 
 
 def _cfg(*overrides):
@@ -44,7 +45,7 @@ def test_a_method_that_cannot_take_the_operator_is_reported_not_applicable(tmp_p
 
 
 def test_scores_reward_the_truth():
-    op = restore.box_inpainting((1, 8, 8))
+    op = tasks.box_inpainting((1, 8, 8))
     truth = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     y = op(truth)
     exact = restore.scores(op, truth.repeat_interleave(3, 0), y, truth, 3)
@@ -55,17 +56,17 @@ def test_scores_reward_the_truth():
 
 def test_tasks_build_the_operators_they_name():
     shape = (1, 16, 16)
-    assert restore.box_inpainting(shape).mask.sum() == 256 - 64
-    assert restore.outpainting(shape).mask.sum() == 64
-    assert restore.super_resolution(shape).out_shape == (1, 4, 4)
-    assert 0.2 < float(restore.random_inpainting(shape).mask.mean()) < 0.4
+    assert tasks.box_inpainting(shape).mask.sum() == 256 - 64
+    assert tasks.outpainting(shape).mask.sum() == 64
+    assert tasks.super_resolution(shape).out_shape == (1, 4, 4)
+    assert 0.2 < float(tasks.random_inpainting(shape).mask.mean()) < 0.4
 
 
 def test_bad_configs_fail_early(tmp_path):
     with pytest.raises(ValueError, match="unknown methods or tasks"):
         restore.run(_cfg("run=[nope]"), tmp_path)
     with pytest.raises(ValueError, match="prior must be one of"):
-        restore.held_out("faces", 2)
+        data.held_out("faces", 2)
     with pytest.raises(ValueError, match="images"):
         restore.run(_cfg("images=0"), tmp_path)
     with pytest.raises(ValueError, match="zeta"):  # a bad value stops the run

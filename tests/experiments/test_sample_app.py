@@ -10,8 +10,8 @@ import torch
 
 from hydra import compose, initialize_config_module
 
-from experiments.metrics import random_directions, sliced_wasserstein
-from experiments.sample import run
+from evaluation import random_directions, sliced_wasserstein
+from experiments.benchmarks.sample import run
 
 
 def _compose(overrides):
@@ -50,7 +50,13 @@ def test_main_job_from_the_command_line(tmp_path):
     """The README's main job, as a user runs it (with a smaller run folder and sample count)."""
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.sample", f"hydra.run.dir={tmp_path}", "samples=1000"],
+        [
+            sys.executable,
+            "-m",
+            "experiments.benchmarks.sample",
+            f"hydra.run.dir={tmp_path}",
+            "samples=1000",
+        ],
         capture_output=True,
         check=False,
         text=True,

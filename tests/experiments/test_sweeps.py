@@ -12,12 +12,13 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from experiments import gather, runs
+from experiments.benchmarks import gather
+from experiments.shared import runs
 
 
 def _sweep(directory, cwd):
     command = [
-        sys.executable, "-m", "experiments.sample", "-m", "hydra/launcher=joblib",
+        sys.executable, "-m", "experiments.benchmarks.sample", "-m", "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2", "steps=3,4", "samples=50", f"hydra.sweep.dir={directory}",
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -7,7 +7,7 @@ import pytest
 
 from hydra import compose, initialize_config_module
 
-from experiments import throughput
+from experiments.benchmarks import throughput
 
 
 def _cfg(*overrides):

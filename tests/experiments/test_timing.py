@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from experiments.timing import peak_memory, timed, timed_pair
+from experiments.shared.timing import peak_memory, timed, timed_pair
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")

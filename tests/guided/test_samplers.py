@@ -23,8 +23,7 @@ import torch
 import guided
 import priors
 
-from experiments.metrics import random_directions, sliced_wasserstein
-from experiments.sampler_accuracy import probability_flow
+from evaluation import probability_flow, random_directions, sliced_wasserstein
 from tests.conftest import SCHEDULES, well_separated_mixture
 
 N = 4000

@@ -123,17 +123,6 @@ def test_shipped_priors_and_classifiers_load_in_one_call():
         priors.load("imagenet")
 
 
-@pytest.mark.parametrize("name", ["digits", "textures"])
-def test_shipped_priors_beat_the_wiener_filter_on_held_out_data(name):
-    from experiments.data import Digits, Textures
-    from experiments.train import evaluate_denoiser
-
-    data = Digits if name == "digits" else Textures
-    result = evaluate_denoiser(priors.load(name), data("train"), data("test"), seed=1)
-    for sigma, row in result["denoising_mse"].items():
-        assert row["mse_prior"] < row["mse_wiener"], (sigma, row)
-
-
 def test_guided_digits_land_in_the_requested_class():
     prior = priors.load("digits")
     classifier = priors.load_classifier("digits", noisy=False)

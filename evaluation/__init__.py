@@ -1,0 +1,23 @@
+"""How to tell whether a sampler or a guidance rule is right: distances between sample
+sets (:mod:`.distances`), test problems with exact answers (:mod:`.problems`) and reference
+solutions (:mod:`.reference`). Imports :mod:`priors` only."""
+
+from evaluation.distances import (
+    frechet_distance,
+    max_sliced_wasserstein,
+    random_directions,
+    slice_distances,
+    sliced_wasserstein,
+)
+from evaluation.problems import well_separated_mixture
+from evaluation.reference import probability_flow
+
+__all__ = [
+    "frechet_distance",
+    "max_sliced_wasserstein",
+    "probability_flow",
+    "random_directions",
+    "slice_distances",
+    "sliced_wasserstein",
+    "well_separated_mixture",
+]

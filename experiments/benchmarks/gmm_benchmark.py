@@ -1,0 +1,294 @@
+r"""The Gaussian-mixture posterior benchmark of MCGdiff (Cardoso et al., 2024).
+
+    python -m experiments.benchmarks.gmm_benchmark                      # DPS, DPS (paper), PiGDM
+    python -m experiments.benchmarks.gmm_benchmark dims=[8] problems=5 run=[prior,pigdm]
+
+Protocol (the authors' code, ``ipwdp``): a 25-component mixture in :math:`d_x` dimensions
+with means :math:`(-8i, -8j)` for :math:`i, j \in \{-2..2\}` tiled over the coordinates,
+identity covariances and weights :math:`\propto \mathcal{N}(0, 1)^2`; an operator
+:math:`A = U \operatorname{diag}(s) V_{1:d_y}` with random orthogonal :math:`U, V` and
+:math:`s` sorted uniform draws; :math:`\sigma_y = u \max s`, :math:`u \sim U(0, 1)`;
+:math:`y = A x^* + \sigma_y \epsilon` with :math:`x^*` from the prior. The posterior is again
+a Gaussian mixture, so each method's samples are compared with exact posterior samples by
+the sliced and max-sliced Wasserstein distances over 100 random directions (W1 per slice,
+and the max-sliced W2 that POT's ``max_sliced_wasserstein_distance`` reports, which is the
+figure of the authors' benchopt reference). Each cell
+(:math:`d_x, d_y`) has ``problems`` random problems; the table reports mean
+:math:`\pm 1.96` standard errors and each method's cost (network evaluations and VJPs per
+sample, wall time). The prior is the exact mixture denoiser under the 1000-step linear DDPM
+schedule, so every difference comes from the guidance rule and the sampler. ``mean err`` is
+the RMS error of the sample mean against the exact posterior mean. With ``gaussian=true`` the
+prior is one Gaussian :math:`\mathcal{N}(m, I)`, so the posterior is Gaussian (PiGDM's
+guidance is then exact up to the sampler's discretisation).
+
+A run that diverges (the guided denoiser's NaN guard fires, as with DPS's
+:math:`1/\sigma_y^2` score at tiny :math:`\sigma_y`, or samples exceed ``BLOWUP`` in
+magnitude) is counted in the ``diverged`` column
+and left out of the means. Writes ``results.csv`` (one row per method and problem),
+``table.csv`` and ``table.md`` (aggregated) and ``projections.png`` (the first two
+coordinates of one problem per :math:`d_x`: exact posterior against each method).
+
+References:
+    | Monte Carlo guided Diffusion for Bayesian linear inverse problems (Cardoso et al., 2024)
+    | https://arxiv.org/abs/2308.07983
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+import zlib
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import matplotlib
+import torch
+
+from omegaconf import DictConfig
+
+import checks
+import guided
+import operators
+import priors
+
+from evaluation import random_directions, slice_distances
+from experiments.shared.build import Method, build_method
+from experiments.shared.report import serve
+from experiments.shared.runs import launch, write_metrics
+from priors.files import atomic_write, atomic_write_text
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+
+log = logging.getLogger(__name__)
+
+#: Samples beyond this magnitude (the mixture's means lie within 16 per coordinate) count as a
+#: diverged run, like NaN: DPS's score form at tiny sigma_y reaches 1e31 without overflowing.
+BLOWUP = 1e6
+
+
+def mixture(
+    dim: int, generator: torch.Generator, gaussian: bool = False
+) -> priors.GaussianMixture:
+    """The 25-component mixture of the protocol in ``dim`` (even) dimensions; with
+    ``gaussian``, one component N(m, I) with m ~ N(0, 4 I) instead (a Gaussian posterior)."""
+    if dim < 2 or dim % 2:
+        raise ValueError(f"dims must be even and >= 2, got {dim}")
+    if gaussian:
+        mean = 2 * torch.randn(1, dim, generator=generator, dtype=torch.float64)
+        eye = torch.eye(dim, dtype=torch.float64)[None]
+        return priors.GaussianMixture(
+            torch.ones(1, dtype=torch.float64), mean, eye, priors.LinearSchedule()
+        )
+    grid = torch.tensor([(-8.0 * i, -8.0 * j) for i in range(-2, 3) for j in range(-2, 3)])
+    means = grid.repeat(1, dim // 2).to(torch.float64)
+    weights = torch.randn(25, generator=generator, dtype=torch.float64) ** 2
+    covs = torch.eye(dim, dtype=torch.float64).expand(25, dim, dim)
+    return priors.GaussianMixture(weights, means, covs, priors.LinearSchedule())
+
+
+def problem(
+    prior: priors.GaussianMixture, d_y: int, generator: torch.Generator
+) -> tuple[operators.MatrixOperator, torch.Tensor, float]:
+    """A random operator ``U diag(s) V_{1:d_y}``, its measurement of a prior draw, sigma_y."""
+    d = prior.shape[0]
+    if not 1 <= d_y <= d:
+        raise ValueError(f"measurements must lie in [1, {d}], got {d_y}")
+    u = torch.linalg.qr(torch.randn(d_y, d_y, generator=generator, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))[0]
+    s = torch.rand(d_y, generator=generator, dtype=torch.float64).sort(descending=True).values
+    a = u @ torch.diag(s) @ v[:d_y]
+    sigma_y = float(torch.rand((), generator=generator, dtype=torch.float64)) * float(s.max())
+    x = prior.sample(1, generator)
+    y = x @ a.T + sigma_y * torch.randn(1, d_y, generator=generator, dtype=torch.float64)
+    return operators.MatrixOperator(a), y, sigma_y
+
+
+def run_method(
+    method: Method,
+    prior: priors.GaussianMixture,
+    samples: int,
+    steps: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, priors.Cost, float]:
+    """Samples one built method on one problem: samples, cost, wall time."""
+    x_T = guided.initial_noise(
+        prior.schedule, (samples, prior.shape[0]), generator, dtype=torch.float64
+    )
+    cost = priors.Cost()
+    start = time.perf_counter()
+    x = method(x_T, guided.time_grid(steps), generator, cost)
+    return x, cost, time.perf_counter() - start
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and 1.96 standard errors per (method, d_x, d_y)."""
+    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["d_x"], row["d_y"]), []).append(row)
+    table = []
+    for (method, d_x, d_y), group in sorted(
+        groups.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])
+    ):
+        ok = [r for r in group if not r["failed"]]
+        out: dict[str, Any] = {
+            "method": method,
+            "d_x": d_x,
+            "d_y": d_y,
+            "problems": len(group),
+            "failed": len(group) - len(ok),
+        }
+        for key in ("sw", "max_sw", "max_sw2", "mean_err", "nfe", "vjp", "wall_s"):
+            values = torch.tensor([r[key] for r in ok] or [math.nan], dtype=torch.float64)
+            se = (
+                float(values.std(unbiased=True)) / math.sqrt(len(values))
+                if len(values) > 1
+                else 0.0
+            )
+            out[key], out[key + "_ci"] = float(values.mean()), 1.96 * se
+        table.append(out)
+    return table
+
+
+def markdown(table: list[dict[str, Any]]) -> str:
+    lines = [
+        (
+            "| d_x | d_y | method | SW | max-SW | max-SW2 | mean err | NFE | VJP | wall s "
+            "| diverged |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['d_x']} | {r['d_y']} | {r['method']} | {r['sw']:.3f} ± {r['sw_ci']:.3f} | "
+            f"{r['max_sw']:.3f} ± {r['max_sw_ci']:.3f} | "
+            f"{r['max_sw2']:.3f} ± {r['max_sw2_ci']:.3f} | "
+            f"{r['mean_err']:.3f} ± {r['mean_err_ci']:.3f} | {r['nfe']:.0f} | {r['vjp']:.0f} | "
+            f"{r['wall_s']:.2f} | {r['failed']}/{r['problems']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(cfg: DictConfig, out_dir: Path) -> list[dict[str, Any]]:
+    """Runs the benchmark; writes the CSVs, the markdown table and the figure."""
+    torch.set_num_threads(int(cfg.threads))
+    unknown = [m for m in cfg.run if m not in cfg.methods]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; configured: {sorted(cfg.methods)}")
+    checks.integer(cfg.problems, "problems", low=1)
+    checks.integer(cfg.samples, "samples", low=2)
+    checks.integer(cfg.steps, "steps", low=1)
+    checks.integer(cfg.threads, "threads", low=1)
+    checks.integer(cfg.directions, "directions", low=1)
+    if not cfg.dims or not cfg.measurements or not cfg.run:
+        raise ValueError("dims, measurements and run must each name at least one entry")
+    table: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    shown: dict[int, dict[str, torch.Tensor]] = {}
+    for i_d, d_x in enumerate(cfg.dims):
+        for i_y, d_y in enumerate(cfg.measurements):
+            for p in range(int(cfg.problems)):
+                seed = int(cfg.seed) + 2**i_d * 3**i_y * 1000 + p
+                g = torch.Generator().manual_seed(seed)
+                prior = mixture(int(d_x), g, bool(cfg.gaussian))
+                op, y, sigma_y = problem(prior, int(d_y), g)
+                posterior = prior.posterior(op.matrix, y[0], sigma_y)
+                exact = posterior.sample(int(cfg.samples), g)
+                exact_mean = posterior.weights @ posterior.means
+                directions = random_directions(int(d_x), int(cfg.directions), g)
+                if i_y == 0 and p == 0:
+                    shown[int(d_x)] = {"exact posterior": exact}
+                built = {}  # every method first: a bad setting is refused before any runs
+                for name in cfg.run:
+                    try:
+                        built[name] = build_method(
+                            cfg.methods[name], prior, op=op, y=y, sigma_y=sigma_y
+                        )
+                    except (ValueError, TypeError) as error:
+                        raise type(error)(f"method {name!r}: {error}") from error
+                for name in cfg.run:
+                    samples, steps = int(cfg.samples), int(cfg.steps)
+                    # each method's own stream, from the problem and the method's name: its
+                    # score does not depend on which other methods run, or in which order
+                    own = torch.Generator().manual_seed(seed * 100_003 + zlib.crc32(name.encode()))
+                    try:
+                        x, cost, wall = run_method(built[name], prior, samples, steps, own)
+                        failed = not bool(torch.isfinite(x).all()) or float(x.abs().max()) > BLOWUP
+                    except FloatingPointError:  # the guided denoiser's NaN guard
+                        failed = True
+                    row = {"method": name, "d_x": int(d_x), "d_y": int(d_y), "problem": p}
+                    row["sigma_y"] = sigma_y
+                    if failed:  # counted in the table, left out of the means
+                        measured = dict.fromkeys(
+                            ("sw", "max_sw", "max_sw2", "mean_err", "nfe", "vjp", "wall_s"),
+                            math.nan,
+                        )
+                        rows.append(row | measured | {"failed": 1})
+                        continue
+                    distances = slice_distances(x, exact, directions)
+                    measured = {
+                        "sw": float(distances.mean()),
+                        "max_sw": float(distances.max()),
+                        "max_sw2": float(slice_distances(x, exact, directions, p=2).max()),
+                        "mean_err": float((x.mean(0) - exact_mean).norm() / math.sqrt(d_x)),
+                        "nfe": cost.nfe,
+                        "vjp": cost.vjp,
+                        "wall_s": wall,
+                    }
+                    rows.append(row | measured | {"failed": 0})
+                    if i_y == 0 and p == 0:
+                        shown[int(d_x)][name] = x
+                table = write_tables(rows, out_dir)
+                log.info("d_x=%d d_y=%d problem %d/%d done", d_x, d_y, p + 1, cfg.problems)
+    figure(shown, out_dir / "projections.png")
+    write_metrics({"table": table}, out_dir)  # last: the run's finished mark
+    return table
+
+
+def write_tables(rows: list[dict[str, Any]], out_dir: Path) -> list[dict[str, Any]]:
+    """Writes ``results.csv``, ``table.csv`` and ``table.md`` from the rows so far (after
+    every problem, so a long run shows its partial table; each file is replaced whole)."""
+    table = aggregate(rows)
+    for name, records in (("results.csv", rows), ("table.csv", table)):
+
+        def write(tmp: str, records: list[dict[str, Any]] = records) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(records[0]))
+                writer.writeheader()
+                writer.writerows(records)
+
+        atomic_write(out_dir / name, write)
+    atomic_write_text(out_dir / "table.md", markdown(table))
+    return table
+
+
+def figure(shown: dict[int, dict[str, torch.Tensor]], path: Path) -> None:
+    """Coordinates 1 and 2 of the first problem of each d_x, one panel per method."""
+    columns = max(len(v) for v in shown.values())
+    fig, axes = plt.subplots(
+        len(shown), columns, figsize=(3 * columns, 3 * len(shown)), squeeze=False
+    )
+    for r, (d_x, panels) in enumerate(shown.items()):
+        for c, (name, x) in enumerate(panels.items()):
+            ax = axes[r, c]
+            ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.4)
+            ax.set_title(f"d_x={d_x}: {name}", fontsize=8)
+            ax.set_xlim(-25, 25)
+            ax.set_ylim(-25, 25)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@hydra.main(version_base=None, config_path="../configs/gmm_benchmark", config_name="gmm_benchmark")
+def main(cfg: DictConfig) -> None:
+    serve(cfg, lambda c, out: {"table": run(c, out)}, log, lambda m: markdown(m["table"]))
+
+
+if __name__ == "__main__":
+    launch(main)

@@ -1,0 +1,339 @@
+r"""Non-differentiable measurements on the digits prior: derivative-free guidance.
+
+    python -m experiments.inverse.blackbox
+    python -m experiments.inverse.blackbox 'tasks=[quantize]' 'methods=[zeroth_order,dps_twin]'
+
+Tasks (operators on 16x16 digits, measured once per held-out image, without added noise):
+
+- ``quantize``: :class:`operators.Quantization` to ``quantize.levels`` levels;
+- ``jpeg``: :class:`operators.JPEG` at ``jpeg.quality``;
+- ``ink``: a black-box simulator (numpy, :class:`operators.BlackBox`): the number of inked
+  pixels (above ``ink.threshold``) in every row and every column, a binary-tomography
+  projection with no derivative and no twin.
+
+Methods, each drawing ``samples`` posterior samples per image on the same DDIM grid:
+
+- ``unguided``: the prior alone (the reference every method must beat);
+- ``zeroth_order``: DPS's update (:class:`guided.DPSSampler`) with the Gaussian-smoothing
+  gradient estimate of :class:`guided.ZerothOrder` in place of autograd;
+- ``enkg``: :class:`guided.EnKG` (ensemble Kalman guidance, no derivatives at all);
+- ``surrogate``: CoGuide's learned surrogate likelihood. A contrastive critic
+  (:class:`priors.ContrastiveLikelihood`) is trained in the run on pairs
+  :math:`(x, A(x))` simulated with the black box from ``surrogate.pairs`` samples of the
+  prior (drawn once per run, shifted by up to a pixel at every training step), the signal
+  encoder seeing either :math:`x` or a denoised estimate of it (``surrogate.views`` per
+  sample, as it meets :math:`\hat x(x_t)` while sampling); sampling is guided by
+  :class:`guided.SurrogateLikelihood` and never calls the operator;
+- ``dps_twin``: DPS (the paper's update, :class:`guided.DPSSampler`) on the straight-through
+  twin (:class:`operators.StraightThrough`) where one exists (quantize, jpeg).
+
+Scores per task and method, averaged over rows: the measurement residual
+:math:`\lVert A(x) - y \rVert_{RMS}`, the error to the truth (RMSE and PSNR of single
+samples), and the cost per sample: network evaluations, VJPs and operator calls (for the
+surrogate, the simulations its training used, once per task for all measurements). Writes
+``metrics.json``, ``table.md`` and ``blackbox_<task>.png``. A run that fails (an operator
+returning NaN, for example) stops before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+import matplotlib
+import numpy as np
+import torch
+
+from omegaconf import DictConfig
+from torch import Tensor
+
+import guided
+import operators
+import priors
+
+from experiments.shared.data import held_out
+from experiments.shared.metrics import psnr
+from experiments.shared.report import serve
+from experiments.shared.runs import launch, write_metrics
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+
+log = logging.getLogger(__name__)
+
+TASKS = ("quantize", "jpeg", "ink")
+METHODS = ("unguided", "zeroth_order", "enkg", "surrogate", "dps_twin")
+
+
+class Counted(operators.Operator):
+    """An operator that counts the rows it is applied to (for the cost tables)."""
+
+    def __init__(self, op: operators.Operator) -> None:
+        super().__init__(op.in_shape, op.out_shape)
+        self.op, self.rows = op, 0
+        self.differentiable = op.differentiable
+
+    def apply(self, x: Tensor) -> Tensor:
+        self.rows += x.shape[0]
+        return self.op(x)
+
+
+def ink_profile(threshold: float) -> Callable[[np.ndarray], np.ndarray]:
+    """The black box of the ``ink`` task: per image :math:`(1, H, W)`, the counts of pixels
+    above ``threshold`` in each row, then in each column, :math:`(H + W,)`."""
+
+    def simulate(x: np.ndarray) -> np.ndarray:
+        inked = x[:, 0] > threshold
+        return np.concatenate([inked.sum(2), inked.sum(1)], axis=1).astype(np.float64)
+
+    return simulate
+
+
+def build_task(name: str, cfg: DictConfig, shape: tuple[int, ...]) -> operators.Operator:
+    if name == "quantize":
+        return operators.Quantization(shape, levels=int(cfg.quantize.levels))
+    if name == "jpeg":
+        return operators.JPEG(shape, quality=int(cfg.jpeg.quality))
+    _, h, w = shape
+    return operators.BlackBox(ink_profile(float(cfg.ink.threshold)), shape, (h + w,))
+
+
+def _check(cfg: DictConfig) -> None:
+    for key, known in (("tasks", TASKS), ("methods", METHODS)):
+        unknown = [v for v in cfg[key] if v not in known]
+        if unknown:
+            raise ValueError(f"unknown {key} {unknown}; available: {list(known)}")
+    if int(cfg.samples) < 1 or int(cfg.steps) < 1:
+        raise ValueError("samples and steps must be >= 1")
+    if int(cfg.enkg.particles) < 2:
+        raise ValueError(f"enkg.particles must be >= 2, got {cfg.enkg.particles}")
+    node = cfg.surrogate
+    if int(node.pairs) < int(node.batch) or int(node.batch) < 2 or int(node.steps) < 1:
+        raise ValueError(
+            f"surrogate needs steps >= 1 and 2 <= batch <= pairs, got steps {node.steps}, "
+            f"batch {node.batch}, pairs {node.pairs}"
+        )
+    if node.sampler not in ("ddpm", "ddim"):
+        raise ValueError(f"surrogate.sampler must be ddpm or ddim, got {node.sampler!r}")
+    if int(node.views) < 0 or not 0 < float(node.view_t) <= 1:
+        raise ValueError(
+            f"surrogate.views must be >= 0 and view_t in (0, 1], got {node.views}, {node.view_t}"
+        )
+
+
+def prior_samples(cfg: DictConfig, prior: priors.Denoiser) -> Tensor:
+    r"""The signals the surrogate's training pairs are simulated from and the inputs its
+    signal encoder sees, :math:`(N, 1 + V, *shape)`: ``surrogate.pairs`` DDIM samples
+    :math:`x` of the prior (seeded, in [-1, 1]) in slot 0, then ``surrogate.views``
+    denoised estimates :math:`\hat x(\alpha_t x + \sigma_t \epsilon)` at
+    :math:`t \sim U(0, \text{surrogate.view\_t})` each (one network evaluation apiece)."""
+    node = cfg.surrogate
+    g = torch.Generator().manual_seed(int(cfg.seed) + 100)
+    x_T = guided.initial_noise(prior.schedule, (int(node.pairs), *prior.shape), g)
+    with torch.no_grad():
+        x = guided.DDIM()(prior, x_T, guided.time_grid(int(node.prior_steps))).clamp(-1, 1)
+        slots = [x]
+        for _ in range(int(node.views)):
+            t = torch.rand(len(x), generator=g, dtype=torch.float64) * float(node.view_t)
+            alpha_t, sigma_t = (
+                c.to(x.dtype).view(-1, *[1] * (x.ndim - 1)) for c in prior.schedule(t)
+            )
+            x_t = alpha_t * x + sigma_t * guided.initial_noise(prior.schedule, x.shape, g)
+            slots.append(prior(x_t, t).clamp(-1, 1).to(x.dtype))
+    return torch.stack(slots, 1)
+
+
+def train_surrogate(
+    cfg: DictConfig, op: operators.Operator, signals: Tensor
+) -> tuple[priors.ContrastiveLikelihood, dict[str, float]]:
+    r"""A contrastive critic trained on pairs :math:`(u, A(x))`: :math:`x` the clean slot of
+    a batch of ``signals`` (:func:`prior_samples`), :math:`u` one of its slots drawn
+    uniformly (the signal or a denoised estimate of it, which is what the critic meets at
+    :math:`\hat x(x_t)` while sampling), both shifted by up to one pixel; a fresh simulation
+    every step."""
+    node = cfg.surrogate
+    torch.manual_seed(int(cfg.seed))  # the encoders' initialisation only
+    critic = priors.ContrastiveLikelihood(
+        op.in_shape, op.out_shape, features=int(node.features), width=int(node.width)
+    )
+    optimiser = torch.optim.Adam(critic.parameters(), lr=float(node.lr))
+    g = torch.Generator().manual_seed(int(cfg.seed) + 101)
+    losses, batch = [], int(node.batch)
+    start = time.perf_counter()
+    for _ in range(int(node.steps)):
+        rows = torch.randint(0, len(signals), (batch,), generator=g)
+        slot = torch.randint(0, signals.shape[1], (batch,), generator=g)
+        dy, dx = (int(v) for v in torch.randint(-1, 2, (2,), generator=g))
+        x = torch.roll(signals[rows, 0], (dy, dx), dims=(-2, -1))
+        u = torch.roll(signals[rows, slot], (dy, dx), dims=(-2, -1))
+        y = op(x).float()
+        if not bool(torch.isfinite(y).all()):
+            raise FloatingPointError(f"{type(op).__name__} returned NaN or Inf in training")
+        optimiser.zero_grad()
+        loss = critic.loss(u, y)
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    critic.requires_grad_(False).eval()
+    tail = losses[-50:]
+    return critic, {
+        "final_loss": sum(tail) / len(tail),
+        "chance_loss": float(torch.tensor(float(batch)).log()),
+        "simulations": float(int(node.steps) * batch),
+        "train_s": time.perf_counter() - start,
+    }
+
+
+def sample(
+    cfg: DictConfig,
+    method: str,
+    prior: priors.Denoiser,
+    op: operators.Operator,
+    y: Tensor,
+    x_T: Tensor,
+    seed: int,
+    critic: priors.ContrastiveLikelihood | None = None,
+) -> tuple[Tensor | None, priors.Cost]:
+    """One method's samples (None where the method does not apply); ``critic`` is the
+    trained surrogate of the ``surrogate`` method."""
+    ts, cost, g = guided.time_grid(int(cfg.steps)), priors.Cost(), torch.Generator()
+    g.manual_seed(seed)
+    if method == "unguided":
+        return guided.DDIM()(prior, x_T, ts, cost=cost), cost
+    if method == "zeroth_order":  # the DPS paper's update with the zeroth-order estimate
+        node = cfg.zeroth_order
+        sampler = guided.DPSSampler(
+            op, y, float(node.zeta), guided.ZerothOrder, queries=int(node.queries),
+            smoothing=float(node.smoothing),
+        )  # fmt: skip
+        return sampler(prior, x_T, ts, generator=g, cost=cost), cost
+    if method == "enkg":
+        node = cfg.enkg
+        sampler = guided.EnKG(
+            op, y, particles=int(node.particles), scale=float(node.scale),
+            updates=int(node.updates), ode_steps=int(node.ode_steps),
+            interval=tuple(float(v) for v in node.interval),
+        )  # fmt: skip
+        return sampler(prior, x_T, ts, generator=g, cost=cost), cost
+    if method == "surrogate":
+        if critic is None:
+            raise ValueError("the surrogate method needs its trained critic")
+        term = guided.SurrogateLikelihood(critic, y, scale=float(cfg.surrogate.scale))
+        sampler = guided.DDPM() if cfg.surrogate.sampler == "ddpm" else guided.DDIM()
+        return sampler(guided.GuidedDenoiser(prior, term), x_T, ts, generator=g, cost=cost), cost
+    if op.in_shape != op.out_shape:  # no straight-through twin
+        return None, cost
+    twin = operators.StraightThrough(op)
+    sampler = guided.DPSSampler(twin, y, zeta=float(cfg.dps_twin.zeta))
+    return sampler(prior, x_T, ts, generator=g, cost=cost), cost
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    torch.set_num_threads(int(cfg.threads))
+    _check(cfg)
+    prior = priors.load("digits")
+    truth = held_out("digits", int(cfg.images)).float()
+    n = int(cfg.samples)
+    rows = truth.repeat_interleave(n, 0)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    figures: dict[str, tuple[Tensor, dict[str, Tensor]]] = {}
+    signals = prior_samples(cfg, prior) if "surrogate" in cfg.methods else None
+    for task in cfg.tasks:
+        op = Counted(build_task(task, cfg, prior.shape))
+        critic, training = None, {}
+        if signals is not None:
+            critic, training = train_surrogate(cfg, op.op, signals)
+        y = op.op(truth).repeat_interleave(n, 0)
+        x_T = guided.initial_noise(
+            prior.schedule, rows.shape, torch.Generator().manual_seed(int(cfg.seed))
+        )
+        results[task], shown = {}, {}
+        for method in cfg.methods:
+            op.rows = 0
+            start = time.perf_counter()
+            x, cost = sample(cfg, method, prior, op, y, x_T, int(cfg.seed) + 1, critic)
+            wall = time.perf_counter() - start
+            if x is None:
+                results[task][method] = {"applicable": False}
+                continue
+            x = x.detach().clamp(-1, 1)
+            calls = op.rows / rows.shape[0]
+            residual = (op.op(x) - y).flatten(1).square().mean(1).sqrt()
+            results[task][method] = {
+                "residual": float(residual.mean()),
+                "rmse": float((x - rows).flatten(1).square().mean(1).sqrt().mean()),
+                "psnr": float(psnr(x, rows).mean()),
+                "nfe": cost.nfe,
+                "vjp": cost.vjp,
+                "operator_calls": calls,
+                "wall_s": wall,
+            }
+            if method == "surrogate":
+                results[task][method] |= {f"critic_{k}": v for k, v in training.items()}
+            shown[method] = x[::n]
+        figures[task] = (op.op(truth), shown)
+    write(results, cfg, out_dir)
+    for task, (y, shown) in figures.items():
+        figure(truth, y, shown, out_dir / f"blackbox_{task}.png", task)
+    metrics = {"results": results, "images": int(cfg.images), "samples": n}
+    write_metrics(metrics, out_dir)  # last: the run's finished mark
+    return metrics
+
+
+def write(results: dict[str, dict[str, dict[str, float]]], cfg: DictConfig, out: Path) -> None:
+    lines = [
+        (
+            f"Derivative-free guidance on digits: {cfg.images} images x {cfg.samples} samples, "
+            f"DDIM {cfg.steps} steps; residual = RMS of A(x) - y; cost per sample"
+        ),
+        "",
+        "| task | method | residual | RMSE | PSNR | NFE | VJP | operator calls |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for task, methods in results.items():
+        for method, r in methods.items():
+            if not r.get("applicable", True):
+                lines.append(f"| {task} | {method} | n/a (no differentiable twin) ||||||")
+                continue
+            calls = f"{r['operator_calls']:.0f}"
+            if "critic_simulations" in r:
+                calls += f" (+ {r['critic_simulations']:.0f} in training, for all y)"
+            lines.append(
+                f"| {task} | {method} | {r['residual']:.3f} | {r['rmse']:.3f} | "
+                f"{r['psnr']:.2f} | {r['nfe']:.0f} | {r['vjp']:.0f} | {calls} |"
+            )
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+
+
+def figure(truth: Tensor, y: Tensor, shown: dict[str, Tensor], path: Path, task: str) -> None:
+    """Rows: images; columns: truth, the measurement (when it is an image), each method."""
+    image_y = y.ndim == truth.ndim
+    cols = 1 + int(image_y) + len(shown)
+    fig, axes = plt.subplots(len(truth), cols, figsize=(1.3 * cols, 1.3 * len(truth)))
+    axes = np.asarray(axes).reshape(len(truth), cols)
+    for i in range(len(truth)):
+        panels = [("truth", truth[i])] + ([("y", y[i])] if image_y else [])
+        panels += [(m, x[i]) for m, x in shown.items()]
+        for ax, (title, image) in zip(axes[i], panels, strict=True):
+            ax.imshow(image[0].clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
+            ax.set_title(title, fontsize=7)
+            ax.axis("off")
+    fig.suptitle(task, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@hydra.main(version_base=None, config_path="../configs/blackbox", config_name="blackbox")
+def main(cfg: DictConfig) -> None:
+    serve(cfg, run, log)
+
+
+if __name__ == "__main__":
+    launch(main)

@@ -1,0 +1,102 @@
+"""Building library objects from Hydra config nodes."""
+
+from __future__ import annotations
+
+import inspect
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import Tensor
+
+import guided
+import priors
+
+from priors import GeneratorLike
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that surfaces the library's own error.
+
+    Hydra wraps exceptions raised by a ``_target_``'s constructor; a bad config value
+    should reach the user as the library's ``ValueError``/``TypeError`` naming the
+    parameter, so the wrapped exception is re-raised as it was.
+    """
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, ValueError | TypeError):
+            raise cause from None
+        raise
+
+
+def _call_with_accepted(factory: Any, **runtime: Any) -> Any:
+    """Calls a partial with the runtime keywords its target accepts."""
+    target = getattr(factory, "func", factory)
+    accepted = inspect.signature(target).parameters
+    return factory(**{k: v for k, v in runtime.items() if k in accepted})
+
+
+@dataclass
+class Method:
+    """A configured restoration method: a sampler run on a (possibly guided) denoiser, with
+    an optional post-step projection; or a peer's own loop (``peer``), called the same way."""
+
+    sampler: Any
+    denoiser: priors.Denoiser
+    projection: guided.Projection | None = None
+
+    def __call__(
+        self,
+        x_T: Tensor,
+        ts: Tensor,
+        generator: GeneratorLike,
+        cost: priors.Cost,
+        step: Callable[[], object] | None = None,
+    ) -> Tensor:
+        """Samples from ``x_T`` on the grid ``ts``; ``step()`` is called after each of our
+        samplers' transitions (a peer's loop reports nothing)."""
+        if isinstance(self.sampler, guided.Sampler):
+            return self.sampler(
+                self.denoiser,
+                x_T,
+                ts,
+                projection=self.projection,
+                generator=generator,
+                cost=cost,
+                callback=None if step is None else lambda i, s, x: step(),
+            )
+        return self.sampler(self.denoiser, x_T, ts, generator=generator, cost=cost)
+
+
+def build_method(node: DictConfig, prior: priors.Denoiser, **runtime: Any) -> Method:
+    """Builds a method node: ``sampler`` (a Sampler, or a partial given whichever of the
+    runtime keywords ``op``, ``y``, ``sigma_y`` it accepts), an optional ``guidance`` term
+    (partial, same keywords) wrapped around ``prior``, an optional ``projection`` (partial);
+    or ``peer``, a partial returning a callable ``(denoiser, x_T, ts, generator, cost)``."""
+    if node.get("peer") is not None:
+        return Method(_call_with_accepted(build(node.peer), **runtime), prior)
+    if node.get("sampler") is None:
+        raise ValueError("a method needs a `sampler` (or a `peer`)")
+    sampler = build(node.sampler)
+    if callable(sampler) and not isinstance(sampler, guided.Sampler):
+        sampler = _call_with_accepted(sampler, **runtime)
+    if not isinstance(sampler, guided.Sampler):
+        raise TypeError(f"the method's sampler built {type(sampler).__name__}, not a Sampler")
+    denoiser = prior
+    if node.get("guidance") is not None:
+        term = build(node.guidance)
+        if not isinstance(term, guided.Guidance):
+            term = _call_with_accepted(term, **runtime)
+        denoiser = guided.GuidedDenoiser(prior, term)
+    projection = None
+    if node.get("projection") is not None:
+        projection = _call_with_accepted(build(node.projection), **runtime)
+        if not isinstance(projection, guided.Projection):
+            raise TypeError(f"projection built {type(projection).__name__}, not a Projection")
+    return Method(sampler, denoiser, projection)
