@@ -35,9 +35,9 @@ from torch import Tensor, nn
 
 import checks
 
+from priors.embedding import timestep_embedding
 from priors.layers import run_layers
 from priors.schedules import Schedule, as_time
-from priors.unet import timestep_embedding
 
 __all__ = ["Critic"]
 

@@ -36,11 +36,11 @@ import checks
 from checks import all_finite
 from priors.conditions import remember
 from priors.denoiser import Denoiser
+from priors.embedding import timestep_embedding
 from priors.layers import run_layers
 from priors.noising import diffuse
 from priors.schedules import Schedule
 from priors.tweedie import v_from_noise, x0_from_v
-from priors.unet import timestep_embedding
 
 __all__ = ["MLP", "MLPDenoiser"]
 

@@ -1,6 +1,6 @@
 r"""The Gaussian-mixture posterior benchmark of MCGdiff (Cardoso et al., 2024).
 
-    python -m experiments.benchmarks.gmm_benchmark                      # DPS, DPS (paper), PiGDM
+    python -m experiments.benchmarks.gmm_benchmark   # prior, DPS (2 forms), PiGDM, DDRM, MCGdiff
     python -m experiments.benchmarks.gmm_benchmark dims=[8] problems=5 run=[prior,pigdm]
 
 Protocol (the authors' code, ``ipwdp``): a 25-component mixture in :math:`d_x` dimensions
@@ -20,6 +20,18 @@ schedule, so every difference comes from the guidance rule and the sampler. ``me
 the RMS error of the sample mean against the exact posterior mean. With ``gaussian=true`` the
 prior is one Gaussian :math:`\mathcal{N}(m, I)`, so the posterior is Gaussian (PiGDM's
 guidance is then exact up to the sampler's discretisation).
+
+The table is a leaderboard (:mod:`experiments.benchmarks.leaderboard`): per cell, the
+floor (two sets of exact posterior samples against each other), each method's paired
+difference to ``reference`` on the same problems, and a verdict (``best``, ``≈ best``,
+``≈ floor``).
+
+Add a rule by config, from the shared catalogue (``configs/catalogue/methods.yaml``) or the
+command line; it is built with ``op=``, ``y=``, ``sigma_y=`` injected and gets its row::
+
+    python -m experiments.benchmarks.gmm_benchmark dims=[8] \
+        +methods.mine.guidance._target_=my_module.MyRule +methods.mine.guidance._partial_=true \
+        +methods.mine.sampler._target_=guided.DDPM 'run=[prior,pigdm,mine]'
 
 A run that diverges (the guided denoiser's NaN guard fires, as with DPS's
 :math:`1/\sigma_y^2` score at tiny :math:`\sigma_y`, or samples exceed ``BLOWUP`` in
@@ -56,6 +68,7 @@ import operators
 import priors
 
 from evaluation import random_directions, slice_distances
+from experiments.benchmarks.leaderboard import SCORE, aggregate, floor_cells, markdown
 from experiments.shared.build import Method, build_method
 from experiments.shared.report import serve
 from experiments.shared.runs import launch, write_metrics
@@ -126,56 +139,14 @@ def run_method(
     return x, cost, time.perf_counter() - start
 
 
-def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and 1.96 standard errors per (method, d_x, d_y)."""
-    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["method"], row["d_x"], row["d_y"]), []).append(row)
-    table = []
-    for (method, d_x, d_y), group in sorted(
-        groups.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])
-    ):
-        ok = [r for r in group if not r["failed"]]
-        out: dict[str, Any] = {
-            "method": method,
-            "d_x": d_x,
-            "d_y": d_y,
-            "problems": len(group),
-            "failed": len(group) - len(ok),
-        }
-        for key in ("sw", "max_sw", "max_sw2", "mean_err", "nfe", "vjp", "wall_s"):
-            values = torch.tensor([r[key] for r in ok] or [math.nan], dtype=torch.float64)
-            se = (
-                float(values.std(unbiased=True)) / math.sqrt(len(values))
-                if len(values) > 1
-                else 0.0
-            )
-            out[key], out[key + "_ci"] = float(values.mean()), 1.96 * se
-        table.append(out)
-    return table
-
-
-def markdown(table: list[dict[str, Any]]) -> str:
-    lines = [
-        (
-            "| d_x | d_y | method | SW | max-SW | max-SW2 | mean err | NFE | VJP | wall s "
-            "| diverged |"
-        ),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in table:
-        lines.append(
-            f"| {r['d_x']} | {r['d_y']} | {r['method']} | {r['sw']:.3f} ± {r['sw_ci']:.3f} | "
-            f"{r['max_sw']:.3f} ± {r['max_sw_ci']:.3f} | "
-            f"{r['max_sw2']:.3f} ± {r['max_sw2_ci']:.3f} | "
-            f"{r['mean_err']:.3f} ± {r['mean_err_ci']:.3f} | {r['nfe']:.0f} | {r['vjp']:.0f} | "
-            f"{r['wall_s']:.2f} | {r['failed']}/{r['problems']} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def run(cfg: DictConfig, out_dir: Path) -> list[dict[str, Any]]:
-    """Runs the benchmark; writes the CSVs, the markdown table and the figure."""
+    """The benchmark's table (see :func:`benchmark`)."""
+    return benchmark(cfg, out_dir)["table"]
+
+
+def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Runs the benchmark; writes the CSVs, the leaderboard (``table.md``), the figure and
+    ``metrics.json``; returns the metrics."""
     torch.set_num_threads(int(cfg.threads))
     unknown = [m for m in cfg.run if m not in cfg.methods]
     if unknown:
@@ -187,8 +158,14 @@ def run(cfg: DictConfig, out_dir: Path) -> list[dict[str, Any]]:
     checks.integer(cfg.directions, "directions", low=1)
     if not cfg.dims or not cfg.measurements or not cfg.run:
         raise ValueError("dims, measurements and run must each name at least one entry")
+    reference = None if cfg.reference is None else str(cfg.reference)
+    if reference is not None and reference not in cfg.run:
+        raise ValueError(
+            f"reference must be one of run {list(cfg.run)} or null, got {reference!r}"
+        )
     table: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
+    floors: list[dict[str, Any]] = []
     shown: dict[int, dict[str, torch.Tensor]] = {}
     for i_d, d_x in enumerate(cfg.dims):
         for i_y, d_y in enumerate(cfg.measurements):
@@ -201,6 +178,13 @@ def run(cfg: DictConfig, out_dir: Path) -> list[dict[str, Any]]:
                 exact = posterior.sample(int(cfg.samples), g)
                 exact_mean = posterior.weights @ posterior.means
                 directions = random_directions(int(d_x), int(cfg.directions), g)
+                # the floor: two independent exact sample sets, drawn after every other use
+                # of the problem's stream (the methods' numbers do not move)
+                second = posterior.sample(int(cfg.samples), g)
+                floors.append(
+                    {"d_x": int(d_x), "d_y": int(d_y), "problem": p}
+                    | {SCORE: float(slice_distances(second, exact, directions, p=2).max())}
+                )
                 if i_y == 0 and p == 0:
                     shown[int(d_x)] = {"exact posterior": exact}
                 built = {}  # every method first: a bad setting is refused before any runs
@@ -243,17 +227,26 @@ def run(cfg: DictConfig, out_dir: Path) -> list[dict[str, Any]]:
                     rows.append(row | measured | {"failed": 0})
                     if i_y == 0 and p == 0:
                         shown[int(d_x)][name] = x
-                table = write_tables(rows, out_dir)
+                table = write_tables(rows, floors, out_dir, reference)
                 log.info("d_x=%d d_y=%d problem %d/%d done", d_x, d_y, p + 1, cfg.problems)
     figure(shown, out_dir / "projections.png")
-    write_metrics({"table": table}, out_dir)  # last: the run's finished mark
-    return table
+    reference = None if cfg.reference is None else str(cfg.reference)
+    leaderboard = markdown(table, floor_cells(floors), reference)
+    metrics = {"table": table, "floors": floors, "leaderboard": leaderboard}
+    write_metrics(metrics, out_dir)  # last: the run's finished mark
+    return metrics
 
 
-def write_tables(rows: list[dict[str, Any]], out_dir: Path) -> list[dict[str, Any]]:
-    """Writes ``results.csv``, ``table.csv`` and ``table.md`` from the rows so far (after
-    every problem, so a long run shows its partial table; each file is replaced whole)."""
-    table = aggregate(rows)
+def write_tables(
+    rows: list[dict[str, Any]],
+    floors: list[dict[str, Any]],
+    out_dir: Path,
+    reference: str | None,
+) -> list[dict[str, Any]]:
+    """Writes ``results.csv``, ``table.csv`` and ``table.md`` (the leaderboard) from the rows
+    so far (after every problem, so a long run shows its partial table; each file is
+    replaced whole)."""
+    table = aggregate(rows, reference, floors)
     for name, records in (("results.csv", rows), ("table.csv", table)):
 
         def write(tmp: str, records: list[dict[str, Any]] = records) -> None:
@@ -263,7 +256,7 @@ def write_tables(rows: list[dict[str, Any]], out_dir: Path) -> list[dict[str, An
                 writer.writerows(records)
 
         atomic_write(out_dir / name, write)
-    atomic_write_text(out_dir / "table.md", markdown(table))
+    atomic_write_text(out_dir / "table.md", markdown(table, floor_cells(floors), reference))
     return table
 
 
@@ -287,7 +280,7 @@ def figure(shown: dict[int, dict[str, torch.Tensor]], path: Path) -> None:
 
 @hydra.main(version_base=None, config_path="../configs/gmm_benchmark", config_name="gmm_benchmark")
 def main(cfg: DictConfig) -> None:
-    serve(cfg, lambda c, out: {"table": run(c, out)}, log, lambda m: markdown(m["table"]))
+    serve(cfg, benchmark, log, lambda metrics: metrics["leaderboard"])
 
 
 if __name__ == "__main__":

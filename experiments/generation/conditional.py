@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import matplotlib
 import torch
 
 from omegaconf import DictConfig
@@ -58,56 +57,14 @@ import guided
 import operators
 import priors
 
-from evaluation import frechet_distance
-from experiments.shared.data import Digits
+from experiments.generation.digit_scores import Scorer
+from experiments.generation.figures import curves, samples_figure
 from experiments.shared.report import markdown_table, serve
 from experiments.shared.runs import launch, write_metrics
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 
 log = logging.getLogger(__name__)
 
 SWEEPS = ("cfg", "classifier", "safety", "sag", "sag_cfg", "inpaint")
-
-
-class Scorer:
-    """The clean classifier's verdicts and features, and the held-out reference."""
-
-    def __init__(self) -> None:
-        self.classifier = priors.load_classifier("digits", noisy=False)
-        self.x_test, self.y_test = Digits("test").evaluation()
-        self.reference = self.features(self.x_test[0::2])
-        self.reference_label = self.y_test[0::2]
-        self.floor = self.x_test[1::2]  # real held-out digits, not in the reference
-
-    @torch.no_grad()
-    def features(self, x: Tensor) -> Tensor:
-        return torch.cat([self.classifier.features(c.float()) for c in x.split(500)])
-
-    @torch.no_grad()
-    def predict(self, x: Tensor, features: Tensor | None = None) -> Tensor:
-        """Predicted classes (from ``features`` when they are already computed)."""
-        features = self.features(x) if features is None else features
-        return self.classifier.head(features).argmax(1)
-
-    def score(
-        self, x: Tensor, requested: Tensor | None, forbidden: int | None
-    ) -> dict[str, float]:
-        x = x.clamp(-1, 1)
-        if not bool(torch.isfinite(x).all()):
-            raise FloatingPointError("generated samples contain NaN or Inf")
-        feats = self.features(x)
-        predicted = self.predict(x, feats)
-        out = {"fd": frechet_distance(feats, self.reference)}
-        if requested is not None:
-            out["agreement"] = float((predicted == requested).float().mean())
-        if forbidden is not None:
-            allowed = self.reference_label != forbidden
-            out["forbidden_rate"] = float((predicted == forbidden).float().mean())
-            out["fd_allowed"] = frechet_distance(feats, self.reference[allowed])
-        return out
 
 
 def _sample(
@@ -310,56 +267,6 @@ def write(rows: list[dict[str, Any]], out_dir: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-
-
-def curves(rows: list[dict[str, Any]], path: Path) -> None:
-    """Agreement and FD against scale per sweep; forbidden rate for safety."""
-    sweeps = [
-        s
-        for s in ("cfg", "classifier", "safety", "sag", "sag_cfg")
-        if any(r["sweep"] == s for r in rows)
-    ]
-    floor = next((r["fd"] for r in rows if r["sweep"] == "data"), None)
-    fig, axes = plt.subplots(
-        1, max(1, len(sweeps)), figsize=(4 * max(1, len(sweeps)), 3.2), squeeze=False
-    )
-    for ax, sweep in zip(axes[0], sweeps, strict=False):
-        part = [r for r in rows if r["sweep"] == sweep]
-        scales = [r["scale"] for r in part]
-        fd_key = "fd_allowed" if sweep == "safety" else "fd"
-        ax.plot(scales, [r[fd_key] for r in part], "o-", color="C0", label=fd_key)
-        if floor is not None:
-            ax.axhline(floor, color="C0", ls=":", lw=1, label="data FD")
-        ax.set_xlabel("scale")
-        ax.set_ylabel("Fréchet distance", color="C0")
-        twin = ax.twinx()
-        rate_key = {"safety": "forbidden_rate"}.get(sweep, "agreement")
-        if rate_key in part[0]:
-            twin.plot(scales, [r[rate_key] for r in part], "s-", color="C1", label=rate_key)
-            twin.set_ylabel(rate_key, color="C1")
-            twin.set_ylim(0, 1.02)
-        ax.set_title(sweep)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def samples_figure(grid: dict[float, Tensor], path: Path, title: str) -> None:
-    """One row of samples per scale."""
-    scales = list(grid)
-    cols = max(len(x) for x in grid.values())
-    fig, axes = plt.subplots(
-        len(scales), cols, figsize=(0.8 * cols, 0.9 * len(scales)), squeeze=False
-    )
-    for r, scale in enumerate(scales):
-        for j, ax in enumerate(axes[r]):
-            ax.axis("off")
-            if j < len(grid[scale]):
-                ax.imshow(grid[scale][j, 0].clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
-        axes[r, 0].set_title(f"{title} {scale:g}", fontsize=7, loc="left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 @hydra.main(version_base=None, config_path="../configs/conditional", config_name="conditional")

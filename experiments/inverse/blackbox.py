@@ -40,7 +40,6 @@ from __future__ import annotations
 import logging
 import time
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,8 @@ import guided
 import operators
 import priors
 
+from experiments.inverse.black_boxes import Counted, build_task
+from experiments.inverse.surrogate import prior_samples, train_surrogate
 from experiments.shared.data import held_out
 from experiments.shared.metrics import psnr
 from experiments.shared.report import serve
@@ -69,39 +70,6 @@ log = logging.getLogger(__name__)
 
 TASKS = ("quantize", "jpeg", "ink")
 METHODS = ("unguided", "zeroth_order", "enkg", "surrogate", "dps_twin")
-
-
-class Counted(operators.Operator):
-    """An operator that counts the rows it is applied to (for the cost tables)."""
-
-    def __init__(self, op: operators.Operator) -> None:
-        super().__init__(op.in_shape, op.out_shape)
-        self.op, self.rows = op, 0
-        self.differentiable = op.differentiable
-
-    def apply(self, x: Tensor) -> Tensor:
-        self.rows += x.shape[0]
-        return self.op(x)
-
-
-def ink_profile(threshold: float) -> Callable[[np.ndarray], np.ndarray]:
-    """The black box of the ``ink`` task: per image :math:`(1, H, W)`, the counts of pixels
-    above ``threshold`` in each row, then in each column, :math:`(H + W,)`."""
-
-    def simulate(x: np.ndarray) -> np.ndarray:
-        inked = x[:, 0] > threshold
-        return np.concatenate([inked.sum(2), inked.sum(1)], axis=1).astype(np.float64)
-
-    return simulate
-
-
-def build_task(name: str, cfg: DictConfig, shape: tuple[int, ...]) -> operators.Operator:
-    if name == "quantize":
-        return operators.Quantization(shape, levels=int(cfg.quantize.levels))
-    if name == "jpeg":
-        return operators.JPEG(shape, quality=int(cfg.jpeg.quality))
-    _, h, w = shape
-    return operators.BlackBox(ink_profile(float(cfg.ink.threshold)), shape, (h + w,))
 
 
 def _check(cfg: DictConfig) -> None:
@@ -125,69 +93,6 @@ def _check(cfg: DictConfig) -> None:
         raise ValueError(
             f"surrogate.views must be >= 0 and view_t in (0, 1], got {node.views}, {node.view_t}"
         )
-
-
-def prior_samples(cfg: DictConfig, prior: priors.Denoiser) -> Tensor:
-    r"""The signals the surrogate's training pairs are simulated from and the inputs its
-    signal encoder sees, :math:`(N, 1 + V, *shape)`: ``surrogate.pairs`` DDIM samples
-    :math:`x` of the prior (seeded, in [-1, 1]) in slot 0, then ``surrogate.views``
-    denoised estimates :math:`\hat x(\alpha_t x + \sigma_t \epsilon)` at
-    :math:`t \sim U(0, \text{surrogate.view\_t})` each (one network evaluation apiece)."""
-    node = cfg.surrogate
-    g = torch.Generator().manual_seed(int(cfg.seed) + 100)
-    x_T = guided.initial_noise(prior.schedule, (int(node.pairs), *prior.shape), g)
-    with torch.no_grad():
-        x = guided.DDIM()(prior, x_T, guided.time_grid(int(node.prior_steps))).clamp(-1, 1)
-        slots = [x]
-        for _ in range(int(node.views)):
-            t = torch.rand(len(x), generator=g, dtype=torch.float64) * float(node.view_t)
-            alpha_t, sigma_t = (
-                c.to(x.dtype).view(-1, *[1] * (x.ndim - 1)) for c in prior.schedule(t)
-            )
-            x_t = alpha_t * x + sigma_t * guided.initial_noise(prior.schedule, x.shape, g)
-            slots.append(prior(x_t, t).clamp(-1, 1).to(x.dtype))
-    return torch.stack(slots, 1)
-
-
-def train_surrogate(
-    cfg: DictConfig, op: operators.Operator, signals: Tensor
-) -> tuple[priors.ContrastiveLikelihood, dict[str, float]]:
-    r"""A contrastive critic trained on pairs :math:`(u, A(x))`: :math:`x` the clean slot of
-    a batch of ``signals`` (:func:`prior_samples`), :math:`u` one of its slots drawn
-    uniformly (the signal or a denoised estimate of it, which is what the critic meets at
-    :math:`\hat x(x_t)` while sampling), both shifted by up to one pixel; a fresh simulation
-    every step."""
-    node = cfg.surrogate
-    torch.manual_seed(int(cfg.seed))  # the encoders' initialisation only
-    critic = priors.ContrastiveLikelihood(
-        op.in_shape, op.out_shape, features=int(node.features), width=int(node.width)
-    )
-    optimiser = torch.optim.Adam(critic.parameters(), lr=float(node.lr))
-    g = torch.Generator().manual_seed(int(cfg.seed) + 101)
-    losses, batch = [], int(node.batch)
-    start = time.perf_counter()
-    for _ in range(int(node.steps)):
-        rows = torch.randint(0, len(signals), (batch,), generator=g)
-        slot = torch.randint(0, signals.shape[1], (batch,), generator=g)
-        dy, dx = (int(v) for v in torch.randint(-1, 2, (2,), generator=g))
-        x = torch.roll(signals[rows, 0], (dy, dx), dims=(-2, -1))
-        u = torch.roll(signals[rows, slot], (dy, dx), dims=(-2, -1))
-        y = op(x).float()
-        if not bool(torch.isfinite(y).all()):
-            raise FloatingPointError(f"{type(op).__name__} returned NaN or Inf in training")
-        optimiser.zero_grad()
-        loss = critic.loss(u, y)
-        loss.backward()
-        optimiser.step()
-        losses.append(float(loss.detach()))
-    critic.requires_grad_(False).eval()
-    tail = losses[-50:]
-    return critic, {
-        "final_loss": sum(tail) / len(tail),
-        "chance_loss": float(torch.tensor(float(batch)).log()),
-        "simulations": float(int(node.steps) * batch),
-        "train_s": time.perf_counter() - start,
-    }
 
 
 def sample(

@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_module
 
 import priors
 
-from experiments.inverse import blackbox
+from experiments.inverse import black_boxes, blackbox, surrogate
 
 
 def _cfg(*overrides):
@@ -46,7 +46,7 @@ def test_the_surrogate_trains_on_samples_and_their_denoised_estimates():
     """Slot 0 holds the prior's samples, the other slots denoised estimates of the same
     samples (at t <= 0.2: nearer to them than the samples are to each other, not equal)."""
     prior = priors.load("digits")
-    slots = blackbox.prior_samples(_cfg("surrogate.views=2", "surrogate.view_t=0.2"), prior)
+    slots = surrogate.prior_samples(_cfg("surrogate.views=2", "surrogate.view_t=0.2"), prior)
     assert slots.shape == (4, 3, *prior.shape)
     assert float(slots.abs().max()) <= 1
     for k in (1, 2):
@@ -59,7 +59,7 @@ def test_the_surrogate_trains_on_samples_and_their_denoised_estimates():
 def test_ink_profile_counts_rows_and_columns():
     x = -np.ones((1, 1, 3, 4))
     x[0, 0, 1, 2] = x[0, 0, 2, 2] = 1.0
-    assert blackbox.ink_profile(0.0)(x).tolist() == [[0, 1, 1, 0, 0, 2, 0]]
+    assert black_boxes.ink_profile(0.0)(x).tolist() == [[0, 1, 1, 0, 0, 2, 0]]
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_blackbox_app_bad_configs(tmp_path, override, match):
 
 def test_a_simulator_returning_nan_stops_the_run_before_writing(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        blackbox, "ink_profile", lambda threshold: lambda x: np.full((x.shape[0], 32), np.nan)
+        black_boxes, "ink_profile", lambda threshold: lambda x: np.full((x.shape[0], 32), np.nan)
     )
     with pytest.raises(ValueError, match="NaN"):
         blackbox.run(_cfg("tasks=[ink]"), tmp_path)

@@ -130,3 +130,47 @@ def test_gaussian_prior_scores_posterior_means(tmp_path):
     for name in ("pigdm", "ddrm"):  # within sampling error of the exact posterior mean
         assert table[name]["mean_err"] < 0.15, table[name]
     assert table["prior"]["mean_err"] > 3 * table["pigdm"]["mean_err"]
+
+
+def _rows(method, scores, d_x=8, d_y=1):
+    return [
+        {"method": method, "d_x": d_x, "d_y": d_y, "problem": p, "failed": 0}
+        | dict.fromkeys(("sw", "max_sw", "mean_err", "nfe", "vjp", "wall_s"), 1.0)
+        | {"max_sw2": s}
+        for p, s in enumerate(scores)
+    ]
+
+
+def test_the_leaderboard_pairs_problems_and_names_the_winner():
+    """Paired differences are taken problem by problem: a method one better than the
+    reference on every problem differs by exactly -1 +- 0, although problems spread far
+    more; the best is marked, one indistinguishable from it too, and the floor row shows."""
+    from experiments.benchmarks import leaderboard
+
+    spread = [10.0, 30.0, 20.0, 40.0]
+    rows = (
+        _rows("prior", spread)
+        + _rows("good", [s - 1 for s in spread])
+        + _rows("noisy", [s - 1 + d for s, d in zip(spread, (3, -3, 2, -2), strict=True)])
+    )
+    floors = [{"d_x": 8, "d_y": 1, "problem": p, "max_sw2": s - 1} for p, s in enumerate(spread)]
+    table = {r["method"]: r for r in leaderboard.aggregate(rows, "prior", floors)}
+    assert table["good"]["vs_ref"] == pytest.approx(-1.0)
+    assert table["good"]["vs_ref_ci"] == pytest.approx(0.0)
+    assert table["prior"]["max_sw2_ci"] > 10  # unpaired, the problems' spread dominates
+    assert table["good"]["verdict"] == "best, ≈ floor"
+    assert table["noisy"]["verdict"].startswith("≈ best")
+    assert table["prior"]["verdict"] == ""
+    text = leaderboard.markdown(list(table.values()), leaderboard.floor_cells(floors), "prior")
+    assert text.count("| exact (floor) |") == 1 and "Δ max-SW2 vs prior" in text
+    assert "| -1.000 ± 0.000 |" in text
+
+
+def test_the_app_writes_a_leaderboard_with_its_floor(tmp_path):
+    cfg = _cfg("run=[prior,pigdm]")
+    gmm_benchmark.run(cfg, tmp_path)
+    text = (tmp_path / "table.md").read_text()
+    assert text.count("| exact (floor) |") == 2  # one per cell
+    assert text.count("| best") == 2
+    with pytest.raises(ValueError, match="reference"):
+        gmm_benchmark.run(_cfg("run=[pigdm]"), tmp_path / "other")

@@ -101,7 +101,7 @@ def test_classifier_time_rules():
 
 
 def test_one_cpu_time_is_embedded_once_and_exactly():
-    from priors.unet import _embed, timestep_embedding
+    from priors.embedding import _embed, timestep_embedding
 
     g = torch.Generator().manual_seed(0)
     for dtype in (torch.float64, torch.float32, torch.bfloat16):
@@ -121,7 +121,7 @@ def test_one_cpu_time_is_embedded_once_and_exactly():
 
 
 def test_an_embedding_first_made_in_inference_mode_still_differentiates():
-    from priors.unet import _frequencies, timestep_embedding
+    from priors.embedding import _frequencies, timestep_embedding
 
     _frequencies.cache_clear()
     with torch.inference_mode():

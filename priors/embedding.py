@@ -1,0 +1,54 @@
+r"""The sinusoidal time embedding of the networks (Vaswani et al., 2017; as in DDPM).
+
+A time :math:`t \in [0, 1]` scaled by ``scale`` becomes
+:math:`(\cos(\text{scale}\, t\, \omega_k), \sin(\text{scale}\, t\, \omega_k))_k` with
+:math:`\omega_k = 10000^{-k / (d / 2)}` (zero-padded to an odd ``dim``).
+
+References:
+    | Attention Is All You Need (Vaswani et al., 2017) https://arxiv.org/abs/1706.03762
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from torch import Tensor, nn
+
+__all__ = ["timestep_embedding"]
+
+
+@functools.lru_cache(maxsize=64)
+def _frequencies(half: int, device: torch.device) -> Tensor:
+    """The embedding's frequencies :math:`10000^{-k / half}` (computed once per size, as an
+    ordinary tensor even inside ``inference_mode``, so later autograd may save it)."""
+    with torch.inference_mode(False):
+        return torch.exp(-math.log(10000) * torch.arange(half, device=device) / half)
+
+
+def timestep_embedding(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
+    r"""Sinusoidal embedding of times :math:`t \in [0, 1]` (shape :math:`(B,)`) scaled by
+    ``scale``, shape :math:`(B, dim)` (Vaswani et al., 2017; as in DDPM).
+
+    The embedding of one CPU time that needs no gradient (what a sampler passes at every
+    step) is computed once and remembered; a copy is returned.
+    """
+    if t.shape == (1,) and t.device.type == "cpu" and not t.requires_grad:
+        return _remembered(float(t), dim, scale).clone()
+    return _embed(t, dim, scale)
+
+
+def _embed(t: Tensor, dim: int, scale: float) -> Tensor:
+    half = dim // 2
+    args = scale * t.float()[:, None] * _frequencies(half, t.device)[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return nn.functional.pad(emb, (0, dim % 2))
+
+
+@functools.lru_cache(maxsize=4096)
+def _remembered(t: float, dim: int, scale: float) -> Tensor:
+    """:func:`_embed` of one time (a float64 holds any float time exactly)."""
+    with torch.inference_mode(False), torch.no_grad():
+        return _embed(torch.tensor([t], dtype=torch.float64), dim, scale)
