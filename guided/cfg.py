@@ -53,7 +53,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -61,7 +61,7 @@ from torch import Tensor
 
 import checks
 
-from priors import Denoiser
+from priors import Denoiser, Wrapper
 from priors.tweedie import append_dims, eps_from_x0, x0_from_eps
 
 __all__ = ["ClassifierFree", "ComposableFree", "DualClassifierFree"]
@@ -131,20 +131,7 @@ def _dropped(value: Any, null_value: Any, b: int, name: str, device: torch.devic
     )
 
 
-class _Wrapper(Denoiser):
-    """Shares the prior's schedule, shape and classes."""
-
-    counts_evaluations: ClassVar[bool] = False
-
-    def __init__(self, prior: Denoiser) -> None:
-        if not isinstance(prior, Denoiser):
-            raise TypeError(f"prior must be a priors.Denoiser, got {type(prior).__name__}")
-        super().__init__(prior.schedule)
-        self.prior = prior
-        self.mirror(prior)
-
-
-class ClassifierFree(_Wrapper):
+class ClassifierFree(Wrapper):
     r"""Classifier-free guidance of a conditional prior.
 
     Arguments:
@@ -227,7 +214,7 @@ class ClassifierFree(_Wrapper):
         return x0_from_eps(x_t, eps, alpha_t, sigma_t)
 
 
-class ComposableFree(_Wrapper):
+class ComposableFree(Wrapper):
     r"""Composable diffusion: :math:`\hat x(\varnothing) + \sum_i w_i (\hat x(c_i) - \hat
     x(\varnothing))` with fixed conditions (:math:`n + 1` evaluations per row).
 
@@ -283,7 +270,7 @@ class ComposableFree(_Wrapper):
         return out
 
 
-class DualClassifierFree(_Wrapper):
+class DualClassifierFree(Wrapper):
     r"""Two conditions with their own scales (InstructPix2Pix): 3 evaluations per row.
 
     .. math:: \hat x(\varnothing, \varnothing)

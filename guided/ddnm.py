@@ -22,18 +22,18 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from torch import Tensor
 
 from guided.guidance import check_measurement
 from operators import LinearOperator, UnsupportedOperator
-from priors import Denoiser
+from priors import Denoiser, Wrapper
 
 __all__ = ["DDNM"]
 
 
-class DDNM(Denoiser):
+class DDNM(Wrapper):
     r"""The range--null-space corrected denoiser (see the module).
 
     Arguments:
@@ -42,8 +42,6 @@ class DDNM(Denoiser):
         y: The noiseless measurement, :math:`(B, *out\_shape)` or one for all rows.
         sigma_y: Must be 0 (for noisy data use :class:`guided.DDNMPlus`).
     """
-
-    counts_evaluations: ClassVar[bool] = False
 
     def __init__(
         self, prior: Denoiser, op: LinearOperator, y: Tensor, sigma_y: float = 0.0
@@ -59,9 +57,8 @@ class DDNM(Denoiser):
                 "DDNM is the noiseless form: sigma_y must be 0 "
                 "(use guided.DDNMPlus, PiGDM or DDRM)"
             )
-        super().__init__(prior.schedule)
-        self.prior, self.op, self.y = prior, op, y
-        self.mirror(prior)
+        super().__init__(prior)
+        self.op, self.y = op, y
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         x_hat = self.prior(x_t, t, **cond)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 import checks
 
 from operators import Operator, check_shape
-from priors import Denoiser, Schedule, all_finite, record
+from priors import Denoiser, Schedule, Wrapper, all_finite, record
 from priors.tweedie import coefficients
 
 __all__ = ["Guidance", "GuidedDenoiser", "check_measurement", "check_rows"]
@@ -90,15 +90,13 @@ class Guidance(nn.Module, abc.ABC):
         return g
 
 
-class GuidedDenoiser(Denoiser):
+class GuidedDenoiser(Wrapper):
     r"""The prior's denoiser corrected by guidance terms (see the module).
 
     Arguments:
         prior: The unconditional (or conditioned by keywords) denoiser.
         terms: Guidance terms, each with its own measurement and weight.
     """
-
-    counts_evaluations: ClassVar[bool] = False
 
     def __init__(self, prior: Denoiser, *terms: Guidance) -> None:
         if not isinstance(prior, Denoiser):
@@ -114,10 +112,8 @@ class GuidedDenoiser(Denoiser):
                     f"{type(term).__name__} has {classes} classes, the prior has {ours}: the "
                     "classifier was trained for other data"
                 )
-        super().__init__(prior.schedule)
-        self.prior = prior
+        super().__init__(prior)
         self.terms = nn.ModuleList(terms)
-        self.mirror(prior)
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         alpha_t, sigma_t = self.schedule(t)

@@ -1,4 +1,4 @@
-r"""Pseudo-inverse guided diffusion (:math:`\Pi`GDM).
+r"""Pseudo-inverse guided diffusion (:math:`\Pi`\ GDM).
 
 With the Gaussian approximation :math:`p(x \mid x_t) \approx \mathcal{N}(\hat x, r_t^2 I)`
 and a linear operator, :math:`p(y \mid x_t) \approx \mathcal{N}(A \hat x, r_t^2 A A^\top +
@@ -40,7 +40,7 @@ __all__ = ["PiGDM"]
 
 
 class PiGDM(Guidance):
-    r""":math:`\Pi`GDM likelihood term (see the module).
+    r""":math:`\Pi`\ GDM likelihood term (see the module).
 
     Arguments:
         op: A linear operator (closed form when it is an SVD operator).

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch.nn.functional as F
 
@@ -42,7 +42,7 @@ from torch import Tensor
 import checks
 
 from operators import Blur, gaussian_kernel
-from priors import Denoiser
+from priors import Denoiser, Wrapper
 from priors.attention import attention_layers, is_cross, record_attention
 from priors.tweedie import append_dims, eps_from_x0, x0_from_eps
 
@@ -76,7 +76,7 @@ def _per_row(probs: Tensor, b: int) -> Tensor:
     return probs.reshape(probs.shape[0] // b, b, *probs.shape[1:]).mean(0)
 
 
-class SelfAttentionGuidance(Denoiser):
+class SelfAttentionGuidance(Wrapper):
     r"""Self-attention guidance of a prior with attention layers.
 
     Arguments:
@@ -88,8 +88,6 @@ class SelfAttentionGuidance(Denoiser):
         blur_sigma: The Gaussian blur's standard deviation in pixels.
         threshold: The mask threshold on summed attention (1 = uniform).
     """
-
-    counts_evaluations: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -117,12 +115,10 @@ class SelfAttentionGuidance(Denoiser):
         scale = checks.number(scale, "scale", low=0)
         blur_sigma = checks.number(blur_sigma, "blur_sigma", low=0, open_low=True)
         threshold = checks.number(threshold, "threshold", low=0, infinite=True)
-        super().__init__(prior.schedule)
-        self.prior = prior
+        super().__init__(prior)
         self.scale, self.layer, self.threshold = scale, layer, threshold
         self.blur_sigma = blur_sigma
         self._blurs: dict[tuple[int, ...], Blur] = {}  # one operator per image shape
-        self.mirror(prior)
 
     def blur(self, x: Tensor) -> Tensor:
         """Gaussian blur with reflected boundaries (kernel side about 6 sigma, odd, at most

@@ -60,11 +60,11 @@ class BlockProjection(SVDOperator):
 
     @abc.abstractmethod
     def to_blocks(self, x: Tensor) -> Tensor:
-        """Inputs (B, *in_shape) to blocks (B, *out_shape, n)."""
+        """Inputs ``(B, *in_shape)`` to blocks ``(B, *out_shape, n)``."""
 
     @abc.abstractmethod
     def from_blocks(self, blocks: Tensor) -> Tensor:
-        """Blocks (B, *out_shape, n) back to inputs (B, *in_shape)."""
+        """Blocks ``(B, *out_shape, n)`` back to inputs ``(B, *in_shape)``."""
 
     @property
     def singulars(self) -> Tensor:

@@ -12,7 +12,7 @@ from priors.conditions import fixed_conditions
 from priors.contrastive import ContrastiveLikelihood, Encoder
 from priors.cost import Cost, measure, record
 from priors.critic import Critic
-from priors.denoiser import Denoiser
+from priors.denoiser import Denoiser, Wrapper
 from priors.gaussian_policy import GaussianPolicy
 from priors.gmm import GaussianMixture
 from priors.mlp import MLP, MLPDenoiser
@@ -51,6 +51,7 @@ __all__ = [
     "Schedule",
     "UNet",
     "UNetDenoiser",
+    "Wrapper",
     "all_finite",
     "as_time",
     "attention_layers",

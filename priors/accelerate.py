@@ -26,14 +26,14 @@ import torch
 
 from torch import Tensor
 
-from priors.denoiser import Denoiser
+from priors.denoiser import Denoiser, Wrapper
 
 __all__ = ["Accelerated"]
 
 _DTYPES = {None: None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class Accelerated(Denoiser):
+class Accelerated(Wrapper):
     r"""A denoiser whose network runs in mixed precision, compiled, channels-last.
 
     Arguments:
@@ -43,8 +43,6 @@ class Accelerated(Denoiser):
         compile: Whether to compile the network with :func:`torch.compile`.
         channels_last: Whether to use the channels-last layout (4-D image inputs).
     """
-
-    counts_evaluations = False
 
     def __init__(
         self,
@@ -62,24 +60,22 @@ class Accelerated(Denoiser):
             raise ValueError(
                 f"{type(denoiser).__name__} has no network to compile or lay out channels-last"
             )
-        super().__init__(denoiser.schedule)
-        self.denoiser = denoiser
+        super().__init__(denoiser)
         self.precision, self.dtype = precision, _DTYPES[precision]
         self.channels_last = bool(channels_last)
         if self.channels_last:
             network.to(memory_format=torch.channels_last)
         if compile:
             denoiser.network = torch.compile(network)
-        self.mirror(denoiser)
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         if self.channels_last and x_t.ndim == 4:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
         device = x_t.device.type
         if self.dtype is None:
-            return self.denoiser(x_t, t, **cond)
+            return self.prior(x_t, t, **cond)
         if device == "cpu" and self.dtype == torch.float16:
             raise ValueError("fp16 autocast needs a GPU; use bf16 (or fp32) on a CPU")
         with torch.autocast(device, dtype=self.dtype):
-            x_hat = self.denoiser(x_t, t, **cond)
+            x_hat = self.prior(x_t, t, **cond)
         return x_hat.to(x_t.dtype)

@@ -21,7 +21,7 @@ from checks import all_finite
 from priors.cost import record
 from priors.schedules import Schedule, as_time
 
-__all__ = ["Denoiser"]
+__all__ = ["Denoiser", "Wrapper"]
 
 
 class Denoiser(nn.Module, abc.ABC):
@@ -35,8 +35,7 @@ class Denoiser(nn.Module, abc.ABC):
     magnitude (a diverged guidance step upstream shows as a huge input).
 
     Leaf denoisers (networks, analytic priors) count one network evaluation per row
-    (:mod:`priors.cost`); wrappers that call another denoiser set
-    ``counts_evaluations = False``.
+    (:mod:`priors.cost`); denoisers that call another one derive from :class:`Wrapper`.
 
     Arguments:
         schedule: The noise schedule the denoiser was trained for.
@@ -71,6 +70,27 @@ class Denoiser(nn.Module, abc.ABC):
         Returns:
             The posterior mean :math:`E[x \mid x_t]`, with shape :math:`(B, *)`.
         """
+
+
+class Wrapper(Denoiser):
+    r"""A denoiser built on another one, ``prior`` (guidance, classifier-free guidance,
+    acceleration): it shares the prior's schedule and what describes its samples
+    (``shape``, ``num_classes``, ``conditions``), and its calls are not counted as network
+    evaluations, since the prior's calls are. Subclasses implement :meth:`forward` in
+    terms of ``self.prior``.
+
+    Arguments:
+        prior: The wrapped denoiser.
+    """
+
+    counts_evaluations: ClassVar[bool] = False
+
+    def __init__(self, prior: Denoiser) -> None:
+        if not isinstance(prior, Denoiser):
+            raise TypeError(f"prior must be a priors.Denoiser, got {type(prior).__name__}")
+        super().__init__(prior.schedule)
+        self.prior = prior
+        self.mirror(prior)
 
 
 def _check_call(

@@ -23,6 +23,8 @@ from torch import Tensor
 
 __all__ = ["GeneratorLike", "randn", "randn_blocks", "run_generator", "sampling_generator"]
 
+#: What `generator=` accepts: one generator for the batch, one per row, or None (the global
+#: stream).
 GeneratorLike = torch.Generator | Sequence[torch.Generator] | None
 
 _RUN: ContextVar[GeneratorLike] = ContextVar("run_generator", default=None)

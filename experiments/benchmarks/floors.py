@@ -33,16 +33,14 @@ def vjp_floor(cfg: DictConfig, prior: priors.Denoiser, rows: int) -> Callable[[]
     return run
 
 
-class TwoPassCFG(priors.Denoiser):
+class TwoPassCFG(priors.Wrapper):
     """Classifier-free guidance with the conditional and unconditional predictions in two
     separate network calls (the common hand-written loop); the reference for the batched
     :class:`guided.ClassifierFree`."""
 
-    counts_evaluations = False
-
     def __init__(self, prior: priors.Denoiser, scale: float) -> None:
-        super().__init__(prior.schedule)
-        self.prior, self.scale = prior, scale
+        super().__init__(prior)
+        self.scale = scale
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         conditional = self.prior(x_t, t, label=label)

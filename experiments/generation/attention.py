@@ -53,19 +53,18 @@ log = logging.getLogger(__name__)
 GROUPS = ("down", "mid", "up")
 
 
-class Recording(priors.Denoiser):
-    """Runs a denoiser and keeps the prior's attention maps (first ``rows`` rows) per call."""
+class Recording(priors.Wrapper):
+    """Runs a denoiser and keeps the attention maps of the network ``recorded`` (first
+    ``rows`` rows) per call."""
 
-    counts_evaluations = False
-
-    def __init__(self, denoiser: priors.Denoiser, prior: priors.Denoiser, rows: int) -> None:
-        super().__init__(denoiser.schedule)
-        self.denoiser, self.prior, self.rows = denoiser, prior, rows
+    def __init__(self, denoiser: priors.Denoiser, recorded: priors.Denoiser, rows: int) -> None:
+        super().__init__(denoiser)
+        self.recorded, self.rows = recorded, rows
         self.history: list[tuple[float, Tensor, dict[str, Tensor]]] = []
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        with record_attention(self.prior) as maps:
-            x_hat = self.denoiser(x_t, t, **cond)
+        with record_attention(self.recorded) as maps:
+            x_hat = self.prior(x_t, t, **cond)
         kept = {name: m[: self.rows].float() for name, m in maps.items()}
         self.history.append((float(t.flatten()[0]), x_hat.detach()[: self.rows], kept))
         return x_hat
