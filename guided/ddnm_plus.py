@@ -107,7 +107,8 @@ class DDNMPlus(Sampler):
         xb = op.Vt(x_hat)
         yb = op.Ut(self.y.to(xb.dtype))
         sv = op.singulars.to(xb.device, xb.dtype).expand_as(xb[0])
-        observed = sv.abs() > max(op.rcond, self.cutoff * float(sv.abs().max()))
+        observed = op.observed().to(xb.device).expand_as(xb[0])
+        observed = observed & (sv.abs() > self.cutoff * float(sv.abs().max()))
         safe = sv.where(observed, 1.0).abs()
         noise = a * self.sigma_y / safe  # noise of a * y_bar_i per coordinate
         lam = torch.where(noise <= tau, 1.0, tau / noise.clamp_min(1e-300)).where(observed, 0.0)

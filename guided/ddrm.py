@@ -90,7 +90,7 @@ class DDRM(Sampler):
         x0 = op.Vt(x_hat)
         xt = op.Vt(x_t / alpha_t)
         sv = op.singulars.to(x0.device, x0.dtype).expand_as(x0[0])
-        observed = sv != 0
+        observed = op.observed().to(x0.device).expand_as(x0[0])
         y_bar = op.Ut(self.y.to(x0.dtype)) / sv.where(observed, 1)
         noise_y = self.sigma_y / sv.where(observed, 1)  # sigma_y / s_i on observed coordinates
         z = randn(x0.shape, generator, dtype=x0.dtype, device=x0.device)

@@ -102,7 +102,7 @@ class DiffPIR(Sampler):
         if isinstance(op, SVDOperator):
             z0, zy = op.Vt(x0), op.Ut(y)
             s = op.singulars.to(z0.device, z0.dtype).expand_as(z0[0])
-            observed = s != 0
+            observed = op.observed().to(z0.device).expand_as(z0[0])
             blended = (s * zy + rho * z0) / (s**2 + rho).where(observed, 1)
             return op.V(torch.where(observed, blended, z0))
         if rho == 0:

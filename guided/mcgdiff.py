@@ -148,7 +148,7 @@ class MCGdiff(ParticleSampler):
         )
         z = op.Ut(self.y.double())
         s = op.singulars.to(z.device, torch.float64).expand_as(z[0])
-        self.observed = s.abs() > op.rcond
+        self.observed = op.observed().to(z.device).expand_as(z[0])
         safe = s.where(self.observed, 1.0)
         self.y_bar = torch.where(self.observed, z / safe, 0.0)  # (B_y, *spectral)
         self.rho = torch.where(self.observed, self.sigma_y / safe.abs(), math.inf)

@@ -79,7 +79,8 @@ class PiGDM(Guidance):
             z = op.Ut(residual)
             s = op.singulars.to(z.device, z.dtype)
             denominator = append_dims(r2, z.ndim) * s**2 + self.sigma_y**2
-            factor = torch.where(s != 0, s / denominator.where(s != 0, 1), 0)
+            observed = op.observed().to(z.device)
+            factor = torch.where(observed, s / denominator.where(observed, 1), 0)
             return self.weight * op.V(factor * z)
         r2y = append_dims(r2, residual.ndim)
 

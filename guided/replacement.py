@@ -41,8 +41,9 @@ def check_noise_is_not_amplified(op: LinearOperator, sigma_y: float) -> None:
             f"replacement copies A^+ y; with sigma_y = {sigma_y} on {type(op).__name__} (no "
             f"SVD) the noise amplification is unknown: {alternatives}"
         )
-    s = op.singulars.abs().flatten()
-    s = s[s > op.rcond * float(s.max())]
+    s = op.singulars.abs()[op.observed()].flatten()
+    if not s.numel():  # nothing observed, nothing amplified
+        return
     if float(s.max()) > (1 + 1e-6) * float(s.min()):
         raise UnsupportedOperator(
             f"replacement copies A^+ y, which multiplies the noise (sigma_y = {sigma_y}) by up "

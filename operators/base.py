@@ -187,7 +187,7 @@ class SVDOperator(LinearOperator):
     property :attr:`singulars`.
     """
 
-    #: Singular values below this are treated as 0 by :meth:`pinv`.
+    #: Singular values at or below this in magnitude are unobserved (:meth:`observed`).
     rcond: ClassVar[float] = 1e-6
 
     @property
@@ -211,6 +211,13 @@ class SVDOperator(LinearOperator):
     def Vt(self, x: Tensor) -> Tensor:
         """The input space to spectral coordinates (orthonormal)."""
 
+    def observed(self) -> Tensor:
+        """Which spectral coordinates the measurement sees: singular values above
+        :attr:`rcond` in magnitude, a boolean tensor shaped like :attr:`singulars`. The one
+        rule :meth:`pinv` and every spectral method (DDRM, DiffPIR, PiGDM, DDNM+, MCGdiff,
+        the replacement check) use."""
+        return self.singulars.abs() > self.rcond
+
     def scale(self, z: Tensor, power: int = 1) -> Tensor:
         r""":math:`s^{power} z` in the spectral space, in ``z``'s dtype and device (the
         singular values are stored in float64 and must not promote the data)."""
@@ -229,5 +236,5 @@ class SVDOperator(LinearOperator):
         check_shape(y, self.out_shape, "y", half=self.supports_half)
         z = self.Ut(y)
         s = self.singulars.to(z.device, z.dtype)
-        kept = s.abs() > self.rcond
+        kept = self.observed().to(z.device)
         return self.check_output(self.V(torch.where(kept, 1 / s.where(kept, 1), 0) * z), "pinv")

@@ -17,6 +17,11 @@ Outside the block nothing is remembered, so a tensor that shares memory with a N
 refilled between calls (which no version counter sees) is never served stale. One value is
 kept per key: a new source replaces the old one, so a wrapper that builds new condition
 tensors at every step (classifier-free guidance's doubled batch) costs no memory.
+
+Kept because it saves at least 10% on a policy's sampling latency: without it, 256 actions
+by behaviour cloning with 10 DDPM steps on one thread took 1.12x as long with the bandit's
+networks and 1.17x with Pendulum's (medians of 41 alternated pairs, ``python -m
+experiments.benchmarks.latency_tricks --repeats 41`` and ``--state-dim 3 --width 128``).
 """
 
 from __future__ import annotations

@@ -30,25 +30,8 @@ def _frequencies(half: int, device: torch.device) -> Tensor:
 
 def timestep_embedding(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
     r"""Sinusoidal embedding of times :math:`t \in [0, 1]` (shape :math:`(B,)`) scaled by
-    ``scale``, shape :math:`(B, dim)` (Vaswani et al., 2017; as in DDPM).
-
-    The embedding of one CPU time that needs no gradient (what a sampler passes at every
-    step) is computed once and remembered; a copy is returned.
-    """
-    if t.shape == (1,) and t.device.type == "cpu" and not t.requires_grad:
-        return _remembered(float(t), dim, scale).clone()
-    return _embed(t, dim, scale)
-
-
-def _embed(t: Tensor, dim: int, scale: float) -> Tensor:
+    ``scale``, shape :math:`(B, dim)` (Vaswani et al., 2017; as in DDPM)."""
     half = dim // 2
     args = scale * t.float()[:, None] * _frequencies(half, t.device)[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return nn.functional.pad(emb, (0, dim % 2))
-
-
-@functools.lru_cache(maxsize=4096)
-def _remembered(t: float, dim: int, scale: float) -> Tensor:
-    """:func:`_embed` of one time (a float64 holds any float time exactly)."""
-    with torch.inference_mode(False), torch.no_grad():
-        return _embed(torch.tensor([t], dtype=torch.float64), dim, scale)

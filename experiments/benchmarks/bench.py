@@ -51,7 +51,7 @@ from experiments.benchmarks.floors import cfg_floor, vjp_floor
 from experiments.shared.build import build, build_method
 from experiments.shared.data import held_out
 from experiments.shared.metrics import psnr
-from experiments.shared.report import serve
+from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
 from experiments.shared.seeds import generators
 from experiments.shared.timing import peak_memory, timed, timed_pair
@@ -98,6 +98,7 @@ def compare(
                 )
             except (ValueError, TypeError) as error:
                 raise type(error)(f"method {sides[side]!r} ({pair}): {error}") from error
+    bar = progress(2 * len(cfg.pairs), "pairs x sides", "run")
     for pair, sides in cfg.pairs.items():
         row: dict[str, Any] = {}
         for side in ("ours", "theirs"):
@@ -123,6 +124,8 @@ def compare(
                 "wall_s": wall,
                 "peak_mib": peak,
             }
+            bar.update()
+            log.info("%s, %s: PSNR %.2f dB, %.2f s", pair, side, row[side]["psnr"], wall)
             if int(cfg.samples) > 1:
                 row[side]["spread"] = spread(cfg, method, prior, truth)
         row["psnr_difference"] = row["ours"]["psnr"] - row["theirs"]["psnr"]
@@ -130,7 +133,7 @@ def compare(
         peaks = row["ours"]["peak_mib"], row["theirs"]["peak_mib"]
         row["memory_ratio"] = None if None in peaks or not peaks[1] else peaks[0] / peaks[1]
         results[str(pair)] = row
-        print(pair, row, flush=True)
+    bar.close()
     return results, ours
 
 

@@ -135,7 +135,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             "psnr": float(psnr(x.double(), truth.double()).mean()),
             "deviation_from_first_mode": float((x - reference).abs().max()),
         }
-        print(mode, results[mode], flush=True)
+        log.info("%s: %s", mode, results[mode])
     metrics: dict[str, Any] = {
         "device": device_name(device),
         "results": results,

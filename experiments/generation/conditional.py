@@ -59,7 +59,7 @@ import priors
 
 from experiments.generation.digit_scores import Scorer
 from experiments.generation.figures import curves, samples_figure
-from experiments.shared.report import markdown_table, serve
+from experiments.shared.report import markdown_table, progress, serve
 from experiments.shared.runs import launch, write_metrics
 
 log = logging.getLogger(__name__)
@@ -154,10 +154,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         ),
     }
     for sweep in cfg.sweeps:
+        log.info("sweep %s", sweep)
         if sweep == "inpaint":
             rows.extend(inpaint(cfg, prior, scorer, grids))
             continue
         scales, make = makers[sweep]
+        bar = progress(len(scales), sweep, "scale")
         for scale in scales:
             denoiser, cond = make(float(scale))
             x, cost, wall = _sample(denoiser, x_T, steps, **cond)
@@ -169,6 +171,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 | {"wall_s": wall}
             )
             grids.setdefault(sweep, {})[float(scale)] = x[:20]
+            bar.update()
+            log.info("%s at scale %g: FD %.2f (%.1f s)", sweep, scale, scores["fd"], wall)
+        bar.close()
     write(rows, out_dir)
     curves(rows, out_dir / "curves.png")
     for sweep, grid in grids.items():

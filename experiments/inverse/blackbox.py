@@ -59,7 +59,7 @@ from experiments.inverse.black_boxes import Counted, build_task
 from experiments.inverse.surrogate import prior_samples, train_surrogate
 from experiments.shared.data import held_out
 from experiments.shared.metrics import psnr
-from experiments.shared.report import serve
+from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
 
 matplotlib.use("Agg")
@@ -149,6 +149,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     results: dict[str, dict[str, dict[str, float]]] = {}
     figures: dict[str, tuple[Tensor, dict[str, Tensor]]] = {}
     signals = prior_samples(cfg, prior) if "surrogate" in cfg.methods else None
+    bar = progress(len(cfg.tasks) * len(cfg.methods), "tasks x methods", "run")
     for task in cfg.tasks:
         op = Counted(build_task(task, cfg, prior.shape))
         critic, training = None, {}
@@ -164,8 +165,10 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             start = time.perf_counter()
             x, cost = sample(cfg, method, prior, op, y, x_T, int(cfg.seed) + 1, critic)
             wall = time.perf_counter() - start
+            bar.update()
             if x is None:
                 results[task][method] = {"applicable": False}
+                log.info("%s: %s does not apply", task, method)
                 continue
             x = x.detach().clamp(-1, 1)
             calls = op.rows / rows.shape[0]
@@ -179,10 +182,14 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 "operator_calls": calls,
                 "wall_s": wall,
             }
+            log.info(
+                "%s: %s, PSNR %.2f dB (%.1f s)", task, method, results[task][method]["psnr"], wall
+            )
             if method == "surrogate":
                 results[task][method] |= {f"critic_{k}": v for k, v in training.items()}
             shown[method] = x[::n]
         figures[task] = (op.op(truth), shown)
+    bar.close()
     write(results, cfg, out_dir)
     for task, (y, shown) in figures.items():
         figure(truth, y, shown, out_dir / f"blackbox_{task}.png", task)

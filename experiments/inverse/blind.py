@@ -52,7 +52,7 @@ import priors
 
 from experiments.shared.data import held_out
 from experiments.shared.metrics import psnr
-from experiments.shared.report import serve
+from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
 
 matplotlib.use("Agg")
@@ -151,6 +151,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     means: dict[str, list[Tensor]] = {m: [] for m in cfg.methods}
     kernels: dict[str, list[Tensor]] = {m: [] for m in cfg.methods}
     ys = []
+    bar = progress(len(truth) * len(cfg.methods), "images x methods", "run")
     for i, x in enumerate(truth):
         y = noise(true.known()(x[None]), torch.Generator().manual_seed(int(cfg.seed) * 7919 + i))
         ys.append(y)
@@ -173,6 +174,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             )
             means[method].append(mean[0])
             kernels[method].append(k)
+            bar.update()
+            log.info("image %d: %s, PSNR %.2f dB (%.1f s)", i, method, rows[-1]["psnr"], wall)
+    bar.close()
     summary = summarise(rows, list(cfg.methods))
     write(rows, summary, cfg, out_dir)
     figure(

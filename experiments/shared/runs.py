@@ -29,6 +29,7 @@ running the same command into the same sweep folder::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -113,7 +114,9 @@ def resumable(
         stored = out_dir / CONFIG
         previous = json.loads(stored.read_text()) if stored.is_file() else None
         if previous == current:
-            print(f"{out_dir} finished earlier with this configuration: skipped")
+            logging.getLogger(__name__).info(
+                "%s finished earlier with this configuration: skipped", out_dir
+            )
             return json.loads((out_dir / METRICS).read_text())
         changes = _differences(previous, current) if previous is not None else ["unknown"]
         raise ValueError(

@@ -223,3 +223,26 @@ def test_place_on_canvas_matches_outpainting():
     op = operators.Outpainting((3, 8, 8), 2, 2, 4, 4)
     torch.testing.assert_close(op(canvas), canvas)
     assert float(canvas.abs().sum()) == pytest.approx(float(image.abs().sum()))
+
+
+def test_observed_singular_values_are_one_rule_for_pinv_and_the_spectral_methods():
+    """A singular value at or below rcond is unobserved by pinv and by every spectral method
+    alike (DDRM keeps the prior's coordinate there instead of dividing by it)."""
+    import guided
+    import priors
+
+    g = torch.Generator().manual_seed(0)
+    u = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64))[0]
+    s = torch.tensor([2.0, 0.5, 1e-9], dtype=torch.float64)
+    op = operators.MatrixOperator(u @ torch.diag(s) @ v[:3])
+    observed = op.observed()
+    assert observed.dtype == torch.bool and int(observed.sum()) == 2
+    y = torch.randn(1, 3, generator=g, dtype=torch.float64)
+    assert float(op.pinv(y).abs().max()) < 10  # 1 / 1e-9 would be 1e9
+    prior = priors.GaussianMixture(
+        torch.ones(1), torch.zeros(1, 4), torch.eye(4)[None], priors.LinearSchedule()
+    )
+    x_T = guided.initial_noise(prior.schedule, (8, 4), torch.Generator().manual_seed(0))
+    x = guided.DDRM(op, y, 0.1)(prior, x_T.double(), guided.time_grid(10))
+    assert float(x.abs().max()) < 10
