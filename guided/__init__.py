@@ -27,7 +27,7 @@ from guided.repaint import RePaint
 from guided.replacement import Replacement
 from guided.safety import SafetyGuidance
 from guided.sag import SelfAttentionGuidance
-from guided.sampler import Sampler, initial_noise
+from guided.sampler import Run, Sampler, SamplerState, Step, initial_noise
 from guided.smc import ParticleSampler
 from guided.surrogate import SurrogateLikelihood
 from guided.tds import TDS
@@ -69,9 +69,12 @@ __all__ = [
     "Projection",
     "RePaint",
     "Replacement",
+    "Run",
     "SafetyGuidance",
     "Sampler",
+    "SamplerState",
     "SelfAttentionGuidance",
+    "Step",
     "SurrogateLikelihood",
     "ValueGuidance",
     "ZerothOrder",

@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import math
 
-from typing import Any
-
 import torch
 
 from torch import Tensor
 
 import checks
 
-from guided.sampler import Sampler
-from priors import Denoiser, GeneratorLike, randn
+from guided.sampler import Run, Sampler, SamplerState, Step
+from priors import GeneratorLike, randn
 
 __all__ = ["DDIM", "DDPM", "ddim_coefficients", "ddim_update"]
 
@@ -80,21 +78,9 @@ class DDIM(Sampler):
     def __init__(self, eta: float = 0.0) -> None:
         self.eta = checks.number(eta, "eta", low=0, high=1)
 
-    def step(
-        self,
-        denoiser: Denoiser,
-        x_t: Tensor,
-        t: Tensor,
-        s: Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        **cond: Any,
-    ) -> Tensor:
-        alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
-        alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
-        x_hat = denoiser(x_t, t, **cond)
-        return ddim_update(x_t, x_hat, alpha_t, sigma_t, alpha_s, sigma_s, self.eta, generator)
+    def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:
+        x_hat = run.denoise(x_t, step.t)
+        return ddim_update(x_t, x_hat, *step.coefficients, self.eta, run.generator)
 
 
 class DDPM(DDIM):

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import math
 
-from typing import Any
-
 import torch
 
 from torch import Tensor
@@ -43,9 +41,9 @@ import checks
 
 from guided.ddim import ddim_coefficients
 from guided.guidance import check_measurement
-from guided.sampler import Sampler
+from guided.sampler import Run, Sampler, SamplerState, Step
 from operators import LinearOperator, SVDOperator, UnsupportedOperator
-from priors import Denoiser, GeneratorLike, randn
+from priors import randn
 
 __all__ = ["DDNMPlus"]
 
@@ -71,22 +69,10 @@ class DDNMPlus(Sampler):
         self.op, self.sigma_y = op, float(sigma_y)
         self.cutoff = checks.number(cutoff, "cutoff", low=0, high=1, open_high=True)
 
-    def step(
-        self,
-        denoiser: Denoiser,
-        x_t: Tensor,
-        t: Tensor,
-        s: Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        **cond: Any,
-    ) -> Tensor:
-        alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
-        alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
-        a, b, tau = ddim_coefficients(alpha_t, sigma_t, alpha_s, sigma_s, 1.0)
-        x_hat = denoiser(x_t, t, **cond)
-        z = randn(x_t.shape, generator, dtype=x_t.dtype, device=x_t.device)
+    def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:
+        a, b, tau = ddim_coefficients(*step.coefficients, 1.0)
+        x_hat = run.denoise(x_t, step.t)
+        z = randn(x_t.shape, run.generator, dtype=x_t.dtype, device=x_t.device)
         if isinstance(self.op, SVDOperator):
             x_hat, z = self._spectral(x_hat, z, a, tau)
         else:

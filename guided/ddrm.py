@@ -31,16 +31,14 @@ from __future__ import annotations
 
 import math
 
-from typing import Any
-
 import torch
 
 from torch import Tensor
 
 from guided.guidance import check_measurement
-from guided.sampler import Sampler
+from guided.sampler import Run, Sampler, SamplerState, Step
 from operators import SVDOperator, UnsupportedOperator
-from priors import Denoiser, GeneratorLike, randn
+from priors import randn
 
 __all__ = ["DDRM"]
 
@@ -71,21 +69,10 @@ class DDRM(Sampler):
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
         self.op, self.sigma_y, self.eta, self.eta_b = op, float(sigma_y), float(eta), float(eta_b)
 
-    def step(
-        self,
-        denoiser: Denoiser,
-        x_t: Tensor,
-        t: Tensor,
-        s: Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        **cond: Any,
-    ) -> Tensor:
-        alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
-        alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
+    def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:
+        alpha_t, sigma_t, alpha_s, sigma_s = step.coefficients
         level_t, level_s = sigma_t / alpha_t, sigma_s / alpha_s
-        x_hat = denoiser(x_t, t, **cond)
+        x_hat = run.denoise(x_t, step.t)
         op = self.op
         x0 = op.Vt(x_hat)
         xt = op.Vt(x_t / alpha_t)
@@ -93,7 +80,7 @@ class DDRM(Sampler):
         observed = op.observed().to(x0.device).expand_as(x0[0])
         y_bar = op.Ut(self.y.to(x0.dtype)) / sv.where(observed, 1)
         noise_y = self.sigma_y / sv.where(observed, 1)  # sigma_y / s_i on observed coordinates
-        z = randn(x0.shape, generator, dtype=x0.dtype, device=x0.device)
+        z = randn(x0.shape, run.generator, dtype=x0.dtype, device=x0.device)
         eps = (xt - x0) / level_t if level_t > 0 else torch.zeros_like(x0)
         keep = math.sqrt(1 - self.eta**2)
         free = x0 + level_s * (keep * eps + self.eta * z)

@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import math
 
-from typing import Any
-
 import torch
 
 from torch import Tensor
@@ -50,9 +48,9 @@ from torch import Tensor
 import checks
 
 from guided.guidance import check_measurement
-from guided.sampler import Sampler
+from guided.sampler import Run, Sampler, SamplerState, Step
 from operators import LinearOperator, SVDOperator, UnsupportedOperator, cg
-from priors import Denoiser, GeneratorLike, randn
+from priors import randn
 from priors.tweedie import eps_from_x0
 
 __all__ = ["DiffPIR"]
@@ -110,23 +108,12 @@ class DiffPIR(Sampler):
         rhs = op.adjoint(y.expand(x0.shape[0], *op.out_shape)) + rho * x0
         return cg(lambda v: op.gram(v) + rho * v, rhs, iterations=self.iterations)
 
-    def step(
-        self,
-        denoiser: Denoiser,
-        x_t: Tensor,
-        t: Tensor,
-        s: Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        **cond: Any,
-    ) -> Tensor:
-        alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
-        alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
-        x0 = denoiser(x_t, t, **cond)
+    def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:
+        alpha_t, sigma_t, alpha_s, sigma_s = step.coefficients
+        x0 = run.denoise(x_t, step.t)
         x0 = self.proximal(x0, self.rho(alpha_t, sigma_t))
         if sigma_s == 0:
             return x0
         eps = eps_from_x0(x_t, x0, alpha_t, sigma_t)
-        z = randn(x_t.shape, generator, dtype=x_t.dtype, device=x_t.device)
+        z = randn(x_t.shape, run.generator, dtype=x_t.dtype, device=x_t.device)
         return alpha_s * x0 + sigma_s * (math.sqrt(1 - self.zeta) * eps + math.sqrt(self.zeta) * z)

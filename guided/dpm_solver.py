@@ -22,40 +22,39 @@ from __future__ import annotations
 
 import math
 
-from typing import Any
+from dataclasses import dataclass
 
 from torch import Tensor
 
-from guided.sampler import Sampler
-from priors import Denoiser, GeneratorLike
+from guided.sampler import Run, Sampler, SamplerState, Step
 
-__all__ = ["DPMSolver"]
+__all__ = ["DPMSolver", "History"]
+
+
+@dataclass
+class History(SamplerState):
+    """The previous step's denoised estimate and log-SNR step :math:`h` (none at first)."""
+
+    x_hat: Tensor | None = None
+    h: float = math.inf
 
 
 class DPMSolver(Sampler):
     r"""DPM-Solver++(2M), deterministic, 1 NFE per step."""
 
-    def step(
-        self,
-        denoiser: Denoiser,
-        x_t: Tensor,
-        t: Tensor,
-        s: Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        **cond: Any,
-    ) -> Tensor:
-        alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
-        alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
-        x_hat = denoiser(x_t, t, **cond)
+    def new_state(self) -> History:
+        return History()
+
+    def step(self, run: Run, x_t: Tensor, step: Step, state: History) -> Tensor:
+        alpha_t, sigma_t, alpha_s, sigma_s = step.coefficients
+        x_hat = run.denoise(x_t, step.t)
         exp_minus_h = (sigma_s * alpha_t) / (alpha_s * sigma_t)
         d = x_hat
         h = math.inf
         if sigma_s > 0:
             h = -math.log(exp_minus_h)
-            if "x_hat" in carry:
-                r = carry["h"] / h
-                d = (1 + 1 / (2 * r)) * x_hat - 1 / (2 * r) * carry["x_hat"]
-        carry["x_hat"], carry["h"] = x_hat, h
+            if state.x_hat is not None:
+                r = state.h / h
+                d = (1 + 1 / (2 * r)) * x_hat - 1 / (2 * r) * state.x_hat
+        state.x_hat, state.h = x_hat, h
         return (sigma_s / sigma_t) * x_t + alpha_s * (1 - exp_minus_h) * d

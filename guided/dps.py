@@ -50,9 +50,9 @@ import checks
 
 from guided.ddim import ddim_update
 from guided.guidance import Guidance, check_measurement
-from guided.sampler import Sampler
+from guided.sampler import Run, Sampler, SamplerState, Step
 from operators import Operator, UnsupportedOperator, batch_dot
-from priors import Denoiser, GeneratorLike, Schedule
+from priors import Schedule
 from priors.tweedie import append_dims
 
 __all__ = ["DPS", "DPSSampler", "PoissonDPS"]
@@ -193,23 +193,11 @@ class DPSSampler(Sampler):
     ) -> None:
         self.term = (DPS if estimator is None else estimator)(op, y, 0.0, zeta=zeta, **kwargs)
 
-    def step(
-        self,
-        denoiser: Denoiser,
-        x_t: Tensor,
-        t: Tensor,
-        s: Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        **cond: Any,
-    ) -> Tensor:
-        alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
-        alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
+    def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)
-            x_hat = denoiser(x, t, **cond)
-            g = self.term(x, t, x_hat, denoiser.schedule)  # = -zeta grad ||y - A x_hat||
+            x_hat = run.denoise(x, step.t)
+            g = self.term(x, step.t, x_hat, run.schedule)  # = -zeta grad ||y - A x_hat||
         # the ancestral (DDPM) step from x_hat, then the DPS correction
-        x_s = ddim_update(x_t, x_hat.detach(), alpha_t, sigma_t, alpha_s, sigma_s, 1.0, generator)
+        x_s = ddim_update(x_t, x_hat.detach(), *step.coefficients, 1.0, run.generator)
         return x_s + g

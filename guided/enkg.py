@@ -47,12 +47,13 @@ from torch import Tensor
 
 import checks
 
-from guided.ddim import DDIM
+from guided.ddim import DDIM, ddim_update
 from guided.guidance import check_measurement
-from guided.smc import ParticleSampler
+from guided.sampler import Run, Step
+from guided.smc import Particles, ParticleSampler
 from guided.time import time_grid
 from operators import Operator
-from priors import Denoiser, GeneratorLike
+from priors import Denoiser
 
 __all__ = ["EnKG", "warn_if_differentiable"]
 
@@ -129,26 +130,14 @@ class EnKG(ParticleSampler):
         moved = states - self.scale / norm * direction
         return moved.reshape(x.shape).to(x.dtype)
 
-    def step(
-        self,
-        denoiser: Denoiser,
-        x_t: Tensor,
-        t: Tensor,
-        s: Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        **cond: Any,
-    ) -> Tensor:
-        if "systems" not in carry:
-            x_t = self.systems(x_t, t, denoiser.schedule, carry, generator, self.y)
-        batch = carry["systems"]
-        cond = {k: self.rows(v, batch) for k, v in cond.items()}
+    def step(self, run: Run, x_t: Tensor, step: Step, state: Particles) -> Tensor:
+        t = step.t
+        x_t, cond = self.begin(run, x_t, step, state, self.y)
         lo, hi = self.interval
         if lo < float(t) <= hi:
             for _ in range(self.updates):
-                x_t = self.kalman_update(denoiser, x_t, t, batch, **cond)
-        x_s = DDIM().step(denoiser, x_t, t, s, {}, **cond)  # the deterministic step
+                x_t = self.kalman_update(run.denoiser, x_t, t, state.systems, **cond)
+        x_s = ddim_update(x_t, run.denoiser(x_t, t, **cond), *step.coefficients, 0.0, None)
         if not bool(torch.isfinite(x_s).all()):
             raise FloatingPointError(f"EnKG diverged at t = {float(t):.4g} (scale {self.scale})")
         return x_s

@@ -18,12 +18,9 @@ References:
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
-from guided.sampler import Sampler
-from priors import Denoiser, GeneratorLike
+from guided.sampler import Run, Sampler, SamplerState, Step
 
 __all__ = ["Heun"]
 
@@ -31,24 +28,13 @@ __all__ = ["Heun"]
 class Heun(Sampler):
     r"""Deterministic Heun sampler (Karras et al., 2022, Algorithm 1), 2 NFE per step."""
 
-    def step(
-        self,
-        denoiser: Denoiser,
-        x_t: Tensor,
-        t: Tensor,
-        s: Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        **cond: Any,
-    ) -> Tensor:
-        alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
-        alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
+    def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:
+        alpha_t, sigma_t, alpha_s, sigma_s = step.coefficients
         st, ss = sigma_t / alpha_t, sigma_s / alpha_s
         xt = x_t / alpha_t
-        d_t = (xt - denoiser(x_t, t, **cond)) / st
+        d_t = (xt - run.denoise(x_t, step.t)) / st
         xs = xt + (ss - st) * d_t
         if ss > 0:
-            d_s = (xs - denoiser(alpha_s * xs, s, **cond)) / ss
+            d_s = (xs - run.denoise(alpha_s * xs, step.s)) / ss
             xs = xt + (ss - st) * (d_t + d_s) / 2
         return alpha_s * xs

@@ -24,14 +24,13 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from torch import Tensor
 
 import checks
 
-from guided.sampler import Sampler
-from priors import Denoiser, GeneratorLike
+from guided.sampler import Run, Sampler, SamplerState, Step
 from priors.tweedie import eps_from_x0
 
 __all__ = ["DDIMInversion"]
@@ -50,22 +49,12 @@ class DDIMInversion(Sampler):
     def __init__(self, iterations: int = 0) -> None:
         self.iterations = checks.integer(iterations, "iterations", low=0)
 
-    def step(
-        self,
-        denoiser: Denoiser,
-        x_t: Tensor,
-        t: Tensor,
-        s: Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        **cond: Any,
-    ) -> Tensor:
-        alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
-        alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
+    def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:
+        alpha_t, sigma_t, alpha_s, sigma_s = step.coefficients
+        t, s = step.t, step.s
 
         def eps_at(x: Tensor, time: Tensor, alpha: float, sigma: float) -> Tensor:
-            return eps_from_x0(x, denoiser(x, time, **cond), alpha, sigma)
+            return eps_from_x0(x, run.denoise(x, time), alpha, sigma)
 
         def x_s_of(eps: Tensor) -> Tensor:
             return alpha_s / alpha_t * (x_t - sigma_t * eps) + sigma_s * eps

@@ -77,8 +77,6 @@ from __future__ import annotations
 
 import math
 
-from typing import Any
-
 import torch
 
 from torch import Tensor
@@ -87,10 +85,11 @@ import checks
 
 from guided.ddim import ddim_coefficients
 from guided.guidance import check_measurement
-from guided.smc import ParticleSampler, gaussian_log_density
+from guided.sampler import Run, Step
+from guided.smc import Particles, ParticleSampler, gaussian_log_density
 from guided.time import check_grid
 from operators import SVDOperator, UnsupportedOperator
-from priors import Denoiser, GeneratorLike, Schedule
+from priors import Schedule
 
 __all__ = ["MCGdiff"]
 
@@ -196,27 +195,14 @@ class MCGdiff(ParticleSampler):
         var = alpha**2 * (((sigma / alpha) ** 2 - rho**2).abs() + self.pin.to(like.device))
         return alpha * self.y_bar.to(like.device), var
 
-    def step(
-        self,
-        denoiser: Denoiser,
-        x_t: Tensor,
-        t: Tensor,
-        s: Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        **cond: Any,
-    ) -> Tensor:
-        schedule = denoiser.schedule
-        if "systems" not in carry:
-            x_t = self.systems(x_t, t, schedule, carry, generator, self.y)
-            carry["initial"] = True
-        batch, n = carry["systems"], self.particles
-        cond = {k: self.rows(v, batch) for k, v in cond.items()}
-        alpha_t, sigma_t = (float(c) for c in schedule(t))
-        alpha_s, sigma_s = (float(c) for c in schedule(s))
-        x_hat = denoiser(x_t, t, **cond)
-        a, b, tau = ddim_coefficients(alpha_t, sigma_t, alpha_s, sigma_s, self.eta)
+    def step(self, run: Run, x_t: Tensor, step: Step, state: Particles) -> Tensor:
+        schedule, t, s, generator = run.schedule, step.t, step.s, run.generator
+        initial = state.log_w is None
+        x_t, cond = self.begin(run, x_t, step, state, self.y)
+        batch, n = state.systems, self.particles
+        alpha_t, sigma_t = step.alpha_t, step.sigma_t
+        x_hat = run.denoiser(x_t, t, **cond)
+        a, b, tau = ddim_coefficients(*step.coefficients, self.eta)
         tau2 = tau**2
         mean = a * x_hat + b * x_t
         op = self.op
@@ -227,14 +213,14 @@ class MCGdiff(ParticleSampler):
         target_s, var_s = self._potential(s, schedule, mb)
         target_s = self.rows(target_s, batch)
         log_w = gaussian_log_density(mb - target_s, tau2 + var_s, active)
-        if not carry.pop("initial", False):  # replace the twist at t (not at T: x_T ~ p_T)
+        if not initial:  # replace the twist at t (not at T: x_T ~ p_T)
             target_t, var_t = self._potential(t, schedule, xb_t)
             log_w = log_w - gaussian_log_density(xb_t - self.rows(target_t, batch), var_t, active)
-        log_w = carry["log_w"] + log_w.view(batch, n)
+        log_w = state.log_w + log_w.view(batch, n)
         idx, log_w = self.resample_where_needed(log_w, generator)
         if idx is not None:
             mb = mb[idx]
-        carry["log_w"] = log_w
+        state.log_w = log_w
         z = self.noise(mb.shape, generator, mb)
         gain = tau2 / (tau2 + var_s)
         conditioned = gain * target_s + (1 - gain) * mb + (var_s * gain).sqrt() * z

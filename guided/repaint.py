@@ -26,17 +26,15 @@ from __future__ import annotations
 import itertools
 import math
 
-from typing import Any
-
 from torch import Tensor
 
 import checks
 
 from guided.ddim import ddim_update
 from guided.replacement import Replacement
-from guided.sampler import Sampler
+from guided.sampler import Run, Sampler, SamplerState, Step
 from operators import LinearOperator
-from priors import Denoiser, GeneratorLike, randn
+from priors import randn
 
 __all__ = ["RePaint"]
 
@@ -83,24 +81,12 @@ class RePaint(Sampler):
         times = [ts[n - k] for k in path]
         return list(itertools.pairwise(times))
 
-    def step(
-        self,
-        denoiser: Denoiser,
-        x_t: Tensor,
-        t: Tensor,
-        s: Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        **cond: Any,
-    ) -> Tensor:
-        schedule = denoiser.schedule
-        alpha_t, sigma_t = (float(c) for c in schedule(t))
-        alpha_s, sigma_s = (float(c) for c in schedule(s))
-        if s > t:  # back up: the forward kernel q(x_s | x_t)
+    def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:
+        alpha_t, sigma_t, alpha_s, sigma_s = step.coefficients
+        if step.s > step.t:  # back up: the forward kernel q(x_s | x_t)
             ratio = alpha_s / alpha_t
-            z = randn(x_t.shape, generator, dtype=x_t.dtype, device=x_t.device)
+            z = randn(x_t.shape, run.generator, dtype=x_t.dtype, device=x_t.device)
             return ratio * x_t + math.sqrt(max(0.0, sigma_s**2 - ratio**2 * sigma_t**2)) * z
-        x_hat = denoiser(x_t, t, **cond)
-        x_s = ddim_update(x_t, x_hat, alpha_t, sigma_t, alpha_s, sigma_s, 1.0, generator)
-        return self.replace(x_s, s, schedule, generator)
+        x_hat = run.denoise(x_t, step.t)
+        x_s = ddim_update(x_t, x_hat, *step.coefficients, 1.0, run.generator)
+        return self.replace(x_s, step.s, run.schedule, run.generator)

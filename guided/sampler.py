@@ -1,8 +1,11 @@
 r"""The sampler base class: one loop for every sampler.
 
 A sampler walks a time grid :math:`t_0 > t_1 > \dots > t_N`; each subclass implements one
-transition :meth:`Sampler.step` from :math:`t` to :math:`s`, keeping any state it needs
-(multistep history, particles) in a ``carry`` dict, and may override :meth:`Sampler.grid` to
+transition :meth:`Sampler.step` from :math:`t` to :math:`s`. The loop hands it the run
+(:class:`Run`: the denoiser, the random stream, the conditions), the transition with the
+schedule's coefficients computed once (:class:`Step`) and the sampler's own typed state
+(a :class:`SamplerState` subclass from :meth:`Sampler.new_state`: multistep history,
+particles). A sampler may override :meth:`Sampler.grid` to
 adapt the time grid to its problem, :meth:`Sampler.pairs` to walk it otherwise (time
 travel), and :meth:`Sampler.finish` to turn the last state into the output (a particle
 sampler picks one particle per row). No sampler overrides the loop itself.
@@ -17,7 +20,8 @@ from __future__ import annotations
 import abc
 import itertools
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -43,7 +47,51 @@ from priors import (
     sampling_generator,
 )
 
-__all__ = ["Sampler", "initial_noise"]
+__all__ = ["Run", "Sampler", "SamplerState", "Step", "initial_noise"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every step of one run shares: the denoiser, the random stream (a generator,
+    one per row, or None) and the conditioning keywords."""
+
+    denoiser: Denoiser
+    generator: GeneratorLike
+    cond: Mapping[str, Any]
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.denoiser.schedule
+
+    def denoise(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """The denoiser's posterior mean at ``(x_t, t)`` under the run's conditions."""
+        return self.denoiser(x_t, t, **self.cond)
+
+
+@dataclass(frozen=True)
+class Step:
+    r"""One transition :math:`t \to s` of a run (the ``index``-th), with the schedule's
+    coefficients at both times as Python floats, computed once by the loop."""
+
+    index: int
+    t: Tensor
+    s: Tensor
+    alpha_t: float
+    sigma_t: float
+    alpha_s: float
+    sigma_s: float
+
+    @property
+    def coefficients(self) -> tuple[float, float, float, float]:
+        r""":math:`(\alpha_t, \sigma_t, \alpha_s, \sigma_s)`."""
+        return self.alpha_t, self.sigma_t, self.alpha_s, self.sigma_s
+
+
+@dataclass
+class SamplerState:
+    """What a sampler keeps across the steps of one run: nothing here; samplers with memory
+    (multistep history, particles) subclass it and return theirs from
+    :meth:`Sampler.new_state`."""
 
 
 class Sampler(abc.ABC):
@@ -58,31 +106,23 @@ class Sampler(abc.ABC):
     #: Whether the sampler walks time upwards (inversion) instead of from noise to data.
     increasing: ClassVar[bool] = False
 
+    def new_state(self) -> SamplerState:
+        """The state a run starts with (an empty :class:`SamplerState` by default)."""
+        return SamplerState()
+
     @abc.abstractmethod
-    def step(
-        self,
-        denoiser: Denoiser,
-        x_t: Tensor,
-        t: Tensor,
-        s: Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        **cond: Any,
-    ) -> Tensor:
+    def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:
         r"""One transition :math:`x_t \mapsto x_s`.
 
         Arguments:
-            denoiser: The (possibly guided) denoiser.
-            x_t: The state at time ``t``, with shape :math:`(B, *)`.
-            t: The current time, float64 with shape :math:`()`.
-            s: The next time, float64 with shape :math:`()`.
-            carry: State kept across steps of one run (empty at the first step).
-            generator: The random stream.
-            cond: Conditioning keywords passed to the denoiser.
+            run: The denoiser (possibly guided), the random stream and the conditions.
+            x_t: The state at time ``step.t``, with shape :math:`(B, *)`.
+            step: The transition: times ``t`` and ``s`` (float64, shape :math:`()`) and
+                their coefficients.
+            state: The sampler's state in this run (from :meth:`new_state`).
 
         Returns:
-            The state at time ``s``, with shape :math:`(B, *)`.
+            The state at time ``step.s``, with shape :math:`(B, *)`.
         """
 
     def grid(self, ts: Tensor, schedule: Schedule) -> Tensor:
@@ -96,15 +136,7 @@ class Sampler(abc.ABC):
         consecutive pairs by default (time-travel samplers go back up now and then)."""
         return list(itertools.pairwise(ts))
 
-    def finish(
-        self,
-        denoiser: Denoiser,
-        x: Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        **cond: Any,
-    ) -> Tensor:
+    def finish(self, run: Run, x: Tensor, state: SamplerState) -> Tensor:
         r"""Maps the state after the last step to the output (the identity by default)."""
         return x
 
@@ -162,7 +194,9 @@ class Sampler(abc.ABC):
         check_residual = checks.flag(check_residual, "check_residual")
         ts = check_grid(ts, increasing=self.increasing)
         ts = check_grid(self.grid(ts, denoiser.schedule), increasing=self.increasing)
-        carry: dict[str, Any] = {}
+        state = self.new_state()
+        run = Run(denoiser, generator, cond)
+        schedule = denoiser.schedule
         x = x_T
         pairs = self.pairs(ts)
         with (
@@ -171,7 +205,11 @@ class Sampler(abc.ABC):
             sampling_generator(generator),
         ):
             for i, (t, s) in enumerate(tqdm(pairs, leave=False) if progress else pairs):
-                x = self.step(denoiser, x, t, s, carry, generator=generator, **cond)
+                (alpha_t, sigma_t), (alpha_s, sigma_s) = schedule(t), schedule(s)
+                step = Step(
+                    i, t, s, float(alpha_t), float(sigma_t), float(alpha_s), float(sigma_s)
+                )
+                x = self.step(run, x, step, state)
                 if projection is not None:
                     x = projection(x, s, denoiser.schedule, generator=generator)
                 if not all_finite(x):  # the NaN guard: stop where it began
@@ -181,7 +219,7 @@ class Sampler(abc.ABC):
                     )
                 if callback is not None:
                     callback(i, s, x)
-            x = self.finish(denoiser, x, carry, generator=generator, **cond)
+            x = self.finish(run, x, state)
         if check_residual and found and not self.increasing and float(ts[-1]) == 0:
             warn_if_far(x, found, type(self).__name__)
         return x

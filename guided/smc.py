@@ -21,6 +21,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,10 +30,10 @@ from torch import Tensor
 
 import checks
 
-from guided.sampler import Sampler
-from priors import GeneratorLike, Schedule, randn_blocks
+from guided.sampler import Run, Sampler, SamplerState, Step
+from priors import GeneratorLike, randn_blocks
 
-__all__ = ["ParticleSampler", "effective_sample_size", "gaussian_log_density"]
+__all__ = ["ParticleSampler", "Particles", "effective_sample_size", "gaussian_log_density"]
 
 
 def effective_sample_size(log_w: Tensor) -> Tensor:
@@ -40,13 +41,23 @@ def effective_sample_size(log_w: Tensor) -> Tensor:
     return torch.exp(2 * torch.logsumexp(log_w, -1) - torch.logsumexp(2 * log_w, -1))
 
 
+@dataclass
+class Particles(SamplerState):
+    """The particle systems of a run: how many rows (systems) and their :math:`(B, N)`
+    log-weights (None before the first step)."""
+
+    systems: int = 0
+    log_w: Tensor | None = None
+
+
 class ParticleSampler(Sampler):
     r"""Base class of the SMC samplers (see the module).
 
-    Subclasses call :meth:`systems` at their first step to expand ``x_T`` into particles,
-    :meth:`noise` for per-system noise, :meth:`resample_where_needed` for ancestors and
-    :meth:`rows` to expand per-row tensors (measurements, labels) to particles;
-    :meth:`finish` draws one particle per row from ``carry["log_w"]``.
+    Subclasses call :meth:`begin` at each step (at the first, it expands ``x_T`` into
+    particles and fills the :class:`Particles` state), :meth:`noise` for per-system noise,
+    :meth:`resample_where_needed` for ancestors and :meth:`rows` to expand per-row tensors
+    (measurements, labels) to particles; :meth:`finish` draws one particle per row from
+    the state's log-weights.
 
     Arguments:
         particles: The number :math:`N \geq 1` of particles per row.
@@ -58,27 +69,26 @@ class ParticleSampler(Sampler):
         self.particles = checks.integer(particles, "particles", low=1)
         self.ess = checks.number(ess, "ess", low=0, high=1, open_low=True)
 
-    def systems(
-        self,
-        x_T: Tensor,
-        t: Tensor,
-        schedule: Schedule,
-        carry: dict[str, Any],
-        generator: GeneratorLike,
-        y: Tensor | None = None,
-    ) -> Tensor:
-        r"""The :math:`(B N, *)` initial particles of the module docstring; sets
-        ``carry["systems"]`` and zero log-weights ``carry["log_w"]``. A measurement ``y``
-        must have one row for all or one per row of ``x_T``."""
-        batch, n = x_T.shape[0], self.particles
-        if y is not None and y.shape[0] not in (1, batch):
-            raise ValueError(f"y has {y.shape[0]} rows for {batch} rows of x_T (need 1 or B)")
-        _, sigma_t = schedule(t)
-        fresh = float(sigma_t) * self.noise((batch, n - 1, *x_T.shape[1:]), generator, x_T)
-        x = torch.cat([x_T[:, None], fresh], 1).flatten(0, 1)
-        carry["systems"] = batch
-        carry["log_w"] = torch.zeros(batch, n, dtype=torch.float64, device=x_T.device)
-        return x
+    def new_state(self) -> Particles:
+        return Particles()
+
+    def begin(
+        self, run: Run, x_t: Tensor, step: Step, state: Particles, y: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Any]]:
+        r"""The particles at ``step.t`` and the run's conditions expanded to them: at the
+        first step the :math:`(B N, *)` initial particles of the module docstring (``x_t``
+        is then ``x_T``), with zero log-weights in ``state``; afterwards ``x_t`` itself. A
+        measurement ``y`` must have one row for all or one per row of ``x_T``."""
+        if state.log_w is None:
+            batch, n = x_t.shape[0], self.particles
+            if y is not None and y.shape[0] not in (1, batch):
+                raise ValueError(f"y has {y.shape[0]} rows for {batch} rows of x_T (need 1 or B)")
+            shape = (batch, n - 1, *x_t.shape[1:])
+            fresh = step.sigma_t * self.noise(shape, run.generator, x_t)
+            x_t = torch.cat([x_t[:, None], fresh], 1).flatten(0, 1)
+            state.systems = batch
+            state.log_w = torch.zeros(batch, n, dtype=torch.float64, device=x_t.device)
+        return x_t, {k: self.rows(v, state.systems) for k, v in run.cond.items()}
 
     def noise(self, shape: Sequence[int], generator: GeneratorLike, like: Tensor) -> Tensor:
         r"""Standard normal noise of shape :math:`(B, \dots)` or :math:`(B N, \dots)`, row
@@ -134,27 +144,19 @@ class ParticleSampler(Sampler):
             return value.repeat_interleave(self.particles, 0)
         return value
 
-    def final_log_weights(self, x: Tensor, carry: dict[str, Any]) -> Tensor:
+    def final_log_weights(self, x: Tensor, state: Particles) -> Tensor:
         r"""The :math:`(B, N)` log-weights that :meth:`finish` draws from (the running
         weights by default; subclasses add a final correction)."""
-        return carry["log_w"]
+        return state.log_w
 
-    def finish(
-        self,
-        denoiser: Any,
-        x: Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        **cond: Any,
-    ) -> Tensor:
-        log_w = self.final_log_weights(x, carry)
+    def finish(self, run: Run, x: Tensor, state: Particles) -> Tensor:
+        log_w = self.final_log_weights(x, state)
         if not bool(torch.isfinite(log_w).any(-1).all()):
             raise FloatingPointError(
                 f"{type(self).__name__}: every particle of a system has zero weight"
             )
         batch, n = log_w.shape
-        pick = self.ancestors(log_w, generator)[:, 0]
+        pick = self.ancestors(log_w, run.generator)[:, 0]
         return x[pick + n * torch.arange(batch, device=pick.device)]
 
 

@@ -42,7 +42,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
@@ -52,11 +52,20 @@ import checks
 
 from guided.ddim import ddim_coefficients
 from guided.guidance import check_measurement
-from guided.smc import ParticleSampler
+from guided.sampler import Run, Step
+from guided.smc import Particles, ParticleSampler
 from operators import Operator, UnsupportedOperator
-from priors import Denoiser, GeneratorLike, record
+from priors import record
 
-__all__ = ["TDS"]
+__all__ = ["TDS", "Twisted"]
+
+
+@dataclass
+class Twisted(Particles):
+    """The particles' state plus the weight terms still owed to each particle (the twist
+    ratio of its last move, settled at the next step or in :meth:`TDS.final_log_weights`)."""
+
+    pending: Tensor | None = None
 
 
 class TDS(ParticleSampler):
@@ -92,53 +101,44 @@ class TDS(ParticleSampler):
         r = (self.rows(self.y, batch).to(x_hat.dtype) - self.op(x_hat)).flatten(1)
         return -0.5 * r.pow(2).sum(1) / var
 
-    def step(
-        self,
-        denoiser: Denoiser,
-        x_t: Tensor,
-        t: Tensor,
-        s: Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: GeneratorLike = None,
-        **cond: Any,
-    ) -> Tensor:
-        schedule = denoiser.schedule
-        if "systems" not in carry:
-            x_t = self.systems(x_t, t, schedule, carry, generator, self.y)
-            carry["pending"] = torch.zeros_like(carry["log_w"])
-        batch, n = carry["systems"], self.particles
-        cond = {k: self.rows(v, batch) for k, v in cond.items()}
-        alpha_t, sigma_t = (float(c) for c in schedule(t))
-        alpha_s, sigma_s = (float(c) for c in schedule(s))
+    def new_state(self) -> Twisted:
+        return Twisted()
+
+    def step(self, run: Run, x_t: Tensor, step: Step, state: Twisted) -> Tensor:
+        t, generator = step.t, run.generator
+        x_t, cond = self.begin(run, x_t, step, state, self.y)
+        if state.pending is None:
+            state.pending = torch.zeros_like(state.log_w)
+        batch, n = state.systems, self.particles
+        alpha_t, sigma_t = step.alpha_t, step.sigma_t
         lam2 = (sigma_t / alpha_t) ** 2
         var = self.sigma_y**2 + lam2 / (1 + lam2)
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)
-            x_hat = denoiser(x, t, **cond)
+            x_hat = run.denoiser(x, t, **cond)
             log_twist = self._log_twist(x_hat, var, batch)
             (grad,) = torch.autograd.grad(log_twist.sum(), x)
         record(vjp_rows=x.shape[0])
         x_hat, log_twist = x_hat.detach(), log_twist.detach().double()
-        log_w = carry["log_w"] + carry["pending"] + log_twist.view(batch, n)
+        log_w = state.log_w + state.pending + log_twist.view(batch, n)
         idx, log_w = self.resample_where_needed(log_w, generator)
         if idx is not None:
             x_t, x_hat, grad, log_twist = x_t[idx], x_hat[idx], grad[idx], log_twist[idx]
-        carry["log_w"] = log_w
-        a, b, tau = ddim_coefficients(alpha_t, sigma_t, alpha_s, sigma_s, 1.0)
+        state.log_w = log_w
+        a, b, tau = ddim_coefficients(*step.coefficients, 1.0)
         mean = a * x_hat + b * x_t
         if tau == 0:  # deterministic last step: untwisted, the likelihood weighs in finish
-            carry["pending"] = -log_twist.view(batch, n)
+            state.pending = -log_twist.view(batch, n)
             return mean
         shift = a * sigma_t**2 / alpha_t * grad
         x_s = mean + shift + tau * self.noise(mean.shape, generator, mean)
         # log p(x_s | x_t) - log q(x_s | x_t) - log twist_t(x_t)
         d_p = (x_s - mean).flatten(1).double().pow(2).sum(1)
         d_q = (x_s - mean - shift).flatten(1).double().pow(2).sum(1)
-        carry["pending"] = ((d_q - d_p) / (2 * tau**2) - log_twist).view(batch, n)
+        state.pending = ((d_q - d_p) / (2 * tau**2) - log_twist).view(batch, n)
         return x_s
 
-    def final_log_weights(self, x: Tensor, carry: dict[str, Any]) -> Tensor:
-        batch, n = carry["log_w"].shape
+    def final_log_weights(self, x: Tensor, state: Twisted) -> Tensor:
+        batch, n = state.log_w.shape
         log_lik = self._log_twist(x, self.sigma_y**2, batch).double().view(batch, n)
-        return carry["log_w"] + carry["pending"] + log_lik
+        return state.log_w + state.pending + log_lik

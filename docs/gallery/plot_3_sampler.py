@@ -3,10 +3,12 @@ A sampler: one transition, the loop for free
 ============================================
 
 A :class:`guided.Sampler` implements one transition :math:`x_t \mapsto x_s` in
-:meth:`~guided.Sampler.step`; the base class runs the loop, with projections, callbacks,
-cost accounting, per-row generators and the NaN guard. Here the exponential-integrator
-Euler step of the probability-flow ODE in the log-SNR :math:`\lambda = \log(\alpha /
-\sigma)`, which holds :math:`\hat x` fixed over the step:
+:meth:`~guided.Sampler.step`, given the run (:class:`guided.Run`: the denoiser, the random
+stream, the conditions), the transition with its coefficients (:class:`guided.Step`) and
+its own state (:class:`guided.SamplerState`, empty here); the base class runs the loop,
+with projections, callbacks, cost accounting, per-row generators and the NaN guard. Here
+the exponential-integrator Euler step of the probability-flow ODE in the log-SNR
+:math:`\lambda = \log(\alpha / \sigma)`, which holds :math:`\hat x` fixed over the step:
 
 .. math:: x_s = \frac{\sigma_s}{\sigma_t} x_t + \Bigl(\alpha_s - \alpha_t
     \frac{\sigma_s}{\sigma_t}\Bigr) \hat x(x_t).
@@ -15,8 +17,6 @@ It is DDIM with :math:`\eta = 0` written another way, which the example checks, 
 measures the error against a high-accuracy solution of the same ODE
 (:func:`evaluation.probability_flow`) as the steps grow: first order, like DDIM.
 """
-
-from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
@@ -31,19 +31,10 @@ class ExponentialEuler(guided.Sampler):
     """First-order exponential integrator of the probability-flow ODE."""
 
     def step(
-        self,
-        denoiser: priors.Denoiser,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        s: torch.Tensor,
-        carry: dict[str, Any],
-        *,
-        generator: priors.GeneratorLike = None,
-        **cond: Any,
+        self, run: guided.Run, x_t: torch.Tensor, step: guided.Step, state: guided.SamplerState
     ) -> torch.Tensor:
-        alpha_t, sigma_t = (float(c) for c in denoiser.schedule(t))
-        alpha_s, sigma_s = (float(c) for c in denoiser.schedule(s))
-        x_hat = denoiser(x_t, t, **cond)
+        alpha_t, sigma_t, alpha_s, sigma_s = step.coefficients
+        x_hat = run.denoise(x_t, step.t)
         ratio = sigma_s / sigma_t
         return ratio * x_t + (alpha_s - alpha_t * ratio) * x_hat
 

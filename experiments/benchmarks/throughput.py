@@ -127,6 +127,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     reference = None
     for mode in cfg.modes:
+        log.info("%s: restoring %d images on %s", mode, cfg.images, device)
         truth, x, wall = restore(cfg, mode, device, int(cfg.images))
         reference = x if reference is None else reference
         results[mode] = {

@@ -45,7 +45,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from experiments.shared.report import serve
+from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
 
 log = logging.getLogger(__name__)
@@ -87,13 +87,16 @@ def train_prior(cfg: DictConfig, data: Tensor) -> tuple[priors.MLPDenoiser, list
     optimiser = torch.optim.Adam(prior.parameters(), lr=float(node.lr))
     g = torch.Generator().manual_seed(int(cfg.seed) + 1)
     losses = []
-    for _ in range(int(node.steps)):
-        batch = data[torch.randint(0, len(data), (int(node.batch),), generator=g)]
-        optimiser.zero_grad()
-        loss = prior.loss(batch, g)
-        loss.backward()
-        optimiser.step()
-        losses.append(float(loss.detach()))
+    log.info("training the joint-angle prior: %d steps", node.steps)
+    with progress(int(node.steps), "prior training") as bar:
+        for _ in range(int(node.steps)):
+            batch = data[torch.randint(0, len(data), (int(node.batch),), generator=g)]
+            optimiser.zero_grad()
+            loss = prior.loss(batch, g)
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+            bar.update()
     prior.requires_grad_(False).eval()
     return prior, losses
 
@@ -147,6 +150,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             cost=cost,
         )
         name = "sensors " + "+".join(map(str, points))
+        log.info("%s sampled", name)
         results[name] = scores(arm, x, truth) | {
             "sensors": len(points), "nfe": cost.nfe, "vjp": cost.vjp,
         }  # fmt: skip

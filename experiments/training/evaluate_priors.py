@@ -99,6 +99,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         if int(node.samples) < 1 or int(cfg.steps) < 1:
             raise ValueError("samples and steps must be positive")
         start = time.perf_counter()
+        log.info("%s: generating %d samples, %d steps", name, node.samples, cfg.steps)
         x, label = generate(name, int(node.samples), float(node.scale), int(cfg.steps), generator)
         metrics[name] = agreement(name, x, label) | {
             "samples": int(node.samples),
