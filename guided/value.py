@@ -12,7 +12,7 @@ E_{\mu(a \mid a_t, s)}[\exp(\beta Q(s, a))]` (Lu et al., 2023). Two standard est
   :math:`g = \beta \nabla_{a_t} Q_\phi(s, a_t, t)` directly, with no VJP of the prior
   (by Jensen's inequality :math:`\beta E[Q \mid a_t] \leq E_t`, so this is the gradient of
   a lower bound of :math:`E_t`, not a bound on its gradient). A critic
-  trained by QGPO's contrastive energy prediction (:func:`experiments.rl.steering.train_energy`)
+  trained by QGPO's contrastive energy prediction (:func:`experiments.rl.training.train_energy`)
   estimates :math:`E_t` itself up to a function of :math:`(s, t)`, and this term with it at
   scale 1 is the exact guidance.
 

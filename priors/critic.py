@@ -5,7 +5,7 @@ In offline reinforcement learning a critic scores an action :math:`a` in a state
 \exp(\beta Q(s, a))` from a behaviour prior :math:`\mu` (Lu et al., 2023). Two kinds:
 
 - a *clean* critic :math:`Q_\phi(s, a)`, trained on data actions (IQL's expectile regression,
-  Kostrikov et al., 2022, in :mod:`experiments.rl.steering`); guidance differentiates it at the
+  Kostrikov et al., 2022, in :mod:`experiments.rl.training`); guidance differentiates it at the
   denoised action :math:`\hat a(a_t)`;
 - a *noise-aware* critic :math:`Q_\phi(s, a_t, t)` (with a schedule), trained on noisy
   actions :math:`a_t = \alpha_t a + \sigma_t \epsilon` to regress the clean action's value
