@@ -70,7 +70,7 @@ import priors
 from evaluation import random_directions, slice_distances
 from experiments.benchmarks.leaderboard import SCORE, aggregate, floor_cells, markdown
 from experiments.shared.build import Method, build_method
-from experiments.shared.report import serve
+from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
 from priors.files import atomic_write, atomic_write_text
 
@@ -167,6 +167,8 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     floors: list[dict[str, Any]] = []
     shown: dict[int, dict[str, torch.Tensor]] = {}
+    cells = len(cfg.dims) * len(cfg.measurements) * int(cfg.problems)
+    bar = progress(cells, "problems", "problem")
     for i_d, d_x in enumerate(cfg.dims):
         for i_y, d_y in enumerate(cfg.measurements):
             for p in range(int(cfg.problems)):
@@ -229,6 +231,8 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                         shown[int(d_x)][name] = x
                 table = write_tables(rows, floors, out_dir, reference)
                 log.info("d_x=%d d_y=%d problem %d/%d done", d_x, d_y, p + 1, cfg.problems)
+                bar.update()
+    bar.close()
     figure(shown, out_dir / "projections.png")
     reference = None if cfg.reference is None else str(cfg.reference)
     leaderboard = markdown(table, floor_cells(floors), reference)
