@@ -149,7 +149,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     x_T = guided.initial_noise(prior.schedule, (len(digits), *prior.shape), g)
     recording = Recording(guided.ClassifierFree(prior, float(cfg.scale)), prior, len(digits))
     with torch.no_grad():
-        x = guided.DDIM()(recording, x_T, guided.time_grid(steps), label=label)
+        x = guided.DDIM()(recording, x_T, guided.time_grid(steps), progress=True, label=label)
     picks = torch.linspace(0, steps - 1, times).round().long().tolist()
     side = prior.shape[-1]
     result = analyse(recording.history, picks, side)

@@ -50,7 +50,8 @@ def synthesize(texture: str, factor: int, steps: int, scale: float, seed: int) -
     x_T = guided.initial_noise(prior.schedule, (1, c, factor * h, factor * w), generator)
     label = torch.tensor([TEXTURES.index(texture)])
     denoiser = guided.ClassifierFree(prior, scale)
-    x = guided.DDIM()(denoiser, x_T, guided.time_grid(steps), generator=generator, label=label)
+    ts = guided.time_grid(steps)
+    x = guided.DDIM()(denoiser, x_T, ts, generator=generator, progress=True, label=label)
     return x.clamp(-1, 1)
 
 

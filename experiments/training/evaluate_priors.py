@@ -48,7 +48,8 @@ def generate(
     label = torch.arange(samples) % prior.num_classes
     denoiser = guided.ClassifierFree(prior, scale)
     x_T = guided.initial_noise(prior.schedule, (samples, *prior.shape), generator)
-    x = guided.DDIM()(denoiser, x_T, guided.time_grid(steps), generator=generator, label=label)
+    ts = guided.time_grid(steps)
+    x = guided.DDIM()(denoiser, x_T, ts, generator=generator, progress=True, label=label)
     return x.clamp(-1, 1), label
 
 
