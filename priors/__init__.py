@@ -27,6 +27,7 @@ from priors.schedules import (
     Schedule,
     as_time,
 )
+from priors.sources import from_path
 from priors.unet import UNet
 from priors.weights import available, load, load_classifier
 
@@ -58,6 +59,7 @@ __all__ = [
     "available",
     "diffuse",
     "fixed_conditions",
+    "from_path",
     "load",
     "load_classifier",
     "measure",
