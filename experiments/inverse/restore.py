@@ -1,6 +1,7 @@
-r"""Restore held-out images with a shipped prior: prior x operator x method.
+r"""Restore images with a prior: prior x operator x method.
 
     python -m experiments.inverse.restore                       # digits, 5 tasks, 4 methods
+    python -m experiments.inverse.restore image=photo.png prior=textures 'tasks=[random]'
     python -m experiments.inverse.restore prior=textures images=6 'run=[pigdm,ddrm]' 'tasks=[blur]'
 
 For each task (an operator built for the prior's image shape) every held-out image is
@@ -15,9 +16,13 @@ companions). Scores, per task and method, averaged over images:
 - ``nfe`` / ``vjp`` per sample and ``wall_s`` for the task's whole batch;
 
 and the same for the pseudo-inverse :math:`A^+ y` (``pinv``), the baseline every method
-must beat. Writes ``metrics.json``, ``table.md`` and one figure per task
-(``restore_<task>.png``: truth, measurement, pseudo-inverse, then each method's posterior
-mean and posterior standard deviation).
+must beat. ``prior`` is a shipped name, one of our weight files, a guided-diffusion
+checkpoint or a saved diffusers folder (:func:`priors.from_path`); ``image`` is a file or a
+folder of the user's own images (PNG, JPEG, TIFF; their channels must be the prior's), which
+replace the held-out ones and whose restorations are also written as PNGs at full size
+(``<stem>_<task>_<method>.png`` and ``..._<method>_std.png``). Writes ``metrics.json``,
+``table.md`` and one figure per task (``restore_<task>.png``: truth, measurement,
+pseudo-inverse, then each method's posterior mean and posterior standard deviation).
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import matplotlib
 import torch
 
 from omegaconf import DictConfig, OmegaConf
@@ -41,16 +45,14 @@ import guided
 import operators
 import priors
 
+from experiments.inverse.restore_figures import figure
 from experiments.shared.build import Method, build, build_method
-from experiments.shared.data import held_out
-from experiments.shared.metrics import psnr, residual, ssim, to01
+from experiments.shared.data import DATA, held_out
+from experiments.shared.images import SUFFIXES, read_images, write_png
+from experiments.shared.metrics import psnr, residual, ssim
 from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
 from experiments.shared.seeds import generators, method_salt
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ def prepare_task(
     """Builds one task's operator, measures the images and builds every method: a bad value
     in any method's config is refused here, before anything runs. A method that cannot take
     the operator (``operators.UnsupportedOperator``) is recorded as not applicable."""
-    op = build(cfg.tasks_available[name], in_shape=tuple(prior.shape))
+    op = build(cfg.tasks_available[name], in_shape=tuple(truth.shape[1:]))
     if not isinstance(op, operators.Operator):
         raise TypeError(f"task {name} built {type(op).__name__}, not an Operator")
     sigma_y, samples = float(cfg.sigma_y), int(cfg.samples)
@@ -133,7 +135,7 @@ def run_task(
             bar.update(steps)
             continue
         gens = generators(int(cfg.seed), rows, method_salt(task.salt, method_name))
-        x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), gens)
+        x_T = guided.initial_noise(prior.schedule, (rows, *truth.shape[1:]), gens)
         cost = priors.Cost()
         start = time.perf_counter()
         end = bar.n + steps  # the bar stops there, however many transitions a sampler makes
@@ -168,38 +170,6 @@ def run_task(
     return results, shown
 
 
-def show(image: Tensor, op: operators.Operator, key: str) -> Tensor:
-    """A displayable (C, H, W) in [0, 1]: measurements of another shape are upsampled."""
-    if key == "measurement" and tuple(image.shape) != tuple(op.in_shape):
-        image = torch.nn.functional.interpolate(
-            image[None].float(), size=op.in_shape[-2:], mode="nearest"
-        )[0]
-    if key.endswith(" std"):
-        return (image / max(float(image.max()), 1e-8)).float()
-    return to01(image)
-
-
-def figure(shown: dict[str, Tensor], op: operators.Operator, title: str, path: Path) -> None:
-    """Rows: images (at most 4); columns: truth, measurement, pinv, each method's mean/std."""
-    rows = min(4, shown["truth"].shape[0])
-    keys = list(shown)
-    fig, axes = plt.subplots(
-        rows, len(keys), figsize=(1.3 * len(keys), 1.4 * rows + 0.4), squeeze=False
-    )
-    for c, key in enumerate(keys):
-        for r in range(rows):
-            ax = axes[r, c]
-            image = show(shown[key][r], op, key)
-            ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[0, c].set_title(key, fontsize=7)
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def markdown(tasks: dict[str, dict[str, dict[str, float]]]) -> str:
     lines = [
         "| task | method | PSNR mean | SSIM mean | PSNR sample | residual | NFE | VJP | wall s |",
@@ -223,6 +193,37 @@ def markdown(tasks: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def images_and_prior(cfg: DictConfig) -> tuple[priors.Denoiser, Tensor, list[str]]:
+    """The prior (``priors.from_path``: a shipped name, a weight file or a checkpoint) and
+    the images: the user's (``image``: a file or a folder, with their file stems) or the
+    held-out ones of a shipped prior. Channels and size are checked before any work: the
+    prior runs once on an image-sized input."""
+    prior = priors.from_path(str(cfg.prior))
+    if cfg.image is None:
+        if str(cfg.prior) not in DATA:
+            raise ValueError(
+                f"prior {cfg.prior!r} has no held-out images: give image=<file or folder>"
+            )
+        return prior, held_out(str(cfg.prior), int(cfg.images)), []
+    path = Path(str(cfg.image))
+    truth = read_images(path)
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    stems = [f.stem for f in files if f.suffix.lower() in SUFFIXES]
+    if truth.shape[1] != prior.shape[0]:
+        raise ValueError(
+            f"image {path} has {truth.shape[1]} channel(s), the prior {cfg.prior!r} takes "
+            f"{prior.shape[0]}: convert the image or choose a prior with its channels"
+        )
+    try:
+        with torch.no_grad():
+            prior(torch.zeros(1, *truth.shape[1:]), 0.5)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(
+            f"the prior {cfg.prior!r} cannot take images of size {tuple(truth.shape[2:])}: {error}"
+        ) from error
+    return prior, truth, stems
+
+
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Runs every task; writes metrics.json, table.md and the figures (all at the end)."""
     for key in ("images", "samples", "steps", "threads"):
@@ -237,16 +238,16 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             f"unknown methods or tasks {unknown}; methods: {sorted(cfg.methods)}, "
             f"tasks: {sorted(cfg.tasks_available)}"
         )
-    prior = priors.load(str(cfg.prior))
-    truth = held_out(str(cfg.prior), int(cfg.images))
+    prior, truth, names = images_and_prior(cfg)
     tasks: dict[str, dict[str, dict[str, float]]] = {}
     figures: list[tuple[dict[str, Tensor], operators.Operator, str, Path]] = []
     prepared = [
         prepare_task(cfg, str(name), prior, truth, salt) for salt, name in enumerate(cfg.tasks)
     ]
     log.info(
-        "restoring %d held-out %s images, %d samples each: %d tasks x %d methods x %d steps",
-        truth.shape[0], cfg.prior, cfg.samples, len(prepared), len(cfg.run), cfg.steps,
+        "restoring %d %s images, %d samples each: %d tasks x %d methods x %d steps",
+        truth.shape[0], "given" if names else f"held-out {cfg.prior}", cfg.samples,
+        len(prepared), len(cfg.run), cfg.steps,
     )  # fmt: skip
     with progress(len(prepared) * len(cfg.run) * int(cfg.steps), "restore") as bar:
         for task in prepared:
@@ -254,6 +255,11 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             tasks[task.name] = results
             title = f"{cfg.prior}: {task.name}, sigma_y = {cfg.sigma_y}, {cfg.steps} steps"
             figures.append((shown, task.op, title, out_dir / f"restore_{task.name}.png"))
+            for i, stem in enumerate(names):  # a user's images: each restoration as a PNG
+                for key, image in shown.items():
+                    if key not in ("truth", "measurement"):
+                        tag = key.replace(" ", "_")
+                        write_png(out_dir / f"{stem}_{task.name}_{tag}.png", image[i])
     metrics = {
         "prior": str(cfg.prior),
         "sigma_y": float(cfg.sigma_y),

@@ -56,7 +56,7 @@ def _with(cfg: DictConfig, key: str, value) -> DictConfig:
 def _cases():
     for app in sorted(APPS):
         defaults = _defaults(app)
-        yield f"refused: {app} +image=photo.png", app, "image", "photo.png", "unknown setting"
+        yield f"refused: {app} +photo=photo.png", app, "photo", "photo.png", "unknown setting"
         if (key := _first(defaults, int)) is not None:
             yield f"refused: {app} {key}=2.7", app, key, 2.7, f"{key} must be an integer"
             yield f"correct: {app} {key}=2.0 is 2", app, key, 2.0, None
@@ -92,11 +92,17 @@ def test_every_app_is_covered():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["+image=/no/such/file.png"], "unknown setting(s) ['image']"),
+        (["+photo=/no/such/file.png"], "unknown setting(s) ['photo']"),
+        (["image=/no/such/file.png"], "is neither a file nor a folder"),
         (["steps=2.7"], "steps must be an integer (its default is 100), got 2.7"),
         (["+methods.dps.sampler.zetta=1", "tasks=[box]", "run=[dps]"], "unexpected keyword"),
     ],
-    ids=["refused: restore +image", "refused: restore steps=2.7", "refused: restore typo"],
+    ids=[
+        "refused: restore +photo",
+        "refused: restore missing image",
+        "refused: restore steps=2.7",
+        "refused: restore typo",
+    ],
 )
 def test_the_user_sees_the_error_and_a_failing_exit_status(args, message, tmp_path):
     command = [
