@@ -51,6 +51,14 @@ def _metadata(path: Path) -> dict[str, str]:
         raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
 
 
+def _accepted() -> str:
+    """What a source may be, with the shipped priors' names (for error messages)."""
+    names = [
+        n for n in available() if _metadata(WEIGHTS / f"{n}.safetensors").get("kind") in _DENOISERS
+    ]
+    return _ACCEPTED.format(names=", ".join(names))
+
+
 def _adm(path: Path) -> Denoiser:
     from priors.adapters import load_adm
 
@@ -76,13 +84,10 @@ def from_path(source: str | Path) -> Denoiser:
     """The prior ``source`` names (see the module)."""
     if not isinstance(source, str | Path):
         raise TypeError(f"source must be a name or a path, got {type(source).__name__}")
-    names = [
-        n for n in available() if _metadata(WEIGHTS / f"{n}.safetensors").get("kind") in _DENOISERS
-    ]
-    if isinstance(source, str) and source in names:
-        return load(source)
+    if isinstance(source, str) and source in available():
+        return load(source)  # refuses a shipped classifier, naming it
     path = Path(source)
-    accepted = _ACCEPTED.format(names=", ".join(names))
+    accepted = _accepted()
     if path.is_dir():
         if (path / "unet").is_dir() and (path / "scheduler").is_dir():
             from priors.adapters import load_diffusers

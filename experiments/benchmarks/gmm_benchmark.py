@@ -234,7 +234,6 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 bar.update()
     bar.close()
     figure(shown, out_dir / "projections.png")
-    reference = None if cfg.reference is None else str(cfg.reference)
     leaderboard = markdown(table, floor_cells(floors), reference)
     metrics = {"table": table, "floors": floors, "leaderboard": leaderboard}
     write_metrics(metrics, out_dir)  # last: the run's finished mark

@@ -48,7 +48,7 @@ import priors
 from experiments.inverse.restore_figures import figure
 from experiments.shared.build import Method, build, build_method
 from experiments.shared.data import DATA, held_out
-from experiments.shared.images import SUFFIXES, read_images, write_png
+from experiments.shared.images import image_files, read_images, write_png
 from experiments.shared.metrics import psnr, residual, ssim
 from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
@@ -207,8 +207,7 @@ def images_and_prior(cfg: DictConfig) -> tuple[priors.Denoiser, Tensor, list[str
         return prior, held_out(str(cfg.prior), int(cfg.images)), []
     path = Path(str(cfg.image))
     truth = read_images(path)
-    files = sorted(path.iterdir()) if path.is_dir() else [path]
-    stems = [f.stem for f in files if f.suffix.lower() in SUFFIXES]
+    stems = [f.stem for f in image_files(path)]
     if truth.shape[1] != prior.shape[0]:
         raise ValueError(
             f"image {path} has {truth.shape[1]} channel(s), the prior {cfg.prior!r} takes "

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from priors.files import atomic_write
 
-__all__ = ["SUFFIXES", "read_images", "write_png"]
+__all__ = ["SUFFIXES", "image_files", "read_images", "write_png"]
 
 #: The image files :func:`read_images` reads.
 SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -42,19 +42,26 @@ def _read(path: Path) -> Tensor:
     return x[None] if x.ndim == 2 else x.permute(2, 0, 1)
 
 
-def read_images(source: str | Path) -> Tensor:
-    """The images of a file or a folder (see the module), float64 :math:`(N, C, H, W)`."""
+def image_files(source: str | Path) -> list[Path]:
+    """The image files ``source`` names: the file itself, or a folder's image files sorted
+    by name."""
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
         if not files:
             raise ValueError(f"image folder {path} holds no {'/'.join(SUFFIXES)} file")
-    elif path.is_file():
+        return files
+    if path.is_file():
         if path.suffix.lower() not in SUFFIXES:
             raise ValueError(f"image {path} is not one of {', '.join(SUFFIXES)}")
-        files = [path]
-    else:
-        raise FileNotFoundError(f"image {path} is neither a file nor a folder")
+        return [path]
+    raise FileNotFoundError(f"image {path} is neither a file nor a folder")
+
+
+def read_images(source: str | Path) -> Tensor:
+    """The images of a file or a folder (see the module), float64 :math:`(N, C, H, W)`."""
+    path = Path(source)
+    files = image_files(path)
     images = [_read(f) for f in files]
     shapes = {tuple(x.shape) for x in images}
     if len(shapes) > 1:
