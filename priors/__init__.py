@@ -8,6 +8,7 @@ from checks import all_finite
 from priors.accelerate import Accelerated
 from priors.attention import attention_layers, record_attention
 from priors.classifier import Classifier
+from priors.colour import LumaChroma, PerChannel
 from priors.conditions import fixed_conditions
 from priors.contrastive import ContrastiveLikelihood, Encoder
 from priors.cost import Cost, measure, record
@@ -28,6 +29,7 @@ from priors.schedules import (
     as_time,
 )
 from priors.sources import from_path
+from priors.tiling import Tiled
 from priors.unet import UNet
 from priors.weights import available, load, load_classifier
 
@@ -47,9 +49,12 @@ __all__ = [
     "GaussianPolicy",
     "GeneratorLike",
     "LinearSchedule",
+    "LumaChroma",
     "MLPDenoiser",
     "Noised",
+    "PerChannel",
     "Schedule",
+    "Tiled",
     "UNet",
     "UNetDenoiser",
     "Wrapper",

@@ -68,6 +68,12 @@ class UNetDenoiser(Denoiser):
         """The number of classes (0 for an unconditional prior)."""
         return self.network.num_classes
 
+    @property
+    def factor(self) -> int:
+        """The multiple :math:`2^{L - 1}` that image sides must be (``L`` resolution
+        levels); :class:`priors.Tiled` pads other sizes."""
+        return 2 ** (self.network.levels - 1)
+
     def forward(self, x_t: Tensor, t: Tensor, label: Tensor | int | None = None) -> Tensor:
         if x_t.ndim != 4 or x_t.shape[1] != self.shape[0]:
             raise ValueError(

@@ -35,10 +35,32 @@ from torch import Tensor, nn
 
 from priors.embedding import timestep_embedding
 
-__all__ = ["Attention", "ResBlock", "UNet"]
+__all__ = ["Attention", "PixelNorm", "ResBlock", "UNet"]
 
 
-def _norm(channels: int, groups: int) -> nn.GroupNorm:
+NORMS = ("group", "pixel", "none")
+
+
+class PixelNorm(nn.Module):
+    """Layer normalisation over the channels of each pixel separately (with a learned scale
+    and shift per channel): local, unlike group normalisation, which pools statistics over
+    the whole image."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.movedim(1, -1)).movedim(-1, 1)
+
+
+def _norm(channels: int, groups: int) -> nn.Module:
+    """The normalisation layer: ``groups`` > 0 is group normalisation, -1 is
+    :class:`PixelNorm`, 0 is none (see :class:`UNet`)."""
+    if groups == 0:
+        return nn.Identity()
+    if groups == -1:
+        return PixelNorm(channels)
     return nn.GroupNorm(math.gcd(groups, channels), channels)
 
 
@@ -51,7 +73,7 @@ class ResBlock(nn.Module):
         out_channels: Output channels.
         emb_dim: The conditioning embedding's size.
         dropout: Dropout before the second convolution.
-        groups: Group-norm groups.
+        groups: Group-norm groups (-1: per pixel, 0: none).
     """
 
     def __init__(
@@ -87,7 +109,7 @@ class Attention(nn.Module):
         channels: Feature channels :math:`C` (divisible by ``heads``).
         heads: Attention heads.
         context_dim: :math:`D` for cross attention; ``None`` for self attention.
-        groups: Group-norm groups.
+        groups: Group-norm groups (-1: per pixel, 0: none).
         name: The layer's name, tagged ``down`` / ``mid`` / ``up``.
     """
 
@@ -170,7 +192,12 @@ class UNet(nn.Module):
         context_dim: Size of context tokens for cross attention (``None``: no cross
             attention); required when ``class_tokens > 0``.
         dropout: Dropout in the residual blocks.
-        groups: Group-norm groups.
+        groups: Group-norm groups; -1 normalises each pixel over its channels instead
+            (:class:`PixelNorm`), 0 removes every normalisation. With -1 or 0 the output at
+            a pixel depends only on the input within the receptive field (group norm pools
+            statistics over the whole image), so the network gives the same values on an
+            image and on tiles of it away from the tile borders, which is what restoration
+            of images larger than the training crops needs.
         encoder_only: Keep only the down path and middle block (for classifiers).
     """
 
@@ -193,6 +220,10 @@ class UNet(nn.Module):
         channels, attention = list(channels), list(attention)
         if len(attention) != len(channels):
             raise ValueError("attention needs one flag per level of channels")
+        if groups < -1:
+            raise ValueError(
+                f"groups must be positive, -1 (per-pixel) or 0 (no normalisation), got {groups}"
+            )
         if class_tokens and (context_dim is None or not num_classes):
             raise ValueError("class_tokens need num_classes > 0 and a context_dim")
         self.in_channels = in_channels

@@ -3,11 +3,19 @@ r"""Restore images with a prior: prior x operator x method.
     python -m experiments.inverse.restore                       # digits, 5 tasks, 4 methods
     python -m experiments.inverse.restore image=photo.png prior=textures 'tasks=[random]'
     python -m experiments.inverse.restore prior=textures images=6 'run=[pigdm,ddrm]' 'tasks=[blur]'
+    python -m experiments.inverse.restore prior=natural measurement=small.png scale=4
+    python -m experiments.inverse.restore prior=natural measurement=photo.png mask=mask.png
 
-For each task (an operator built for the prior's image shape) every held-out image is
-measured once, :math:`y = A x + \sigma_y \epsilon`, and each method draws ``samples``
-posterior samples per image (one generator per row, so a sample never depends on its batch
-companions). Scores, per task and method, averaged over images:
+Two protocols. **Clean images** (the held-out ones, or yours with ``image=``): for each task
+(an operator built for the prior's image shape) every held-out image is measured once,
+:math:`y = A x + \sigma_y \epsilon`, and each method draws ``samples`` posterior samples per
+image (one generator per row, so a sample never depends on its batch companions). **A
+measurement** (``measurement=``, a degraded image you already have, with ``scale=``,
+``mask=`` or ``kernel=`` saying how it was degraded; :mod:`experiments.inverse.measured`):
+no ground truth, so only the residual is scored, and ``sigma_y`` is estimated when not
+given.
+
+Scores, per task and method, averaged over images:
 
 - ``psnr`` / ``ssim`` of the posterior mean (the average of the samples), ``psnr_sample`` of
   single samples (deepinv's metrics on :math:`[0, 1]` images);
@@ -15,14 +23,18 @@ companions). Scores, per task and method, averaged over images:
   sample that explains the data without fitting the noise);
 - ``nfe`` / ``vjp`` per sample and ``wall_s`` for the task's whole batch;
 
-and the same for the pseudo-inverse :math:`A^+ y` (``pinv``), the baseline every method
-must beat. ``prior`` is a shipped name, one of our weight files, a guided-diffusion
-checkpoint or a saved diffusers folder (:func:`priors.from_path`); ``image`` is a file or a
-folder of the user's own images (PNG, JPEG, TIFF; their channels must be the prior's), which
-replace the held-out ones and whose restorations are also written as PNGs at full size
-(``<stem>_<task>_<method>.png`` and ``..._<method>_std.png``). Writes ``metrics.json``,
-``table.md`` and one figure per task (``restore_<task>.png``: truth, measurement,
-pseudo-inverse, then each method's posterior mean and posterior standard deviation).
+and the same for the pseudo-inverse :math:`A^+ y` (``pinv``), the baseline every method must
+beat, and for the classical ``baselines`` listed (:mod:`experiments.shared.baselines`:
+bicubic / linear interpolation, TV, PnP-BM3D, the patch GMM) with the settings tuned on
+training photographs (``configs/catalogue/baselines.yaml``). ``prior`` is a shipped name,
+one of our weight files, a guided-diffusion checkpoint or a saved diffusers folder
+(:func:`priors.from_path`); ``image`` is a file or a folder of the user's own images (PNG,
+JPEG, TIFF; their channels must be the prior's), which replace the held-out ones and whose
+restorations are also written as PNGs at full size (``<stem>_<task>_<method>.png`` and
+``..._<method>_std.png``). Writes ``metrics.json``, ``table.md`` and one figure per task
+(``restore_<task>.png``: truth, measurement, the baselines, then each method's posterior
+mean and posterior standard deviation). The prior runs through :class:`priors.Tiled`, so a
+fully convolutional prior takes images of any size (tiles of side ``tile`` beyond it).
 """
 
 from __future__ import annotations
@@ -45,7 +57,9 @@ import guided
 import operators
 import priors
 
+from experiments.inverse.measured import read_measurement
 from experiments.inverse.restore_figures import figure
+from experiments.shared.baselines import BASELINES, applies, run_baseline, settings_for
 from experiments.shared.build import Method, build, build_method
 from experiments.shared.data import DATA, held_out
 from experiments.shared.images import image_files, read_images, write_png
@@ -58,9 +72,13 @@ log = logging.getLogger(__name__)
 
 
 def scores(
-    op: operators.Operator, x: Tensor, y: Tensor, truth: Tensor, samples: int
+    op: operators.Operator, x: Tensor, y: Tensor, truth: Tensor | None, samples: int
 ) -> dict[str, float]:
-    """Scores of ``samples`` rows per image (rows grouped by image)."""
+    """Scores of ``samples`` rows per image (rows grouped by image); only the measurement
+    residual when there is no ground truth."""
+    fit = {"residual": float(residual(op, x, y.repeat_interleave(samples, 0)).mean())}
+    if truth is None:
+        return fit
     n = truth.shape[0]
     grouped = x.view(n, samples, *x.shape[1:])
     mean = grouped.mean(1)
@@ -69,8 +87,7 @@ def scores(
         "psnr": float(psnr(mean, truth).mean()),
         "ssim": float(ssim(mean, truth).mean()),
         "psnr_sample": float(singles.mean()),
-        "residual": float(residual(op, x, y.repeat_interleave(samples, 0)).mean()),
-    }
+    } | fit
 
 
 # The run.
@@ -85,20 +102,36 @@ class Task:
     op: operators.Operator
     y: Tensor
     methods: dict[str, Method | str]  # a method, or the reason it does not apply
+    baselines: dict[str, dict[str, Any]]  # the baselines that apply, with their settings
 
 
-def prepare_task(
-    cfg: DictConfig, name: str, prior: priors.Denoiser, truth: Tensor, salt: int
-) -> Task:
-    """Builds one task's operator, measures the images and builds every method: a bad value
-    in any method's config is refused here, before anything runs. A method that cannot take
-    the operator (``operators.UnsupportedOperator``) is recorded as not applicable."""
+def measure(
+    cfg: DictConfig, name: str, truth: Tensor, sigma_y: float, salt: int
+) -> tuple[operators.Operator, Tensor]:
+    r"""The clean-image protocol: task ``name``'s operator for the images' shape and the
+    measurement :math:`y = A x + \sigma_y \epsilon` (one generator per task)."""
     op = build(cfg.tasks_available[name], in_shape=tuple(truth.shape[1:]))
     if not isinstance(op, operators.Operator):
         raise TypeError(f"task {name} built {type(op).__name__}, not an Operator")
-    sigma_y, samples = float(cfg.sigma_y), int(cfg.samples)
     g = torch.Generator().manual_seed(int(cfg.seed) * 7919 + salt)
     y = operators.GaussianNoise(sigma_y)(op(truth), g) if sigma_y > 0 else op(truth)
+    return op, y
+
+
+def prepare_task(
+    cfg: DictConfig,
+    name: str,
+    prior: priors.Denoiser,
+    op: operators.Operator,
+    y: Tensor,
+    sigma_y: float,
+    salt: int,
+) -> Task:
+    """Builds every method and baseline of one task: a bad value in any method's config, or
+    a baseline without tuned settings, is refused here, before anything runs. A method that
+    cannot take the operator (``operators.UnsupportedOperator``) is recorded as not
+    applicable."""
+    samples = int(cfg.samples)
     y_rows = y.repeat_interleave(samples, 0)
     methods: dict[str, Method | str] = {}
     for method_name in cfg.run:
@@ -110,22 +143,39 @@ def prepare_task(
             methods[str(method_name)] = str(error)
         except (ValueError, TypeError) as error:  # a bad value or keyword: nothing runs
             raise type(error)(f"method {method_name!r} on task {name!r}: {error}") from error
-    return Task(name, salt, op, y, methods)
+    catalogue = OmegaConf.to_container(cfg.baseline_settings)
+    baselines = {
+        b: settings_for(catalogue, b, name, sigma_y)
+        for b in ["pinv", *(b for b in cfg.baselines if b != "pinv")]
+        if applies(b, op)
+    }
+    return Task(name, salt, op, y, methods, baselines)
 
 
 def run_task(
-    cfg: DictConfig, task: Task, prior: priors.Denoiser, truth: Tensor, bar: Any
+    cfg: DictConfig,
+    task: Task,
+    prior: priors.Denoiser,
+    truth: Tensor | None,
+    sigma_y: float,
+    bar: Any,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
     """Runs every method of a prepared task, advancing the progress ``bar`` by the steps
-    done; returns the scores and the images to show."""
+    done; returns the scores and the images to show (no ``truth`` for a measurement)."""
     op, y, name, samples = task.op, task.y, task.name, int(cfg.samples)
     results: dict[str, dict[str, float]] = {}
-    shown: dict[str, Tensor] = {"truth": truth, "measurement": y}
-    if isinstance(op, operators.LinearOperator):
-        x_pinv = op.pinv(y).clamp(-1, 1)
-        results["pinv"] = scores(op, x_pinv, y, truth, 1)
-        shown["pinv"] = x_pinv
-    rows = truth.shape[0] * samples
+    shown: dict[str, Tensor] = {} if truth is None else {"truth": truth}
+    shown["measurement"] = y
+    for baseline, settings in task.baselines.items():
+        bar.set_postfix_str(f"{name}: {baseline}")
+        start = time.perf_counter()
+        restored = run_baseline(baseline, op, y, sigma_y, settings)
+        results[baseline] = scores(op, restored, y, truth, 1) | {
+            "wall_s": time.perf_counter() - start,
+            "settings": settings,
+        }
+        shown[baseline] = restored
+    rows = y.shape[0] * samples
     for method_name, method in task.methods.items():
         steps = int(cfg.steps)
         bar.set_postfix_str(f"{name}: {method_name}")
@@ -135,7 +185,7 @@ def run_task(
             bar.update(steps)
             continue
         gens = generators(int(cfg.seed), rows, method_salt(task.salt, method_name))
-        x_T = guided.initial_noise(prior.schedule, (rows, *truth.shape[1:]), gens)
+        x_T = guided.initial_noise(prior.schedule, (rows, *op.in_shape), gens)
         cost = priors.Cost()
         start = time.perf_counter()
         end = bar.n + steps  # the bar stops there, however many transitions a sampler makes
@@ -161,13 +211,17 @@ def run_task(
             "vjp": cost.vjp,
             "wall_s": wall,
         }
-        log.info(
-            "%s: %s, PSNR %.2f dB (%.1f s)", name, method_name, results[method_name]["psnr"], wall
-        )
-        grouped = x.view(truth.shape[0], samples, *x.shape[1:])
+        log.info("%s: %s, %s (%.1f s)", name, method_name, _headline(results[method_name]), wall)
+        grouped = x.view(y.shape[0], samples, *x.shape[1:])
         shown[method_name] = grouped.mean(1)
-        shown[method_name + " std"] = grouped.std(1) if samples > 1 else torch.zeros_like(truth)
+        shown[method_name + " std"] = (
+            grouped.std(1) if samples > 1 else torch.zeros_like(x[::samples])
+        )
     return results, shown
+
+
+def _headline(r: dict[str, Any]) -> str:
+    return f"PSNR {r['psnr']:.2f} dB" if "psnr" in r else f"residual {r['residual']:.4f}"
 
 
 def markdown(tasks: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -184,43 +238,102 @@ def markdown(tasks: dict[str, dict[str, dict[str, float]]]) -> str:
             cost = (
                 f"{r['nfe']:.0f} | {r['vjp']:.0f} | {r['wall_s']:.1f}"
                 if "nfe" in r
-                else "0 | 0 | -"
+                else f"0 | 0 | {r['wall_s']:.1f}"
             )
-            lines.append(
-                f"| {task} | {name} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
-                f"{r['psnr_sample']:.2f} | {r['residual']:.3f} | {cost} |"
+            truth = (
+                f"{r['psnr']:.2f} | {r['ssim']:.3f} | {r['psnr_sample']:.2f}"
+                if "psnr" in r
+                else "- | - | -"
             )
+            lines.append(f"| {task} | {name} | {truth} | {r['residual']:.3f} | {cost} |")
     return "\n".join(lines) + "\n"
 
 
-def images_and_prior(cfg: DictConfig) -> tuple[priors.Denoiser, Tensor, list[str]]:
-    """The prior (``priors.from_path``: a shipped name, a weight file or a checkpoint) and
-    the images: the user's (``image``: a file or a folder, with their file stems) or the
-    held-out ones of a shipped prior. Channels and size are checked before any work: the
-    prior runs once on an image-sized input."""
-    prior = priors.from_path(str(cfg.prior))
+def check_size(prior: priors.Denoiser, shape: tuple[int, ...], what: str) -> None:
+    """Refuses, before any work, images whose channels or size the prior cannot take (it
+    runs once on an image-sized input)."""
+    if shape[0] != prior.shape[0]:
+        raise ValueError(
+            f"{what} has {shape[0]} channel(s), the prior takes {prior.shape[0]}: convert "
+            "the image or choose a prior with its channels"
+        )
+    try:
+        with torch.no_grad():
+            prior(torch.zeros(1, *shape), 0.5)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(
+            f"the prior cannot take {what}'s size {tuple(shape[1:])}: {error}"
+        ) from error
+
+
+def load_prior(cfg: DictConfig) -> priors.Denoiser:
+    """``priors.from_path(prior)`` on images of any size (:class:`priors.Tiled`, tiles of
+    side ``tile`` when an image is larger)."""
+    tile = None if cfg.tile is None else checks.integer(cfg.tile, "tile", low=1)
+    return priors.Tiled(priors.from_path(str(cfg.prior)), tile=tile)
+
+
+COLOUR = {"luma_chroma": priors.LumaChroma, "per_channel": priors.PerChannel}
+
+
+def for_channels(cfg: DictConfig, prior: priors.Denoiser, channels: int) -> priors.Denoiser:
+    """The prior for images with ``channels`` channels: a grey prior on colour images
+    through ``colour`` (:class:`priors.LumaChroma` or :class:`priors.PerChannel`)."""
+    if channels == 3 and prior.shape[0] == 1 and cfg.colour is not None:
+        if str(cfg.colour) not in COLOUR:
+            raise ValueError(f"colour must be one of {sorted(COLOUR)} or null, got {cfg.colour!r}")
+        return COLOUR[str(cfg.colour)](prior)
+    return prior
+
+
+def held_out_or_given(
+    cfg: DictConfig, prior: priors.Denoiser
+) -> tuple[priors.Denoiser, Tensor, list[str]]:
+    """The clean images: the user's (``image``: a file or a folder, with their file stems)
+    or the held-out ones of a shipped prior; and the prior for their channels."""
     if cfg.image is None:
         if str(cfg.prior) not in DATA:
             raise ValueError(
-                f"prior {cfg.prior!r} has no held-out images: give image=<file or folder>"
+                f"prior {cfg.prior!r} has no held-out images: give image=<file or folder> "
+                "or measurement=<file>"
             )
         return prior, held_out(str(cfg.prior), int(cfg.images)), []
     path = Path(str(cfg.image))
     truth = read_images(path)
-    stems = [f.stem for f in image_files(path)]
-    if truth.shape[1] != prior.shape[0]:
-        raise ValueError(
-            f"image {path} has {truth.shape[1]} channel(s), the prior {cfg.prior!r} takes "
-            f"{prior.shape[0]}: convert the image or choose a prior with its channels"
+    prior = for_channels(cfg, prior, truth.shape[1])
+    check_size(prior, tuple(truth.shape[1:]), f"image {path}")
+    return prior, truth, [f.stem for f in image_files(path)]
+
+
+Prepared = tuple[priors.Denoiser, Tensor | None, list[str], list[Task], float, dict[str, Any]]
+
+
+def prepare(cfg: DictConfig, prior: priors.Denoiser) -> Prepared:
+    """The prior for the images' channels, the ground truth (``None`` for a measurement),
+    the file stems, the prepared tasks, the noise level and what the run reports about the
+    measurement."""
+    if cfg.measurement is not None:
+        if cfg.image is not None:
+            raise ValueError(
+                "give image= (a clean image to measure and score) or measurement= (a "
+                "degraded image to restore), not both"
+            )
+        channels = read_images(Path(str(cfg.measurement))).shape[1]
+        prior = for_channels(cfg, prior, channels)
+        measured = read_measurement(cfg, prior.shape[0])
+        check_size(prior, tuple(measured.op.in_shape), f"the restoration of {cfg.measurement}")
+        task = prepare_task(
+            cfg, measured.task, prior, measured.op, measured.y, measured.sigma_y, 0
         )
-    try:
-        with torch.no_grad():
-            prior(torch.zeros(1, *truth.shape[1:]), 0.5)
-    except (RuntimeError, ValueError) as error:
-        raise ValueError(
-            f"the prior {cfg.prior!r} cannot take images of size {tuple(truth.shape[2:])}: {error}"
-        ) from error
-    return prior, truth, stems
+        about = {"task": measured.task, "sigma_y_estimated": measured.estimated}
+        return prior, None, measured.stems, [task], measured.sigma_y, about
+    prior, truth, names = held_out_or_given(cfg, prior)
+    sigma_y = 0.05 if cfg.sigma_y is None else checks.number(cfg.sigma_y, "sigma_y", low=0)
+    tasks = []
+    for salt, name in enumerate(cfg.tasks):
+        op, y = measure(cfg, str(name), truth, sigma_y, salt)
+        tasks.append(prepare_task(cfg, str(name), prior, op, y, sigma_y, salt))
+    return prior, truth, names, tasks, sigma_y, {}
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -228,31 +341,31 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     for key in ("images", "samples", "steps", "threads"):
         checks.integer(cfg[key], key, low=1)
     checks.integer(cfg.seed, "seed", low=0)
-    checks.number(cfg.sigma_y, "sigma_y", low=0)
     torch.set_num_threads(int(cfg.threads))
     unknown = [m for m in cfg.run if m not in cfg.methods]
     unknown += [t for t in cfg.tasks if t not in cfg.tasks_available]
+    unknown += [b for b in cfg.baselines if b not in BASELINES]
     if unknown:
         raise ValueError(
-            f"unknown methods or tasks {unknown}; methods: {sorted(cfg.methods)}, "
-            f"tasks: {sorted(cfg.tasks_available)}"
+            f"unknown methods, tasks or baselines {unknown}; methods: {sorted(cfg.methods)}, "
+            f"tasks: {sorted(cfg.tasks_available)}, baselines: {sorted(BASELINES)}"
         )
-    prior, truth, names = images_and_prior(cfg)
+    prior = load_prior(cfg)
+    prior, truth, names, prepared, sigma_y, about = prepare(cfg, prior)
     tasks: dict[str, dict[str, dict[str, float]]] = {}
     figures: list[tuple[dict[str, Tensor], operators.Operator, str, Path]] = []
-    prepared = [
-        prepare_task(cfg, str(name), prior, truth, salt) for salt, name in enumerate(cfg.tasks)
-    ]
     log.info(
         "restoring %d %s images, %d samples each: %d tasks x %d methods x %d steps",
-        truth.shape[0], "given" if names else f"held-out {cfg.prior}", cfg.samples,
+        prepared[0].y.shape[0], "given" if names else f"held-out {cfg.prior}", cfg.samples,
         len(prepared), len(cfg.run), cfg.steps,
     )  # fmt: skip
+    if about.get("sigma_y_estimated"):
+        log.info("sigma_y estimated from the measurement: %.4f", sigma_y)
     with progress(len(prepared) * len(cfg.run) * int(cfg.steps), "restore") as bar:
         for task in prepared:
-            results, shown = run_task(cfg, task, prior, truth, bar)
+            results, shown = run_task(cfg, task, prior, truth, sigma_y, bar)
             tasks[task.name] = results
-            title = f"{cfg.prior}: {task.name}, sigma_y = {cfg.sigma_y}, {cfg.steps} steps"
+            title = f"{cfg.prior}: {task.name}, sigma_y = {sigma_y:.3g}, {cfg.steps} steps"
             figures.append((shown, task.op, title, out_dir / f"restore_{task.name}.png"))
             for i, stem in enumerate(names):  # a user's images: each restoration as a PNG
                 for key, image in shown.items():
@@ -261,13 +374,13 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                         write_png(out_dir / f"{stem}_{task.name}_{tag}.png", image[i])
     metrics = {
         "prior": str(cfg.prior),
-        "sigma_y": float(cfg.sigma_y),
-        "images": int(cfg.images),
+        "sigma_y": sigma_y,
+        "images": prepared[0].y.shape[0],
         "samples": int(cfg.samples),
         "steps": int(cfg.steps),
         "tasks": tasks,
         "config": OmegaConf.to_container(cfg, resolve=True),
-    }
+    } | about
     for shown, op, title, path in figures:
         figure(shown, op, title, path)
     (out_dir / "table.md").write_text(markdown(tasks))
@@ -286,7 +399,7 @@ def summary(metrics: dict[str, Any]) -> str:
         task: all(
             r.get("psnr", -1) > res["pinv"]["psnr"]
             for m, r in res.items()
-            if m != "pinv" and "not applicable" not in r
+            if m not in BASELINES and "not applicable" not in r
         )
         for task, res in metrics["tasks"].items()
         if "pinv" in res

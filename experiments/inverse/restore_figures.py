@@ -1,5 +1,5 @@
-"""The restore app's figure: truth, measurement, pseudo-inverse, then each method's
-posterior mean and standard deviation, one row per image (at most four)."""
+"""The restore app's figure: truth (when there is one), measurement, the baselines, then
+each method's posterior mean and standard deviation, one row per image (at most four)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def show(image: Tensor, op: operators.Operator, key: str) -> Tensor:
 
 def figure(shown: dict[str, Tensor], op: operators.Operator, title: str, path: Path) -> None:
     """Rows: images (at most 4); columns: truth, measurement, pinv, each method's mean/std."""
-    rows = min(4, shown["truth"].shape[0])
+    rows = min(4, next(iter(shown.values())).shape[0])
     keys = list(shown)
     fig, axes = plt.subplots(
         rows, len(keys), figsize=(1.3 * len(keys), 1.4 * rows + 0.4), squeeze=False

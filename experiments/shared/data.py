@@ -14,17 +14,22 @@ r"""The offline data sets of the shipped priors, with fixed train / held-out spl
 Both draw with an explicit generator and expose ``sample(n, generator) -> (x, label)``,
 ``evaluation() -> (x, label)`` (the whole split, or the crop grid), ``fit_set(generator)``
 (the images baselines such as the Wiener filter are fitted on), ``shape`` and
-``num_classes``.
+``num_classes``. The natural-image prior's photographs are in
+:mod:`experiments.shared.photographs`.
 """
 
 from __future__ import annotations
 
 import math
 
+from functools import partial
+
 import numpy as np
 import torch
 
 from torch import Tensor
+
+from experiments.shared.photographs import Photographs
 
 __all__ = ["TEXTURES", "Digits", "Textures", "held_out"]
 
@@ -155,7 +160,9 @@ class Textures:
         return torch.stack(crops), torch.tensor(labels)
 
 
-DATA = {"digits": Digits, "textures": Textures}
+#: The held-out data of each shipped prior (``natural``: 128x128 crops of the held-out
+#: photographs, :mod:`experiments.shared.photographs`).
+DATA = {"digits": Digits, "textures": Textures, "natural": partial(Photographs, crop=128)}
 
 
 def held_out(name: str, images: int) -> Tensor:

@@ -8,8 +8,10 @@ r"""Train a shipped prior or classifier.
 Objectives:
 
 - denoisers: v-prediction, :math:`\lVert v_\theta(x_t, t, c) - (\alpha_t \epsilon -
-  \sigma_t x) \rVert^2` with :math:`t \sim U(0, 1)` and the label replaced by the null class
-  with probability ``cond_dropout`` (classifier-free guidance from one network);
+  \sigma_t x) \rVert^2` with :math:`t \sim U(0, 1)` (or, with ``time_sampling``, the
+  log-normal noise levels of Karras et al. 2022 mixed with uniform times: see
+  :func:`draw_times`) and the label replaced by the null class with probability
+  ``cond_dropout`` (classifier-free guidance from one network);
 - noise-conditional classifiers: cross-entropy on :math:`x_t` over all :math:`t`;
 - clean classifiers: cross-entropy on clean images shifted by up to one pixel.
 
@@ -49,6 +51,7 @@ from priors import GaussianMixture, diffuse
 from priors.classifier import Classifier
 from priors.files import atomic_write, atomic_write_text
 from priors.network import UNetDenoiser
+from priors.schedules import Schedule
 from priors.tweedie import v_from_noise
 from priors.weights import WEIGHTS, save
 from priors.weights import build as build_module
@@ -79,12 +82,73 @@ def module_config(cfg: DictConfig) -> dict[str, Any]:
     return config
 
 
+def draw_times(schedule: Schedule, n: int, spec: Any, generator: torch.Generator) -> Tensor | None:
+    r"""Training times: ``None`` (uniform, drawn by :func:`priors.diffuse`) when ``spec`` is
+    ``None``; otherwise each of the ``n`` rows is uniform with probability
+    ``spec.uniform_share`` and else at the noise-to-signal ratio
+    :math:`\ln(\sigma_t / \alpha_t) \sim \mathcal{N}(\text{mean}, \text{std}^2)` (Karras et
+    al., 2022, sec. 5: :math:`P_{mean} = -1.2`, :math:`P_{std} = 1.2` for data in [-1, 1]),
+    mapped to time by :meth:`~priors.schedules.Schedule.time_of`. With the v-loss, whose
+    weight in :math:`\hat x` is :math:`1 / \sigma_t^2`, this puts the training effort on
+    the noise levels at which a restoration's detail is decided rather than on pure noise."""
+    if spec is None:
+        return None
+    share = float(spec.uniform_share)
+    if not 0 <= share <= 1 or float(spec.std) <= 0:
+        raise ValueError(f"time_sampling needs uniform_share in [0, 1] and std > 0, got {spec}")
+    uniform = torch.rand(n, generator=generator, dtype=torch.float64)
+    log_ratio = float(spec.mean) + float(spec.std) * torch.randn(
+        n, generator=generator, dtype=torch.float64
+    )
+    pick = torch.rand(n, generator=generator, dtype=torch.float64) < share
+    return torch.where(pick, uniform, schedule.time_of(-log_ratio))
+
+
+def ema_decay(ema: float, step: int, warmup: bool) -> float:
+    r"""The EMA's decay at ``step`` (counted from 0): ``ema``, or with ``warmup``
+    :math:`\min(\text{ema}, (1 + k) / (10 + k))` (TensorFlow's ``num_updates`` rule), so that
+    the average forgets the initial weights within the first steps instead of keeping
+    :math:`\text{ema}^k` of them (5% after 1500 steps at 0.998)."""
+    return min(ema, (1 + step) / (10 + step)) if warmup else ema
+
+
+def check_milestones(milestones: Any) -> list[tuple[int, float]]:
+    """``lr_milestones``: ``[[step, factor], ...]`` with increasing steps and positive
+    factors (``null``: none)."""
+    if milestones is None:
+        return []
+    pairs = [(int(step), float(factor)) for step, factor in milestones]
+    steps = [step for step, _ in pairs]
+    if steps != sorted(set(steps)) or any(f <= 0 for _, f in pairs) or min(steps) < 0:
+        raise ValueError(
+            "lr_milestones must be [[step, factor], ...] with increasing steps >= 0 and "
+            f"positive factors, got {milestones}"
+        )
+    return pairs
+
+
+def decay(milestones: list[tuple[int, float]], step: int) -> float:
+    """The learning rate's step decay: the product of the factors of the milestones reached
+    (from that step on)."""
+    factor = 1.0
+    for at, f in milestones:
+        if step >= at:
+            factor *= f
+    return factor
+
+
 def denoiser_loss(
-    model: UNetDenoiser, x: Tensor, label: Tensor, dropout: float, generator: torch.Generator
+    model: UNetDenoiser,
+    x: Tensor,
+    label: Tensor,
+    dropout: float,
+    generator: torch.Generator,
+    time_sampling: Any = None,
 ) -> Tensor:
-    """The v-prediction loss with condition dropout."""
+    """The v-prediction loss with condition dropout, at times from :func:`draw_times`."""
     b = x.shape[0]
-    n = diffuse(model.schedule, x, generator)
+    t = draw_times(model.schedule, b, time_sampling, generator)
+    n = diffuse(model.schedule, x, generator, t)
     v = v_from_noise(x, n.eps, n.alpha_t, n.sigma_t)
     if model.num_classes:
         drop = torch.rand(b, generator=generator) < dropout
@@ -174,8 +238,10 @@ def _atomic_torch_save(state: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def card(cfg: DictConfig, metrics: dict[str, Any]) -> str:
-    """The weight file's card: data, split, command, metrics."""
+def card(cfg: DictConfig, metrics: dict[str, Any], provenance: str | None = None) -> str:
+    """The weight file's card: data, split, command, metrics (and the data's sources and
+    licences where the data set lists them)."""
+    sources = f"\n## Data sources\n\n{provenance}" if provenance else ""
     return (
         f"# {cfg.name}\n\n"
         f"- kind: {cfg.kind}\n"
@@ -186,7 +252,7 @@ def card(cfg: DictConfig, metrics: dict[str, Any]) -> str:
         f"seed {cfg.seed}, device {metrics['device']}, wall time {metrics['wall_s']:.0f} s\n"
         f"- parameters: {metrics['parameters']}\n\n"
         "## Metrics (held-out split)\n\n```json\n"
-        f"{json.dumps(metrics['evaluation'], indent=2)}\n```\n"
+        f"{json.dumps(metrics['evaluation'], indent=2)}\n```\n{sources}"
     )
 
 
@@ -199,6 +265,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     device = device_of(str(cfg.device))
     torch.set_num_threads(int(cfg.threads))
     budget = None if cfg.get("max_minutes") is None else 60 * float(cfg.max_minutes)
+    milestones = check_milestones(cfg.get("lr_milestones"))
     config = module_config(cfg)
     torch.manual_seed(int(cfg.seed))  # initial weights and dropout use the global generator
     model = build_module(cfg.kind, config).train().to(device)
@@ -226,9 +293,11 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         x, label = data.sample(int(cfg.batch_size), generator)
         warmup = min(1.0, (step + 1) / int(cfg.warmup))
         for group in optimiser.param_groups:
-            group["lr"] = float(cfg.lr) * warmup
+            group["lr"] = float(cfg.lr) * warmup * decay(milestones, step)
         if cfg.kind == "denoiser":
-            loss = denoiser_loss(model, x, label, float(cfg.cond_dropout), generator)
+            loss = denoiser_loss(
+                model, x, label, float(cfg.cond_dropout), generator, cfg.get("time_sampling")
+            )
         else:
             loss = classifier_loss(model, x, label, generator)
         if not torch.isfinite(loss):
@@ -239,7 +308,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         optimiser.step()
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-                p_ema.lerp_(p, 1 - float(cfg.ema))
+                p_ema.lerp_(p, 1 - ema_decay(float(cfg.ema), step, bool(cfg.ema_warmup)))
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
@@ -275,7 +344,8 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "evaluation": evaluation,
     }
     weights = save(ema.cpu(), out_dir / f"{cfg.name}.safetensors", str(cfg.kind), config)
-    atomic_write_text(out_dir / f"{cfg.name}.md", card(cfg, metrics))
+    provenance = data.provenance() if hasattr(data, "provenance") else None
+    atomic_write_text(out_dir / f"{cfg.name}.md", card(cfg, metrics, provenance))
     if cfg.install:
         WEIGHTS.mkdir(exist_ok=True)
         shutil.copyfile(weights, WEIGHTS / weights.name)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 import priors
 
@@ -67,7 +68,7 @@ def test_tasks_build_the_operators_they_name():
 
 
 def test_bad_configs_fail_early(tmp_path):
-    with pytest.raises(ValueError, match="unknown methods or tasks"):
+    with pytest.raises(ValueError, match="unknown methods, tasks or baselines"):
         restore.run(_cfg("run=[nope]"), tmp_path)
     with pytest.raises(ValueError, match="prior must be one of"):
         data.held_out("faces", 2)
@@ -123,7 +124,7 @@ def test_bad_images_and_priors_are_refused_before_any_work(tmp_path):
     rgb = _png(tmp_path, "colour.png", torch.zeros(3, 16, 16))
     (tmp_path / "broken.png").write_bytes(b"not an image")
     cases = [
-        (f"image={rgb}", r"3 channel\(s\), the prior .digits. takes 1"),  # grayscale prior
+        (f"image={rgb}", r"3 channel\(s\), the prior takes 1"),  # grey prior, colour=null
         (f"image={tmp_path / 'broken.png'}", "not a readable image"),
         (f"image={tmp_path / 'missing.png'}", "neither a file nor a folder"),
         (f"prior={tmp_path / 'nowhere.safetensors'}", "neither a shipped name"),
@@ -131,5 +132,21 @@ def test_bad_images_and_priors_are_refused_before_any_work(tmp_path):
     for override, match in cases:
         out = tmp_path / "out"
         with pytest.raises((ValueError, FileNotFoundError), match=match):
-            restore.run(_cfg(override, "tasks=[box]", "run=[pigdm]"), out)
+            restore.run(_cfg(override, "tasks=[box]", "run=[pigdm]", "colour=null"), out)
         assert not out.exists() or not list(out.iterdir())
+
+
+def test_classical_baselines_are_scored_beside_the_methods(tmp_path):
+    cfg = _cfg("tasks=[random]", "run=[ddrm]", "baselines=[interpolate,tv]")
+    tuned = {"tv": {"random": {"0.01": {"lam": 0.01}, "0.1": {"lam": 0.1}}}}
+    OmegaConf.update(cfg, "baseline_settings", tuned, force_add=True)
+    results = restore.run(cfg, tmp_path)["tasks"]["random"]
+    assert set(results) == {"pinv", "interpolate", "tv", "ddrm"}
+    assert results["tv"]["settings"] == {"lam": 0.1}  # the nearest tuned sigma_y to 0.05
+    assert results["interpolate"]["psnr"] > results["pinv"]["psnr"]
+
+
+def test_a_baseline_without_tuned_settings_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="baseline 'tv' has no tuned settings for task 'box'"):
+        restore.run(_cfg("tasks=[box]", "run=[ddrm]", "baselines=[tv]"), tmp_path)
+    assert not list(tmp_path.iterdir())

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 import priors
 
-from experiments.training.train import train
+from experiments.training.train import check_milestones, decay, draw_times, ema_decay, train
 
 TINY = [
     "network.channels=[8,16]",
@@ -66,3 +67,55 @@ def test_shipped_priors_beat_the_wiener_filter_on_held_out_data(name):
     result = evaluate_denoiser(priors.load(name), data("train"), data("test"), seed=1)
     for sigma, row in result["denoising_mse"].items():
         assert row["mse_prior"] < row["mse_wiener"], (sigma, row)
+
+
+def test_log_normal_training_times_sit_at_the_chosen_noise_levels():
+    schedule = priors.CosineSchedule()
+    spec = OmegaConf.create({"mean": -1.2, "std": 1.2, "uniform_share": 0.0})
+    t = draw_times(schedule, 20000, spec, torch.Generator().manual_seed(0))
+    alpha, sigma = schedule(t)
+    log_ratio = torch.log(sigma / alpha)
+    assert abs(float(log_ratio.median()) + 1.2) < 0.05
+    assert abs(float(log_ratio.std()) - 1.2) < 0.05  # the schedule's ends clip little
+    mixed = OmegaConf.create({"mean": -1.2, "std": 1.2, "uniform_share": 1.0})
+    uniform = draw_times(schedule, 20000, mixed, torch.Generator().manual_seed(0))
+    assert abs(float(uniform.mean()) - 0.5) < 0.01
+    assert draw_times(schedule, 4, None, torch.Generator()) is None
+    with pytest.raises(ValueError, match="uniform_share in"):
+        draw_times(schedule, 4, OmegaConf.create({"mean": 0, "std": 1, "uniform_share": 2}), None)
+
+
+def test_the_natural_prior_trains_without_normalisation(tmp_path: Path):
+    with initialize_config_module(version_base=None, config_module="experiments.configs.train"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "prior=natural", "network.channels=[8,16]", "network.attention=[false,false]",
+                "data.crop=32", "shape=[1,32,32]", "batch_size=4", "steps=3", "warmup=2",
+                "progress=false", "device=cpu",
+            ],
+        )  # fmt: skip
+    metrics = train(cfg, tmp_path)
+    assert metrics["steps"] == 3
+    prior = priors.from_path(str(tmp_path / "natural.safetensors"))
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in prior.modules())
+    card = (tmp_path / "natural.md").read_text()
+    assert "| astronaut | held out | scikit-image |" in card and "| camera | train |" in card
+
+
+def test_the_learning_rate_decays_in_steps():
+    milestones = check_milestones([[10, 0.5], [20, 0.4]])
+    assert [decay(milestones, s) for s in (0, 9, 10, 19, 20, 99)] == [1, 1, 0.5, 0.5, 0.2, 0.2]
+    assert check_milestones(None) == [] and decay([], 5) == 1.0
+    for bad in ([[20, 0.5], [10, 0.5]], [[10, 0.0]], [[-1, 0.5]]):
+        with pytest.raises(ValueError, match="lr_milestones must be"):
+            check_milestones(bad)
+
+
+def test_the_ema_warm_up_forgets_the_initial_weights():
+    assert [ema_decay(0.998, k, False) for k in (0, 100)] == [0.998, 0.998]
+    assert ema_decay(0.998, 0, True) == 0.1 and ema_decay(0.998, 10**6, True) == 0.998
+    kept = 1.0
+    for k in range(1500):
+        kept *= ema_decay(0.998, k, True)
+    assert kept < 1e-20  # of the initial weights, against 0.998**1500 = 5% without it

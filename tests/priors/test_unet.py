@@ -126,3 +126,20 @@ def test_an_embedding_first_made_in_inference_mode_still_differentiates():
     t = torch.tensor([0.3, 0.4], requires_grad=True)
     (grad,) = torch.autograd.grad(timestep_embedding(t, 6).sum(), t)
     assert bool(torch.isfinite(grad).all()) and bool((grad != 0).all())
+
+
+def test_pixel_norm_keeps_the_network_local():
+    """With per-pixel normalisation (groups=-1) the output far from a change of the input
+    does not move; with group norm it does (statistics pooled over the image)."""
+    g = torch.Generator().manual_seed(0)
+    for groups, local in ((-1, True), (0, True), (4, False)):
+        net = priors.UNet(1, channels=(8, 16), blocks=1, attention=(False, False), groups=groups)
+        for p in net.parameters():  # away from the zero initialisation of the outputs
+            torch.nn.init.normal_(p, std=0.3, generator=g)
+        x = torch.randn(1, 1, 128, 128, generator=g)
+        changed = x.clone()
+        changed[..., :8, :8] += 5.0
+        t = torch.tensor([0.5])
+        with torch.no_grad():  # 88 pixels away: beyond the receptive field (about 32)
+            far = (net(x, t) - net(changed, t))[..., 96:, 96:].abs().max()
+        assert (float(far) == 0.0) == local, groups
