@@ -4,12 +4,13 @@ photographs.
     python -m experiments.benchmarks.tune_baselines              # writes tuned.yaml
     python -m experiments.benchmarks.tune_baselines install=true # and the catalogue
 
-For every task and :math:`\sigma_y`, ``crops`` crops of the *training* photographs
+For every task and :math:`\sigma_y`, ``crops`` crops of each *training* photograph
 (:mod:`experiments.shared.photographs`; the held-out ones are never seen) are measured once,
 every combination of each baseline's grid is run on them, and the setting with the best mean
-PSNR is kept. Writes ``metrics.json`` (every trial), ``table.md`` and ``tuned.yaml``; with
-``install=true`` the choices replace ``configs/catalogue/baselines.yaml``, which the restore
-app reads, with this command in its header.
+PSNR is kept (a best setting at an end of its grid is flagged: widen the grid). Writes
+``metrics.json`` (every trial), ``table.md`` and ``tuned.yaml``; with ``install=true`` the
+choices replace ``configs/catalogue/baselines.yaml``, which the restore app reads, with this
+command in its header.
 """
 
 from __future__ import annotations
@@ -42,18 +43,35 @@ CATALOGUE = Path(__file__).resolve().parents[1] / "configs" / "catalogue" / "bas
 COMMAND = "python -m experiments.benchmarks.tune_baselines install=true"
 
 
-def training_crops(crop: int, count: int) -> torch.Tensor:
-    """``count`` crops of the training photographs, evenly spaced over the grid crops."""
-    x, _ = Photographs("train", crop=crop).evaluation()
-    if not 1 <= count <= len(x):
-        raise ValueError(f"crops must lie in [1, {len(x)}] for crop {crop}, got {count}")
-    return x[torch.linspace(0, len(x) - 1, count).round().long()].double()
+def training_crops(crop: int, per_photograph: int) -> torch.Tensor:
+    """``per_photograph`` crops of side ``crop`` of every training photograph, evenly spaced
+    over its grid of crops (so every photograph, not only the first few, is tuned on)."""
+    data = Photographs("train", crop=crop)
+    crops = []
+    for image in data.images:
+        h, w = image.shape[-2:]
+        grid = [(i, j) for i in range(0, h - crop + 1, crop) for j in range(0, w - crop + 1, crop)]
+        if not 1 <= per_photograph <= len(grid):
+            raise ValueError(
+                f"crops must lie in [1, {len(grid)}] per photograph for crop {crop}, "
+                f"got {per_photograph}"
+            )
+        for k in torch.linspace(0, len(grid) - 1, per_photograph).round().long().tolist():
+            i, j = grid[k]
+            crops.append(image[:, i : i + crop, j : j + crop])
+    return torch.stack(crops).double()
 
 
 def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination of a baseline's grid."""
     names = list(grid)
     return [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def at_edge(best: int, trials: int) -> bool:
+    """Whether the best of ``trials`` settings (a grid of three or more) is its first or last:
+    the optimum may lie beyond the grid, which should then be widened."""
+    return trials >= 3 and best in (0, trials - 1)
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -95,6 +113,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                         "settings": settings_list,
                         "psnr": scores,
                         "best": settings_list[best],
+                        "edge": at_edge(best, len(settings_list)),
                     }
                     log.info("%s, sigma_y %s, %s: %s (%.2f dB)", task, sigma, baseline,
                              settings_list[best], scores[best])  # fmt: skip
@@ -103,7 +122,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.install:
         header = (
             "# The classical baselines' settings per task and sigma_y, chosen on training\n"
-            f"# photographs ({cfg.crops} crops of {cfg.crop}x{cfg.crop}) by:\n#   {COMMAND}\n"
+            f"# photographs ({cfg.crops} crop(s) of {cfg.crop}x{cfg.crop} each) by:\n"
+            f"#   {COMMAND}\n"
             "# The restore app reads them (settings for the nearest tuned sigma_y).\n"
         )
         atomic_write_text(CATALOGUE, header + text)
@@ -120,7 +140,8 @@ def table(metrics: dict[str, Any]) -> str:
         scores = ", ".join(
             f"{s}: {p:.2f}" for s, p in zip(trial["settings"], trial["psnr"], strict=True)
         )
-        lines.append(f"| {key} | {trial['best']} | {scores} |")
+        edge = " (grid edge: widen it)" if trial.get("edge") else ""
+        lines.append(f"| {key} | {trial['best']}{edge} | {scores} |")
     return "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_module
 from experiments.inverse import restore
 from experiments.shared.images import read_images, write_png
 from experiments.shared.photographs import Photographs
+from tests.conftest import save_tiny_ddpm_pipeline
 
 FAST = ["samples=2", "steps=3", "threads=1", "run=[ddrm]", "baselines=[interpolate]"]
 
@@ -87,17 +88,9 @@ def test_a_colour_photo_is_restored_with_the_grey_prior(tmp_path):
 def test_checkpoints_of_other_libraries_restore_a_measurement(tmp_path):
     """An ADM checkpoint (config beside it) and a saved diffusers folder, tiny and random."""
     from deepinv.models import DiffUNet
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
+    save_tiny_ddpm_pipeline(tmp_path / "pipe", 16)
     torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"), layers_per_block=1, norm_num_groups=4,
-    )  # fmt: skip
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50)).save_pretrained(
-        tmp_path / "pipe"
-    )
     adm = tmp_path / "adm.pt"
     torch.save(DiffUNet(in_channels=3, out_channels=3, pretrained=None).state_dict(), adm)
     (tmp_path / "adm.json").write_text(json.dumps({"image_size": 32}))

@@ -16,7 +16,7 @@ def _cfg(*overrides):
         return compose(
             "tune_baselines",
             overrides=[
-                "threads=1", "crop=32", "crops=2", "tasks=[random50]", "sigmas=[0.05]",
+                "threads=1", "crop=32", "crops=1", "tasks=[random50]", "sigmas=[0.05]",
                 "grids.tv.lam=[0.0001,0.03]", "~grids.pnp_bm3d", "~grids.patch_gmm", *overrides,
             ],
         )  # fmt: skip
@@ -38,3 +38,8 @@ def test_the_best_setting_is_chosen_and_written(tmp_path):
 def test_unknown_names_are_refused(tmp_path, override, match):
     with pytest.raises(ValueError, match=match):
         tune_baselines.run(_cfg(override), tmp_path)
+
+
+def test_a_best_setting_at_the_end_of_its_grid_is_flagged():
+    assert tune_baselines.at_edge(0, 3) and tune_baselines.at_edge(4, 5)
+    assert not tune_baselines.at_edge(1, 3) and not tune_baselines.at_edge(0, 2)

@@ -9,6 +9,7 @@ import torch
 import priors
 
 from priors.weights import save
+from tests.conftest import save_tiny_ddpm_pipeline
 
 
 def test_a_shipped_name_loads_the_shipped_prior():
@@ -28,17 +29,7 @@ def test_our_weight_file_loads_and_other_kinds_are_refused(tmp_path):
 
 
 def test_a_diffusers_folder_loads(tmp_path):
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
-
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"), layers_per_block=1, norm_num_groups=4,
-    )  # fmt: skip
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50)).save_pretrained(
-        tmp_path / "pipe"
-    )
+    save_tiny_ddpm_pipeline(tmp_path / "pipe", 8)
     prior = priors.from_path(tmp_path / "pipe")
     assert prior.shape == (1, 8, 8) and prior.schedule.steps == 50
 
