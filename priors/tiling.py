@@ -127,8 +127,18 @@ class Tiled(Wrapper):
         th, tw = min(self.tile, h), min(self.tile, w)
         places = [(n, i, j) for n in range(b) for i in rows for j in cols]
         t_rows = t.expand(b) if t.ndim == 0 else t
-        out = torch.zeros_like(x_t)
+        weights = {  # one blending weight per tile position, shared by the rows
+            (i, j): (
+                _ramp(th, self.overlap, i > 0, i + th < h, x_t.dtype)[:, None]
+                * _ramp(tw, self.overlap, j > 0, j + tw < w, x_t.dtype)
+            ).to(x_t.device)
+            for i in rows
+            for j in cols
+        }
         total = torch.zeros(h, w, dtype=x_t.dtype, device=x_t.device)
+        for (i, j), weight in weights.items():
+            total[i : i + th, j : j + tw] += weight
+        out = torch.zeros_like(x_t)
         for start in range(0, len(places), self.batch):
             chunk = places[start : start + self.batch]
             index = torch.tensor([n for n, _, _ in chunk], device=x_t.device)
@@ -139,11 +149,5 @@ class Tiled(Wrapper):
             }
             denoised = self.prior(tiles, t_rows[index], **tile_cond)
             for (n, i, j), d in zip(chunk, denoised, strict=True):
-                weight = _ramp(th, self.overlap, i > 0, i + th < h, x_t.dtype)[:, None] * _ramp(
-                    tw, self.overlap, j > 0, j + tw < w, x_t.dtype
-                )
-                weight = weight.to(x_t.device)
-                out[n, :, i : i + th, j : j + tw] += weight * d
-                if n == 0:
-                    total[i : i + th, j : j + tw] += weight
+                out[n, :, i : i + th, j : j + tw] += weights[i, j] * d
         return out / total

@@ -26,22 +26,15 @@ import priors
 
 from experiments.shared.fills import interpolate
 from experiments.shared.metrics import psnr
-from experiments.shared.photographs import HELD_OUT, photograph
+from experiments.shared.photographs import HELD_OUT, evenly_spaced, grid_crops, photograph
 
 WRAPPERS = {"per_channel": priors.PerChannel, "luma_chroma": priors.LumaChroma}
 
 
 def colour_crops(per_photograph: int, side: int = 128) -> torch.Tensor:
     """``per_photograph`` colour crops of each held-out photograph, in [-1, 1]."""
-    crops = []
-    for p in HELD_OUT:
-        image = photograph(p.name, colour=True).double() * 2 - 1
-        h, w = image.shape[-2:]
-        grid = [(i, j) for i in range(0, h - side + 1, side) for j in range(0, w - side + 1, side)]
-        for k in torch.linspace(0, len(grid) - 1, per_photograph).round().long().tolist():
-            i, j = grid[k]
-            crops.append(image[:, i : i + side, j : j + side])
-    return torch.stack(crops)
+    crops = [grid_crops(photograph(p.name, colour=True).double() * 2 - 1, side) for p in HELD_OUT]
+    return torch.cat([evenly_spaced(c, per_photograph, "crops") for c in crops])
 
 
 def operator(task: str, shape: tuple[int, int, int]) -> operators.SVDOperator:

@@ -36,7 +36,13 @@ import checks
 import priors
 
 from experiments.shared.metrics import psnr, ssim
-from experiments.shared.photographs import HELD_OUT, TRAINING, Photographs
+from experiments.shared.photographs import (
+    HELD_OUT,
+    TRAINING,
+    Photographs,
+    evenly_spaced,
+    grid_crops,
+)
 from experiments.shared.report import serve
 from experiments.shared.runs import launch, write_metrics
 
@@ -49,16 +55,14 @@ def held_out_crops(names: list[str], crop: int, count: int) -> torch.Tensor:
     training = sorted({p.name for p in TRAINING} & set(names))
     if training:
         raise ValueError(f"photographs {training} are training photographs: score held-out ones")
-    data = Photographs("test", crop=crop)
-    keep = [i for i, name in enumerate(data.names) if name in names]
     unknown = sorted(set(names) - {p.name for p in HELD_OUT})
     if unknown:
         raise ValueError(f"photographs must be among {[p.name for p in HELD_OUT]}, got {unknown}")
-    data.images = [data.images[i] for i in keep]
-    x, _ = data.evaluation()
-    if not 1 <= count <= len(x):
-        raise ValueError(f"crops must lie in [1, {len(x)}] for crop {crop}, got {count}")
-    return x[torch.linspace(0, len(x) - 1, count).round().long()]
+    data = Photographs("test", crop=crop)
+    grids = [
+        grid_crops(im, crop) for n, im in zip(data.names, data.images, strict=True) if n in names
+    ]
+    return evenly_spaced(torch.cat(grids), count, "crops", f" for crop {crop}")
 
 
 def prior_denoise(prior: priors.Denoiser, y: torch.Tensor, noise: float) -> torch.Tensor:

@@ -32,7 +32,7 @@ import operators
 from experiments.shared.baselines import BASELINES, applies, run_baseline
 from experiments.shared.build import build
 from experiments.shared.metrics import psnr
-from experiments.shared.photographs import Photographs
+from experiments.shared.photographs import Photographs, evenly_spaced, grid_crops
 from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
 from priors.files import atomic_write_text
@@ -46,20 +46,9 @@ COMMAND = "python -m experiments.benchmarks.tune_baselines install=true"
 def training_crops(crop: int, per_photograph: int) -> torch.Tensor:
     """``per_photograph`` crops of side ``crop`` of every training photograph, evenly spaced
     over its grid of crops (so every photograph, not only the first few, is tuned on)."""
-    data = Photographs("train", crop=crop)
-    crops = []
-    for image in data.images:
-        h, w = image.shape[-2:]
-        grid = [(i, j) for i in range(0, h - crop + 1, crop) for j in range(0, w - crop + 1, crop)]
-        if not 1 <= per_photograph <= len(grid):
-            raise ValueError(
-                f"crops must lie in [1, {len(grid)}] per photograph for crop {crop}, "
-                f"got {per_photograph}"
-            )
-        for k in torch.linspace(0, len(grid) - 1, per_photograph).round().long().tolist():
-            i, j = grid[k]
-            crops.append(image[:, i : i + crop, j : j + crop])
-    return torch.stack(crops).double()
+    where = f" per photograph for crop {crop}"
+    grids = [grid_crops(image, crop) for image in Photographs("train", crop=crop).images]
+    return torch.cat([evenly_spaced(g, per_photograph, "crops", where) for g in grids]).double()
 
 
 def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:

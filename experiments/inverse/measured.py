@@ -106,11 +106,12 @@ def _read_mask(path: Path, size: tuple[int, int]) -> Tensor:
     return observed
 
 
-def read_measurement(cfg: DictConfig, channels: int) -> Measured:
+def read_measurement(cfg: DictConfig) -> Measured:
     """The measurement, its operator and its noise level from the restore app's config
     (``measurement``, ``scale`` / ``mask`` / ``kernel``, ``sr_model``, ``sigma_y``), with
-    every problem refused before any work: unreadable or out-of-range files, a mask or
-    prior that does not match, several or no degradations."""
+    every problem refused before any work: unreadable files, a mask that does not match,
+    several or no degradations (the restore app checks the prior's channels and size
+    against ``op.in_shape``)."""
     path = Path(str(cfg.measurement))
     given = [k for k in ("scale", "mask", "kernel") if cfg.get(k) is not None]
     if len(given) != 1:
@@ -120,10 +121,6 @@ def read_measurement(cfg: DictConfig, channels: int) -> Measured:
         )
     y = read_images(path)
     stems = [f.stem for f in image_files(path)]
-    if y.shape[1] != channels:
-        raise ValueError(
-            f"measurement {path} has {y.shape[1]} channel(s), the prior takes {channels}"
-        )
     c, h, w = y.shape[1:]
     if given == ["scale"]:
         factor = checks.integer(cfg.scale, "scale", low=2)

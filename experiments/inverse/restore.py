@@ -318,9 +318,8 @@ def prepare(cfg: DictConfig, prior: priors.Denoiser) -> Prepared:
                 "give image= (a clean image to measure and score) or measurement= (a "
                 "degraded image to restore), not both"
             )
-        channels = read_images(Path(str(cfg.measurement))).shape[1]
-        prior = for_channels(cfg, prior, channels)
-        measured = read_measurement(cfg, prior.shape[0])
+        measured = read_measurement(cfg)
+        prior = for_channels(cfg, prior, measured.op.in_shape[0])
         check_size(prior, tuple(measured.op.in_shape), f"the restoration of {cfg.measurement}")
         task = prepare_task(
             cfg, measured.task, prior, measured.op, measured.y, measured.sigma_y, 0

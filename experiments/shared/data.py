@@ -29,7 +29,7 @@ import torch
 
 from torch import Tensor
 
-from experiments.shared.photographs import Photographs
+from experiments.shared.photographs import Photographs, evenly_spaced
 
 __all__ = ["TEXTURES", "Digits", "Textures", "held_out"]
 
@@ -169,8 +169,4 @@ def held_out(name: str, images: int) -> Tensor:
     """``images`` held-out images of the prior's data, evenly spaced over the split."""
     if name not in DATA:
         raise ValueError(f"prior must be one of {sorted(DATA)} (shipped), got {name!r}")
-    x, _ = DATA[name]("test").evaluation()
-    if not 1 <= images <= x.shape[0]:
-        raise ValueError(f"images must lie in [1, {x.shape[0]}], got {images}")
-    idx = torch.linspace(0, x.shape[0] - 1, images).round().long()
-    return x[idx].double()
+    return evenly_spaced(DATA[name]("test").evaluation()[0], images, "images").double()

@@ -30,7 +30,16 @@ import torch
 
 from torch import Tensor
 
-__all__ = ["HELD_OUT", "TRAINING", "Photograph", "Photographs", "luma", "photograph"]
+__all__ = [
+    "HELD_OUT",
+    "TRAINING",
+    "Photograph",
+    "Photographs",
+    "evenly_spaced",
+    "grid_crops",
+    "luma",
+    "photograph",
+]
 
 LUMA = (0.299, 0.587, 0.114)
 
@@ -82,6 +91,28 @@ def luma(rgb: Tensor) -> Tensor:
         raise ValueError(f"rgb must have 3 channels on axis -3, got shape {tuple(rgb.shape)}")
     weights = torch.tensor(LUMA, dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)
     return (rgb * weights).sum(-3, keepdim=True)
+
+
+def grid_crops(image: Tensor, side: int, stride: int | None = None) -> Tensor:
+    """The crops of side ``side`` of ``image`` :math:`(C, H, W)` on a grid of step
+    ``stride`` (one crop by default), row by row, :math:`(N, C, side, side)`."""
+    stride = stride or side
+    h, w = image.shape[-2:]
+    return torch.stack(
+        [
+            image[:, i : i + side, j : j + side]
+            for i in range(0, h - side + 1, stride)
+            for j in range(0, w - side + 1, stride)
+        ]
+    )
+
+
+def evenly_spaced(x: Tensor, count: int, name: str, where: str = "") -> Tensor:
+    """``count`` rows of ``x`` evenly spaced from the first to the last; ``count`` (the
+    setting ``name``) must lie in [1, len(x)]."""
+    if not 1 <= count <= len(x):
+        raise ValueError(f"{name} must lie in [1, {len(x)}]{where}, got {count}")
+    return x[torch.linspace(0, len(x) - 1, count).round().long()]
 
 
 @cache
@@ -179,12 +210,5 @@ class Photographs:
     def evaluation(self, stride: int | None = None) -> tuple[Tensor, Tensor]:
         """A fixed grid of crops of every photograph of the split at full scale (stride = one
         crop by default), and zero labels."""
-        stride = stride or self.crop
-        crops = []
-        for image in self.images:
-            h, w = image.shape[-2:]
-            for i in range(0, h - self.crop + 1, stride):
-                for j in range(0, w - self.crop + 1, stride):
-                    crops.append(image[:, i : i + self.crop, j : j + self.crop])
-        x = torch.stack(crops)
+        x = torch.cat([grid_crops(image, self.crop, stride) for image in self.images])
         return x, torch.zeros(len(x), dtype=torch.long)
