@@ -33,7 +33,14 @@ from priors.schedules import DiscreteSchedule, LinearSchedule, Schedule
 from priors.tweedie import append_dims, x0_from_eps, x0_from_v
 from priors.weights import load_state_strict
 
-__all__ = ["DeepinvDenoiser", "DiscreteNetworkDenoiser", "load_adm", "load_diffusers"]
+__all__ = [
+    "DeepinvDenoiser",
+    "DiscreteNetworkDenoiser",
+    "adm_is_large",
+    "load_adm",
+    "load_diffusers",
+    "read_state",
+]
 
 
 def _x0_from_sample(x_t: Tensor, x0: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
@@ -91,7 +98,10 @@ class DiscreteNetworkDenoiser(Denoiser):
         return PREDICTIONS[self.prediction](x_t, out, *self.schedule(t))
 
 
-def _read_state(path: Path) -> dict[str, Tensor]:
+def read_state(path: Path) -> dict[str, Tensor]:
+    """A checkpoint's state dict of tensors, from ``.safetensors`` or from a torch file
+    read with ``weights_only=True`` (never by unpickling code; a ``{"state_dict": ...}``
+    wrapper is opened); the error names ``path``."""
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint {path}")
     try:
@@ -110,21 +120,48 @@ def _read_state(path: Path) -> dict[str, Tensor]:
     return state
 
 
+#: deepinv's two ``DiffUNet`` configurations, by the width of the first convolution.
+_ADM_WIDTHS = {128: False, 256: True}  # FFHQ (DPS's checkpoint), ImageNet 256 (large)
+
+
+def adm_is_large(state: dict[str, Tensor], path: Path) -> bool:
+    """Which of deepinv's ``DiffUNet`` configurations a guided-diffusion state dict has,
+    from the shape of its first convolution ``input_blocks.0.0.weight`` (128 output channels:
+    the FFHQ one; 256: the large ImageNet one); anything else is refused, naming ``path``."""
+    first = state.get("input_blocks.0.0.weight")
+    if first is None or first.ndim != 4:
+        raise ValueError(
+            f"{path} has no 4-d input_blocks.0.0.weight: not a guided-diffusion (ADM) state dict"
+        )
+    width, channels = int(first.shape[0]), int(first.shape[1])
+    if width not in _ADM_WIDTHS or channels != 3:
+        raise ValueError(
+            f"{path}: its first convolution maps {channels} channels to {width}; deepinv's "
+            "DiffUNet reads 3 channels into 128 (the FFHQ configuration) or 256 (the large "
+            "ImageNet one), so this architecture cannot be loaded"
+        )
+    return _ADM_WIDTHS[width]
+
+
 def load_adm(
-    path: str | Path, large_model: bool = False, image_size: int = 256
+    path: str | Path, large_model: bool | None = None, image_size: int = 256
 ) -> DiscreteNetworkDenoiser:
     r"""A guided-diffusion (ADM) checkpoint as a denoiser, through deepinv's ``DiffUNet``.
 
     Arguments:
         path: The checkpoint (``.pt`` state dict, read with ``weights_only=True``, or
             ``.safetensors``), e.g. DPS's ``ffhq_10m.pt``.
-        large_model: deepinv's large configuration (the ImageNet one) instead of the FFHQ one.
-        image_size: The side of the images it generates.
+        large_model: deepinv's large configuration (the ImageNet one) instead of the FFHQ
+            one; ``None`` infers it from the state dict's shapes (:func:`adm_is_large`). Either
+            way every key and shape must then match, or the error lists the mismatches.
+        image_size: The side of the images it generates (a state dict does not say it).
     """
     from deepinv.models import DiffUNet
 
     path = Path(path)
-    state = _read_state(path)
+    state = read_state(path)
+    if large_model is None:
+        large_model = adm_is_large(state, path)
     model = DiffUNet(in_channels=3, out_channels=3, large_model=large_model, pretrained=None)
     load_state_strict(model, state, path)
     model.eval().requires_grad_(False)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-__all__ = ["Cost", "measure", "record"]
+__all__ = ["Cost", "measure", "paused", "record"]
 
 
 @dataclass
@@ -37,10 +37,14 @@ class _Rows:
 
 
 _active: ContextVar[tuple[_Rows, ...]] = ContextVar("priors_cost_meters", default=())
+_paused: ContextVar[bool] = ContextVar("priors_cost_paused", default=False)
 
 
 def record(*, nfe_rows: int = 0, vjp_rows: int = 0) -> None:
-    """Adds evaluated rows to every open :func:`measure` block (a no-op when none is open)."""
+    """Adds evaluated rows to every open :func:`measure` block (a no-op when none is open,
+    or inside :func:`paused`)."""
+    if _paused.get():
+        return
     for rows in _active.get():
         rows.nfe += nfe_rows
         rows.vjp += vjp_rows
@@ -59,3 +63,14 @@ def measure(cost: Cost, batch: int) -> Iterator[Cost]:
         _active.reset(token)
         cost.nfe += rows.nfe / batch
         cost.vjp += rows.vjp / batch
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    """Nothing evaluated inside is recorded: for work that repeats an evaluation already
+    counted (a forward pass recomputed to save memory, :class:`priors.Tiled`)."""
+    token = _paused.set(True)
+    try:
+        yield
+    finally:
+        _paused.reset(token)

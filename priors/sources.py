@@ -9,10 +9,11 @@ r"""A prior from what a user names: a shipped name, a weight file or a checkpoin
   (:func:`priors.weights.read`);
 - a ``.pt`` / ``.pth`` file, or a ``.safetensors`` file without our metadata: a
   guided-diffusion (ADM) checkpoint (:func:`priors.adapters.load_adm`), read without
-  unpickling code. Its configuration comes from ``<stem>.json`` beside it
-  (``{"large_model": false, "image_size": 256}``; keys omitted take those defaults, the
-  FFHQ configuration of DPS's checkpoint), since a state dict does not say the size of the
-  images it was trained on.
+  unpickling code. Which of deepinv's two ``DiffUNet`` configurations it has (FFHQ, as DPS's
+  checkpoint, or the large ImageNet one) is inferred from the state dict's shapes; the
+  side of its images comes from ``<stem>.json`` beside it (``{"image_size": 256}``, the
+  default; ``"large_model": true/false`` there overrides the inference), since a state dict
+  does not say the size of the images it was trained on.
 
 Anything else is refused with an error that names the source and what is accepted; so is
 a weight file that holds something other than a denoiser (a classifier, a critic).
@@ -75,7 +76,9 @@ def _adm(path: Path) -> Denoiser:
                 f"{config_path} may hold only 'large_model' (true/false) and 'image_size' "
                 f"(an integer); got {unknown or type(config).__name__}"
             )
-    large = checks.flag(config.get("large_model", False), f"{config_path.name}: large_model")
+    large = config.get("large_model")
+    if large is not None:
+        large = checks.flag(large, f"{config_path.name}: large_model")
     size = checks.integer(config.get("image_size", 256), f"{config_path.name}: image_size", low=1)
     return load_adm(path, large_model=large, image_size=size)
 

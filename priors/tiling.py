@@ -21,6 +21,15 @@ divisible by its resolution factor :math:`2^{L-1}`, and memory grows with the im
 Cost: each tile is one row of a network evaluation (:mod:`priors.cost`), so a tiled image
 counts as many evaluations per call as it has tiles.
 
+Memory: without gradients, one call holds ``batch`` tiles' activations at a time. A
+vector-Jacobian product through the denoiser (DPS, PiGDM) would keep every tile's
+activations until the backward pass, so with ``recompute=True`` (the default) each batch of
+tiles runs under activation checkpointing (``torch.utils.checkpoint``, non-reentrant): only
+its input is kept, and its forward pass is recomputed, one batch at a time, when the
+gradient is taken. That costs one more forward pass per backward pass, which the cost
+accounting does not count again (:func:`priors.cost.paused`): it is the price of the memory
+bound, not another evaluation.
+
 In both modes the input is first padded by reflection (at the bottom and right) to the next
 multiple of the factor, and the output cropped back, so both see the same image.
 
@@ -43,9 +52,11 @@ from typing import Any
 import torch
 
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 import checks
 
+from priors.cost import paused
 from priors.denoiser import Denoiser, Wrapper
 
 __all__ = ["Tiled", "tile_starts"]
@@ -84,6 +95,8 @@ class Tiled(Wrapper):
         factor: The multiple the prior needs for :math:`H` and :math:`W`; by default the
             prior's ``factor`` attribute (:class:`priors.UNetDenoiser` has one), else 1.
         batch: Tiles denoised together (bounds the memory of one call).
+        recompute: Checkpoint each batch of tiles when a gradient flows through it, so that
+            a VJP keeps one batch's activations at a time (see the module).
     """
 
     def __init__(
@@ -93,6 +106,7 @@ class Tiled(Wrapper):
         overlap: int = 32,
         factor: int | None = None,
         batch: int = 16,
+        recompute: bool = True,
     ) -> None:
         super().__init__(prior)
         self.factor = checks.integer(
@@ -107,6 +121,7 @@ class Tiled(Wrapper):
                 raise ValueError(f"overlap must be less than tile / 2 = {tile / 2}, got {overlap}")
         self.tile, self.overlap = tile, overlap
         self.batch = checks.integer(batch, "batch", low=1)
+        self.recompute = checks.flag(recompute, "recompute")
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         if x_t.ndim != 4:
@@ -147,7 +162,22 @@ class Tiled(Wrapper):
                 k: v[index] if isinstance(v, Tensor) and v.ndim and v.shape[0] == b else v
                 for k, v in cond.items()
             }
-            denoised = self.prior(tiles, t_rows[index], **tile_cond)
+            denoised = self._denoise(tiles, t_rows[index], tile_cond)
             for (n, i, j), d in zip(chunk, denoised, strict=True):
                 out[n, :, i : i + th, j : j + tw] += weights[i, j] * d
         return out / total
+
+    def _denoise(self, tiles: Tensor, t: Tensor, cond: dict[str, Any]) -> Tensor:
+        """One batch of tiles; checkpointed when a gradient will flow through it."""
+        if not (self.recompute and torch.is_grad_enabled()):
+            return self.prior(tiles, t, **cond)
+        calls = []
+
+        def run(tiles: Tensor, t: Tensor) -> Tensor:
+            if calls:  # the recomputation in the backward pass: counted once already
+                with paused():
+                    return self.prior(tiles, t, **cond)
+            calls.append(1)
+            return self.prior(tiles, t, **cond)
+
+        return checkpoint(run, tiles, t, use_reentrant=False)

@@ -7,10 +7,19 @@
 
 Every folder under ``sweep`` that holds a Hydra run (``.hydra/overrides.yaml``) is one row:
 its overrides (one column per swept key) and the scalar entries of its ``metrics.json``
-(nested keys joined by dots). Runs without ``metrics.json`` did not finish and are listed
-apart. Writes ``sweep.csv`` (every column), ``sweep.md`` (the overrides and ``metric``, or
-the first scalar metrics) and, given ``metric`` and ``x``, ``sweep.png`` (``metric``
-against ``x``, one line per value of ``hue``) into the sweep folder.
+(nested keys joined by dots). With ``unnest=KEY``, a run whose metrics hold
+``{group: {entry: scores}}`` under ``KEY`` (the restore app's ``tasks``: task, then method)
+gives one row per group and entry instead, with columns ``group`` and ``entry``:
+
+    python -m experiments.inverse.restore -m prior=natural 'tasks=[sr4],[box]' \
+        sigma_y=0.01,0.05 hydra.sweep.dir=sweeps/r
+    python -m experiments.benchmarks.gather sweep=sweeps/r unnest=tasks \
+        'columns=[psnr_sample,ssim_sample,psnr,ssim]'
+
+Runs without ``metrics.json`` did not finish and are listed apart. Writes ``sweep.csv``
+(every column), ``sweep.md`` (the overrides and ``columns``, else ``metric``, else the first
+scalar metrics) and, given ``metric`` and ``x``, ``sweep.png`` (``metric`` against ``x``,
+one line per value of ``hue``) into the sweep folder.
 """
 
 from __future__ import annotations
@@ -51,9 +60,12 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, float | str]:
     return out
 
 
-def collect(sweep: Path) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+def collect(
+    sweep: Path, unnest: str | None = None
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     """The finished runs under ``sweep`` (overrides and flattened metrics per run, sorted
-    by folder), the overridden keys, and the folders of unfinished runs."""
+    by folder; per group and entry of ``unnest``, see the module), the overridden keys, and
+    the folders of unfinished runs."""
     if not sweep.is_dir():
         raise ValueError(f"sweep folder {sweep} does not exist")
     rows, unfinished, swept = [], [], []
@@ -73,10 +85,19 @@ def collect(sweep: Path) -> tuple[list[dict[str, Any]], list[str], list[str]]:
                 row[key] = _number(value)
                 swept += [key] if key not in swept else []
         try:
-            row |= flatten(json.loads(metrics.read_text()))
+            found = json.loads(metrics.read_text())
         except json.JSONDecodeError as error:
             raise ValueError(f"{metrics} is not valid JSON ({error})") from error
-        rows.append(row)
+        if unnest is None:
+            rows.append(row | flatten(found))
+            continue
+        nested = found.pop(unnest, None) if isinstance(found, dict) else None
+        if not isinstance(nested, dict) or not all(isinstance(v, dict) for v in nested.values()):
+            raise ValueError(f"{metrics} has no {{group: {{entry: scores}}}} under {unnest!r}")
+        base = row | flatten(found)
+        for group, entries in nested.items():
+            for entry, scores in entries.items():
+                rows.append(base | {"group": group, "entry": entry} | flatten(scores))
     if not rows and not unfinished:
         raise ValueError(f"no Hydra runs under {sweep}")
     return rows, swept, unfinished
@@ -98,11 +119,18 @@ def write(
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         writer.writerows(rows)
-    numeric = [c for c in columns if c not in swept and c != "run"]
-    shown = [str(cfg.metric)] if cfg.metric else numeric[:6]
-    lines = [f"| run | {' | '.join(swept + shown)} |", "|---" * (1 + len(swept + shown)) + "|"]
+    keys = [*swept, *(["group", "entry"] if cfg.get("unnest") else [])]
+    numeric = [c for c in columns if c not in keys and c != "run"]
+    if cfg.get("columns"):
+        shown = [str(c) for c in cfg.columns]
+        unknown = [c for c in shown if c not in columns]
+        if unknown:
+            raise ValueError(f"columns {unknown} are in no run; columns: {numeric}")
+    else:
+        shown = [str(cfg.metric)] if cfg.metric else numeric[:6]
+    lines = [f"| run | {' | '.join(keys + shown)} |", "|---" * (1 + len(keys + shown)) + "|"]
     for row in rows:
-        cells = [_cell(row.get(c, "")) for c in swept + shown]
+        cells = [_cell(row.get(c, "")) for c in keys + shown]
         lines.append(f"| {row['run']} | {' | '.join(cells)} |")
     if unfinished:
         lines += ["", f"Unfinished runs ({len(unfinished)}): {', '.join(unfinished)}"]
@@ -146,7 +174,7 @@ def main(cfg: DictConfig) -> None:
             "give the sweep folder: python -m experiments.benchmarks.gather sweep=DIR"
         )
     sweep = Path(str(cfg.sweep))
-    rows, swept, unfinished = collect(sweep)
+    rows, swept, unfinished = collect(sweep, cfg.get("unnest") and str(cfg.unnest))
     write(rows, swept, unfinished, cfg, sweep)
     # gathered afresh every time (the sweep may have grown): no resumption
     write_metrics({"sweep": str(sweep), "rows": len(rows), "unfinished": unfinished}, run_dir)

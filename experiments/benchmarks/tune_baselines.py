@@ -4,13 +4,15 @@ photographs.
     python -m experiments.benchmarks.tune_baselines              # writes tuned.yaml
     python -m experiments.benchmarks.tune_baselines install=true # and the catalogue
 
-For every task and :math:`\sigma_y`, ``crops`` crops of each *training* photograph
-(:mod:`experiments.shared.photographs`; the held-out ones are never seen) are measured once,
+For every task and :math:`\sigma_y`, ``crops`` crops of each of ``photographs`` *training*
+photographs (:mod:`experiments.shared.photographs`, evenly spaced over its list; all of them
+when ``null``; the held-out ones are never seen) are measured once,
 every combination of each baseline's grid is run on them, and the setting with the best mean
 PSNR is kept (a best setting at an end of its grid is flagged: widen the grid). Writes
 ``metrics.json`` (every trial), ``table.md`` and ``tuned.yaml``; with ``install=true`` the
-choices replace ``configs/catalogue/baselines.yaml``, which the restore app reads, with this
-command in its header.
+choices replace those for the same baseline, task and noise level in
+``configs/catalogue/baselines.yaml`` (which the restore app reads; the others are kept),
+with this command in its header.
 """
 
 from __future__ import annotations
@@ -43,11 +45,16 @@ CATALOGUE = Path(__file__).resolve().parents[1] / "configs" / "catalogue" / "bas
 COMMAND = "python -m experiments.benchmarks.tune_baselines install=true"
 
 
-def training_crops(crop: int, per_photograph: int) -> torch.Tensor:
-    """``per_photograph`` crops of side ``crop`` of every training photograph, evenly spaced
-    over its grid of crops (so every photograph, not only the first few, is tuned on)."""
+def training_crops(crop: int, per_photograph: int, photographs: int | None = None) -> torch.Tensor:
+    """``per_photograph`` crops of side ``crop`` of ``photographs`` training photographs
+    evenly spaced over the list (all of them when ``None``), each crop evenly spaced over its
+    photograph's grid of crops (so the photographs are covered, not only their corners)."""
     where = f" per photograph for crop {crop}"
-    grids = [grid_crops(image, crop) for image in Photographs("train", crop=crop).images]
+    images = Photographs("train", crop=crop).images
+    if photographs is not None:
+        picked = evenly_spaced(torch.arange(len(images)), photographs, "photographs")
+        images = [images[int(i)] for i in picked]
+    grids = [grid_crops(image, crop) for image in images]
     return torch.cat([evenly_spaced(g, per_photograph, "crops", where) for g in grids]).double()
 
 
@@ -55,6 +62,41 @@ def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination of a baseline's grid."""
     names = list(grid)
     return [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def this_command() -> str:
+    """The command line of this run (its Hydra overrides), or :data:`COMMAND` outside
+    Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return COMMAND
+    overrides = [o for o in HydraConfig.get().overrides.task if o != "install=true"]
+    quoted = [f"'{o}'" if any(c in o for c in "[]{},") else o for o in overrides]
+    return " ".join([COMMAND.removesuffix(" install=true"), *quoted, "install=true"])
+
+
+def commands(latest: str) -> list[str]:
+    """The tuning commands recorded in the catalogue's header, then ``latest``."""
+    text = CATALOGUE.read_text() if CATALOGUE.is_file() else ""
+    found = [line[4:] for line in text.splitlines() if line.startswith("#   python -m")]
+    return [c for c in found if c != latest] + [latest]
+
+
+def installed() -> dict[str, Any]:
+    """The settings in the catalogue now (``{}`` when there are none)."""
+    found = OmegaConf.to_container(OmegaConf.load(CATALOGUE)) if CATALOGUE.is_file() else None
+    return found if isinstance(found, dict) else {}
+
+
+def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` settings (baseline, task, sigma_y) with those of ``new`` replacing them: a
+    run on some tasks or noise levels keeps what was tuned for the others."""
+    out = {b: {t: dict(levels) for t, levels in tasks.items()} for b, tasks in old.items()}
+    for baseline, tasks in new.items():
+        for task, levels in tasks.items():
+            out.setdefault(baseline, {}).setdefault(task, {}).update(levels)
+    return out
 
 
 def at_edge(best: int, trials: int) -> bool:
@@ -75,7 +117,10 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             f"tasks: {sorted(cfg.tasks_available)}"
         )
     torch.set_num_threads(int(cfg.threads))
-    x = training_crops(int(cfg.crop), int(cfg.crops))
+    photographs = cfg.get("photographs")
+    if photographs is not None:
+        photographs = checks.integer(photographs, "photographs", low=1)
+    x = training_crops(int(cfg.crop), int(cfg.crops), photographs)
     grids = {b: combinations(OmegaConf.to_container(g)) for b, g in cfg.grids.items()}
     trials: dict[str, Any] = {}
     tuned: dict[str, dict[str, dict[str, Any]]] = {b: {} for b in grids}
@@ -109,11 +154,13 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     text = OmegaConf.to_yaml(OmegaConf.create(tuned))
     atomic_write_text(out_dir / "tuned.yaml", text)
     if cfg.install:
+        text = OmegaConf.to_yaml(OmegaConf.create(merged(installed(), tuned)))
         header = (
             "# The classical baselines' settings per task and sigma_y, chosen on training\n"
-            f"# photographs ({cfg.crops} crop(s) of {cfg.crop}x{cfg.crop} each) by:\n"
-            f"#   {COMMAND}\n"
-            "# The restore app reads them (settings for the nearest tuned sigma_y).\n"
+            f"# photographs (crops of {cfg.crop}x{cfg.crop}, never of a held-out one) by these\n"
+            "# commands in turn (a later one replaces the settings it tuned, keeps the others):\n"
+            + "".join(f"#   {c}\n" for c in commands(this_command()))
+            + "# The restore app reads them (settings for the nearest tuned sigma_y).\n"
         )
         atomic_write_text(CATALOGUE, header + text)
         log.info("installed %s", CATALOGUE)

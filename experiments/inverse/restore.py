@@ -17,8 +17,10 @@ given.
 
 Scores, per task and method, averaged over images:
 
-- ``psnr`` / ``ssim`` of the posterior mean (the average of the samples), ``psnr_sample`` of
-  single samples (deepinv's metrics on :math:`[0, 1]` images);
+- ``psnr`` / ``ssim`` of the posterior mean (the average of the samples), ``psnr_sample`` /
+  ``ssim_sample`` of single samples (deepinv's metrics on :math:`[0, 1]` images), and
+  ``lpips`` / ``lpips_sample`` when ``lpips=`` names a local AlexNet backbone file
+  (:class:`experiments.shared.metrics.LPIPS`: its weights cannot be fetched here);
 - ``residual``: the RMS of :math:`A x - y` per measured entry (about :math:`\sigma_y` for a
   sample that explains the data without fitting the noise);
 - ``nfe`` / ``vjp`` per sample and ``wall_s`` for the task's whole batch;
@@ -63,7 +65,7 @@ from experiments.shared.baselines import BASELINES, applies, run_baseline, setti
 from experiments.shared.build import Method, build, build_method
 from experiments.shared.data import DATA, held_out
 from experiments.shared.images import image_files, read_images, write_png
-from experiments.shared.metrics import psnr, residual, ssim
+from experiments.shared.metrics import LPIPS, psnr, residual, ssim
 from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
 from experiments.shared.seeds import generators, method_salt
@@ -72,22 +74,32 @@ log = logging.getLogger(__name__)
 
 
 def scores(
-    op: operators.Operator, x: Tensor, y: Tensor, truth: Tensor | None, samples: int
+    op: operators.Operator,
+    x: Tensor,
+    y: Tensor,
+    truth: Tensor | None,
+    samples: int,
+    lpips: LPIPS | None = None,
 ) -> dict[str, float]:
     """Scores of ``samples`` rows per image (rows grouped by image); only the measurement
-    residual when there is no ground truth."""
+    residual when there is no ground truth; LPIPS too when its metric is given."""
     fit = {"residual": float(residual(op, x, y.repeat_interleave(samples, 0)).mean())}
     if truth is None:
         return fit
     n = truth.shape[0]
     grouped = x.view(n, samples, *x.shape[1:])
     mean = grouped.mean(1)
-    singles = psnr(x, truth.repeat_interleave(samples, 0))
-    return {
+    rows = truth.repeat_interleave(samples, 0)
+    found = {
         "psnr": float(psnr(mean, truth).mean()),
         "ssim": float(ssim(mean, truth).mean()),
-        "psnr_sample": float(singles.mean()),
-    } | fit
+        "psnr_sample": float(psnr(x, rows).mean()),
+        "ssim_sample": float(ssim(x, rows).mean()),
+    }
+    if lpips is not None:
+        found["lpips"] = float(lpips(mean, truth).mean())
+        found["lpips_sample"] = float(lpips(x, rows).mean())
+    return found | fit
 
 
 # The run.
@@ -159,9 +171,11 @@ def run_task(
     truth: Tensor | None,
     sigma_y: float,
     bar: Any,
+    lpips: LPIPS | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
     """Runs every method of a prepared task, advancing the progress ``bar`` by the steps
-    done; returns the scores and the images to show (no ``truth`` for a measurement)."""
+    done; returns the scores (with LPIPS when its metric is given) and the images to show
+    (no ``truth`` for a measurement)."""
     op, y, name, samples = task.op, task.y, task.name, int(cfg.samples)
     results: dict[str, dict[str, float]] = {}
     shown: dict[str, Tensor] = {} if truth is None else {"truth": truth}
@@ -170,7 +184,7 @@ def run_task(
         bar.set_postfix_str(f"{name}: {baseline}")
         start = time.perf_counter()
         restored = run_baseline(baseline, op, y, sigma_y, settings)
-        results[baseline] = scores(op, restored, y, truth, 1) | {
+        results[baseline] = scores(op, restored, y, truth, 1, lpips) | {
             "wall_s": time.perf_counter() - start,
             "settings": settings,
         }
@@ -206,7 +220,7 @@ def run_task(
             bar.update(max(0, end - bar.n))  # a peer's loop, or a stop, reports none
         x = x.clamp(-1, 1)
         wall = time.perf_counter() - start
-        results[method_name] = scores(op, x, y, truth, samples) | {
+        results[method_name] = scores(op, x, y, truth, samples, lpips) | {
             "nfe": cost.nfe,
             "vjp": cost.vjp,
             "wall_s": wall,
@@ -225,15 +239,21 @@ def _headline(r: dict[str, Any]) -> str:
 
 
 def markdown(tasks: dict[str, dict[str, dict[str, float]]]) -> str:
+    perceptual = any("lpips" in r for methods in tasks.values() for r in methods.values())
+    extra = ("LPIPS mean | LPIPS sample | ", "---|---|") if perceptual else ("", "")
     lines = [
-        "| task | method | PSNR mean | SSIM mean | PSNR sample | residual | NFE | VJP | wall s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        (
+            "| task | method | PSNR mean | SSIM mean | PSNR sample | SSIM sample | "
+            f"{extra[0]}residual | NFE | VJP | wall s |"
+        ),
+        f"|---|---|---|---|---|---|{extra[1]}---|---|---|---|",
     ]
     for task, methods in tasks.items():
         for name, r in methods.items():
             refused = next((k for k in ("diverged", "not applicable") if k in r), None)
             if refused:
-                lines.append(f"| {task} | {name} | {refused}: {r[refused]} |||||||")
+                gaps = "|" * (8 + 2 * perceptual)
+                lines.append(f"| {task} | {name} | {refused}: {r[refused]} {gaps}")
                 continue
             cost = (
                 f"{r['nfe']:.0f} | {r['vjp']:.0f} | {r['wall_s']:.1f}"
@@ -241,10 +261,17 @@ def markdown(tasks: dict[str, dict[str, dict[str, float]]]) -> str:
                 else f"0 | 0 | {r['wall_s']:.1f}"
             )
             truth = (
-                f"{r['psnr']:.2f} | {r['ssim']:.3f} | {r['psnr_sample']:.2f}"
+                f"{r['psnr']:.2f} | {r['ssim']:.3f} | {r['psnr_sample']:.2f} | "
+                f"{r['ssim_sample']:.3f}"
                 if "psnr" in r
-                else "- | - | -"
+                else "- | - | - | -"
             )
+            if perceptual:
+                truth += (
+                    f" | {r['lpips']:.3f} | {r['lpips_sample']:.3f}"
+                    if "lpips" in r
+                    else " | - | -"
+                )
             lines.append(f"| {task} | {name} | {truth} | {r['residual']:.3f} | {cost} |")
     return "\n".join(lines) + "\n"
 
@@ -349,6 +376,11 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             f"unknown methods, tasks or baselines {unknown}; methods: {sorted(cfg.methods)}, "
             f"tasks: {sorted(cfg.tasks_available)}, baselines: {sorted(BASELINES)}"
         )
+    lpips = None
+    if cfg.get("lpips") is not None:
+        if cfg.measurement is not None:
+            raise ValueError("lpips= scores against a ground truth, which measurement= has not")
+        lpips = LPIPS(str(cfg.lpips))
     prior = load_prior(cfg)
     prior, truth, names, prepared, sigma_y, about = prepare(cfg, prior)
     tasks: dict[str, dict[str, dict[str, float]]] = {}
@@ -362,7 +394,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         log.info("sigma_y estimated from the measurement: %.4f", sigma_y)
     with progress(len(prepared) * len(cfg.run) * int(cfg.steps), "restore") as bar:
         for task in prepared:
-            results, shown = run_task(cfg, task, prior, truth, sigma_y, bar)
+            results, shown = run_task(cfg, task, prior, truth, sigma_y, bar, lpips)
             tasks[task.name] = results
             title = f"{cfg.prior}: {task.name}, sigma_y = {sigma_y:.3g}, {cfg.steps} steps"
             figures.append((shown, task.op, title, out_dir / f"restore_{task.name}.png"))

@@ -12,8 +12,8 @@ shows what the prior buys. Every baseline maps ``(op, y, sigma_y)`` in our units
   images, by deepinv's proximal gradient descent (``PGD``) with its ``TVPrior`` (isotropic
   TV, its proximal operator solved by deepinv's inner Chambolle-Pock loop) and step
   :math:`1 / \lVert A \rVert^2`, started from the classical fill (``interpolate``) where
-  there is one, else the pseudo-inverse (from :math:`A^\top y`, deepinv's default, a hole
-  fills too slowly to converge in the iterations given);
+  there is one (from :math:`A^\top y`, deepinv's default, a hole fills too slowly to
+  converge in the iterations given), else from :math:`A^\top y`;
 - ``pnp_bm3d``: plug-and-play half-quadratic splitting with BM3D as the denoiser (deepinv's
   ``BM3D``, which calls the ``bm3d`` package) on DPIR's schedule (Zhang et al., 2021, as
   deepinv's ``get_DPIR_params`` writes it: denoiser levels log-spaced from 49/255 down to the
@@ -22,7 +22,9 @@ shows what the prior buys. Every baseline maps ``(op, y, sigma_y)`` in our units
   :math:`\ell_2` proximal operator. Departure: it starts from the classical fill
   (``interpolate``) where there is one, not from :math:`A^\top y`: BM3D cannot fill a hole
   of zeros at 49/255 (on random inpainting deepinv's ``DPIR`` with BM3D, started from
-  :math:`A^\top y`, stays below the pseudo-inverse);
+  :math:`A^\top y`, stays below the pseudo-inverse); without one (deblurring) it starts
+  from :math:`A^\top y`, as deepinv does. No iterative baseline starts from the
+  pseudo-inverse (:func:`experiments.shared.fills.initial`: it amplifies the noise);
 - ``patch_gmm``: the EPLL-style patch prior of :mod:`experiments.shared.patch_gmm`.
 
 Regularisation weights are inputs: :mod:`experiments.benchmarks.tune_baselines` chooses them
@@ -82,7 +84,7 @@ def pnp_bm3d(
     op: operators.Operator, y: Tensor, sigma_y: float, scale: float = 1.0, iterations: int = 8
 ) -> Tensor:
     """Plug-and-play HQS with BM3D on DPIR's schedule (see the module), started from the
-    classical fill (:func:`interpolate`) where there is one, else the pseudo-inverse."""
+    classical fill (:func:`interpolate`) where there is one, else :math:`A^\top y`."""
     from deepinv.models import BM3D
     from deepinv.optim.data_fidelity import L2
 

@@ -60,6 +60,13 @@ def interpolate(op: operators.Operator, y: Tensor, sigma_y: float) -> Tensor:
 
 
 def initial(op: operators.Operator, y: Tensor, sigma_y: float) -> Tensor:
-    """Where the iterative baselines start: the classical fill where there is one, else the
-    pseudo-inverse."""
-    return (interpolate if interpolates(op) else pinv)(op, y, sigma_y)
+    """Where the iterative baselines start: the classical fill where there is one, else
+    :math:`A^\top y` (deepinv's start), clamped to the image range. Never the
+    pseudo-inverse: it divides the noise by the smallest singular values (on the Gaussian
+    blur task, at sigma_y = 0.01, :math:`A^+ y` scores about 5 dB, the blurred image 36 dB),
+    and no iterative baseline recovers from that start."""
+    if interpolates(op):
+        return interpolate(op, y, sigma_y)
+    if not isinstance(op, operators.LinearOperator):
+        raise operators.UnsupportedOperator("the iterative baselines need a linear operator")
+    return op.adjoint(y).clamp(-1, 1)

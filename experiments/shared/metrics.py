@@ -1,13 +1,21 @@
 """Image scores of the apps: PSNR and SSIM through deepinv's metrics on :math:`[0, 1]`
-images (ours live in :math:`[-1, 1]`), and the RMS of a measurement residual."""
+images (ours live in :math:`[-1, 1]`), LPIPS from a backbone file the user has, and the RMS
+of a measurement residual.
+
+FID is not offered: it needs Inception weights that cannot be fetched here, and on the few
+images a restoration run scores its estimate is dominated by its small-sample bias."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import torch
 
 from torch import Tensor
 
 import operators
 
-__all__ = ["psnr", "residual", "ssim", "to01"]
+__all__ = ["LPIPS", "psnr", "residual", "ssim", "to01"]
 
 
 def to01(x: Tensor) -> Tensor:
@@ -34,3 +42,55 @@ def residual(op: operators.Operator, x: Tensor, y: Tensor) -> Tensor:
     if isinstance(op, operators.Inpainting):
         r = r[:, op.mask.expand(op.out_shape).flatten() > 0]
     return r.pow(2).mean(1).sqrt()
+
+
+class LPIPS:
+    """LPIPS with AlexNet features (Zhang et al., "The unreasonable effectiveness of deep
+    features as a perceptual metric", CVPR 2018), lower is closer; per image, on our
+    :math:`[-1, 1]` images (grey ones repeated to three channels).
+
+    The metric's linear layers ship inside torchmetrics (``lpips_models/alex.pth``, which
+    deepinv's ``LPIPS`` also uses); its AlexNet backbone is torchvision's ImageNet weights,
+    which torchvision would download. Here they are read from ``backbone``, a file the user
+    already has (torchvision's ``alexnet-owt-7be5be79.pth``, a state dict read with
+    ``weights_only=True``), so nothing is fetched. Its keys, shapes and values are checked
+    before use.
+    """
+
+    def __init__(self, backbone: str | Path) -> None:
+        from torchmetrics.functional.image.lpips import _LPIPS
+        from torchvision.models import alexnet
+
+        from priors.adapters import read_state
+        from priors.weights import load_state_strict
+
+        path = Path(backbone)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"lpips: no backbone file {path} (torchvision's AlexNet state dict, "
+                "alexnet-owt-7be5be79.pth)"
+            )
+        state = read_state(path)
+        reference = alexnet(weights=None)
+        load_state_strict(reference, state, path)
+        self.network = _LPIPS(pretrained=True, net="alex", pnet_rand=True).eval()
+        for part in self.network.net.children():  # slices of AlexNet's features, by index
+            for index, layer in part.named_children():
+                layer.load_state_dict(reference.features[int(index)].state_dict())
+        self.network.requires_grad_(False)
+
+    def __call__(self, x: Tensor, truth: Tensor) -> Tensor:
+        """Per-image LPIPS between ``x`` and ``truth`` :math:`(B, C, H, W)`, C = 1 or 3."""
+        if x.shape != truth.shape or x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(
+                f"lpips takes two (B, 1 or 3, H, W) batches of one shape, got "
+                f"{tuple(x.shape)} and {tuple(truth.shape)}"
+            )
+        if min(x.shape[-2:]) < 31:
+            raise ValueError(
+                f"lpips needs images of at least 31x31 (AlexNet's strides and pooling), got "
+                f"{tuple(x.shape[-2:])}"
+            )
+        a, b = (v.float().clamp(-1, 1).expand(-1, 3, -1, -1) for v in (x, truth))
+        with torch.no_grad():
+            return self.network(a, b).flatten()

@@ -94,7 +94,7 @@ def test_every_app_is_covered():
     [
         (["+photo=/no/such/file.png"], "unknown setting(s) ['photo']"),
         (["image=/no/such/file.png"], "is neither a file nor a folder"),
-        (["steps=2.7"], "steps must be an integer (its default is 100), got 2.7"),
+        (["steps=2.7"], "steps must be an integer (its default is 25), got 2.7"),
         (["+methods.dps.sampler.zetta=1", "tasks=[box]", "run=[dps]"], "unexpected keyword"),
     ],
     ids=[

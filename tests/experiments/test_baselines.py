@@ -76,3 +76,18 @@ def test_what_does_not_apply_is_refused():
         run_baseline("wiener", blur, torch.zeros(1, 1, 16, 16), 0.0, {})
     with pytest.raises(ValueError, match="lam"):
         run_baseline("tv", blur, torch.zeros(1, 1, 16, 16), 0.0, {"lam": -1.0})
+
+
+def test_pnp_bm3d_deblurs_from_the_adjoint_not_the_pseudo_inverse():
+    """On Gaussian deblurring the pseudo-inverse amplifies the noise (it scored about 5 dB
+    on 128x128 crops at sigma_y = 0.01); the iterative baselines start from A^T y instead,
+    and PnP-BM3D then improves on the blurred measurement itself."""
+    from experiments.shared.fills import initial
+
+    x = _crop(64)
+    op = operators.CircularBlur(operators.gaussian_kernel(1.0, size=7), (1, 64, 64))
+    y = _measure(op, x, 0.01)
+    torch.testing.assert_close(initial(op, y, 0.01), op.adjoint(y).clamp(-1, 1))
+    blurred = float(psnr(y, x))
+    assert float(psnr(BASELINES["pinv"](op, y, 0.01), x)) < blurred - 10
+    assert float(psnr(run_baseline("pnp_bm3d", op, y, 0.01, {}), x)) > blurred + 1.0

@@ -16,13 +16,16 @@ import priors
 from experiments.inverse import restore
 from experiments.shared import data, tasks
 
+#: The digits prior at the app's former defaults, small.
+DIGITS = [
+    "prior=digits", "images=2", "samples=2", "steps=4", "threads=1",
+    "tasks=[box,random,outpaint,blur,sr4]", "run=[dps,pigdm,ddrm,diffpir]", "baselines=[pinv]",
+]  # fmt: skip
+
 
 def _cfg(*overrides):
     with initialize_config_module(version_base=None, config_module="experiments.configs.restore"):
-        return compose(
-            "restore",
-            overrides=["images=2", "samples=2", "steps=4", "threads=1", *overrides],
-        )
+        return compose("restore", overrides=[*DIGITS, *overrides])
 
 
 def test_writes_metrics_table_and_figures(tmp_path):
@@ -139,7 +142,7 @@ def test_bad_images_and_priors_are_refused_before_any_work(tmp_path):
 def test_classical_baselines_are_scored_beside_the_methods(tmp_path):
     cfg = _cfg("tasks=[random]", "run=[ddrm]", "baselines=[interpolate,tv]")
     tuned = {"tv": {"random": {"0.01": {"lam": 0.01}, "0.1": {"lam": 0.1}}}}
-    OmegaConf.update(cfg, "baseline_settings", tuned, force_add=True)
+    OmegaConf.update(cfg, "baseline_settings", tuned, merge=False)
     results = restore.run(cfg, tmp_path)["tasks"]["random"]
     assert set(results) == {"pinv", "interpolate", "tv", "ddrm"}
     assert results["tv"]["settings"] == {"lam": 0.1}  # the nearest tuned sigma_y to 0.05
@@ -147,6 +150,10 @@ def test_classical_baselines_are_scored_beside_the_methods(tmp_path):
 
 
 def test_a_baseline_without_tuned_settings_is_refused_before_any_work(tmp_path):
+    cfg = _cfg("tasks=[box]", "run=[ddrm]", "baselines=[tv]")
+    OmegaConf.update(
+        cfg, "baseline_settings", {"tv": {"sr4": {"0.01": {"lam": 0.01}}}}, merge=False
+    )
     with pytest.raises(ValueError, match="baseline 'tv' has no tuned settings for task 'box'"):
-        restore.run(_cfg("tasks=[box]", "run=[ddrm]", "baselines=[tv]"), tmp_path)
+        restore.run(cfg, tmp_path)
     assert not list(tmp_path.iterdir())

@@ -54,6 +54,45 @@ def test_a_killed_sweep_resumes_and_is_gathered(tmp_path):
         gather.collect(tmp_path / "missing")
 
 
+def _run(folder, overrides, metrics):
+    import json
+
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_a_restore_sweep_is_gathered_per_task_and_method(tmp_path):
+    """unnest=tasks: one row per run, task and method, with the run's swept values."""
+    sweep = tmp_path / "sweep"
+    scores = {"pinv": {"psnr": 20.0, "settings": {}}, "ddrm": {"psnr": 25.0, "nfe": 50}}
+    _run(
+        sweep / "0",
+        ["tasks=[sr4]", "sigma_y=0.01"],
+        {"prior": "natural", "tasks": {"sr4": scores}},
+    )
+    _run(
+        sweep / "1", ["tasks=[box]", "sigma_y=0.05"], {"tasks": {"box": {"ddrm": {"psnr": 30.0}}}}
+    )
+    rows, swept, unfinished = gather.collect(sweep, "tasks")
+    assert swept == ["tasks", "sigma_y"] and not unfinished
+    assert [(r["group"], r["entry"], r["psnr"], r["sigma_y"]) for r in rows] == [
+        ("sr4", "pinv", 20.0, 0.01), ("sr4", "ddrm", 25.0, 0.01), ("box", "ddrm", 30.0, 0.05),
+    ]  # fmt: skip
+    assert rows[1]["nfe"] == 50 and rows[0]["prior"] == "natural"
+    with initialize_config_module(version_base=None, config_module="experiments.configs.gather"):
+        cfg = compose("gather", overrides=["unnest=tasks", "columns=[psnr]"])
+        bad = compose("gather", overrides=["unnest=tasks", "columns=[lpips]"])
+    gather.write(rows, swept, unfinished, cfg, sweep)
+    table = (sweep / "sweep.md").read_text()
+    assert "| run | tasks | sigma_y | group | entry | psnr |" in table
+    assert "| 1 | [box] | 0.05 | box | ddrm | 30 |" in table
+    with pytest.raises(ValueError, match=r"columns \['lpips'\] are in no run"):
+        gather.write(rows, swept, unfinished, bad, sweep)
+    with pytest.raises(ValueError, match="no {group: {entry: scores}} under 'runs'"):
+        gather.collect(sweep, "runs")
+
+
 def test_the_slurm_launcher_config_composes():
     with initialize_config_module(version_base=None, config_module="experiments.configs.restore"):
         cfg = compose("restore", overrides=["hydra/launcher=slurm"], return_hydra_config=True)

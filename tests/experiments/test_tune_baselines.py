@@ -2,6 +2,7 @@
 what it chose, and refuses unknown baselines and tasks."""
 
 import pytest
+import torch
 
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
@@ -43,3 +44,29 @@ def test_unknown_names_are_refused(tmp_path, override, match):
 def test_a_best_setting_at_the_end_of_its_grid_is_flagged():
     assert tune_baselines.at_edge(0, 3) and tune_baselines.at_edge(4, 5)
     assert not tune_baselines.at_edge(1, 3) and not tune_baselines.at_edge(0, 2)
+
+
+def test_photographs_are_picked_evenly_over_the_training_list():
+    from experiments.shared.photographs import Photographs, grid_crops
+
+    images = Photographs("train", crop=32).images
+    picked = tune_baselines.training_crops(32, 1, 3)
+    assert picked.shape == (3, 1, 32, 32)
+    for crop, index in zip(picked, (0, 8, 17), strict=True):  # linspace(0, 17, 3), rounded
+        assert any(torch.equal(crop, c.double()) for c in grid_crops(images[index], 32))
+    assert tune_baselines.training_crops(32, 1).shape[0] == len(images) == 18
+    with pytest.raises(ValueError, match="photographs must lie in"):
+        tune_baselines.training_crops(32, 1, 19)
+
+
+def test_installing_some_tasks_keeps_the_others():
+    old = {"tv": {"box": {"0.01": {"lam": 0.1}}, "blur": {"0.01": {"lam": 3.0}}}}
+    new = {"tv": {"blur": {"0.01": {"lam": 0.01}, "0.05": {"lam": 0.03}}}, "pnp": {"blur": {}}}
+    assert tune_baselines.merged(old, new) == {
+        "tv": {
+            "box": {"0.01": {"lam": 0.1}},
+            "blur": {"0.01": {"lam": 0.01}, "0.05": {"lam": 0.03}},
+        },
+        "pnp": {"blur": {}},
+    }
+    assert old["tv"]["blur"] == {"0.01": {"lam": 3.0}}  # not modified in place

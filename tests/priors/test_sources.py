@@ -51,6 +51,33 @@ def test_an_adm_checkpoint_takes_its_size_from_the_file_beside_it(tmp_path):
         priors.from_path(path)
 
 
+def test_an_adm_checkpoints_configuration_is_inferred_from_its_shapes(tmp_path):
+    """No file beside it: the FFHQ or large configuration from the first convolution's
+    width; a width of neither, or no ADM keys, is refused before a network is built; a bad
+    override in the file beside it is refused."""
+    from deepinv.models import DiffUNet
+
+    from priors.adapters import adm_is_large
+
+    torch.manual_seed(0)
+    state = DiffUNet(in_channels=3, out_channels=3, pretrained=None).state_dict()
+    assert adm_is_large(state, tmp_path) is False
+    assert adm_is_large({"input_blocks.0.0.weight": torch.zeros(256, 3, 3, 3)}, tmp_path)
+    with pytest.raises(ValueError, match="maps 3 channels to 64"):
+        adm_is_large({"input_blocks.0.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path)
+    with pytest.raises(ValueError, match="maps 1 channels to 128"):
+        adm_is_large({"input_blocks.0.0.weight": torch.zeros(128, 1, 3, 3)}, tmp_path)
+    path = tmp_path / "adm.pt"
+    torch.save({"conv.weight": torch.zeros(4, 3, 3, 3)}, path)
+    with pytest.raises(ValueError, match="not a guided-diffusion"):
+        priors.from_path(path)
+    torch.save(state, path)
+    assert priors.from_path(path).shape == (3, 256, 256)  # inferred: FFHQ
+    (tmp_path / "adm.json").write_text(json.dumps({"large_model": "yes"}))
+    with pytest.raises(TypeError, match="adm.json: large_model"):
+        priors.from_path(path)
+
+
 @pytest.mark.parametrize(
     ("make", "error", "match"),
     [

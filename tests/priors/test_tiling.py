@@ -94,6 +94,55 @@ def test_gradients_pass_through_the_blend():
     assert torch.autograd.gradcheck(lambda z: priors.Tiled(prior, 16, 4)(z, t), (x,))
 
 
+class WideFilter(priors.Denoiser):
+    """A local network with wide activations (32 channels), so that what a VJP keeps for
+    the backward pass is dominated by activations."""
+
+    factor = 4
+
+    def __init__(self) -> None:
+        super().__init__(priors.CosineSchedule())
+        self.shape = (1, 16, 16)
+        g = torch.Generator().manual_seed(0)
+        self.inner = torch.nn.Parameter(torch.randn(32, 1, 3, 3, generator=g) / 3)
+        self.outer = torch.nn.Parameter(torch.randn(1, 32, 3, 3, generator=g) / 20)
+
+    def forward(self, x_t, t):
+        h = torch.tanh(torch.nn.functional.conv2d(x_t, self.inner.to(x_t.dtype), padding=1))
+        return x_t + torch.nn.functional.conv2d(h, self.outer.to(x_t.dtype), padding=1)
+
+
+def _kept_for_backward(tiled, x, t):
+    """The bytes the autograd graph keeps for the backward pass, the VJP and the cost."""
+    kept = []
+
+    def pack(tensor):
+        kept.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    cost = priors.Cost()
+    with priors.cost.measure(cost, x.shape[0]):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            out = tiled(x, t)
+        (vjp,) = torch.autograd.grad(out, x, torch.ones_like(out))
+    return sum(kept), vjp, cost
+
+
+def test_a_vjp_through_tiles_keeps_one_batch_of_activations_at_a_time():
+    """With recompute (the default) each batch of tiles is checkpointed: the graph keeps a
+    small fraction of what it keeps without, the VJP is the same, and the recomputed forward
+    passes are not counted as evaluations."""
+    prior, t = WideFilter(), torch.tensor(0.3)
+    x = _image(b=1, h=128, w=128).requires_grad_(True)
+    plain = _kept_for_backward(priors.Tiled(prior, 32, 8, batch=2, recompute=False), x, t)
+    saved = _kept_for_backward(priors.Tiled(prior, 32, 8, batch=2), x, t)
+    assert saved[0] < plain[0] / 8, (saved[0], plain[0])
+    torch.testing.assert_close(saved[1], plain[1])
+    assert saved[2] == plain[2] and plain[2].nfe == 25  # 5 x 5 tiles, each counted once
+    with pytest.raises(TypeError, match="recompute must be True or False"):
+        priors.Tiled(prior, recompute="yes")
+
+
 def test_the_factor_comes_from_the_network():
     prior = priors.load("digits")
     assert prior.factor == 4 and priors.Tiled(prior).factor == 4
