@@ -6,8 +6,8 @@
         x=steps hue=sampler
 
 Every folder under ``sweep`` that holds a Hydra run (``.hydra/overrides.yaml``) is one row:
-its overrides (one column per swept key) and the scalar entries of its ``metrics.json``
-(nested keys joined by dots). With ``unnest=KEY``, a run whose metrics hold
+its folder (column ``job``), its overrides (one column per swept key) and the scalar entries
+of its ``metrics.json`` (nested keys joined by dots). With ``unnest=KEY``, a run whose metrics hold
 ``{group: {entry: scores}}`` under ``KEY`` (the restore app's ``tasks``: task, then method)
 gives one row per group and entry instead, with columns ``group`` and ``entry``:
 
@@ -75,7 +75,7 @@ def collect(
         if not metrics.is_file():
             unfinished.append(str(run.relative_to(sweep)))
             continue
-        row: dict[str, Any] = {"run": str(run.relative_to(sweep))}
+        row: dict[str, Any] = {"job": str(run.relative_to(sweep))}  # not "run": a key
         for item in yaml.safe_load(overrides.read_text()) or []:
             key, _, value = str(item).partition("=")
             if key.startswith("~"):  # a deleted key is not a swept value
@@ -120,7 +120,7 @@ def write(
         writer.writeheader()
         writer.writerows(rows)
     keys = [*swept, *(["group", "entry"] if cfg.get("unnest") else [])]
-    numeric = [c for c in columns if c not in keys and c != "run"]
+    numeric = [c for c in columns if c not in keys and c != "job"]
     if cfg.get("columns"):
         shown = [str(c) for c in cfg.columns]
         unknown = [c for c in shown if c not in columns]
@@ -128,10 +128,10 @@ def write(
             raise ValueError(f"columns {unknown} are in no run; columns: {numeric}")
     else:
         shown = [str(cfg.metric)] if cfg.metric else numeric[:6]
-    lines = [f"| run | {' | '.join(keys + shown)} |", "|---" * (1 + len(keys + shown)) + "|"]
+    lines = [f"| job | {' | '.join(keys + shown)} |", "|---" * (1 + len(keys + shown)) + "|"]
     for row in rows:
         cells = [_cell(row.get(c, "")) for c in keys + shown]
-        lines.append(f"| {row['run']} | {' | '.join(cells)} |")
+        lines.append(f"| {row['job']} | {' | '.join(cells)} |")
     if unfinished:
         lines += ["", f"Unfinished runs ({len(unfinished)}): {', '.join(unfinished)}"]
     (out / "sweep.md").write_text("\n".join(lines) + "\n")

@@ -46,7 +46,7 @@ def test_a_killed_sweep_resumes_and_is_gathered(tmp_path):
     gather.write(rows, swept, unfinished, cfg, sweep)
     with (sweep / "sweep.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 2
-    assert "| run | steps | samples | sliced_wasserstein |" in (sweep / "sweep.md").read_text()
+    assert "| job | steps | samples | sliced_wasserstein |" in (sweep / "sweep.md").read_text()
     assert (sweep / "sweep.png").stat().st_size > 0
     with pytest.raises(ValueError, match="no run has 'nope'"):
         gather.plot(rows, "nope", "steps", None, tmp_path / "x.png")
@@ -68,14 +68,15 @@ def test_a_restore_sweep_is_gathered_per_task_and_method(tmp_path):
     scores = {"pinv": {"psnr": 20.0, "settings": {}}, "ddrm": {"psnr": 25.0, "nfe": 50}}
     _run(
         sweep / "0",
-        ["tasks=[sr4]", "sigma_y=0.01"],
+        ["tasks=[sr4]", "sigma_y=0.01", "run=[ddrm]"],
         {"prior": "natural", "tasks": {"sr4": scores}},
     )
     _run(
         sweep / "1", ["tasks=[box]", "sigma_y=0.05"], {"tasks": {"box": {"ddrm": {"psnr": 30.0}}}}
     )
     rows, swept, unfinished = gather.collect(sweep, "tasks")
-    assert swept == ["tasks", "sigma_y"] and not unfinished
+    assert swept == ["tasks", "sigma_y", "run"] and not unfinished
+    assert rows[0]["job"] == "0" and rows[0]["run"] == "[ddrm]"  # the app's key run= kept
     assert [(r["group"], r["entry"], r["psnr"], r["sigma_y"]) for r in rows] == [
         ("sr4", "pinv", 20.0, 0.01), ("sr4", "ddrm", 25.0, 0.01), ("box", "ddrm", 30.0, 0.05),
     ]  # fmt: skip
@@ -85,8 +86,8 @@ def test_a_restore_sweep_is_gathered_per_task_and_method(tmp_path):
         bad = compose("gather", overrides=["unnest=tasks", "columns=[lpips]"])
     gather.write(rows, swept, unfinished, cfg, sweep)
     table = (sweep / "sweep.md").read_text()
-    assert "| run | tasks | sigma_y | group | entry | psnr |" in table
-    assert "| 1 | [box] | 0.05 | box | ddrm | 30 |" in table
+    assert "| job | tasks | sigma_y | run | group | entry | psnr |" in table
+    assert "| 1 | [box] | 0.05 |  | box | ddrm | 30 |" in table
     with pytest.raises(ValueError, match=r"columns \['lpips'\] are in no run"):
         gather.write(rows, swept, unfinished, bad, sweep)
     with pytest.raises(ValueError, match="no {group: {entry: scores}} under 'runs'"):
