@@ -62,6 +62,7 @@ from torch import Tensor
 import checks
 
 from priors import Denoiser, Wrapper
+from priors.conditions import per_row
 from priors.tweedie import append_dims, eps_from_x0, x0_from_eps
 
 __all__ = ["ClassifierFree", "ComposableFree", "DualClassifierFree"]
@@ -106,10 +107,7 @@ def evaluate(
     batched = {
         k: torch.cat([_rows(c[k], b, k, x_t.device) for c in conditions]) for k in sorted(keys)
     }
-    common = {
-        k: torch.cat([v] * n) if isinstance(v, Tensor) and v.ndim and v.shape[0] == b else v
-        for k, v in common.items()
-    }
+    common = per_row(common, b, lambda v: torch.cat([v] * n))
     out = prior(torch.cat([x_t] * n), torch.cat([t] * n), **batched, **common)
     return list(out.split(b))
 

@@ -38,6 +38,7 @@ import torch
 
 from torch import Tensor
 
+from priors.conditions import per_row
 from priors.denoiser import Denoiser, Wrapper
 
 __all__ = ["OPPONENT", "LumaChroma", "PerChannel"]
@@ -66,16 +67,6 @@ class _GreyOnColour(Wrapper):
         if x_t.ndim != 4 or x_t.shape[1] != 3:
             raise ValueError(f"x_t must be colour images (B, 3, H, W), got {tuple(x_t.shape)}")
 
-    @staticmethod
-    def _repeat(cond: dict[str, Any], b: int, times: int) -> dict[str, Any]:
-        """Per-row conditions repeated for the grey rows made of each row."""
-        return {
-            k: v.repeat_interleave(times, 0)
-            if isinstance(v, Tensor) and v.ndim and v.shape[0] == b
-            else v
-            for k, v in cond.items()
-        }
-
 
 class PerChannel(_GreyOnColour):
     """A grey prior applied to each colour channel independently (see the module)."""
@@ -85,7 +76,9 @@ class PerChannel(_GreyOnColour):
         b = x_t.shape[0]
         t_rows = (t.expand(b) if t.ndim == 0 else t).repeat_interleave(3)
         grey = x_t.reshape(3 * b, 1, *x_t.shape[2:])
-        return self.prior(grey, t_rows, **self._repeat(cond, b, 3)).reshape(x_t.shape)
+        return self.prior(
+            grey, t_rows, **per_row(cond, b, lambda v: v.repeat_interleave(3, 0))
+        ).reshape(x_t.shape)
 
 
 class LumaChroma(_GreyOnColour):
@@ -107,7 +100,7 @@ class LumaChroma(_GreyOnColour):
         chroma = self.prior(
             z_t[:, 1:].reshape(2 * b, 1, *x_t.shape[2:]),
             t_rows.repeat_interleave(2),
-            **self._repeat(cond, b, 2),
+            **per_row(cond, b, lambda v: v.repeat_interleave(2, 0)),
         ).reshape(b, 2, *x_t.shape[2:])
         z = torch.cat([luma, chroma], dim=1)
         return torch.einsum("kc,bkhw->bchw", o, z)

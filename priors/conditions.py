@@ -26,15 +26,16 @@ experiments.benchmarks.latency_tricks --repeats 41`` and ``--state-dim 3 --width
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 import torch
 
 from torch import Tensor
 
-__all__ = ["fixed_conditions", "remember"]
+__all__ = ["fixed_conditions", "per_row", "remember"]
 
 _RUN: ContextVar[dict[Hashable, tuple[Tensor, tuple[int, ...], Hashable, Tensor]] | None] = (
     ContextVar("fixed_conditions", default=None)
@@ -78,3 +79,14 @@ def remember(
     value = compute()
     run[key] = (source, versions, extra, value)
     return value
+
+
+def per_row(cond: Mapping[str, Any], b: int, rows: Callable[[Tensor], Tensor]) -> dict[str, Any]:
+    """The conditions of a batch made from the ``b`` rows of ``x_t`` (repeated, selected or
+    split by a wrapper): ``rows`` applied to every tensor with one row per row of ``x_t``
+    (a per-row condition, such as a label or a policy's state); anything else (a number, a
+    tensor shared by all rows) unchanged."""
+    return {
+        k: rows(v) if isinstance(v, Tensor) and v.ndim and v.shape[0] == b else v
+        for k, v in cond.items()
+    }

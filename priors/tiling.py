@@ -1,7 +1,8 @@
 r"""A fully convolutional prior on images of any size: one pass, or overlapping tiles.
 
 A network trained on :math:`64 \times 64` crops is a function of a neighbourhood of each
-pixel when it has no normalisation or attention (:class:`priors.UNet` with ``groups=0``), so
+pixel when it has no attention and no normalisation that pools over the image
+(:class:`priors.UNet` with ``groups=-1``, per-pixel normalisation, or ``groups=0``, none), so
 it applies unchanged to a larger image. Two things stand in the way: the network needs sides
 divisible by its resolution factor :math:`2^{L-1}`, and memory grows with the image.
 :class:`Tiled` handles both:
@@ -56,6 +57,7 @@ from torch.utils.checkpoint import checkpoint
 
 import checks
 
+from priors.conditions import per_row
 from priors.cost import paused
 from priors.denoiser import Denoiser, Wrapper
 
@@ -158,10 +160,7 @@ class Tiled(Wrapper):
             chunk = places[start : start + self.batch]
             index = torch.tensor([n for n, _, _ in chunk], device=x_t.device)
             tiles = torch.stack([x_t[n, :, i : i + th, j : j + tw] for n, i, j in chunk])
-            tile_cond = {
-                k: v[index] if isinstance(v, Tensor) and v.ndim and v.shape[0] == b else v
-                for k, v in cond.items()
-            }
+            tile_cond = per_row(cond, b, lambda v, index=index: v[index])
             denoised = self._denoise(tiles, t_rows[index], tile_cond)
             for (n, i, j), d in zip(chunk, denoised, strict=True):
                 out[n, :, i : i + th, j : j + tw] += weights[i, j] * d
