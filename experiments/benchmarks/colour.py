@@ -16,7 +16,6 @@ interval over crops. Plain script, no Hydra.
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 
@@ -25,8 +24,9 @@ import operators
 import priors
 
 from experiments.shared.fills import interpolate
-from experiments.shared.metrics import psnr
+from experiments.shared.metrics import paired, psnr
 from experiments.shared.photographs import HELD_OUT, evenly_spaced, grid_crops, photograph
+from experiments.shared.tasks import from_catalogue
 
 WRAPPERS = {"per_channel": priors.PerChannel, "luma_chroma": priors.LumaChroma}
 
@@ -37,15 +37,12 @@ def colour_crops(per_photograph: int, side: int = 128) -> torch.Tensor:
     return torch.cat([evenly_spaced(c, per_photograph, "crops") for c in crops])
 
 
-def operator(task: str, shape: tuple[int, int, int]) -> operators.SVDOperator:
-    if task == "sr4":
-        return operators.AveragePoolSR(shape, 4)
-    if task == "random50":
-        mask = operators.random_pixel_mask(
-            shape[1], shape[2], 0.5, torch.Generator().manual_seed(0)
-        )
-        return operators.Inpainting(mask.expand(shape).clone(), shape)
-    raise ValueError(f"task must be sr4 or random50, got {task!r}")
+def operator(task: str, shape: tuple[int, int, int]) -> operators.Operator:
+    """Task ``task`` (sr4 or random50, the tasks this benchmark measures) of the task
+    catalogue."""
+    if task not in ("sr4", "random50"):
+        raise ValueError(f"task must be sr4 or random50, got {task!r}")
+    return from_catalogue(task, shape)
 
 
 def main() -> None:
@@ -72,10 +69,9 @@ def main() -> None:
             out = guided.DDRM(op, y, 0.01)(wrapper(grey), x_T, guided.time_grid(args.steps),
                                            generator=g)  # fmt: skip
             scores[name] = psnr(out, x)
-        d = (scores["luma_chroma"] - scores["per_channel"]).double()
-        half = 1.96 * float(d.std()) / math.sqrt(len(d))
+        gain, half = paired(scores["luma_chroma"], scores["per_channel"])
         cells = " | ".join(f"{float(scores[k].mean()):.2f}" for k in ("fill", *WRAPPERS))
-        print(f"| {task} | {cells} | {float(d.mean()):+.2f} ± {half:.2f} |")
+        print(f"| {task} | {cells} | {gain:+.2f} ± {half:.2f} |")
 
 
 if __name__ == "__main__":

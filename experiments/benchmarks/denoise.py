@@ -21,7 +21,6 @@ difference (prior − BM3D) with its 95% interval over crops.
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 from pathlib import Path
@@ -35,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 import checks
 import priors
 
-from experiments.shared.metrics import psnr, ssim
+from experiments.shared.metrics import paired, psnr, ssim
 from experiments.shared.photographs import (
     HELD_OUT,
     TRAINING,
@@ -79,13 +78,6 @@ def bm3d_denoise(y: torch.Tensor, noise: float) -> torch.Tensor:
 
     bm3d = BM3D()
     return torch.cat([bm3d(row[None].float(), noise) for row in y])
-
-
-def paired(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """Mean of ``a - b`` and the half-width of its 95% interval."""
-    d = (a - b).double()
-    half = 1.96 * float(d.std()) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
-    return float(d.mean()), half
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import priors
 
 from experiments.shared.metrics import psnr
 from experiments.shared.photographs import photograph
+from experiments.shared.tasks import from_catalogue
 from priors.tiling import tile_starts
 
 OVERLAP = 32
@@ -41,13 +42,12 @@ def truth() -> torch.Tensor:
     return (photograph("astronaut")[None].double() * 2 - 1)[..., :512, :512]
 
 
-def operator(task: str) -> operators.SVDOperator:
-    if task == "sr4":
-        return operators.AveragePoolSR((1, 512, 512), 4)
-    if task == "random50":
-        g = torch.Generator().manual_seed(0)
-        return operators.Inpainting(operators.random_pixel_mask(512, 512, 0.5, g), (1, 512, 512))
-    raise ValueError(f"task must be sr4 or random50, got {task!r}")
+def operator(task: str) -> operators.Operator:
+    """Task ``task`` (sr4 or random50, the tasks this benchmark measures) of the task
+    catalogue."""
+    if task not in ("sr4", "random50"):
+        raise ValueError(f"task must be sr4 or random50, got {task!r}")
+    return from_catalogue(task, (1, 512, 512))
 
 
 def restore_once(task: str, tile: int | None, steps: int, threads: int) -> dict[str, object]:
@@ -96,7 +96,7 @@ def main() -> None:
                    "--task", args.task, "--steps", str(args.steps), "--threads",
                    str(args.threads), "--one", str(tile), "--out", path]  # fmt: skip
         subprocess.run(command, check=True)
-        results[tile] = torch.load(path, weights_only=False)
+        results[tile] = torch.load(path, weights_only=True)
     x, one = truth(), results[0]["image"]
     print(f"astronaut 512x512, {args.task}, sigma_y 0.01, DDRM {args.steps} steps, "
           f"{args.threads} threads, overlap {OVERLAP}")  # fmt: skip

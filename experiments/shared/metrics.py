@@ -7,6 +7,8 @@ images a restoration run scores its estimate is dominated by its small-sample bi
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import torch
@@ -15,7 +17,7 @@ from torch import Tensor
 
 import operators
 
-__all__ = ["LPIPS", "psnr", "residual", "ssim", "to01"]
+__all__ = ["LPIPS", "paired", "psnr", "residual", "ssim", "to01"]
 
 
 def to01(x: Tensor) -> Tensor:
@@ -34,6 +36,14 @@ def ssim(x: Tensor, truth: Tensor) -> Tensor:
     import deepinv
 
     return deepinv.metric.SSIM()(to01(x), to01(truth))
+
+
+def paired(a: Tensor, b: Tensor) -> tuple[float, float]:
+    """Mean of the per-image differences ``a - b`` (two scores of the same images) and the
+    half-width of its 95% interval, 1.96 standard errors (NaN for a single image)."""
+    d = (a - b).double()
+    half = 1.96 * float(d.std()) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return float(d.mean()), half
 
 
 def residual(op: operators.Operator, x: Tensor, y: Tensor) -> Tensor:

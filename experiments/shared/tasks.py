@@ -1,19 +1,24 @@
 """The image tasks of the apps: operators built for an image shape ``(C, H, W)``.
 
 The configs' ``tasks_available`` entries name these (``_target_``) and the apps inject
-``in_shape``.
+``in_shape``; plain scripts build the same catalogue entries by :func:`from_catalogue`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 import operators
 
+#: The task catalogue the Hydra apps load as ``tasks_available``.
+CATALOGUE = Path(__file__).resolve().parents[1] / "configs" / "catalogue" / "tasks.yaml"
+
 __all__ = [
     "box_inpainting",
+    "from_catalogue",
     "gaussian_blur",
     "outpainting",
     "random_inpainting",
@@ -55,3 +60,16 @@ def gaussian_blur(
 def super_resolution(in_shape: Sequence[int], factor: int = 4) -> operators.AveragePoolSR:
     """Average-pooling super-resolution by ``factor`` (an exact SVD operator)."""
     return operators.AveragePoolSR(in_shape, factor)
+
+
+def from_catalogue(name: str, in_shape: Sequence[int]) -> operators.Operator:
+    """Task ``name`` of the task catalogue (:data:`CATALOGUE`) built for ``in_shape``: the
+    operator the Hydra apps build for that name."""
+    from omegaconf import OmegaConf
+
+    from experiments.shared.build import build
+
+    catalogue = OmegaConf.load(CATALOGUE)
+    if name not in catalogue:
+        raise ValueError(f"task must be one of {sorted(catalogue)}, got {name!r}")
+    return build(catalogue[name], in_shape=tuple(in_shape))

@@ -25,3 +25,15 @@ def test_unknown_tasks_are_refused():
         colour.operator("blur", (3, 128, 128))
     with pytest.raises(ValueError, match="task must be sr4 or random50"):
         large_image.operator("blur")
+
+
+def test_the_benchmarks_build_the_task_catalogues_operators():
+    import torch
+
+    from experiments.shared import tasks
+
+    op = large_image.operator("random50")
+    assert torch.equal(op.mask, tasks.random_inpainting((1, 512, 512), keep=0.5, seed=0).mask)
+    assert colour.operator("sr4", (3, 128, 128)).out_shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="task must be one of .*'sr4'.*got 'warp'"):
+        tasks.from_catalogue("warp", (1, 16, 16))
