@@ -38,9 +38,6 @@ from priors.embedding import timestep_embedding
 __all__ = ["Attention", "PixelNorm", "ResBlock", "UNet"]
 
 
-NORMS = ("group", "pixel", "none")
-
-
 class PixelNorm(nn.Module):
     """Layer normalisation over the channels of each pixel separately (with a learned scale
     and shift per channel): local, unlike group normalisation, which pools statistics over

@@ -1,6 +1,6 @@
 r"""Restore images with a prior: prior x operator x method.
 
-    python -m experiments.inverse.restore                       # digits, 5 tasks, 4 methods
+    python -m experiments.inverse.restore                       # 3 photographs, 4 tasks
     python -m experiments.inverse.restore image=photo.png prior=textures 'tasks=[random]'
     python -m experiments.inverse.restore prior=textures images=6 'run=[pigdm,ddrm]' 'tasks=[blur]'
     python -m experiments.inverse.restore prior=natural measurement=small.png scale=4
