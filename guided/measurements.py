@@ -125,10 +125,15 @@ def warn_if_far(x: Tensor, found: list[Measurement], method: str) -> None:
         limit = 3 * noise * (1 + 2 / math.sqrt(size)) + 0.5 * spread
         far = rms > limit
         if bool(far.any()):
+            level = (
+                f"a noise level of {noise:.3g}"
+                if m.noise is not None
+                else f"no noise level ({m.owner} is not given one; 0 assumed)"
+            )
             warnings.warn(
                 f"{method}: {int(far.sum())} of {rms.numel()} samples end far from the "
                 f"measurement of {m.owner}: RMS residual up to {float(rms.max()):.3g} against "
-                f"a noise level of {noise:.3g} (limit {float(limit.min()):.3g}). The run "
+                f"{level} (limit {float(limit.min()):.3g}). The run "
                 "diverged or its "
                 "guidance is too weak for this problem: check the step size and the scale.",
                 DivergenceWarning,

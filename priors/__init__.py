@@ -14,6 +14,7 @@ from priors.contrastive import ContrastiveLikelihood, Encoder
 from priors.cost import Cost, measure, record
 from priors.critic import Critic
 from priors.denoiser import Denoiser, Wrapper
+from priors.denoising import denoise, noise_time
 from priors.gaussian_policy import GaussianPolicy
 from priors.gmm import GaussianMixture
 from priors.mlp import MLP, MLPDenoiser
@@ -62,12 +63,14 @@ __all__ = [
     "as_time",
     "attention_layers",
     "available",
+    "denoise",
     "diffuse",
     "fixed_conditions",
     "from_path",
     "load",
     "load_classifier",
     "measure",
+    "noise_time",
     "randn",
     "randn_blocks",
     "record",

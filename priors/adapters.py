@@ -29,8 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from priors.denoiser import Denoiser
+from priors.denoising import denoise
 from priors.schedules import DiscreteSchedule, LinearSchedule, Schedule
-from priors.tweedie import append_dims, x0_from_eps, x0_from_v
+from priors.tweedie import x0_from_eps, x0_from_v
 from priors.weights import load_state_strict
 
 __all__ = [
@@ -238,13 +239,6 @@ class DeepinvDenoiser(nn.Module):
         return self.denoiser.schedule
 
     def forward(self, x: Tensor, sigma: float | Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
-        if sigma.numel() not in (1, x.shape[0]):
-            raise ValueError(
-                f"sigma must be a scalar or one per row, got shape {tuple(sigma.shape)}"
-            )
-        sigma = sigma.reshape(()) if sigma.numel() == 1 else sigma.reshape(x.shape[0])
-        t = self.schedule.time_of(-torch.log(2 * sigma)).clamp(0, 1)
-        alpha_t = append_dims(self.schedule(t)[0].to(x.dtype), x.ndim)
-        x_hat = self.denoiser(alpha_t * (2 * x - 1), t, **(self.cond | kwargs))
+        sigma = 2 * torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
+        x_hat = denoise(self.denoiser, 2 * x - 1, sigma, **(self.cond | kwargs))
         return (x_hat + 1) / 2

@@ -44,6 +44,7 @@ from experiments.shared.photographs import (
 )
 from experiments.shared.report import serve
 from experiments.shared.runs import launch, write_metrics
+from priors.denoising import denoise
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,8 @@ def held_out_crops(names: list[str], crop: int, count: int) -> torch.Tensor:
 
 def prior_denoise(prior: priors.Denoiser, y: torch.Tensor, noise: float) -> torch.Tensor:
     """The posterior mean at the time whose noise-to-signal ratio is ``noise``."""
-    t = prior.schedule.time_of(-torch.log(torch.tensor(noise, dtype=torch.float64)))
-    alpha_t = prior.schedule(t)[0].to(y.dtype)
     with torch.no_grad():
-        return torch.cat([prior(row[None] * alpha_t, t) for row in y])
+        return torch.cat([denoise(prior, row[None], noise) for row in y])
 
 
 def bm3d_denoise(y: torch.Tensor, noise: float) -> torch.Tensor:

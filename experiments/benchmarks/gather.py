@@ -19,7 +19,8 @@ gives one row per group and entry instead, with columns ``group`` and ``entry``:
 Runs without ``metrics.json`` did not finish and are listed apart. Writes ``sweep.csv``
 (every column), ``sweep.md`` (the overrides and ``columns``, else ``metric``, else the first
 scalar metrics) and, given ``metric`` and ``x``, ``sweep.png`` (``metric`` against ``x``,
-one line per value of ``hue``) into the sweep folder.
+one line per value of ``hue``) into the sweep folder, beside its own ``metrics.json`` (the
+number of rows and the unfinished runs); nothing is written in the working directory.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def plot(rows: list[dict[str, Any]], metric: str, x: str, hue: str | None, path:
 
 @hydra.main(version_base=None, config_path="../configs/gather", config_name="gather")
 def main(cfg: DictConfig) -> None:
-    run_dir = prepare_run(cfg)  # unknown keys, wrong kinds of values, the run folder
+    prepare_run(cfg)  # unknown keys, wrong kinds of values
     if not cfg.sweep:
         raise ValueError(
             "give the sweep folder: python -m experiments.benchmarks.gather sweep=DIR"
@@ -177,7 +178,7 @@ def main(cfg: DictConfig) -> None:
     rows, swept, unfinished = collect(sweep, cfg.get("unnest") and str(cfg.unnest))
     write(rows, swept, unfinished, cfg, sweep)
     # gathered afresh every time (the sweep may have grown): no resumption
-    write_metrics({"sweep": str(sweep), "rows": len(rows), "unfinished": unfinished}, run_dir)
+    write_metrics({"sweep": str(sweep), "rows": len(rows), "unfinished": unfinished}, sweep)
     finish(log, sweep, (sweep / "sweep.md").read_text())
 
 

@@ -44,6 +44,7 @@ import priors
 
 from experiments.shared.fills import initial
 from experiments.shared.photographs import Photographs
+from priors.denoising import denoise
 
 __all__ = ["epll", "fit_patch_gmm"]
 
@@ -79,9 +80,7 @@ def _patch_means(gmm: priors.GaussianMixture, x: Tensor, patch: int, noise: floa
     h, w = x.shape[-2:]
     columns = torch.nn.functional.unfold(x, patch)  # (N, p*p, L)
     rows = columns.transpose(1, 2).reshape(-1, patch * patch)
-    t = gmm.schedule.time_of(-torch.tensor(math.log(noise), dtype=torch.float64))
-    alpha_t = float(gmm.schedule(t)[0])
-    denoised = torch.cat([gmm(chunk * alpha_t, t) for chunk in rows.split(8192)])
+    denoised = torch.cat([denoise(gmm, chunk, noise) for chunk in rows.split(8192)])
     columns = denoised.view(x.shape[0], -1, patch * patch).transpose(1, 2)
     return torch.nn.functional.fold(columns, (h, w), patch)
 

@@ -49,6 +49,7 @@ from experiments.shared.report import finish
 from experiments.shared.runs import launch, prepare_run, write_metrics
 from priors import GaussianMixture, diffuse
 from priors.classifier import Classifier
+from priors.denoising import denoise, noise_time
 from priors.files import atomic_write, atomic_write_text
 from priors.network import UNetDenoiser
 from priors.schedules import Schedule
@@ -190,24 +191,23 @@ def evaluate_denoiser(model: UNetDenoiser, train: Any, test: Any, seed: int) -> 
     device = next(model.parameters()).device
     rows = {}
     for sigma in SIGMAS:
-        t = model.schedule.time_of(-torch.log(torch.tensor(sigma, dtype=torch.float64)))
-        alpha_t = float(model.schedule(t)[0])
         y = x + sigma * torch.randn(x.shape, generator=g)
-        x_t = alpha_t * y
-        prior = torch.cat([model(chunk.to(device), t).cpu() for chunk in x_t.split(256)])
+        prior = torch.cat(
+            [denoise(model, chunk.to(device), sigma).cpu() for chunk in y.split(256)]
+        )
         conditional = (
             torch.cat(
                 [
-                    model(chunk.to(device), t, label=lab.to(device)).cpu()
-                    for chunk, lab in zip(x_t.split(256), label.split(256), strict=True)
+                    denoise(model, chunk.to(device), sigma, label=lab.to(device)).cpu()
+                    for chunk, lab in zip(y.split(256), label.split(256), strict=True)
                 ]
             )
             if model.num_classes
             else prior
         )
-        linear = wiener(x_t.flatten(1).double(), t).float().view_as(x)
+        linear = denoise(wiener, y.flatten(1).double(), sigma).float().view_as(x)
         rows[str(sigma)] = {
-            "t": float(t),
+            "t": float(noise_time(model.schedule, sigma)),
             "mse_prior": float((prior - x).pow(2).mean()),
             "mse_prior_conditional": float((conditional - x).pow(2).mean()),
             "mse_wiener": float((linear - x).pow(2).mean()),

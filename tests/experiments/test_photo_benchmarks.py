@@ -25,6 +25,8 @@ def test_unknown_tasks_are_refused():
         colour.operator("blur", (3, 128, 128))
     with pytest.raises(ValueError, match="task must be sr4 or random50"):
         large_image.operator("blur")
+    with pytest.raises(ValueError, match=r"method must be one of \('ddrm', 'pigdm'\), got 'dps'"):
+        large_image.restore_once("sr4", "dps", None, 16, 2, 1)
 
 
 def test_the_benchmarks_build_the_task_catalogues_operators():

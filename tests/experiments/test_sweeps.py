@@ -94,6 +94,21 @@ def test_a_restore_sweep_is_gathered_per_task_and_method(tmp_path):
         gather.collect(sweep, "runs")
 
 
+def test_gather_writes_into_the_sweep_and_nowhere_else(tmp_path):
+    """The app end to end, run from another folder: its files land in the sweep folder."""
+    sweep, elsewhere = tmp_path / "sweep", tmp_path / "elsewhere"
+    _run(sweep / "0", ["tasks=[box]"], {"tasks": {"box": {"ddrm": {"psnr": 30.0}}}})
+    elsewhere.mkdir()
+    command = [sys.executable, "-m", "experiments.benchmarks.gather", f"sweep={sweep}",
+               "unnest=tasks", "columns=[psnr]"]  # fmt: skip
+    done = subprocess.run(command, cwd=elsewhere, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(elsewhere.iterdir()) == []
+    written = sorted(p.name for p in sweep.iterdir())
+    assert written == ["0", "metrics.json", "sweep.csv", "sweep.md"]
+    assert '"rows": 1' in (sweep / "metrics.json").read_text()
+
+
 def test_the_slurm_launcher_config_composes():
     with initialize_config_module(version_base=None, config_module="experiments.configs.restore"):
         cfg = compose("restore", overrides=["hydra/launcher=slurm"], return_hydra_config=True)

@@ -474,3 +474,20 @@ def test_ddnm_plus_does_not_amplify_noise_through_small_singular_values():
     err_pinv = float((op.pinv(y) - truth).pow(2).mean().sqrt())
     assert float(op.singulars.min()) < 0.1  # 1 / s amplifies the noise 38x in A^+ y
     assert err < 1.3 * err_exact and err < err_pinv, (err, err_exact, err_pinv)
+
+
+@pytest.mark.parametrize("noise", [None, 0.1])
+def test_the_divergence_warning_says_whether_a_noise_level_was_given(noise):
+    """A holder without sigma_y (DPSSampler, the paper's sampler) is not told a noise level:
+    the warning says so instead of quoting a level of 0."""
+    from guided.measurements import Measurement, warn_if_far
+
+    op = operators.MatrixOperator(torch.eye(3, dtype=F64))
+    m = Measurement("Holder", op, torch.zeros(1, 3, dtype=F64), noise)
+    with pytest.warns(guided.DivergenceWarning) as caught:
+        warn_if_far(torch.full((1, 3), 5.0, dtype=F64), [m], "method")
+    text = str(caught[0].message)
+    if noise is None:
+        assert "no noise level (Holder is not given one; 0 assumed)" in text
+    else:
+        assert "against a noise level of 0.1 (limit" in text
