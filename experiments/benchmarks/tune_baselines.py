@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 import checks
 import operators
 
-from experiments.shared.baselines import BASELINES, applies, run_baseline
+from experiments.shared.baselines import BASELINES, NEEDS_PRIOR, applies, run_baseline
 from experiments.shared.build import build
 from experiments.shared.metrics import psnr
 from experiments.shared.photographs import Photographs, evenly_spaced, grid_crops
@@ -109,6 +109,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     for key in ("crop", "crops", "threads"):
         checks.integer(cfg[key], key, low=1)
     sigmas = [checks.number(s, "sigmas", low=0, open_low=True) for s in cfg.sigmas]
+    shared = [b for b in cfg.grids if b in NEEDS_PRIOR]
+    if shared:
+        raise ValueError(
+            f"baselines {shared} are not tuned: they use the settings of "
+            f"{[NEEDS_PRIOR[b] for b in shared]} (see experiments.shared.baselines)"
+        )
     unknown = [b for b in cfg.grids if b not in BASELINES]
     unknown += [t for t in cfg.tasks if t not in cfg.tasks_available]
     if unknown:

@@ -27,7 +27,8 @@ Scores, per task and method, averaged over images:
 
 and the same for the pseudo-inverse :math:`A^+ y` (``pinv``), the baseline every method must
 beat, and for the classical ``baselines`` listed (:mod:`experiments.shared.baselines`:
-bicubic / linear interpolation, TV, PnP-BM3D, the patch GMM) with the settings tuned on
+bicubic / linear interpolation, TV, PnP-BM3D, the patch GMM; and ``pnp_prior``, PnP-BM3D's
+loop with this prior's one-step denoiser in place of BM3D) with the settings tuned on
 training photographs (``configs/catalogue/baselines.yaml``). ``prior`` is a shipped name,
 one of our weight files, a guided-diffusion checkpoint or a saved diffusers folder
 (:func:`priors.from_path`); ``image`` is a file or a folder of the user's own images (PNG,
@@ -182,9 +183,12 @@ def run_task(
     shown["measurement"] = y
     for baseline, settings in task.baselines.items():
         bar.set_postfix_str(f"{name}: {baseline}")
-        start = time.perf_counter()
-        restored = run_baseline(baseline, op, y, sigma_y, settings)
+        start, cost = time.perf_counter(), priors.Cost()
+        with priors.measure(cost, y.shape[0]):  # pnp_prior evaluates the prior
+            restored = run_baseline(baseline, op, y, sigma_y, settings, prior)
         results[baseline] = scores(op, restored, y, truth, 1, lpips) | {
+            "nfe": cost.nfe,
+            "vjp": cost.vjp,
             "wall_s": time.perf_counter() - start,
             "settings": settings,
         }
@@ -255,11 +259,7 @@ def markdown(tasks: dict[str, dict[str, dict[str, float]]]) -> str:
                 gaps = "|" * (8 + 2 * perceptual)
                 lines.append(f"| {task} | {name} | {refused}: {r[refused]} {gaps}")
                 continue
-            cost = (
-                f"{r['nfe']:.0f} | {r['vjp']:.0f} | {r['wall_s']:.1f}"
-                if "nfe" in r
-                else f"0 | 0 | {r['wall_s']:.1f}"
-            )
+            cost = f"{r['nfe']:.0f} | {r['vjp']:.0f} | {r['wall_s']:.1f}"
             truth = (
                 f"{r['psnr']:.2f} | {r['ssim']:.3f} | {r['psnr_sample']:.2f} | "
                 f"{r['ssim_sample']:.3f}"

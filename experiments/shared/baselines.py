@@ -25,7 +25,13 @@ shows what the prior buys. Every baseline maps ``(op, y, sigma_y)`` in our units
   :math:`A^\top y`, stays below the pseudo-inverse); without one (deblurring) it starts
   from :math:`A^\top y`, as deepinv does. No iterative baseline starts from the
   pseudo-inverse (:func:`experiments.shared.fills.initial`: it amplifies the noise);
-- ``patch_gmm``: the EPLL-style patch prior of :mod:`experiments.shared.patch_gmm`.
+- ``patch_gmm``: the EPLL-style patch prior of :mod:`experiments.shared.patch_gmm`;
+- ``pnp_prior``: not classical: ``pnp_bm3d``'s loop, schedule, start and tuned step with the
+  diffusion prior's one-step denoiser (:func:`priors.denoise`, its posterior mean at the
+  denoiser level) in place of BM3D, one network evaluation per iteration. The two rows
+  differ only in the denoiser, so they separate what the prior is worth as a denoiser from
+  what a sampler makes of it. A point estimate (as PnP-BM3D), not a posterior sample; the
+  restore app gives it the prior it runs the methods with (:data:`NEEDS_PRIOR`).
 
 Regularisation weights are inputs: :mod:`experiments.benchmarks.tune_baselines` chooses them
 on training photographs and writes them into ``configs/catalogue/baselines.yaml``.
@@ -44,11 +50,22 @@ from torch import Tensor
 
 import checks
 import operators
+import priors
 
 from experiments.shared.fills import initial, interpolate, interpolates, pinv
 from experiments.shared.patch_gmm import epll
 
-__all__ = ["BASELINES", "applies", "pnp_bm3d", "run_baseline", "settings_for", "tv"]
+__all__ = [
+    "BASELINES",
+    "NEEDS_PRIOR",
+    "applies",
+    "pnp_bm3d",
+    "pnp_hqs",
+    "pnp_prior",
+    "run_baseline",
+    "settings_for",
+    "tv",
+]
 
 
 def tv(
@@ -80,16 +97,21 @@ def tv(
     return (2 * x01 - 1).to(y.dtype).clamp(-1, 1)
 
 
-def pnp_bm3d(
-    op: operators.Operator, y: Tensor, sigma_y: float, scale: float = 1.0, iterations: int = 8
+def pnp_hqs(
+    op: operators.Operator,
+    y: Tensor,
+    sigma_y: float,
+    denoiser: Callable[[Tensor, float], Tensor],
+    scale: float = 1.0,
+    iterations: int = 8,
 ) -> Tensor:
-    """Plug-and-play HQS with BM3D on DPIR's schedule (see the module), started from the
-    classical fill (:func:`interpolate`) where there is one, else :math:`A^\top y`."""
-    from deepinv.models import BM3D
+    """Plug-and-play HQS on DPIR's schedule (see the module) with ``denoiser`` (images in
+    [0, 1], noise level in those units), started from the classical fill
+    (:func:`interpolate`) where there is one, else :math:`A^\top y`."""
     from deepinv.optim.data_fidelity import L2
 
     if not isinstance(op, operators.LinearOperator):
-        raise operators.UnsupportedOperator("PnP-BM3D by HQS needs a linear operator")
+        raise operators.UnsupportedOperator("PnP by HQS needs a linear operator")
     scale = checks.number(scale, "scale", low=0, open_low=True)
     iterations = checks.integer(iterations, "iterations", low=1)
     physics = operators.as_deepinv(op, sigma_y, dtype=torch.float32)
@@ -97,14 +119,48 @@ def pnp_bm3d(
     noise = max(sigma_y / 2, 1e-3)  # deepinv's units
     levels = torch.logspace(math.log10(49 / 255), math.log10(noise), iterations).tolist()
     z = (initial(op, y, sigma_y).float() + 1) / 2
-    fidelity, bm3d = L2(), BM3D()
+    fidelity = L2()
     with torch.no_grad():
         for level in levels:
             # DPIR's step (its get_DPIR_params): gamma = (level / max(0.01, noise))^2 / 0.23
             gamma = scale * (level / max(0.01, noise)) ** 2 / 0.23
-            x = fidelity.prox(z, y01, physics, gamma=gamma)
-            z = torch.cat([bm3d(row[None], level) for row in x])
+            z = denoiser(fidelity.prox(z, y01, physics, gamma=gamma), level)
     return (2 * z - 1).to(y.dtype).clamp(-1, 1)
+
+
+def pnp_bm3d(
+    op: operators.Operator, y: Tensor, sigma_y: float, scale: float = 1.0, iterations: int = 8
+) -> Tensor:
+    """Plug-and-play HQS with BM3D (deepinv's) on DPIR's schedule (see the module)."""
+    from deepinv.models import BM3D
+
+    bm3d = BM3D()
+
+    def denoise01(x: Tensor, level: float) -> Tensor:
+        return torch.cat([bm3d(row[None], level) for row in x])
+
+    return pnp_hqs(op, y, sigma_y, denoise01, scale, iterations)
+
+
+def pnp_prior(
+    op: operators.Operator,
+    y: Tensor,
+    sigma_y: float,
+    prior: priors.Denoiser,
+    scale: float = 1.0,
+    iterations: int = 8,
+) -> Tensor:
+    r"""``pnp_bm3d``'s loop with ``prior``'s one-step denoiser in place of BM3D (see the
+    module): level :math:`\sigma` on [0, 1] images is :math:`2 \sigma` on the prior's
+    [-1, 1]."""
+    if not isinstance(prior, priors.Denoiser):
+        raise TypeError(f"prior must be a priors.Denoiser, got {type(prior).__name__}")
+
+    def denoise01(x: Tensor, level: float) -> Tensor:
+        x = x.to(y.dtype)
+        return ((priors.denoise(prior, 2 * x - 1, 2 * level) + 1) / 2).float()
+
+    return pnp_hqs(op, y, sigma_y, denoise01, scale, iterations)
 
 
 Baseline = Callable[..., Tensor]
@@ -116,7 +172,11 @@ BASELINES: dict[str, Baseline] = {
     "tv": tv,
     "pnp_bm3d": pnp_bm3d,
     "patch_gmm": epll,
+    "pnp_prior": pnp_prior,
 }
+
+#: The baselines that take the prior (``prior=``), and whose tuned settings they share.
+NEEDS_PRIOR = {"pnp_prior": "pnp_bm3d"}
 
 
 def applies(name: str, op: operators.Operator) -> bool:
@@ -131,9 +191,12 @@ def settings_for(
 ) -> dict[str, Any]:
     """Baseline ``name``'s tuned settings for ``task`` at the tuned noise level nearest to
     ``sigma_y`` (in log scale) from ``catalogue`` (``configs/catalogue/baselines.yaml``);
-    ``{}`` for the baselines without settings (``pinv``, ``interpolate``)."""
+    ``{}`` for the baselines without settings (``pinv``, ``interpolate``). A baseline of
+    :data:`NEEDS_PRIOR` takes the settings of the one it names (``pnp_prior``: ``pnp_bm3d``'s,
+    so that the two differ only in the denoiser)."""
     if name in ("pinv", "interpolate"):
         return {}
+    name = NEEDS_PRIOR.get(name, name)
     tuned = (catalogue.get(name) or {}).get(task)
     if not tuned:
         raise ValueError(
@@ -146,9 +209,19 @@ def settings_for(
 
 
 def run_baseline(
-    name: str, op: operators.Operator, y: Tensor, sigma_y: float, settings: dict[str, Any]
+    name: str,
+    op: operators.Operator,
+    y: Tensor,
+    sigma_y: float,
+    settings: dict[str, Any],
+    prior: priors.Denoiser | None = None,
 ) -> Tensor:
-    """Baseline ``name`` with its settings, refusing unknown names."""
+    """Baseline ``name`` with its settings, refusing unknown names; ``prior`` goes to the
+    baselines of :data:`NEEDS_PRIOR` (which refuse to run without one)."""
     if name not in BASELINES:
         raise ValueError(f"baseline must be one of {sorted(BASELINES)}, got {name!r}")
+    if name in NEEDS_PRIOR:
+        if prior is None:
+            raise ValueError(f"baseline {name!r} needs the prior: pass prior=")
+        return BASELINES[name](op, y, sigma_y, prior, **settings)
     return BASELINES[name](op, y, sigma_y, **settings)

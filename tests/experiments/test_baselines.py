@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import operators
+import priors
 
 from experiments.shared.baselines import BASELINES, applies, run_baseline
 from experiments.shared.fills import interpolate
@@ -91,3 +92,50 @@ def test_pnp_bm3d_deblurs_from_the_adjoint_not_the_pseudo_inverse():
     blurred = float(psnr(y, x))
     assert float(psnr(BASELINES["pinv"](op, y, 0.01), x)) < blurred - 10
     assert float(psnr(run_baseline("pnp_bm3d", op, y, 0.01, {}), x)) > blurred + 1.0
+
+
+class _WhiteGaussian(priors.Denoiser):
+    """x ~ N(0, v I) in [-1, 1] units: E[x | x_t] = alpha v x_t / (alpha^2 v + sigma^2)."""
+
+    def __init__(self, v):
+        super().__init__(priors.CosineSchedule())
+        self.v = v
+
+    def forward(self, x_t, t, **cond):
+        alpha, sigma = (c.to(x_t.dtype) for c in self.schedule(t))
+        return alpha * self.v * x_t / (alpha**2 * self.v + sigma**2)
+
+
+def test_pnp_prior_is_pnp_bm3ds_loop_with_the_priors_denoiser_in_01_units():
+    """With a white Gaussian prior the one-step denoiser is the Wiener gain: on [0, 1]
+    images at level s it maps x to (g (2x - 1) + 1) / 2 with g = v / (v + (2 s)^2). PnP with
+    the prior must equal the shared loop with that closed form (the factor 2 of the units)."""
+    from experiments.shared.baselines import pnp_hqs
+
+    x = _crop()
+    op = operators.Inpainting(
+        operators.random_pixel_mask(32, 32, 0.5, torch.Generator().manual_seed(0)), (1, 32, 32)
+    )
+    y = _measure(op, x, 0.05)
+    v = 0.3
+
+    def wiener01(z, level):
+        gain = v / (v + (2 * level) ** 2)
+        return (gain * (2 * z - 1) + 1) / 2
+
+    expected = pnp_hqs(op, y, 0.05, wiener01, scale=2.0, iterations=5)
+    got = run_baseline(
+        "pnp_prior", op, y, 0.05, {"scale": 2.0, "iterations": 5}, _WhiteGaussian(v)
+    )
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="baseline 'pnp_prior' needs the prior: pass prior="):
+        run_baseline("pnp_prior", op, y, 0.05, {})
+
+
+def test_pnp_prior_shares_pnp_bm3ds_tuned_settings():
+    from experiments.shared.baselines import settings_for
+
+    catalogue = {"pnp_bm3d": {"sr4": {0.01: {"scale": 4.0}, 0.05: {"scale": 0.25}}}}
+    assert settings_for(catalogue, "pnp_prior", "sr4", 0.04) == {"scale": 0.25}
+    with pytest.raises(ValueError, match="has no tuned settings for task 'box'"):
+        settings_for(catalogue, "pnp_prior", "box", 0.01)
