@@ -89,7 +89,7 @@ from guided.sampler import Run, Step
 from guided.smc import Particles, ParticleSampler, gaussian_log_density
 from guided.time import check_grid
 from operators import SVDOperator, UnsupportedOperator
-from priors import Schedule
+from priors import Schedule, noise_time
 
 __all__ = ["MCGdiff"]
 
@@ -157,7 +157,7 @@ class MCGdiff(ParticleSampler):
     def taus(self, schedule: Schedule) -> Tensor:
         r"""The distinct times :math:`\tau_i` with :math:`\lambda_{\tau_i} = \rho_i`."""
         rho = self.rho[self.observed & (self.rho > 0)].unique()
-        return schedule.time_of(-torch.log(rho)).unique()
+        return noise_time(schedule, rho).unique()
 
     def adapt(self, ts: Tensor, schedule: Schedule) -> Tensor:
         r"""The grid adapted to the pins, with as many steps as ``ts``.

@@ -54,6 +54,7 @@ import priors
 
 from experiments.shared.fills import initial, interpolate, interpolates, pinv
 from experiments.shared.patch_gmm import epll
+from priors.adapters import DeepinvDenoiser
 
 __all__ = [
     "BASELINES",
@@ -150,15 +151,14 @@ def pnp_prior(
     scale: float = 1.0,
     iterations: int = 8,
 ) -> Tensor:
-    r"""``pnp_bm3d``'s loop with ``prior``'s one-step denoiser in place of BM3D (see the
-    module): level :math:`\sigma` on [0, 1] images is :math:`2 \sigma` on the prior's
-    [-1, 1]."""
+    """``pnp_bm3d``'s loop with ``prior``'s one-step denoiser in place of BM3D (see the
+    module), in the loop's [0, 1] units through :class:`priors.adapters.DeepinvDenoiser`."""
     if not isinstance(prior, priors.Denoiser):
         raise TypeError(f"prior must be a priors.Denoiser, got {type(prior).__name__}")
+    in_01 = DeepinvDenoiser(prior)
 
     def denoise01(x: Tensor, level: float) -> Tensor:
-        x = x.to(y.dtype)
-        return ((priors.denoise(prior, 2 * x - 1, 2 * level) + 1) / 2).float()
+        return in_01(x.to(y.dtype), level).float()
 
     return pnp_hqs(op, y, sigma_y, denoise01, scale, iterations)
 
