@@ -53,7 +53,7 @@ class ZerothOrder(DPS):
     Arguments:
         op: Any operator (a black box is fine).
         y: The measurement, :math:`(B, *out\_shape)` or one for all rows.
-        sigma_y: The noise level (used when ``zeta`` is None).
+        sigma_y: The noise level (used when ``zeta`` is None; None when unknown).
         zeta: DPS's normalised step; None for the likelihood score.
         queries: The number :math:`q` of antithetic query pairs per call and row.
         smoothing: The smoothing radius :math:`\mu > 0`.
@@ -69,7 +69,7 @@ class ZerothOrder(DPS):
         self,
         op: Operator,
         y: Tensor,
-        sigma_y: float,
+        sigma_y: float | None,
         zeta: float | None = 1.0,
         queries: int = 32,
         smoothing: float = 0.1,

@@ -1,14 +1,17 @@
-r"""Side-by-side benchmark against deepinv, in one run on the same work.
+r"""Side-by-side benchmark against deepinv, in one run on the same work: a quality-cost curve.
 
     python -m experiments.benchmarks.bench
-    python -m experiments.benchmarks.bench steps=50 images=4 task=sr4
+    python -m experiments.benchmarks.bench 'steps=[10,25,50,100,250]' samples=8 task=sr4
 
-For each pair of ``pairs`` (ours, deepinv's loop through :mod:`experiments.shared.peers`), both
-restore the same held-out images of the shipped ``prior`` from the same measurement (task
-``task``, noise ``sigma_y``), from the same initial noise, over ``steps`` steps, and report
-the PSNR of the restorations, the network evaluations and VJPs per sample (counted by our
-denoiser, so both sides are counted alike), the wall time (median of ``repeats``) and the
-ratios ours / deepinv's.
+For each pair of ``pairs`` (ours, deepinv's loop through :mod:`experiments.shared.peers`) and
+each budget of ``steps`` (a list of step counts), both sides restore the same held-out images
+of the shipped ``prior`` from the same measurement (task ``task``, noise ``sigma_y``), from
+the same initial noise, over that many steps, and report the PSNR and SSIM of the
+restorations, the network evaluations and VJPs per sample (counted by our denoiser, so both
+sides are counted alike; every method of the default pairs takes one network evaluation per
+step, so a budget of steps is a budget of evaluations), the wall time (median of
+``repeats``), the wall time per evaluation and the ratios ours / deepinv's. At each budget
+each side's best method (by the PSNR of a sample) is marked.
 
 Two floors of our own machinery, measured in the same run:
 
@@ -24,8 +27,11 @@ other noise seeds (:func:`spread`): the PSNR of one sample (averaged over seeds,
 noisy than one run's), of the samples' mean and their per-pixel spread, which tells a
 sampler that is closer to the posterior mean from one that restores better.
 
-Writes ``metrics.json``, ``bench.csv``, ``table.md`` and ``bench.png`` (wall time and PSNR
-per method, ours beside deepinv's).
+The floors run at the largest budget.
+
+Writes ``metrics.json``, ``bench.csv`` (one row per pair and budget), ``table.md`` and
+``bench.png`` (PSNR against network evaluations and against wall time, ours solid and
+deepinv's dashed).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import hydra
 import matplotlib
 import torch
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 import guided
 import operators
@@ -50,7 +56,7 @@ import priors
 from experiments.benchmarks.floors import cfg_floor, vjp_floor
 from experiments.shared.build import build, build_method
 from experiments.shared.data import held_out
-from experiments.shared.metrics import psnr
+from experiments.shared.metrics import psnr, ssim
 from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
 from experiments.shared.seeds import generators
@@ -63,10 +69,27 @@ import matplotlib.pyplot as plt
 log = logging.getLogger(__name__)
 
 
+def budgets(cfg: DictConfig) -> list[int]:
+    """The step counts of ``steps`` (one number or a list), increasing; each at least 1."""
+    steps = cfg.steps
+    values = list(steps) if isinstance(steps, ListConfig | list | tuple) else [steps]
+    if not values:
+        raise ValueError("steps must name at least one budget, got an empty list")
+    out = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"steps must be integers >= 1, got {value!r}")
+        out.append(int(value))
+    if len(set(out)) != len(out):
+        raise ValueError(f"steps must not repeat a budget, got {out}")
+    return sorted(out)
+
+
 def _check(cfg: DictConfig) -> None:
-    for key in ("images", "steps", "repeats", "threads", "samples"):
+    for key in ("images", "repeats", "threads", "samples"):
         if int(cfg[key]) < 1:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
+    budgets(cfg)
     if float(cfg.sigma_y) < 0:
         raise ValueError(f"sigma_y must be >= 0, got {cfg.sigma_y}")
     if cfg.task not in cfg.tasks_available:
@@ -77,18 +100,24 @@ def _check(cfg: DictConfig) -> None:
             raise ValueError(f"pair {pair!r} names unknown methods {missing}")
 
 
+def _scores(x: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+    """Mean PSNR and SSIM of restorations ``x`` (clamped to the data range)."""
+    x, truth = x.double().clamp(-1, 1), truth.double()
+    return float(psnr(x, truth).mean()), float(ssim(x, truth).mean())
+
+
 def compare(
     cfg: DictConfig, prior: priors.Denoiser, truth: torch.Tensor
-) -> tuple[dict[str, dict[str, Any]], dict[str, Callable[[], Any]]]:
-    """Every pair on the same measurement and initial noise: PSNR, costs, wall times, peak
-    memory; and our side's run of each pair (for the floor)."""
+) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, int], Callable[[], Any]]]:
+    """Every pair at every budget on the same measurement and initial noise: PSNR, SSIM,
+    costs, wall times, peak memory; and our side's run of each pair and budget (for the
+    floor)."""
     op = build(cfg.tasks_available[cfg.task], in_shape=tuple(prior.shape))
     sigma_y, rows = float(cfg.sigma_y), truth.shape[0]
     g = torch.Generator().manual_seed(int(cfg.seed))
     y = operators.GaussianNoise(sigma_y)(op(truth), g) if sigma_y > 0 else op(truth)
-    ts = guided.time_grid(int(cfg.steps))
     results: dict[str, dict[str, Any]] = {}
-    ours: dict[str, Callable[[], Any]] = {}
+    ours: dict[tuple[str, int], Callable[[], Any]] = {}
     built = {}  # every method first: a bad setting is refused before anything runs
     for pair, sides in cfg.pairs.items():
         for side in ("ours", "theirs"):
@@ -98,68 +127,97 @@ def compare(
                 )
             except (ValueError, TypeError) as error:
                 raise type(error)(f"method {sides[side]!r} ({pair}): {error}") from error
-    bar = progress(2 * len(cfg.pairs), "pairs x sides", "run")
+    steps_list = budgets(cfg)
+    bar = progress(2 * len(cfg.pairs) * len(steps_list), "pairs x sides x budgets", "run")
     for pair, sides in cfg.pairs.items():
-        row: dict[str, Any] = {}
-        for side in ("ours", "theirs"):
-            method = built[pair, side]
-            gens = generators(int(cfg.seed), rows, 1)
-            x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), gens)
-            cost = priors.Cost()
+        results[str(pair)] = {}
+        for steps in steps_list:
+            ts = guided.time_grid(steps)
+            row: dict[str, Any] = {}
+            for side in ("ours", "theirs"):
+                method = built[pair, side]
+                gens = generators(int(cfg.seed), rows, 1)
+                x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), gens)
+                cost = priors.Cost()
 
-            def run(method: Any = method, x_T: torch.Tensor = x_T, cost: Any = cost) -> Any:
-                cost.nfe = cost.vjp = 0.0
-                gens = generators(int(cfg.seed), rows, 2)
-                return method(x_T, ts, gens, cost)
+                def run(
+                    method: Any = method, x_T: torch.Tensor = x_T, cost: Any = cost, ts: Any = ts
+                ) -> Any:
+                    cost.nfe = cost.vjp = 0.0
+                    gens = generators(int(cfg.seed), rows, 2)
+                    return method(x_T, ts, gens, cost)
 
-            x, wall = timed(run, int(cfg.repeats))
-            peak = peak_memory(run)[1]
-            if side == "ours":
-                ours[str(pair)] = run
-            row[side] = {
-                "method": str(sides[side]),
-                "psnr": float(psnr(x.double().clamp(-1, 1), truth.double()).mean()),
-                "nfe": cost.nfe,
-                "vjp": cost.vjp,
-                "wall_s": wall,
-                "peak_mib": peak,
-            }
-            bar.update()
-            log.info("%s, %s: PSNR %.2f dB, %.2f s", pair, side, row[side]["psnr"], wall)
-            if int(cfg.samples) > 1:
-                row[side]["spread"] = spread(cfg, method, prior, truth)
-        row["psnr_difference"] = row["ours"]["psnr"] - row["theirs"]["psnr"]
-        row["wall_ratio"] = row["ours"]["wall_s"] / row["theirs"]["wall_s"]
-        peaks = row["ours"]["peak_mib"], row["theirs"]["peak_mib"]
-        row["memory_ratio"] = None if None in peaks or not peaks[1] else peaks[0] / peaks[1]
-        results[str(pair)] = row
+                x, wall = timed(run, int(cfg.repeats))
+                peak = peak_memory(run)[1]
+                if side == "ours":
+                    ours[str(pair), steps] = run
+                psnr_x, ssim_x = _scores(x, truth)
+                row[side] = {
+                    "method": str(sides[side]),
+                    "psnr": psnr_x,
+                    "ssim": ssim_x,
+                    "nfe": cost.nfe,
+                    "vjp": cost.vjp,
+                    "wall_s": wall,
+                    "wall_per_nfe_s": wall / cost.nfe if cost.nfe else None,
+                    "peak_mib": peak,
+                }
+                bar.update()
+                log.info("%s, %s, %d steps: PSNR %.2f dB, %.2f s", pair, side, steps, psnr_x, wall)
+                if int(cfg.samples) > 1:
+                    row[side]["spread"] = spread(cfg, method, prior, truth, ts)
+            row["psnr_difference"] = row["ours"]["psnr"] - row["theirs"]["psnr"]
+            row["wall_ratio"] = row["ours"]["wall_s"] / row["theirs"]["wall_s"]
+            peaks = row["ours"]["peak_mib"], row["theirs"]["peak_mib"]
+            row["memory_ratio"] = None if None in peaks or not peaks[1] else peaks[0] / peaks[1]
+            results[str(pair)][str(steps)] = row
     bar.close()
     return results, ours
 
 
 def spread(
-    cfg: DictConfig, method: Any, prior: priors.Denoiser, truth: torch.Tensor
+    cfg: DictConfig, method: Any, prior: priors.Denoiser, truth: torch.Tensor, ts: torch.Tensor
 ) -> dict[str, Any]:
     """``samples`` restorations of the same measurement from different noise (seeds
-    ``seed + 1 ... seed + samples``): the mean and per-seed PSNR of single samples, the PSNR
-    of their average (a Monte Carlo posterior mean) and the mean per-pixel standard
-    deviation across them (how spread the samples are)."""
-    rows, ts = truth.shape[0], guided.time_grid(int(cfg.steps))
+    ``seed + 1 ... seed + samples``) on the grid ``ts``: the mean and per-seed PSNR and SSIM of
+    single samples, the PSNR and SSIM of their average (a Monte Carlo posterior mean) and the
+    mean per-pixel standard deviation across them (how spread the samples are)."""
+    rows = truth.shape[0]
     xs = []
     for k in range(1, int(cfg.samples) + 1):
         seed = int(cfg.seed) + k
         x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), generators(seed, rows, 1))
         x = method(x_T, ts, generators(seed, rows, 2), priors.Cost())
         xs.append(x.double().clamp(-1, 1))
-    stack, truth = torch.stack(xs), truth.double()
-    per_seed = [float(psnr(x, truth).mean()) for x in stack]
+    stack = torch.stack(xs)
+    scores = [_scores(x, truth) for x in stack]
+    per_seed = [p for p, _ in scores]
+    psnr_mean, ssim_mean = _scores(stack.mean(0), truth)
     return {
         "samples": len(per_seed),
         "psnr_per_seed": per_seed,
         "psnr_sample": sum(per_seed) / len(per_seed),
-        "psnr_of_mean": float(psnr(stack.mean(0), truth).mean()),
+        "ssim_sample": sum(s for _, s in scores) / len(scores),
+        "psnr_of_mean": psnr_mean,
+        "ssim_of_mean": ssim_mean,
         "pixel_std": float(stack.std(0).mean()),
     }
+
+
+def sample_psnr(side: dict[str, Any]) -> float:
+    """The PSNR of one sample: averaged over the noise seeds when several were run."""
+    return side["spread"]["psnr_sample"] if "spread" in side else side["psnr"]
+
+
+def best(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """Per budget, each side's pair with the highest PSNR of a sample."""
+    out: dict[str, dict[str, str]] = {}
+    for steps in next(iter(results.values())):
+        out[steps] = {
+            side: max(results, key=lambda pair: sample_psnr(results[pair][steps][side]))
+            for side in ("ours", "theirs")
+        }
+    return out
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -168,81 +226,127 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     prior = priors.load(str(cfg.prior))
     truth = held_out(str(cfg.prior), int(cfg.images)).float()
     results, ours = compare(cfg, prior, truth)
-    floor_run = vjp_floor(cfg, prior, truth.shape[0])
+    largest = budgets(cfg)[-1]
+    floor_run = vjp_floor(cfg, prior, truth.shape[0], largest)
     metrics: dict[str, Any] = {
         "prior": str(cfg.prior),
         "task": str(cfg.task),
-        "steps": int(cfg.steps),
+        "sigma_y": float(cfg.sigma_y),
+        "steps": budgets(cfg),
         "images": int(cfg.images),
+        "samples": int(cfg.samples),
         "threads": int(cfg.threads),
         "results": results,
+        "best": best(results),
+        "floor_steps": largest,
     }
-    if "dps" in ours:  # timed in alternation with the floor
-        dps_s, metrics["vjp_floor_s"] = timed_pair(ours["dps"], floor_run, int(cfg.repeats))
+    if ("dps", largest) in ours:  # timed in alternation with the floor
+        dps_s, metrics["vjp_floor_s"] = timed_pair(
+            ours["dps", largest], floor_run, int(cfg.repeats)
+        )
         metrics["guided_step_over_floor"] = dps_s / metrics["vjp_floor_s"]
     else:
         metrics["vjp_floor_s"] = timed(floor_run, int(cfg.repeats))[1]
     if getattr(prior, "num_classes", 0):
-        metrics["cfg"] = cfg_floor(cfg, prior, truth.shape[0])
+        metrics["cfg"] = cfg_floor(cfg, prior, truth.shape[0], largest)
     write(metrics, out_dir)
     return metrics
 
 
-def write(metrics: dict[str, Any], out: Path) -> None:
-    header = [
-        "method", "ours", "deepinv", "psnr_ours", "psnr_deepinv", "psnr_difference", "nfe_ours",
-        "nfe_deepinv", "vjp_ours", "vjp_deepinv", "wall_ours_s", "wall_deepinv_s", "wall_ratio",
-        "peak_ours_mib", "peak_deepinv_mib", "memory_ratio",
-    ]  # fmt: skip
+HEADER = [
+    "method", "steps", "ours", "deepinv", "psnr_ours", "psnr_deepinv", "psnr_difference",
+    "ssim_ours", "ssim_deepinv", "nfe_ours", "nfe_deepinv", "vjp_ours", "vjp_deepinv",
+    "wall_ours_s", "wall_deepinv_s", "wall_ratio", "peak_ours_mib", "peak_deepinv_mib",
+    "memory_ratio",
+]  # fmt: skip
+
+
+def _rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for name, r in metrics["results"].items():
-        ours, theirs = r["ours"], r["theirs"]
-        rows.append([
-            name, ours["method"], theirs["method"], ours["psnr"], theirs["psnr"],
-            r["psnr_difference"], ours["nfe"], theirs["nfe"], ours["vjp"], theirs["vjp"],
-            ours["wall_s"], theirs["wall_s"], r["wall_ratio"], ours["peak_mib"],
-            theirs["peak_mib"], r["memory_ratio"],
-        ])  # fmt: skip
+    for name, per_budget in metrics["results"].items():
+        for steps, r in per_budget.items():
+            a, b = r["ours"], r["theirs"]
+            rows.append(dict(zip(HEADER, [
+                name, int(steps), a["method"], b["method"], a["psnr"], b["psnr"],
+                r["psnr_difference"], a["ssim"], b["ssim"], a["nfe"], b["nfe"], a["vjp"],
+                b["vjp"], a["wall_s"], b["wall_s"], r["wall_ratio"], a["peak_mib"],
+                b["peak_mib"], r["memory_ratio"],
+            ], strict=True)))  # fmt: skip
+    return rows
+
+
+def write(metrics: dict[str, Any], out: Path) -> None:
+    rows = _rows(metrics)
     with (out / "bench.csv").open("w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
+        writer = csv.DictWriter(f, HEADER)
+        writer.writeheader()
+        writer.writerows(rows)
     lines = [
         (
-            f"{metrics['prior']} prior, task {metrics['task']}, {metrics['images']} images, "
-            f"{metrics['steps']} steps, {metrics['threads']} CPU threads"
+            f"{metrics['prior']} prior, task {metrics['task']}, sigma_y {metrics['sigma_y']:g}, "
+            f"{metrics['images']} images, {metrics['threads']} CPU threads"
         ),
         "",
         (
-            "| method | PSNR ours | PSNR deepinv | difference | NFE ours / deepinv | VJP ours / "
-            "deepinv | wall ours (s) | wall deepinv (s) | ours / deepinv | peak MiB ours / "
-            "deepinv |"
+            "| method | steps | PSNR ours | PSNR deepinv | difference | SSIM ours / deepinv | "
+            "NFE ours / deepinv | VJP ours / deepinv | wall ours (s) | wall deepinv (s) | "
+            "ours / deepinv | peak MiB ours / deepinv |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        memory = "n/a" if row[13] is None else f"{row[13]:.1f} / {row[14]:.1f}"
+    for r in rows:
+        memory = (
+            "n/a" if r["memory_ratio"] is None
+            else f"{r['peak_ours_mib']:.1f} / {r['peak_deepinv_mib']:.1f}"
+        )  # fmt: skip
         lines.append(
-            f"| {row[0]} | {row[3]:.2f} | {row[4]:.2f} | {row[5]:+.2f} | {row[6]:g} / "
-            f"{row[7]:g} | {row[8]:g} / {row[9]:g} | {row[10]:.2f} | {row[11]:.2f} | "
-            f"{row[12]:.2f} | {memory} |"
+            f"| {r['method']} | {r['steps']} | {r['psnr_ours']:.2f} | {r['psnr_deepinv']:.2f} | "
+            f"{r['psnr_difference']:+.2f} | {r['ssim_ours']:.3f} / {r['ssim_deepinv']:.3f} | "
+            f"{r['nfe_ours']:g} / {r['nfe_deepinv']:g} | {r['vjp_ours']:g} / "
+            f"{r['vjp_deepinv']:g} | {r['wall_ours_s']:.2f} | {r['wall_deepinv_s']:.2f} | "
+            f"{r['wall_ratio']:.2f} | {memory} |"
         )
-    spreads = [(n, r) for n, r in metrics["results"].items() if "spread" in r["ours"]]
-    if spreads:
+    results = metrics["results"]
+    if any("spread" in r["ours"] for budget in results.values() for r in budget.values()):
         lines += [
             "",
             (
-                "| method | samples | PSNR of a sample ours / deepinv | PSNR of their mean "
-                "ours / deepinv | pixel std ours / deepinv |"
+                "| method | steps | samples | PSNR of a sample ours / deepinv | SSIM of a sample "
+                "ours / deepinv | PSNR of their mean ours / deepinv | SSIM of their mean ours "
+                "/ deepinv | pixel std ours / deepinv |"
             ),
-            "|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        for name, r in spreads:
-            a, b = r["ours"]["spread"], r["theirs"]["spread"]
-            lines.append(
-                f"| {name} | {a['samples']} | {a['psnr_sample']:.2f} / {b['psnr_sample']:.2f} "
-                f"| {a['psnr_of_mean']:.2f} / {b['psnr_of_mean']:.2f} | {a['pixel_std']:.4f} "
-                f"/ {b['pixel_std']:.4f} |"
-            )
-    lines += ["", f"Forward + VJP floor for the same steps: {metrics['vjp_floor_s']:.2f} s"]
+        for name, per_budget in results.items():
+            for steps, r in per_budget.items():
+                a, b = r["ours"]["spread"], r["theirs"]["spread"]
+                lines.append(
+                    f"| {name} | {steps} | {a['samples']} | {a['psnr_sample']:.2f} / "
+                    f"{b['psnr_sample']:.2f} | {a['ssim_sample']:.3f} / {b['ssim_sample']:.3f} "
+                    f"| {a['psnr_of_mean']:.2f} / {b['psnr_of_mean']:.2f} | "
+                    f"{a['ssim_of_mean']:.3f} / {b['ssim_of_mean']:.3f} | "
+                    f"{a['pixel_std']:.4f} / {b['pixel_std']:.4f} |"
+                )
+    lines += [
+        "",
+        "Best of each side per budget (PSNR of a sample):",
+        "",
+        "| steps | ours | deepinv | ours - deepinv (dB) |",
+        "|---|---|---|---|",
+    ]
+    for steps, chosen in metrics["best"].items():
+        a = sample_psnr(results[chosen["ours"]][steps]["ours"])
+        b = sample_psnr(results[chosen["theirs"]][steps]["theirs"])
+        lines.append(
+            f"| {steps} | {chosen['ours']} {a:.2f} | {chosen['theirs']} {b:.2f} | {a - b:+.2f} |"
+        )
+    lines += [
+        "",
+        (
+            f"Forward + VJP floor for {metrics['floor_steps']} steps: "
+            f"{metrics['vjp_floor_s']:.2f} s"
+        ),
+    ]
     if "guided_step_over_floor" in metrics:
         lines.append(f"Our DPS over that floor: {metrics['guided_step_over_floor']:.3f}x")
     if "cfg" in metrics:
@@ -252,19 +356,37 @@ def write(metrics: dict[str, Any], out: Path) -> None:
             f"{c['ratio']:.2f}x (largest difference {c['max_difference']:.2g})"
         )
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    names = [row[0] for row in rows]
-    positions = range(len(names))
-    for ax, (i, j), label in ((axes[0], (10, 11), "wall time (s)"), (axes[1], (3, 4), "PSNR")):
-        ax.bar([p - 0.2 for p in positions], [row[i] for row in rows], 0.4, label="ours")
-        ax.bar([p + 0.2 for p in positions], [row[j] for row in rows], 0.4, label="deepinv")
-        ax.set_xticks(list(positions), names)
-        ax.set_ylabel(label)
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(out / "bench.png", dpi=100)
-    plt.close(fig)
+    plot(metrics, out / "bench.png")
     write_metrics(metrics, out)  # last: the run's finished mark
+
+
+def plot(metrics: dict[str, Any], path: Path) -> None:
+    """PSNR of a sample against network evaluations and against wall time, one colour per
+    pair, ours solid and deepinv's dashed, each side's best marked per budget."""
+    results, chosen = metrics["results"], metrics["best"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for k, (name, per_budget) in enumerate(results.items()):
+        colour = f"C{k}"
+        for side, style, label in (("ours", "-", "ours"), ("theirs", "--", "deepinv")):
+            points = [per_budget[s][side] for s in per_budget]
+            scores = [sample_psnr(p) for p in points]
+            for ax, key in ((axes[0], "nfe"), (axes[1], "wall_s")):
+                ax.plot(
+                    [p[key] for p in points], scores, style, color=colour, marker="o",
+                    markersize=3, label=f"{name} ({label})",
+                )  # fmt: skip
+                for steps, p, score in zip(per_budget, points, scores, strict=True):
+                    if chosen[steps][side] == name:
+                        ax.plot(p[key], score, "*", color=colour, markersize=10)
+    for ax, label in ((axes[0], "network evaluations per sample"), (axes[1], "wall time (s)")):
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("PSNR of a sample (dB)")
+    axes[1].legend(fontsize=6)
+    fig.suptitle(f"{metrics['prior']}, {metrics['task']} (stars: each side's best)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 @hydra.main(version_base=None, config_path="../configs/bench", config_name="bench")

@@ -19,14 +19,16 @@ from experiments.shared.timing import timed
 __all__ = ["TwoPassCFG", "cfg_floor", "vjp_floor"]
 
 
-def vjp_floor(cfg: DictConfig, prior: priors.Denoiser, rows: int) -> Callable[[], None]:
+def vjp_floor(
+    cfg: DictConfig, prior: priors.Denoiser, rows: int, steps: int
+) -> Callable[[], None]:
     """``steps`` network evaluations with one VJP each, batch ``rows``."""
     g = torch.Generator().manual_seed(int(cfg.seed))
     x = torch.randn(rows, *prior.shape, generator=g)
     v = torch.randn(rows, *prior.shape, generator=g)
 
     def run() -> None:
-        for t in guided.time_grid(int(cfg.steps))[:-1]:
+        for t in guided.time_grid(steps)[:-1]:
             x_t = x.detach().requires_grad_(True)
             torch.autograd.grad(prior(x_t, t), x_t, v)
 
@@ -48,11 +50,11 @@ class TwoPassCFG(priors.Wrapper):
         return unconditional + self.scale * (conditional - unconditional)
 
 
-def cfg_floor(cfg: DictConfig, prior: priors.Denoiser, rows: int) -> dict[str, float]:
-    """Wall times of CFG sampling, batched and in two passes, and their largest difference
-    (the two must agree)."""
+def cfg_floor(cfg: DictConfig, prior: priors.Denoiser, rows: int, steps: int) -> dict[str, float]:
+    """Wall times of CFG sampling over ``steps`` steps, batched and in two passes, and their
+    largest difference (the two must agree)."""
     labels = torch.arange(rows) % max(int(getattr(prior, "num_classes", 0)), 1)
-    ts = guided.time_grid(int(cfg.steps))
+    ts = guided.time_grid(steps)
     outs, walls = {}, {}
     for name, denoiser in (
         ("batched", guided.ClassifierFree(prior, float(cfg.cfg_scale))),

@@ -13,19 +13,24 @@ from experiments.benchmarks import bench
 def _cfg(*overrides):
     with initialize_config_module(version_base=None, config_module="experiments.configs.bench"):
         return compose(
-            "bench", overrides=["images=2", "steps=4", "repeats=1", "threads=1", *overrides]
+            "bench", overrides=["images=2", "steps=[4]", "repeats=1", "threads=1", *overrides]
         )
 
 
 def test_pairs_pay_equal_network_evaluations_and_outputs_are_written(tmp_path):
     metrics = bench.run(_cfg(), tmp_path)
     assert set(metrics["results"]) == {"dps", "pigdm", "ddrm", "diffpir"}
-    for row in metrics["results"].values():
+    assert metrics["steps"] == [4]
+    for per_budget in metrics["results"].values():
+        row = per_budget["4"]
         assert row["ours"]["nfe"] == row["theirs"]["nfe"] == 4
         assert row["ours"]["psnr"] > 5 and row["theirs"]["psnr"] > 5
+        assert 0 < row["ours"]["ssim"] <= 1 and 0 < row["theirs"]["ssim"] <= 1
         assert row["wall_ratio"] > 0
+        assert row["ours"]["wall_per_nfe_s"] == pytest.approx(row["ours"]["wall_s"] / 4)
         assert row["ours"]["peak_mib"] >= 0 and row["theirs"]["peak_mib"] >= 0
-    assert metrics["results"]["dps"]["ours"]["vjp"] == metrics["results"]["dps"]["theirs"]["vjp"]
+    dps = metrics["results"]["dps"]["4"]
+    assert dps["ours"]["vjp"] == dps["theirs"]["vjp"]
     assert metrics["vjp_floor_s"] > 0 and metrics["guided_step_over_floor"] > 0
     assert metrics["cfg"]["max_difference"] < 1e-4  # the same guidance, batched or not
     with (tmp_path / "bench.csv").open() as f:
@@ -34,23 +39,43 @@ def test_pairs_pay_equal_network_evaluations_and_outputs_are_written(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+def test_a_curve_over_budgets_marks_each_sides_best(tmp_path):
+    metrics = bench.run(_cfg("steps=[6,2]", "~pairs.dps", "~pairs.diffpir"), tmp_path)
+    assert metrics["steps"] == [2, 6]  # sorted
+    for per_budget in metrics["results"].values():
+        assert set(per_budget) == {"2", "6"}
+        for steps, row in per_budget.items():
+            assert row["ours"]["nfe"] == row["theirs"]["nfe"] == int(steps)
+    for steps, chosen in metrics["best"].items():
+        for side in ("ours", "theirs"):
+            scores = {p: metrics["results"][p][steps][side]["psnr"] for p in ("pigdm", "ddrm")}
+            assert chosen[side] == max(scores, key=scores.get)
+    assert metrics["floor_steps"] == 6
+    with (tmp_path / "bench.csv").open() as f:
+        assert len(list(csv.reader(f))) == 1 + 2 * 2  # header, 2 pairs x 2 budgets
+    assert "Best of each side per budget" in (tmp_path / "table.md").read_text()
+
+
 def test_spread_over_noise_seeds(tmp_path):
     metrics = bench.run(
         _cfg("samples=2", "~pairs.dps", "~pairs.pigdm", "~pairs.diffpir"), tmp_path
     )
     for side in ("ours", "theirs"):
-        spread = metrics["results"]["ddrm"][side]["spread"]
+        spread = metrics["results"]["ddrm"]["4"][side]["spread"]
         assert spread["samples"] == 2 and len(spread["psnr_per_seed"]) == 2
         assert spread["psnr_per_seed"][0] != spread["psnr_per_seed"][1]  # other noise
         assert spread["psnr_sample"] == pytest.approx(sum(spread["psnr_per_seed"]) / 2)
         assert spread["pixel_std"] > 0
+        assert 0 < spread["ssim_sample"] <= 1 and 0 < spread["ssim_of_mean"] <= 1
     assert "PSNR of their mean" in (tmp_path / "table.md").read_text()
 
 
 @pytest.mark.parametrize(
     ("override", "match"),
-    [("task=blur9", "unknown task"), ("steps=0", "steps"), ("sigma_y=-0.1", "sigma_y"),
-     ("pairs.dps.theirs=nope", "unknown methods"), ("samples=0", "samples")],
+    [("task=blur9", "unknown task"), ("steps=[0]", "steps"), ("sigma_y=-0.1", "sigma_y"),
+     ("pairs.dps.theirs=nope", "unknown methods"), ("samples=0", "samples"),
+     ("steps=[]", "at least one"), ("steps=[4,4]", "repeat"), ("steps=[4,2.5]", "integers"),
+     ("steps=true", "integers")],
 )  # fmt: skip
 def test_bad_configs_are_refused(tmp_path, override, match):
     with pytest.raises(ValueError, match=match):

@@ -491,3 +491,16 @@ def test_the_divergence_warning_says_whether_a_noise_level_was_given(noise):
         assert "no noise level (Holder is not given one; 0 assumed)" in text
     else:
         assert "against a noise level of 0.1 (limit" in text
+
+
+@pytest.mark.parametrize("sigma_y", [None, 0.1])
+def test_the_dps_sampler_tells_the_divergence_check_its_noise_level(sigma_y):
+    """The paper's update does not use sigma_y, but the divergence check must not be told a
+    level of 0 when the measurement is noisy: DPSSampler passes the level it is given (None
+    when it is not given one)."""
+    from guided.measurements import measurements
+
+    op = operators.MatrixOperator(torch.eye(3, dtype=F64))
+    sampler = guided.DPSSampler(op, torch.zeros(1, 3, dtype=F64), sigma_y=sigma_y)
+    (found,) = measurements(sampler)
+    assert found.noise == sigma_y
