@@ -29,6 +29,12 @@ sampler that is closer to the posterior mean from one that restores better.
 
 The floors run at the largest budget.
 
+With ``settings=tuned`` (the default) every method runs with the settings
+:mod:`experiments.benchmarks.tune_methods` chose for this prior and task (at the tuned noise
+level nearest to ``sigma_y``; ``configs/catalogue/tuned.yaml``), ours and deepinv's alike, and
+with its catalogue settings where none were tuned; the table says which. ``settings=catalogue``
+runs the catalogue's settings as they are.
+
 Writes ``metrics.json``, ``bench.csv`` (one row per pair and budget), ``table.md`` and
 ``bench.png`` (PSNR against network evaluations and against wall time, ours solid and
 deepinv's dashed).
@@ -47,7 +53,7 @@ import hydra
 import matplotlib
 import torch
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import guided
 import operators
@@ -55,6 +61,7 @@ import priors
 
 from experiments.benchmarks.floors import cfg_floor, vjp_floor
 from experiments.shared.build import build, build_method
+from experiments.shared.catalogue import tuned_method
 from experiments.shared.data import held_out
 from experiments.shared.metrics import psnr, ssim
 from experiments.shared.report import progress, serve
@@ -92,6 +99,8 @@ def _check(cfg: DictConfig) -> None:
     budgets(cfg)
     if float(cfg.sigma_y) < 0:
         raise ValueError(f"sigma_y must be >= 0, got {cfg.sigma_y}")
+    if cfg.settings not in ("tuned", "catalogue"):
+        raise ValueError(f"settings must be 'tuned' or 'catalogue', got {cfg.settings!r}")
     if cfg.task not in cfg.tasks_available:
         raise ValueError(f"unknown task {cfg.task!r}; available: {list(cfg.tasks_available)}")
     for pair, sides in cfg.pairs.items():
@@ -118,13 +127,15 @@ def compare(
     y = operators.GaussianNoise(sigma_y)(op(truth), g) if sigma_y > 0 else op(truth)
     results: dict[str, dict[str, Any]] = {}
     ours: dict[str, Callable[[], Any]] = {}
-    built = {}  # every method first: a bad setting is refused before anything runs
+    built, settings = {}, {}  # every method first: a bad setting is refused before anything runs
+    tuned = OmegaConf.to_container(cfg.tuned) if cfg.settings == "tuned" else {}
     for pair, sides in cfg.pairs.items():
         for side in ("ours", "theirs"):
             try:
-                built[pair, side] = build_method(
-                    cfg.methods[sides[side]], prior, op=op, y=y, sigma_y=sigma_y
+                node, settings[pair, side] = tuned_method(
+                    cfg.methods, tuned, str(sides[side]), str(cfg.prior), str(cfg.task), sigma_y
                 )
+                built[pair, side] = build_method(node, prior, op=op, y=y, sigma_y=sigma_y)
             except (ValueError, TypeError) as error:
                 raise type(error)(f"method {sides[side]!r} ({pair}): {error}") from error
     bar = progress(2 * len(cfg.pairs) * len(steps_list), "pairs x sides x budgets", "run")
@@ -153,6 +164,7 @@ def compare(
                 psnr_x, ssim_x = _scores(x, truth)
                 row[side] = {
                     "method": str(sides[side]),
+                    "settings": settings[pair, side],  # None: the catalogue's
                     "psnr": psnr_x,
                     "ssim": ssim_x,
                     "nfe": cost.nfe,
@@ -338,6 +350,11 @@ def write(metrics: dict[str, Any], out: Path) -> None:
         lines.append(
             f"| {steps} | {chosen['ours']} {a:.2f} | {chosen['theirs']} {b:.2f} | {a - b:+.2f} |"
         )
+    lines += ["", "Settings (tuned: by experiments.benchmarks.tune_methods):", ""]
+    first = {name: next(iter(per_budget.values())) for name, per_budget in results.items()}
+    for name, r in first.items():
+        for side, label in (("ours", "ours"), ("theirs", "deepinv")):
+            lines.append(f"- {name}, {label}: {r[side]['method']} {_settings(r[side])}")
     lines += [
         "",
         (
@@ -356,6 +373,13 @@ def write(metrics: dict[str, Any], out: Path) -> None:
     (out / "table.md").write_text("\n".join(lines) + "\n")
     plot(metrics, out / "bench.png")
     write_metrics(metrics, out)  # last: the run's finished mark
+
+
+def _settings(side: dict[str, Any]) -> str:
+    """How a side's method was set: its tuned settings, or the catalogue's."""
+    if side.get("settings") is None:
+        return "(the catalogue's settings: none tuned for this prior and task)"
+    return f"tuned {side['settings']}"
 
 
 def plot(metrics: dict[str, Any], path: Path) -> None:

@@ -8,7 +8,7 @@ For every task and :math:`\sigma_y`, ``crops`` crops of each of ``photographs`` 
 photographs (:mod:`experiments.shared.photographs`, evenly spaced over its list; all of them
 when ``null``; the held-out ones are never seen) are measured once,
 every combination of each baseline's grid is run on them, and the setting with the best mean
-PSNR is kept (a best setting at an end of its grid is flagged: widen the grid). Writes
+PSNR is kept (a best value at an end of its grid is flagged: widen the grid). Writes
 ``metrics.json`` (every trial), ``table.md`` and ``tuned.yaml``; with ``install=true`` the
 choices replace those for the same baseline, task and noise level in
 ``configs/catalogue/baselines.yaml`` (which the restore app reads; the others are kept),
@@ -17,7 +17,6 @@ with this command in its header.
 
 from __future__ import annotations
 
-import itertools
 import logging
 
 from pathlib import Path
@@ -33,6 +32,7 @@ import operators
 
 from experiments.shared.baselines import BASELINES, NEEDS_PRIOR, applies, run_baseline
 from experiments.shared.build import build
+from experiments.shared.catalogue import combinations, edges, install, this_command
 from experiments.shared.metrics import psnr
 from experiments.shared.photographs import Photographs, evenly_spaced, grid_crops
 from experiments.shared.report import progress, serve
@@ -42,7 +42,7 @@ from priors.files import atomic_write_text
 log = logging.getLogger(__name__)
 
 CATALOGUE = Path(__file__).resolve().parents[1] / "configs" / "catalogue" / "baselines.yaml"
-COMMAND = "python -m experiments.benchmarks.tune_baselines install=true"
+COMMAND = "python -m experiments.benchmarks.tune_baselines"
 
 
 def training_crops(crop: int, per_photograph: int, photographs: int | None = None) -> torch.Tensor:
@@ -56,53 +56,6 @@ def training_crops(crop: int, per_photograph: int, photographs: int | None = Non
         images = [images[int(i)] for i in picked]
     grids = [grid_crops(image, crop) for image in images]
     return torch.cat([evenly_spaced(g, per_photograph, "crops", where) for g in grids]).double()
-
-
-def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every combination of a baseline's grid."""
-    names = list(grid)
-    return [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
-
-
-def this_command() -> str:
-    """The command line of this run (its Hydra overrides), or :data:`COMMAND` outside
-    Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return COMMAND
-    overrides = [o for o in HydraConfig.get().overrides.task if o != "install=true"]
-    quoted = [f"'{o}'" if any(c in o for c in "[]{},") else o for o in overrides]
-    return " ".join([COMMAND.removesuffix(" install=true"), *quoted, "install=true"])
-
-
-def commands(latest: str) -> list[str]:
-    """The tuning commands recorded in the catalogue's header, then ``latest``."""
-    text = CATALOGUE.read_text() if CATALOGUE.is_file() else ""
-    found = [line[4:] for line in text.splitlines() if line.startswith("#   python -m")]
-    return [c for c in found if c != latest] + [latest]
-
-
-def installed() -> dict[str, Any]:
-    """The settings in the catalogue now (``{}`` when there are none)."""
-    found = OmegaConf.to_container(OmegaConf.load(CATALOGUE)) if CATALOGUE.is_file() else None
-    return found if isinstance(found, dict) else {}
-
-
-def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``old`` settings (baseline, task, sigma_y) with those of ``new`` replacing them: a
-    run on some tasks or noise levels keeps what was tuned for the others."""
-    out = {b: {t: dict(levels) for t, levels in tasks.items()} for b, tasks in old.items()}
-    for baseline, tasks in new.items():
-        for task, levels in tasks.items():
-            out.setdefault(baseline, {}).setdefault(task, {}).update(levels)
-    return out
-
-
-def at_edge(best: int, trials: int) -> bool:
-    """Whether the best of ``trials`` settings (a grid of three or more) is its first or last:
-    the optimum may lie beyond the grid, which should then be widened."""
-    return trials >= 3 and best in (0, trials - 1)
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -127,7 +80,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if photographs is not None:
         photographs = checks.integer(photographs, "photographs", low=1)
     x = training_crops(int(cfg.crop), int(cfg.crops), photographs)
-    grids = {b: combinations(OmegaConf.to_container(g)) for b, g in cfg.grids.items()}
+    raw = {b: OmegaConf.to_container(g) for b, g in cfg.grids.items()}
+    grids = {b: combinations(g) for b, g in raw.items()}
     trials: dict[str, Any] = {}
     tuned: dict[str, dict[str, dict[str, Any]]] = {b: {} for b in grids}
     total = len(cfg.tasks) * len(sigmas) * sum(len(g) for g in grids.values())
@@ -153,22 +107,19 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                         "settings": settings_list,
                         "psnr": scores,
                         "best": settings_list[best],
-                        "edge": at_edge(best, len(settings_list)),
+                        "edge": edges(raw[baseline], settings_list[best]),
                     }
                     log.info("%s, sigma_y %s, %s: %s (%.2f dB)", task, sigma, baseline,
                              settings_list[best], scores[best])  # fmt: skip
-    text = OmegaConf.to_yaml(OmegaConf.create(tuned))
-    atomic_write_text(out_dir / "tuned.yaml", text)
+    atomic_write_text(out_dir / "tuned.yaml", OmegaConf.to_yaml(OmegaConf.create(tuned)))
     if cfg.install:
-        text = OmegaConf.to_yaml(OmegaConf.create(merged(installed(), tuned)))
-        header = (
-            "# The classical baselines' settings per task and sigma_y, chosen on training\n"
-            f"# photographs (crops of {cfg.crop}x{cfg.crop}, never of a held-out one) by these\n"
-            "# commands in turn (a later one replaces the settings it tuned, keeps the others):\n"
-            + "".join(f"#   {c}\n" for c in commands(this_command()))
-            + "# The restore app reads them (settings for the nearest tuned sigma_y).\n"
-        )
-        atomic_write_text(CATALOGUE, header + text)
+        about = [
+            "The classical baselines' settings per task and sigma_y, chosen on training",
+            f"photographs (crops of {cfg.crop}x{cfg.crop}, never of a held-out one); the restore",
+            "app reads them (settings for the nearest tuned sigma_y). Written by these commands",
+            "in turn (a later one replaces the settings it tuned, keeps the others):",
+        ]
+        install(CATALOGUE, tuned, 3, about, this_command(COMMAND))
         log.info("installed %s", CATALOGUE)
     metrics = {"trials": trials, "tuned": tuned, "config": OmegaConf.to_container(cfg)}
     (out_dir / "table.md").write_text(table(metrics))
@@ -182,7 +133,7 @@ def table(metrics: dict[str, Any]) -> str:
         scores = ", ".join(
             f"{s}: {p:.2f}" for s, p in zip(trial["settings"], trial["psnr"], strict=True)
         )
-        edge = " (grid edge: widen it)" if trial.get("edge") else ""
+        edge = f" (at its grid's edge: widen {trial['edge']})" if trial.get("edge") else ""
         lines.append(f"| {key} | {trial['best']}{edge} | {scores} |")
     return "\n".join(lines) + "\n"
 

@@ -52,6 +52,7 @@ import checks
 import operators
 import priors
 
+from experiments.shared.catalogue import nearest_level
 from experiments.shared.fills import initial, interpolate, interpolates, pinv
 from experiments.shared.patch_gmm import epll
 from priors.adapters import DeepinvDenoiser
@@ -203,9 +204,7 @@ def settings_for(
             f"baseline {name!r} has no tuned settings for task {task!r}: run "
             f"python -m experiments.benchmarks.tune_baselines 'tasks=[{task}]' install=true"
         )
-    level = math.log(max(sigma_y, 1e-6))
-    nearest = min(tuned, key=lambda s: abs(math.log(float(s)) - level))
-    return dict(tuned[nearest])
+    return dict(tuned[nearest_level(tuned, sigma_y)])
 
 
 def run_baseline(

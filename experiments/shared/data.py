@@ -31,7 +31,7 @@ from torch import Tensor
 
 from experiments.shared.photographs import Photographs, evenly_spaced
 
-__all__ = ["TEXTURES", "Digits", "Textures", "held_out"]
+__all__ = ["TEXTURES", "Digits", "Textures", "held_out", "tuning"]
 
 TEXTURES = ("brick", "grass", "gravel")
 SPLITS = ("train", "test")
@@ -170,3 +170,14 @@ def held_out(name: str, images: int) -> Tensor:
     if name not in DATA:
         raise ValueError(f"prior must be one of {sorted(DATA)} (shipped), got {name!r}")
     return evenly_spaced(DATA[name]("test").evaluation()[0], images, "images").double()
+
+
+def tuning(name: str, images: int) -> Tensor:
+    """``images`` images of the prior's *training* split, evenly spaced over it (for the
+    textures and photographs, over its grid of crops): the images settings are tuned on
+    (:mod:`experiments.benchmarks.tune_methods`), never the held-out ones that are scored.
+    The prior was fitted to these images, so settings tuned on them may lean on the prior a
+    little more than held-out images would reward."""
+    if name not in DATA:
+        raise ValueError(f"prior must be one of {sorted(DATA)} (shipped), got {name!r}")
+    return evenly_spaced(DATA[name]("train").evaluation()[0], images, "images").double()

@@ -123,13 +123,17 @@ class DeepinvDPS(_Peer):
 
 class DeepinvPiGDM(DeepinvDPS):
     r"""deepinv's posterior-SDE loop of :class:`DeepinvDPS` with ``PiGDMDataFidelity``
-    (its default conjugate-gradient solve, one backward pass per step)."""
+    (its default conjugate-gradient solve, one backward pass per step), ``weight`` its
+    :math:`\lambda` (deepinv keeps the weight in the data-fidelity object, so the loop's own
+    ``weight`` would not reach it)."""
 
     def sampler(self, denoiser: DeepinvDenoiser, steps: int, seed: int) -> Any:
         import deepinv
 
         loop = super().sampler(denoiser, steps, seed)
-        loop.data_fidelity = deepinv.sampling.PiGDMDataFidelity(denoiser=denoiser)
+        loop.data_fidelity = deepinv.sampling.PiGDMDataFidelity(
+            denoiser=denoiser, weight=self.weight
+        )
         return loop
 
 

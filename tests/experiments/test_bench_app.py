@@ -13,7 +13,15 @@ from experiments.benchmarks import bench
 def _cfg(*overrides):
     with initialize_config_module(version_base=None, config_module="experiments.configs.bench"):
         return compose(
-            "bench", overrides=["images=2", "steps=[4]", "repeats=1", "threads=1", *overrides]
+            "bench",
+            overrides=[
+                "images=2",
+                "steps=[4]",
+                "repeats=1",
+                "threads=1",
+                "settings=catalogue",
+                *overrides,
+            ],  # the catalogue's settings: tuned ones are for 100 steps, not 4
         )
 
 
@@ -75,7 +83,7 @@ def test_spread_over_noise_seeds(tmp_path):
     [("task=blur9", "unknown task"), ("steps=[0]", "steps"), ("sigma_y=-0.1", "sigma_y"),
      ("pairs.dps.theirs=nope", "unknown methods"), ("samples=0", "samples"),
      ("steps=[]", "at least one"), ("steps=[4,4]", "repeat"), ("steps=[4,2.5]", "integers"),
-     ("steps=true", "integers")],
+     ("steps=true", "integers"), ("settings=best", "settings must be")],
 )  # fmt: skip
 def test_bad_configs_are_refused(tmp_path, override, match):
     with pytest.raises(ValueError, match=match):

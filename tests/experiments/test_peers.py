@@ -112,3 +112,20 @@ def test_deepinv_diffpir_settings_reach_the_loop():
     assert not torch.allclose(default, solve(lambda_=1.0))
     with pytest.raises(ValueError, match="zeta"):
         peers.DeepinvDiffPIR(op, y, 0.05, zeta=1.5)
+
+
+@pytest.mark.parametrize("peer", [peers.DeepinvDPS, peers.DeepinvPiGDM])
+def test_the_weight_reaches_deepinvs_data_fidelity(peer):
+    """deepinv keeps the weight in its data-fidelity object: PiGDM's replaces DPS's, and once
+    dropped the weight every tuning trial set was silently ignored."""
+    prior, op, y = _problem()
+    x_T, ts = torch.zeros(1, *prior.shape), guided.time_grid(3)
+
+    def solve(weight):
+        return peer(op, y, 0.05, weight=weight)(
+            prior, x_T, ts, generator=torch.Generator().manual_seed(1)
+        )
+
+    assert torch.equal(solve(1.0), peer(op, y, 0.05)(  # the default is deepinv's
+        prior, x_T, ts, generator=torch.Generator().manual_seed(1)))  # fmt: skip
+    assert not torch.allclose(solve(1.0), solve(0.2))

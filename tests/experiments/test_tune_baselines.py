@@ -8,6 +8,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from experiments.benchmarks import tune_baselines
+from experiments.shared.catalogue import edges, merged
 
 
 def _cfg(*overrides):
@@ -41,9 +42,11 @@ def test_unknown_names_are_refused(tmp_path, override, match):
         tune_baselines.run(_cfg(override), tmp_path)
 
 
-def test_a_best_setting_at_the_end_of_its_grid_is_flagged():
-    assert tune_baselines.at_edge(0, 3) and tune_baselines.at_edge(4, 5)
-    assert not tune_baselines.at_edge(1, 3) and not tune_baselines.at_edge(0, 2)
+def test_a_best_value_at_the_end_of_its_grid_is_flagged():
+    grid = {"lam": [1, 2, 3], "scale": [0.5, 1.0], "eta": [0.0, 0.5, 1.0]}
+    assert edges(grid, {"lam": 1, "scale": 0.5, "eta": 0.5}) == ["lam"]
+    assert edges(grid, {"lam": 2, "scale": 1.0, "eta": 1.0}) == ["eta"]
+    assert edges(grid, {"lam": 2, "scale": 0.5, "eta": 0.5}) == []  # two values: no edge
 
 
 def test_photographs_are_picked_evenly_over_the_training_list():
@@ -62,7 +65,7 @@ def test_photographs_are_picked_evenly_over_the_training_list():
 def test_installing_some_tasks_keeps_the_others():
     old = {"tv": {"box": {"0.01": {"lam": 0.1}}, "blur": {"0.01": {"lam": 3.0}}}}
     new = {"tv": {"blur": {"0.01": {"lam": 0.01}, "0.05": {"lam": 0.03}}}, "pnp": {"blur": {}}}
-    assert tune_baselines.merged(old, new) == {
+    assert merged(old, new, 3) == {
         "tv": {
             "box": {"0.01": {"lam": 0.1}},
             "blur": {"0.01": {"lam": 0.01}, "0.05": {"lam": 0.03}},

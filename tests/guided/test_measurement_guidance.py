@@ -1,6 +1,9 @@
 """Measurement guidance: PiGDM is the exact posterior mean for N(mu, I) priors; DPS is its
 small-noise limit; one VJP for all terms; per-sample reductions; clear errors."""
 
+import itertools
+import math
+
 import pytest
 import torch
 
@@ -38,11 +41,10 @@ class Flat(priors.Denoiser):
         return self.prior(x_t.flatten(1), t).view_as(x_t)
 
 
-def _unit_gaussian(d, seed=0):
+def _unit_gaussian(d, seed=0, variance=1.0):
     mean = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=F64)
-    return priors.GaussianMixture(
-        torch.ones(1), mean[None], torch.eye(d, dtype=F64)[None], priors.CosineSchedule()
-    )
+    covariance = variance * torch.eye(d, dtype=F64)[None]
+    return priors.GaussianMixture(torch.ones(1), mean[None], covariance, priors.CosineSchedule())
 
 
 def _matrix(op, d):
@@ -65,11 +67,15 @@ def _cases():
 CASES = _cases()
 
 
+@pytest.mark.parametrize("variance", [1.0, 0.15])
 @pytest.mark.parametrize("sigma_y", [0.2, 0.0])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_pigdm_is_the_exact_posterior_mean_for_a_unit_gaussian_prior(name, sigma_y):
+def test_pigdm_is_the_exact_posterior_mean_for_an_isotropic_gaussian_prior(
+    name, sigma_y, variance
+):
+    """With ``variance=v`` PiGDM is exact for N(mu, v I) priors (v = 1: the paper's)."""
     op, d = CASES[name]
-    prior = _unit_gaussian(d)
+    prior = _unit_gaussian(d, variance=variance)
     g = torch.Generator().manual_seed(2)
     x = prior.sample(1, g)
     a = _matrix(op, d)
@@ -81,7 +87,8 @@ def test_pigdm_is_the_exact_posterior_mean_for_a_unit_gaussian_prior(name, sigma
     exact = prior.posterior(a[rows], y[0][rows], sigma_y)
     image_prior = prior if op.in_shape == (d,) else Flat(prior, op.in_shape)
     guided_prior = guided.GuidedDenoiser(
-        image_prior, guided.PiGDM(op, y.view(1, *op.out_shape), sigma_y, iterations=200)
+        image_prior,
+        guided.PiGDM(op, y.view(1, *op.out_shape), sigma_y, iterations=200, variance=variance),
     )
     for t in (0.05, 0.4, 0.9):
         x_t = torch.randn(4, d, generator=g, dtype=F64)
@@ -375,6 +382,54 @@ def test_diffpir_proximal_step_and_noiseless_consistency(name):
     x = noiseless(image_prior, x_T, guided.time_grid(20), generator=g, cost=cost)
     torch.testing.assert_close(op(x), y.expand_as(op(x)), rtol=1e-6, atol=1e-6)
     assert cost.nfe == 20 and cost.vjp == 0
+
+
+def test_diffpir_kappa_keeps_the_same_share_of_eps_on_every_grid():
+    """With kappa, a step is the paper's with zeta = 1 - q^(2 kappa), q the step's ratio of
+    noise levels; kappa = 1 renews what DDIM's eta = 1 (ancestral) renews, kappa = 0 draws
+    nothing; what a run keeps of eps telescopes to (sigma_bar_s / sigma_bar_t)^kappa on any
+    grid (the paper's zeta keeps (1 - zeta)^(N / 2), which depends on N); exactly one of
+    zeta and kappa is accepted."""
+    op, d = CASES["inpainting"]
+    prior = _unit_gaussian(d, seed=22)
+    g = torch.Generator().manual_seed(23)
+    y = op(prior.sample(1, g))
+    x_T = guided.initial_noise(prior.schedule, (3, d), g, dtype=F64)
+    ts = guided.time_grid(8)[3:5]  # one step, half way
+    coefficients = [float(v) for t in ts for v in prior.schedule(t)]
+    alpha_t, sigma_t, alpha_s, sigma_s = coefficients
+    q = alpha_t * sigma_s / (alpha_s * sigma_t)
+    for kappa in (0.5, 3.0):
+        ours = guided.DiffPIR(op, y, 0.1, zeta=None, kappa=kappa)
+        paper = guided.DiffPIR(op, y, 0.1, zeta=1 - q ** (2 * kappa))
+        run = [
+            m(prior, x_T, ts, generator=torch.Generator().manual_seed(5)) for m in (ours, paper)
+        ]
+        torch.testing.assert_close(run[0], run[1])
+    ancestral = guided.DiffPIR(op, y, 0.1, zeta=None, kappa=1.0)
+    tau = guided.ddim.ddim_coefficients(*coefficients, 1.0)[2]
+    assert ancestral.fresh_share(*coefficients) == pytest.approx((tau / sigma_s) ** 2)
+    still = guided.DiffPIR(op, y, 0.1, zeta=None, kappa=0.0)
+    a, b = (still(prior, x_T, ts, generator=torch.Generator().manual_seed(k)) for k in (1, 2))
+    torch.testing.assert_close(a, b)  # no fresh noise
+
+    def kept(sampler, steps):  # the product of sqrt(1 - zeta) between t = 0.8 and t = 0.2
+        grid = torch.linspace(0.8, 0.2, steps + 1, dtype=F64)
+        levels = [[float(v) for v in prior.schedule(t)] for t in grid]
+        shares = [sampler.fresh_share(*a, *b) for a, b in itertools.pairwise(levels)]
+        return math.prod(math.sqrt(1 - z) for z in shares), levels
+
+    sampler = guided.DiffPIR(op, y, 0.1, zeta=None, kappa=3.0)
+    (coarse, levels), (fine, _) = kept(sampler, 5), kept(sampler, 200)
+    ratio = (levels[-1][1] / levels[-1][0]) / (levels[0][1] / levels[0][0])
+    assert coarse == pytest.approx(ratio**3.0, rel=1e-9) and fine == pytest.approx(coarse)
+    paper = guided.DiffPIR(op, y, 0.1, zeta=0.3)
+    assert kept(paper, 200)[0] < kept(paper, 5)[0] / 100  # the paper's share depends on N
+    for kwargs in ({"kappa": 2.0}, {"zeta": None}):
+        with pytest.raises(ValueError, match="exactly one of zeta"):
+            guided.DiffPIR(op, y, 0.1, **kwargs)
+    with pytest.raises(ValueError, match="kappa"):
+        guided.DiffPIR(op, y, 0.1, zeta=None, kappa=-1.0)
 
 
 def _authors_jump_schedule(t_T, jump_length, jump_n_sample):

@@ -1,0 +1,237 @@
+r"""Tune the restoration methods per prior and task at one budget: ours and deepinv's loops by
+the same sweep, on images that are never scored.
+
+    python -m experiments.benchmarks.tune_methods                    # digits, box inpainting
+    python -m experiments.benchmarks.tune_methods -m prior=digits,textures \
+        task=box,random,sr4,blur install=true                        # every job installs
+
+Each method of ``grids`` (a key of the method catalogue) has a grid written like its node with
+lists at the leaves (``grids.dps_taper.guidance.zeta=[100,300,1000]``); every combination of
+it (at most ``max_trials``, the same bound for every method, ours and the peer's) restores
+``images`` images of the prior's *training* split (:func:`experiments.shared.data.tuning`: the
+held-out images that the bench and restore apps score are never seen) from one measurement
+(``task``, ``sigma_y``) in ``steps`` steps. Every trial starts from the same initial noise and
+draws the same sampler noise (common random numbers), so settings are compared on the same
+draws; the setting with the best mean PSNR of a sample is kept (a diverged run, whose PSNR is
+not finite, never is), and a value chosen at an end of its grid is flagged (widen the grid). A
+method that does not take the task's operator (DDRM without an SVD) is skipped and says so.
+
+Writes ``metrics.json`` (every trial: its settings, PSNR, SSIM, NFE and wall time),
+``table.md`` and ``tuned.yaml``; with ``install=true`` the choices replace those for the same
+method, prior, task and noise level in ``configs/catalogue/tuned.yaml`` (the others are kept,
+the file is locked while it is rewritten, so the jobs of a multirun install in turn), with
+this command in its header. The bench app restores with them.
+
+The grids are the search, the catalogue's values are only its starting point: tune at one
+budget (100 network evaluations by default) and check at the others with the bench, which is
+how the step parameterisations are shown to carry across budgets.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+
+from omegaconf import DictConfig, OmegaConf
+
+import checks
+import guided
+import operators
+import priors
+
+from experiments.shared.build import build, build_method
+from experiments.shared.catalogue import (
+    combinations,
+    edges,
+    flat_grid,
+    install,
+    nested,
+    this_command,
+    with_settings,
+)
+from experiments.shared.data import tuning
+from experiments.shared.metrics import psnr, ssim
+from experiments.shared.report import progress, serve
+from experiments.shared.runs import launch, write_metrics
+from experiments.shared.seeds import generators
+from priors.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CATALOGUE = Path(__file__).resolve().parents[1] / "configs" / "catalogue" / "tuned.yaml"
+COMMAND = "python -m experiments.benchmarks.tune_methods"
+ABOUT = [
+    "The restoration methods' settings per prior, task and sigma_y, each chosen by the mean",
+    "PSNR of a sample on the prior's training images (never the held-out ones the apps",
+    "score), ours and deepinv's by the same sweep; the bench app restores with them (the",
+    "settings for the nearest tuned sigma_y). Written by these commands in turn (a later one",
+    "replaces the settings it tuned, keeps the others):",
+]
+
+
+def grids(cfg: DictConfig) -> dict[str, dict[str, list[Any]]]:
+    """Each method's grid as ``{dotted.path: [values]}``, checked against the catalogue (a
+    method or a setting it does not have, a grid over ``max_trials``) before anything runs."""
+    limit = checks.integer(cfg.max_trials, "max_trials", low=1)
+    out = {}
+    for name, grid in cfg.grids.items():
+        if name not in cfg.methods:
+            raise ValueError(f"grids names unknown method {name!r}; methods: {list(cfg.methods)}")
+        flat = flat_grid(OmegaConf.to_container(grid), f"grids.{name}")
+        with_settings(cfg.methods[name], nested({k: v[0] for k, v in flat.items()}), name)
+        trials = len(combinations(flat))
+        if trials > limit:
+            raise ValueError(
+                f"grids.{name} has {trials} combinations, more than max_trials={limit}: every "
+                "method gets the same bound (shorten a list)"
+            )
+        out[str(name)] = flat
+    if not out:
+        raise ValueError("grids names no method to tune")
+    return out
+
+
+def _check(cfg: DictConfig) -> None:
+    for key in ("images", "steps", "threads"):
+        checks.integer(cfg[key], key, low=1)
+    checks.number(cfg.sigma_y, "sigma_y", low=0)
+    if cfg.task not in cfg.tasks_available:
+        raise ValueError(f"unknown task {cfg.task!r}; available: {list(cfg.tasks_available)}")
+
+
+def trial(
+    method: Any, prior: priors.Denoiser, truth: torch.Tensor, steps: int, seed: int
+) -> dict[str, float]:
+    """One restoration of ``truth``'s measurement by ``method`` (built): PSNR and SSIM of the
+    sample (clamped to the data range), network evaluations and VJPs per sample, wall time."""
+    rows = truth.shape[0]
+    x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), generators(seed, rows, 1))
+    cost = priors.Cost()
+    start = time.perf_counter()
+    x = method(x_T, guided.time_grid(steps), generators(seed, rows, 2), cost)
+    wall = time.perf_counter() - start
+    x = x.double().clamp(-1, 1)
+    return {
+        "psnr": float(psnr(x, truth).mean()),
+        "ssim": float(ssim(x, truth).mean()),
+        "nfe": cost.nfe,
+        "vjp": cost.vjp,
+        "wall_s": wall,
+    }
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    _check(cfg)
+    searched = grids(cfg)
+    torch.set_num_threads(int(cfg.threads))
+    prior_name, task = str(cfg.prior), str(cfg.task)
+    sigma_y, steps, seed = float(cfg.sigma_y), int(cfg.steps), int(cfg.seed)
+    prior = priors.load(prior_name)
+    truth = tuning(prior_name, int(cfg.images))
+    op = build(cfg.tasks_available[task], in_shape=tuple(prior.shape))
+    g = torch.Generator().manual_seed(seed)
+    clean = op(truth.float())
+    y = operators.GaussianNoise(sigma_y)(clean, g) if sigma_y > 0 else clean
+    level = str(sigma_y)
+    trials: dict[str, Any] = {}
+    tuned: dict[str, Any] = {}
+    total = sum(len(combinations(flat)) for flat in searched.values())
+    with progress(total, f"tune {prior_name} {task}", "trial") as bar:
+        for name, flat in searched.items():
+            settings_list = combinations(flat)
+            scores: list[dict[str, float]] = []
+            for settings in settings_list:
+                bar.set_postfix_str(f"{name} {settings}")
+                node = with_settings(cfg.methods[name], nested(settings), name)
+                try:
+                    method = build_method(node, prior, op=op, y=y, sigma_y=sigma_y)
+                except operators.UnsupportedOperator as error:
+                    log.info("%s skipped on %s: %s", name, task, error)
+                    trials[name] = {"skipped": str(error)}
+                    bar.update(len(settings_list))
+                    break
+                scores.append(trial(method, prior, truth, steps, seed))
+                bar.update()
+            if not scores:
+                continue
+            finite = [s["psnr"] if math.isfinite(s["psnr"]) else -math.inf for s in scores]
+            if max(finite) == -math.inf:  # a diverged run scores NaN: never "best"
+                trials[name] = {"skipped": "every setting diverged (no finite PSNR)"}
+                log.warning("%s on %s %s: every setting diverged", name, prior_name, task)
+                continue
+            best = max(range(len(scores)), key=finite.__getitem__)
+            chosen = settings_list[best]
+            tuned[name] = {prior_name: {task: {level: nested(chosen)}}}
+            trials[name] = {
+                "settings": settings_list,
+                "scores": scores,
+                "best": chosen,
+                "edge": edges(flat, chosen),
+            }
+            log.info("%s on %s %s: %s (%.2f dB)", name, prior_name, task, chosen,
+                     scores[best]["psnr"])  # fmt: skip
+    atomic_write_text(out_dir / "tuned.yaml", OmegaConf.to_yaml(OmegaConf.create(tuned)))
+    if cfg.install and tuned:
+        install(CATALOGUE, tuned, 4, ABOUT, this_command(COMMAND))
+        log.info("installed %s", CATALOGUE)
+    metrics = {
+        "prior": prior_name,
+        "task": task,
+        "sigma_y": sigma_y,
+        "steps": steps,
+        "images": int(cfg.images),
+        "trials": trials,
+        "tuned": tuned,
+    }
+    atomic_write_text(out_dir / "table.md", table(metrics))
+    write_metrics(metrics, out_dir)
+    return metrics
+
+
+def table(metrics: dict[str, Any]) -> str:
+    lines = [
+        (
+            f"{metrics['prior']} prior, task {metrics['task']}, sigma_y {metrics['sigma_y']:g}, "
+            f"{metrics['steps']} steps, {metrics['images']} training images"
+        ),
+        "",
+        "| method | trials | chosen | PSNR | SSIM | NFE / VJP per sample | PSNR of each setting |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, t in metrics["trials"].items():
+        if "skipped" in t:
+            lines.append(f"| {name} | 0 | skipped: {t['skipped']} | | | | |")
+            continue
+        best = t["settings"].index(t["best"])
+        s = t["scores"][best]
+        edge = f" (at its grid's edge: widen {t['edge']})" if t["edge"] else ""
+        each = ", ".join(
+            f"{_short(settings)}: {score['psnr']:.2f}"
+            for settings, score in zip(t["settings"], t["scores"], strict=True)
+        )
+        lines.append(
+            f"| {name} | {len(t['scores'])} | {_short(t['best'])}{edge} | {s['psnr']:.2f} | "
+            f"{s['ssim']:.3f} | {s['nfe']:g} / {s['vjp']:g} | {each} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _short(settings: dict[str, Any]) -> str:
+    """``zeta=300`` for ``{"guidance.zeta": 300}``: the last part of each path."""
+    return " ".join(f"{path.rsplit('.', 1)[-1]}={value}" for path, value in settings.items())
+
+
+@hydra.main(version_base=None, config_path="../configs/tune_methods", config_name="tune_methods")
+def main(cfg: DictConfig) -> None:
+    serve(cfg, run, log, table)
+
+
+if __name__ == "__main__":
+    launch(main)

@@ -1,0 +1,182 @@
+"""The method tuning app: it keeps the best setting of each grid on training images (never the
+held-out ones), compares settings on the same draws, installs what it chose without losing
+what other runs chose, bounds every method's trials alike, and the bench restores with the
+installed settings."""
+
+import math
+
+import pytest
+import torch
+
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf, open_dict
+
+import operators
+import priors
+
+from experiments.benchmarks import bench, tune_methods
+from experiments.shared import catalogue
+from experiments.shared.build import build, build_method
+from experiments.shared.data import held_out, tuning
+
+
+def _cfg(*overrides):
+    with initialize_config_module(
+        version_base=None, config_module="experiments.configs.tune_methods"
+    ):
+        cfg = compose(
+            "tune_methods",
+            overrides=["images=2", "steps=3", "threads=1", *overrides],
+        )
+    keep = {"dps_taper": {"guidance": {"zeta": [30.0, 300.0, 3000.0]}},
+            "ddrm": {"sampler": {"eta": [0.0, 1.0]}}}  # fmt: skip
+    with open_dict(cfg):
+        cfg.grids = OmegaConf.create(keep)
+    return cfg
+
+
+def test_the_best_setting_is_chosen_written_and_reproduced(tmp_path):
+    cfg = _cfg()
+    metrics = tune_methods.run(cfg, tmp_path)
+    trial = metrics["trials"]["dps_taper"]
+    scores = [s["psnr"] for s in trial["scores"]]
+    assert len(scores) == 3 and len(set(scores)) == 3  # the settings made a difference
+    best = trial["settings"][scores.index(max(scores))]
+    assert trial["best"] == best
+    written = OmegaConf.to_container(OmegaConf.load(tmp_path / "tuned.yaml"))
+    assert written["dps_taper"]["digits"]["box"]["0.05"] == catalogue.nested(best)
+    assert written["ddrm"]["digits"]["box"]["0.05"]["sampler"]["eta"] in (0.0, 1.0)
+    assert all(s["nfe"] == 3 for t in metrics["trials"].values() for s in t["scores"])
+    # the chosen setting, rebuilt from what was written, restores the same images exactly
+    prior = priors.load("digits")
+    truth = tuning("digits", 2)
+    op = build(cfg.tasks_available.box, in_shape=tuple(prior.shape))
+    g = torch.Generator().manual_seed(0)
+    y = operators.GaussianNoise(0.05)(op(truth.float()), g)
+    node, settings = catalogue.tuned_method(
+        cfg.methods, written, "dps_taper", "digits", "box", 0.05
+    )
+    assert settings == catalogue.nested(best)
+    again = tune_methods.trial(build_method(node, prior, op=op, y=y, sigma_y=0.05), prior,
+                               truth, 3, 0)  # fmt: skip
+    assert again["psnr"] == pytest.approx(max(scores), abs=1e-9)
+    assert "dps_taper" in (tmp_path / "table.md").read_text()
+
+
+def test_installing_keeps_what_other_runs_chose(tmp_path, monkeypatch):
+    path = tmp_path / "tuned.yaml"
+    monkeypatch.setattr(tune_methods, "CATALOGUE", path)
+    tune_methods.run(_cfg("install=true"), tmp_path / "box")
+    tune_methods.run(_cfg("install=true", "task=random"), tmp_path / "random")
+    installed = catalogue.installed(path)
+    assert set(installed["dps_taper"]["digits"]) == {"box", "random"}
+    header = [line for line in path.read_text().splitlines() if line.startswith("#")]
+    assert header[-1] == f"#   {tune_methods.COMMAND}"  # outside Hydra: the bare command
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_method_that_does_not_take_the_operator_is_skipped(tmp_path):
+    cfg = _cfg("task=phase", "+tasks_available.phase._target_=operators.PhaseRetrieval")
+    with open_dict(cfg):
+        cfg.grids = OmegaConf.create({"ddrm": {"sampler": {"eta": [0.0, 1.0]}}})
+    metrics = tune_methods.run(cfg, tmp_path)
+    assert "SVD" in metrics["trials"]["ddrm"]["skipped"]
+    assert metrics["tuned"] == {}
+
+
+@pytest.mark.parametrize(
+    ("grids", "match"),
+    [({"nope": {"sampler": {"eta": [0.0]}}}, "unknown method 'nope'"),
+     ({"ddrm": {"sampler": {"etta": [0.0]}}}, "no setting sampler.etta"),
+     ({"ddrm": {"guidance": {"weight": [1.0]}}}, "no setting guidance"),
+     ({"ddrm": {"sampler": {"eta": 0.5}}}, "non-empty list"),
+     ({"ddrm": {"sampler": {"eta": []}}}, "non-empty list"),
+     ({"ddrm": {"sampler": {"y": [0.0]}}}, "no setting sampler.y"),
+     ({"ddrm": {"sampler": {"eta": [0.0, 0.1, 0.2, 0.3, 0.4], "eta_b": [0.1, 0.2, 0.3, 0.4, 1]}}},
+      "25 combinations, more than max_trials=20"),
+     ({}, "no method")],
+)  # fmt: skip
+def test_bad_grids_are_refused_before_anything_runs(tmp_path, grids, match):
+    cfg = _cfg()
+    with open_dict(cfg):
+        cfg.grids = OmegaConf.create(grids)
+    with pytest.raises(ValueError, match=match):
+        tune_methods.run(cfg, tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_tuning_images_are_never_held_out_images():
+    for prior in ("digits", "textures"):
+        tuned, scored = tuning(prior, 16), held_out(prior, 64)
+        same = (tuned[:, None] - scored[None]).flatten(2).abs().amax(-1) == 0
+        assert not bool(same.any())
+
+
+def test_the_bench_restores_with_the_installed_settings(tmp_path):
+    with initialize_config_module(version_base=None, config_module="experiments.configs.bench"):
+        cfg = compose("bench", overrides=[
+            "images=2", "steps=[3]", "repeats=1", "threads=1", "~pairs.dps", "~pairs.pigdm",
+            "~pairs.diffpir",
+        ])  # fmt: skip
+    with open_dict(cfg):
+        cfg.tuned = OmegaConf.create(
+            {"ddrm": {"digits": {"box": {"0.05": {"sampler": {"eta": 0.0, "eta_b": 0.5}}}}}}
+        )
+    for name in ("tuned", "by_hand"):
+        (tmp_path / name).mkdir()
+    tuned = bench.run(cfg, tmp_path / "tuned")["results"]["ddrm"]["3"]
+    with open_dict(cfg):
+        cfg.methods.ddrm.sampler.eta, cfg.methods.ddrm.sampler.eta_b = 0.0, 0.5
+        cfg.settings = "catalogue"
+    by_hand = bench.run(cfg, tmp_path / "by_hand")["results"]["ddrm"]["3"]
+    assert tuned["ours"]["settings"] == {"sampler": {"eta": 0.0, "eta_b": 0.5}}
+    assert by_hand["ours"]["settings"] is None
+    assert tuned["ours"]["psnr"] == by_hand["ours"]["psnr"]
+    assert tuned["theirs"]["settings"] is None  # deepinv's DDRM was not tuned here
+    assert "none tuned for this prior and task" in (tmp_path / "tuned" / "table.md").read_text()
+
+
+def test_settings_tuned_at_one_noise_level_serve_the_nearest():
+    methods = OmegaConf.create({"m": {"sampler": {"_target_": "guided.DDRM", "_partial_": True}}})
+    tuned = {"m": {"digits": {"box": {"0.01": {"sampler": {"eta": 0.1}},
+                                      "0.1": {"sampler": {"eta": 0.9}}}}}}  # fmt: skip
+    for sigma_y, eta in ((0.001, 0.1), (0.02, 0.1), (0.05, 0.9), (1.0, 0.9)):
+        node, _ = catalogue.tuned_method(methods, tuned, "m", "digits", "box", sigma_y)
+        assert node.sampler.eta == eta
+    node, settings = catalogue.tuned_method(methods, tuned, "m", "digits", "sr4", 0.05)
+    assert settings is None and "eta" not in node.sampler
+
+
+def test_the_recorded_command_reruns_the_job(monkeypatch):
+    """A multirun job's overrides as Hydra records them (``install=True``, deletions as
+    ``~key=null``) become a command a shell runs again the same way."""
+    from types import SimpleNamespace
+
+    from hydra.core.hydra_config import HydraConfig
+
+    task = ["prior=digits", "task=box", "install=True", "~grids.ddrm=null", "steps=[25]"]
+    found = SimpleNamespace(overrides=SimpleNamespace(task=task))
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: found))
+    assert catalogue.this_command("python -m app") == (
+        "python -m app prior=digits task=box '~grids.ddrm' 'steps=[25]' install=true"
+    )
+
+
+def test_a_diverged_setting_is_never_chosen(tmp_path, monkeypatch):
+    """A run that diverges scores NaN, which max() would keep if it came first."""
+    real = tune_methods.trial
+    calls = []
+
+    def diverging_first(method, *args):
+        calls.append(1)
+        score = real(method, *args)
+        return score | {"psnr": math.nan} if len(calls) == 1 else score
+
+    monkeypatch.setattr(tune_methods, "trial", diverging_first)
+    metrics = tune_methods.run(_cfg(), tmp_path)
+    assert metrics["trials"]["dps_taper"]["best"] != {"guidance.zeta": 30.0}  # the NaN one
+    monkeypatch.setattr(tune_methods, "trial", lambda *a: real(*a) | {"psnr": math.nan})
+    metrics = tune_methods.run(_cfg(), tmp_path / "all")
+    assert metrics["trials"]["dps_taper"] == {"skipped": "every setting diverged (no finite PSNR)"}
+    assert metrics["tuned"] == {}
