@@ -31,8 +31,9 @@ only, the paper's inpainting setting); the values the paper tunes, :math:`\zeta`
 at 100 steps, match :math:`\kappa` of about 1 to 37 on the shipped priors' cosine schedule
 (less near either end of the run, where :math:`q` is further from 1). DDIM's
 :math:`\eta` alone would not do: it reaches only the ancestral share (:math:`\kappa \le 1`),
-far less fresh noise than DiffPIR wants (on digits it lost 4 to 8 dB to :math:`\zeta = 0.9`
-at 100 steps). This is our parameterisation, not the paper's.
+far less fresh noise than DiffPIR wants (tuned on digits at 100 steps, the paper's
+:math:`\zeta` chose 0.6 to 0.9 and :math:`\kappa` chose 100, the top of its grid; see
+``docs/methods/diffpir.md``). This is our parameterisation, not the paper's.
 :math:`\rho_t` needs none: it depends on the noise level, not on the step.
 
 **The units of** :math:`\lambda`. The authors' code (``main_ddpir_*.py``) measures the
