@@ -32,7 +32,15 @@ import checks
 from guided.sampler import Run, Sampler, SamplerState, Step
 from priors import GeneratorLike, randn
 
-__all__ = ["DDIM", "DDPM", "ddim_coefficients", "ddim_update"]
+__all__ = ["DDIM", "DDPM", "ancestral_share", "ddim_coefficients", "ddim_update"]
+
+
+def ancestral_share(alpha_t: float, sigma_t: float, alpha_s: float, sigma_s: float) -> float:
+    r"""The share of :math:`x_s`'s noise variance an ancestral step from :math:`t` draws
+    afresh, :math:`1 - \alpha_t^2 \sigma_s^2 / (\alpha_s^2 \sigma_t^2)` (0 when
+    :math:`s` is not below :math:`t`): :math:`\tau^2 = \eta^2 \sigma_s^2` times it."""
+    ratio = (alpha_t * sigma_s) / (alpha_s * sigma_t)
+    return max(0.0, 1.0 - ratio**2)
 
 
 def ddim_coefficients(
@@ -42,8 +50,7 @@ def ddim_coefficients(
     :math:`(a, b, \tau)` with :math:`b = \sqrt{\sigma_s^2 - \tau^2} / \sigma_t` and
     :math:`a = \alpha_s - b \alpha_t` (the module's formula with
     :math:`\hat\epsilon = (x_t - \alpha_t \hat x) / \sigma_t`)."""
-    ratio = (alpha_t * sigma_s) / (alpha_s * sigma_t)
-    tau = eta * sigma_s * math.sqrt(max(0.0, 1.0 - ratio**2))
+    tau = eta * sigma_s * math.sqrt(ancestral_share(alpha_t, sigma_t, alpha_s, sigma_s))
     b = math.sqrt(max(0.0, sigma_s**2 - tau**2)) / sigma_t
     return alpha_s - b * alpha_t, b, tau
 

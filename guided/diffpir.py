@@ -70,6 +70,7 @@ from torch import Tensor
 
 import checks
 
+from guided.ddim import ancestral_share
 from guided.guidance import check_measurement
 from guided.sampler import Run, Sampler, SamplerState, Step
 from operators import LinearOperator, SVDOperator, UnsupportedOperator, cg
@@ -89,7 +90,7 @@ class DiffPIR(Sampler):
         lambda_: :math:`\lambda`, the paper's weight of the prior in the proximal step
             (deepinv's ``lambda_`` times 2; see the module).
         zeta: :math:`\zeta \in [0, 1]`, the share of fresh noise per step (the paper's);
-            None with ``eta``.
+            None with ``kappa``.
         iterations: Conjugate-gradient iterations for operators without an SVD.
         kappa: :math:`\kappa \ge 0`: the share of fresh noise is :math:`1 - q^{2\kappa}`
             for the step's ratio of noise levels :math:`q` (see the module), which carries
@@ -161,5 +162,5 @@ class DiffPIR(Sampler):
         if self.kappa is None:
             assert self.zeta is not None  # one of the two, checked at construction
             return self.zeta
-        q = min(1.0, alpha_t * sigma_s / (alpha_s * sigma_t))
-        return 1.0 - q ** (2 * self.kappa)
+        kept = 1.0 - ancestral_share(alpha_t, sigma_t, alpha_s, sigma_s)  # q^2
+        return 1.0 - kept**self.kappa

@@ -63,7 +63,7 @@ from experiments.benchmarks.floors import cfg_floor, vjp_floor
 from experiments.shared.build import build, build_method
 from experiments.shared.catalogue import tuned_method
 from experiments.shared.data import held_out
-from experiments.shared.metrics import psnr, ssim
+from experiments.shared.metrics import scores
 from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
 from experiments.shared.seeds import generators
@@ -107,12 +107,6 @@ def _check(cfg: DictConfig) -> None:
         missing = [m for m in (sides.ours, sides.theirs) if m not in cfg.methods]
         if missing:
             raise ValueError(f"pair {pair!r} names unknown methods {missing}")
-
-
-def _scores(x: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
-    """Mean PSNR and SSIM of restorations ``x`` (clamped to the data range)."""
-    x, truth = x.double().clamp(-1, 1), truth.double()
-    return float(psnr(x, truth).mean()), float(ssim(x, truth).mean())
 
 
 def compare(
@@ -161,7 +155,7 @@ def compare(
                 peak = peak_memory(run)[1]
                 if side == "ours" and steps == steps_list[-1]:
                     ours[str(pair)] = run
-                psnr_x, ssim_x = _scores(x, truth)
+                psnr_x, ssim_x = scores(x, truth)
                 row[side] = {
                     "method": str(sides[side]),
                     "settings": settings[pair, side],  # None: the catalogue's
@@ -201,14 +195,14 @@ def spread(
         x = method(x_T, ts, generators(seed, rows, 2), priors.Cost())
         xs.append(x.double().clamp(-1, 1))
     stack = torch.stack(xs)
-    scores = [_scores(x, truth) for x in stack]
-    per_seed = [p for p, _ in scores]
-    psnr_mean, ssim_mean = _scores(stack.mean(0), truth)
+    each = [scores(x, truth) for x in stack]
+    per_seed = [p for p, _ in each]
+    psnr_mean, ssim_mean = scores(stack.mean(0), truth)
     return {
         "samples": len(per_seed),
         "psnr_per_seed": per_seed,
         "psnr_sample": sum(per_seed) / len(per_seed),
-        "ssim_sample": sum(s for _, s in scores) / len(scores),
+        "ssim_sample": sum(s for _, s in each) / len(each),
         "psnr_of_mean": psnr_mean,
         "ssim_of_mean": ssim_mean,
         "pixel_std": float(stack.std(0).mean()),
@@ -391,13 +385,13 @@ def plot(metrics: dict[str, Any], path: Path) -> None:
         colour = f"C{k}"
         for side, style, label in (("ours", "-", "ours"), ("theirs", "--", "deepinv")):
             points = [per_budget[s][side] for s in per_budget]
-            scores = [sample_psnr(p) for p in points]
+            psnrs = [sample_psnr(p) for p in points]
             for ax, key in ((axes[0], "nfe"), (axes[1], "wall_s")):
                 ax.plot(
-                    [p[key] for p in points], scores, style, color=colour, marker="o",
+                    [p[key] for p in points], psnrs, style, color=colour, marker="o",
                     markersize=3, label=f"{name} ({label})",
                 )  # fmt: skip
-                for steps, p, score in zip(per_budget, points, scores, strict=True):
+                for steps, p, score in zip(per_budget, points, psnrs, strict=True):
                     if chosen[steps][side] == name:
                         ax.plot(p[key], score, "*", color=colour, markersize=10)
     for ax, label in ((axes[0], "network evaluations per sample"), (axes[1], "wall time (s)")):

@@ -57,7 +57,7 @@ from experiments.shared.catalogue import (
     with_settings,
 )
 from experiments.shared.data import tuning
-from experiments.shared.metrics import psnr, ssim
+from experiments.shared.metrics import scores
 from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
 from experiments.shared.seeds import generators
@@ -76,9 +76,10 @@ ABOUT = [
 ]
 
 
-def grids(cfg: DictConfig) -> dict[str, dict[str, list[Any]]]:
-    """Each method's grid as ``{dotted.path: [values]}``, checked against the catalogue (a
-    method or a setting it does not have, a grid over ``max_trials``) before anything runs."""
+def grids(cfg: DictConfig) -> dict[str, tuple[dict[str, list[Any]], list[dict[str, Any]]]]:
+    """Each method's grid as ``{dotted.path: [values]}`` with its combinations, checked against
+    the catalogue (a method or a setting it does not have, a grid over ``max_trials``) before
+    anything runs."""
     limit = checks.integer(cfg.max_trials, "max_trials", low=1)
     out = {}
     for name, grid in cfg.grids.items():
@@ -86,13 +87,13 @@ def grids(cfg: DictConfig) -> dict[str, dict[str, list[Any]]]:
             raise ValueError(f"grids names unknown method {name!r}; methods: {list(cfg.methods)}")
         flat = flat_grid(OmegaConf.to_container(grid), f"grids.{name}")
         with_settings(cfg.methods[name], nested({k: v[0] for k, v in flat.items()}), name)
-        trials = len(combinations(flat))
-        if trials > limit:
+        settings_list = combinations(flat)
+        if len(settings_list) > limit:
             raise ValueError(
-                f"grids.{name} has {trials} combinations, more than max_trials={limit}: every "
-                "method gets the same bound (shorten a list)"
+                f"grids.{name} has {len(settings_list)} combinations, more than "
+                f"max_trials={limit}: every method gets the same bound (shorten a list)"
             )
-        out[str(name)] = flat
+        out[str(name)] = flat, settings_list
     if not out:
         raise ValueError("grids names no method to tune")
     return out
@@ -117,10 +118,10 @@ def trial(
     start = time.perf_counter()
     x = method(x_T, guided.time_grid(steps), generators(seed, rows, 2), cost)
     wall = time.perf_counter() - start
-    x = x.double().clamp(-1, 1)
+    psnr_x, ssim_x = scores(x, truth)
     return {
-        "psnr": float(psnr(x, truth).mean()),
-        "ssim": float(ssim(x, truth).mean()),
+        "psnr": psnr_x,
+        "ssim": ssim_x,
         "nfe": cost.nfe,
         "vjp": cost.vjp,
         "wall_s": wall,
@@ -142,11 +143,10 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     level = str(sigma_y)
     trials: dict[str, Any] = {}
     tuned: dict[str, Any] = {}
-    total = sum(len(combinations(flat)) for flat in searched.values())
+    total = sum(len(settings_list) for _, settings_list in searched.values())
     with progress(total, f"tune {prior_name} {task}", "trial") as bar:
-        for name, flat in searched.items():
-            settings_list = combinations(flat)
-            scores: list[dict[str, float]] = []
+        for name, (flat, settings_list) in searched.items():
+            runs: list[dict[str, float]] = []
             for settings in settings_list:
                 bar.set_postfix_str(f"{name} {settings}")
                 node = with_settings(cfg.methods[name], nested(settings), name)
@@ -157,26 +157,26 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                     trials[name] = {"skipped": str(error)}
                     bar.update(len(settings_list))
                     break
-                scores.append(trial(method, prior, truth, steps, seed))
+                runs.append(trial(method, prior, truth, steps, seed))
                 bar.update()
-            if not scores:
+            if not runs:
                 continue
-            finite = [s["psnr"] if math.isfinite(s["psnr"]) else -math.inf for s in scores]
+            finite = [s["psnr"] if math.isfinite(s["psnr"]) else -math.inf for s in runs]
             if max(finite) == -math.inf:  # a diverged run scores NaN: never "best"
                 trials[name] = {"skipped": "every setting diverged (no finite PSNR)"}
                 log.warning("%s on %s %s: every setting diverged", name, prior_name, task)
                 continue
-            best = max(range(len(scores)), key=finite.__getitem__)
+            best = max(range(len(runs)), key=finite.__getitem__)
             chosen = settings_list[best]
             tuned[name] = {prior_name: {task: {level: nested(chosen)}}}
             trials[name] = {
                 "settings": settings_list,
-                "scores": scores,
+                "scores": runs,
                 "best": chosen,
                 "edge": edges(flat, chosen),
             }
             log.info("%s on %s %s: %s (%.2f dB)", name, prior_name, task, chosen,
-                     scores[best]["psnr"])  # fmt: skip
+                     runs[best]["psnr"])  # fmt: skip
     atomic_write_text(out_dir / "tuned.yaml", OmegaConf.to_yaml(OmegaConf.create(tuned)))
     if cfg.install and tuned:
         install(CATALOGUE, tuned, 4, ABOUT, this_command(COMMAND))

@@ -17,7 +17,7 @@ from torch import Tensor
 
 import operators
 
-__all__ = ["LPIPS", "paired", "psnr", "residual", "ssim", "to01"]
+__all__ = ["LPIPS", "paired", "psnr", "residual", "scores", "ssim", "to01"]
 
 
 def to01(x: Tensor) -> Tensor:
@@ -36,6 +36,12 @@ def ssim(x: Tensor, truth: Tensor) -> Tensor:
     import deepinv
 
     return deepinv.metric.SSIM()(to01(x), to01(truth))
+
+
+def scores(x: Tensor, truth: Tensor) -> tuple[float, float]:
+    """Mean PSNR and SSIM of restorations ``x`` (clamped to the data range [-1, 1])."""
+    x, truth = x.double().clamp(-1, 1), truth.double()
+    return float(psnr(x, truth).mean()), float(ssim(x, truth).mean())
 
 
 def paired(a: Tensor, b: Tensor) -> tuple[float, float]:

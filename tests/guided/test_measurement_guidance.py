@@ -428,8 +428,19 @@ def test_diffpir_kappa_keeps_the_same_share_of_eps_on_every_grid():
     for kwargs in ({"kappa": 2.0}, {"zeta": None}):
         with pytest.raises(ValueError, match="exactly one of zeta"):
             guided.DiffPIR(op, y, 0.1, **kwargs)
-    with pytest.raises(ValueError, match="kappa"):
-        guided.DiffPIR(op, y, 0.1, zeta=None, kappa=-1.0)
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="kappa"):
+            guided.DiffPIR(op, y, 0.1, zeta=None, kappa=bad)
+    with pytest.raises(TypeError, match="kappa"):
+        guided.DiffPIR(op, y, 0.1, zeta=None, kappa="10")
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan, "0.1"])
+def test_pigdm_refuses_a_variance_that_is_not_a_positive_finite_number(bad):
+    op, d = CASES["inpainting"]
+    error = TypeError if isinstance(bad, str) else ValueError
+    with pytest.raises(error, match="variance"):
+        guided.PiGDM(op, torch.zeros(1, d, dtype=F64), 0.1, variance=bad)
 
 
 def _authors_jump_schedule(t_T, jump_length, jump_n_sample):
