@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 
 from collections.abc import Callable
 from pathlib import Path
@@ -63,7 +64,7 @@ from experiments.benchmarks.floors import cfg_floor, vjp_floor
 from experiments.shared.build import build, build_method
 from experiments.shared.catalogue import tuned_method
 from experiments.shared.data import held_out
-from experiments.shared.metrics import scores
+from experiments.shared.metrics import non_finite, scores
 from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
 from experiments.shared.seeds import generators
@@ -151,14 +152,22 @@ def compare(
                     gens = generators(int(cfg.seed), rows, 2)
                     return method(x_T, ts, gens, cost)
 
-                x, wall = timed(run, int(cfg.repeats))
+                row[side] = {"method": str(sides[side]), "settings": settings[pair, side]}
+                try:  # settings None: the catalogue's
+                    x, wall = timed(run, int(cfg.repeats))
+                    reason = non_finite(x)
+                except FloatingPointError as error:
+                    reason = str(error)
+                bar.update()
+                if reason is not None:  # recorded, and the other cells still run
+                    log.warning("%s, %s, %d steps: diverged (%s)", pair, side, steps, reason)
+                    row[side] |= DIVERGED | {"diverged": reason, "nfe": cost.nfe, "vjp": cost.vjp}
+                    continue
                 peak = peak_memory(run)[1]
                 if side == "ours" and steps == steps_list[-1]:
                     ours[str(pair)] = run
                 psnr_x, ssim_x = scores(x, truth)
-                row[side] = {
-                    "method": str(sides[side]),
-                    "settings": settings[pair, side],  # None: the catalogue's
+                row[side] |= {
                     "psnr": psnr_x,
                     "ssim": ssim_x,
                     "nfe": cost.nfe,
@@ -167,13 +176,14 @@ def compare(
                     "wall_per_nfe_s": wall / cost.nfe if cost.nfe else None,
                     "peak_mib": peak,
                 }
-                bar.update()
                 log.info("%s, %s, %d steps: PSNR %.2f dB, %.2f s", pair, side, steps, psnr_x, wall)
                 if int(cfg.samples) > 1:
                     row[side]["spread"] = spread(cfg, method, prior, truth, ts)
-            row["psnr_difference"] = row["ours"]["psnr"] - row["theirs"]["psnr"]
-            row["wall_ratio"] = row["ours"]["wall_s"] / row["theirs"]["wall_s"]
-            peaks = row["ours"]["peak_mib"], row["theirs"]["peak_mib"]
+            a, b = row["ours"], row["theirs"]
+            finished = "diverged" not in a and "diverged" not in b
+            row["psnr_difference"] = a["psnr"] - b["psnr"] if finished else None
+            row["wall_ratio"] = a["wall_s"] / b["wall_s"] if finished else None
+            peaks = a["peak_mib"], b["peak_mib"]
             row["memory_ratio"] = None if None in peaks or not peaks[1] else peaks[0] / peaks[1]
             results[str(pair)][str(steps)] = row
     bar.close()
@@ -192,7 +202,13 @@ def spread(
     for k in range(1, int(cfg.samples) + 1):
         seed = int(cfg.seed) + k
         x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), generators(seed, rows, 1))
-        x = method(x_T, ts, generators(seed, rows, 2), priors.Cost())
+        try:
+            x = method(x_T, ts, generators(seed, rows, 2), priors.Cost())
+            reason = non_finite(x)
+        except FloatingPointError as error:
+            reason = str(error)
+        if reason is not None:  # a mean over the seeds that finished would flatter the method
+            return {"samples": int(cfg.samples), "diverged": f"seed {seed}: {reason}"}
         xs.append(x.double().clamp(-1, 1))
     stack = torch.stack(xs)
     each = [scores(x, truth) for x in stack]
@@ -209,19 +225,34 @@ def spread(
     }
 
 
+DIVERGED = {
+    "psnr": None, "ssim": None, "wall_s": None, "wall_per_nfe_s": None, "peak_mib": None,
+}  # fmt: skip
+"""The scores of a side whose run diverged (raised FloatingPointError or returned NaN or
+infinity): none, with the reason under ``diverged``."""
+
+
 def sample_psnr(side: dict[str, Any]) -> float:
-    """The PSNR of one sample: averaged over the noise seeds when several were run."""
+    """The PSNR of one sample: averaged over the noise seeds when several were run; NaN when
+    the run (or one of the seeds) diverged."""
+    if "diverged" in side or "diverged" in side.get("spread", {}):
+        return math.nan
     return side["spread"]["psnr_sample"] if "spread" in side else side["psnr"]
 
 
-def best(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
-    """Per budget, each side's pair with the highest PSNR of a sample."""
-    out: dict[str, dict[str, str]] = {}
+def best(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, str | None]]:
+    """Per budget, each side's pair with the highest PSNR of a sample; a diverged run is
+    never chosen (None when every pair of that side diverged)."""
+    out: dict[str, dict[str, str | None]] = {}
     for steps in next(iter(results.values())):
-        out[steps] = {
-            side: max(results, key=lambda pair: sample_psnr(results[pair][steps][side]))
-            for side in ("ours", "theirs")
-        }
+        out[steps] = {}
+        for side in ("ours", "theirs"):
+            finished = {
+                pair: sample_psnr(results[pair][steps][side])
+                for pair in results
+                if math.isfinite(sample_psnr(results[pair][steps][side]))
+            }
+            out[steps][side] = max(finished, key=finished.__getitem__) if finished else None
     return out
 
 
@@ -304,11 +335,12 @@ def write(metrics: dict[str, Any], out: Path) -> None:
             else f"{r['peak_ours_mib']:.1f} / {r['peak_deepinv_mib']:.1f}"
         )  # fmt: skip
         lines.append(
-            f"| {r['method']} | {r['steps']} | {r['psnr_ours']:.2f} | {r['psnr_deepinv']:.2f} | "
-            f"{r['psnr_difference']:+.2f} | {r['ssim_ours']:.3f} / {r['ssim_deepinv']:.3f} | "
+            f"| {r['method']} | {r['steps']} | {_f(r['psnr_ours'], '.2f')} | "
+            f"{_f(r['psnr_deepinv'], '.2f')} | {_f(r['psnr_difference'], '+.2f')} | "
+            f"{_f(r['ssim_ours'], '.3f')} / {_f(r['ssim_deepinv'], '.3f')} | "
             f"{r['nfe_ours']:g} / {r['nfe_deepinv']:g} | {r['vjp_ours']:g} / "
-            f"{r['vjp_deepinv']:g} | {r['wall_ours_s']:.2f} | {r['wall_deepinv_s']:.2f} | "
-            f"{r['wall_ratio']:.2f} | {memory} |"
+            f"{r['vjp_deepinv']:g} | {_f(r['wall_ours_s'], '.2f')} | "
+            f"{_f(r['wall_deepinv_s'], '.2f')} | {_f(r['wall_ratio'], '.2f')} | {memory} |"
         )
     results = metrics["results"]
     if any("spread" in r["ours"] for budget in results.values() for r in budget.values()):
@@ -323,13 +355,16 @@ def write(metrics: dict[str, Any], out: Path) -> None:
         ]
         for name, per_budget in results.items():
             for steps, r in per_budget.items():
-                a, b = r["ours"]["spread"], r["theirs"]["spread"]
+                a, b = r["ours"].get("spread", {}), r["theirs"].get("spread", {})
+
+                def both(key: str, spec: str, a: dict = a, b: dict = b) -> str:
+                    return f"{_f(a.get(key), spec)} / {_f(b.get(key), spec)}"
+
                 lines.append(
-                    f"| {name} | {steps} | {a['samples']} | {a['psnr_sample']:.2f} / "
-                    f"{b['psnr_sample']:.2f} | {a['ssim_sample']:.3f} / {b['ssim_sample']:.3f} "
-                    f"| {a['psnr_of_mean']:.2f} / {b['psnr_of_mean']:.2f} | "
-                    f"{a['ssim_of_mean']:.3f} / {b['ssim_of_mean']:.3f} | "
-                    f"{a['pixel_std']:.4f} / {b['pixel_std']:.4f} |"
+                    f"| {name} | {steps} | {metrics['samples']} | "
+                    f"{both('psnr_sample', '.2f')} | {both('ssim_sample', '.3f')} | "
+                    f"{both('psnr_of_mean', '.2f')} | {both('ssim_of_mean', '.3f')} | "
+                    f"{both('pixel_std', '.4f')} |"
                 )
     lines += [
         "",
@@ -339,11 +374,22 @@ def write(metrics: dict[str, Any], out: Path) -> None:
         "|---|---|---|---|",
     ]
     for steps, chosen in metrics["best"].items():
-        a = sample_psnr(results[chosen["ours"]][steps]["ours"])
-        b = sample_psnr(results[chosen["theirs"]][steps]["theirs"])
-        lines.append(
-            f"| {steps} | {chosen['ours']} {a:.2f} | {chosen['theirs']} {b:.2f} | {a - b:+.2f} |"
-        )
+        cells, psnrs = [], []
+        for side in ("ours", "theirs"):
+            pair = chosen[side]
+            psnrs.append(sample_psnr(results[pair][steps][side]) if pair else math.nan)
+            cells.append(f"{pair} {psnrs[-1]:.2f}" if pair else "every pair diverged")
+        lines.append(f"| {steps} | {cells[0]} | {cells[1]} | {_f(psnrs[0] - psnrs[1], '+.2f')} |")
+    failed = [
+        f"- {name}, {side}, {steps} steps: "
+        + (r[side].get("diverged") or r[side]["spread"]["diverged"])
+        for name, per_budget in results.items()
+        for steps, r in per_budget.items()
+        for side in ("ours", "theirs")
+        if math.isnan(sample_psnr(r[side]))
+    ]
+    if failed:
+        lines += ["", "Runs that diverged (scored as nothing, never chosen as best):", "", *failed]
     lines += ["", "Settings (tuned: by experiments.benchmarks.tune_methods):", ""]
     first = {name: next(iter(per_budget.values())) for name, per_budget in results.items()}
     for name, r in first.items():
@@ -369,6 +415,11 @@ def write(metrics: dict[str, Any], out: Path) -> None:
     write_metrics(metrics, out)  # last: the run's finished mark
 
 
+def _f(value: float | None, spec: str) -> str:
+    """A table cell: ``value`` formatted, or "diverged" where there is none."""
+    return "diverged" if value is None or math.isnan(value) else format(value, spec)
+
+
 def _settings(side: dict[str, Any]) -> str:
     """How a side's method was set: its tuned settings, or the catalogue's."""
     if side.get("settings") is None:
@@ -387,9 +438,10 @@ def plot(metrics: dict[str, Any], path: Path) -> None:
             points = [per_budget[s][side] for s in per_budget]
             psnrs = [sample_psnr(p) for p in points]
             for ax, key in ((axes[0], "nfe"), (axes[1], "wall_s")):
+                where = [math.nan if p[key] is None else p[key] for p in points]  # gap: diverged
                 ax.plot(
-                    [p[key] for p in points], psnrs, style, color=colour, marker="o",
-                    markersize=3, label=f"{name} ({label})",
+                    where, psnrs, style, color=colour, marker="o", markersize=3,
+                    label=f"{name} ({label})",
                 )  # fmt: skip
                 for steps, p, score in zip(per_budget, points, psnrs, strict=True):
                     if chosen[steps][side] == name:

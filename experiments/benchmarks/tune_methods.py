@@ -57,7 +57,7 @@ from experiments.shared.catalogue import (
     with_settings,
 )
 from experiments.shared.data import tuning
-from experiments.shared.metrics import scores
+from experiments.shared.metrics import non_finite, scores
 from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
 from experiments.shared.seeds import generators
@@ -111,13 +111,22 @@ def trial(
     method: Any, prior: priors.Denoiser, truth: torch.Tensor, steps: int, seed: int
 ) -> dict[str, float]:
     """One restoration of ``truth``'s measurement by ``method`` (built): PSNR and SSIM of the
-    sample (clamped to the data range), network evaluations and VJPs per sample, wall time."""
+    sample (clamped to the data range), network evaluations and VJPs per sample, wall time.
+    A run that diverged (raised FloatingPointError, or returned NaN or infinity) scores NaN
+    and says why under ``diverged``."""
     rows = truth.shape[0]
     x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), generators(seed, rows, 1))
     cost = priors.Cost()
     start = time.perf_counter()
-    x = method(x_T, guided.time_grid(steps), generators(seed, rows, 2), cost)
+    try:
+        x = method(x_T, guided.time_grid(steps), generators(seed, rows, 2), cost)
+        reason = non_finite(x)
+    except FloatingPointError as error:
+        reason = str(error)
     wall = time.perf_counter() - start
+    if reason is not None:
+        return {"psnr": math.nan, "ssim": math.nan, "nfe": cost.nfe, "vjp": cost.vjp,
+                "wall_s": wall, "diverged": reason}  # fmt: skip
     psnr_x, ssim_x = scores(x, truth)
     return {
         "psnr": psnr_x,

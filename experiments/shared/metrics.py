@@ -17,7 +17,7 @@ from torch import Tensor
 
 import operators
 
-__all__ = ["LPIPS", "paired", "psnr", "residual", "scores", "ssim", "to01"]
+__all__ = ["LPIPS", "non_finite", "paired", "psnr", "residual", "scores", "ssim", "to01"]
 
 
 def to01(x: Tensor) -> Tensor:
@@ -42,6 +42,17 @@ def scores(x: Tensor, truth: Tensor) -> tuple[float, float]:
     """Mean PSNR and SSIM of restorations ``x`` (clamped to the data range [-1, 1])."""
     x, truth = x.double().clamp(-1, 1), truth.double()
     return float(psnr(x, truth).mean()), float(ssim(x, truth).mean())
+
+
+def non_finite(x: Tensor) -> str | None:
+    """Why restorations ``x`` cannot be scored: a message when any value is NaN or infinite
+    (a run that diverged without raising), else None. Clamping would hide it: +inf clamps to
+    the data range and scores as a bright pixel."""
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        rows = int(bad.flatten(1).any(1).sum())
+        return f"non-finite output in {rows} of {x.shape[0]} rows"
+    return None
 
 
 def paired(a: Tensor, b: Tensor) -> tuple[float, float]:

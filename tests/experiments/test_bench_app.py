@@ -2,12 +2,15 @@
 evaluations, batched CFG equals two passes, outputs are written, bad configs refused."""
 
 import csv
+import math
 
 import pytest
+import torch
 
 from hydra import compose, initialize_config_module
 
 from experiments.benchmarks import bench
+from experiments.shared.metrics import non_finite
 
 
 def _cfg(*overrides):
@@ -76,6 +79,36 @@ def test_spread_over_noise_seeds(tmp_path):
         assert spread["pixel_std"] > 0
         assert 0 < spread["ssim_sample"] <= 1 and 0 < spread["ssim_of_mean"] <= 1
     assert "PSNR of their mean" in (tmp_path / "table.md").read_text()
+
+
+def test_a_run_that_diverges_is_recorded_and_the_bench_goes_on(tmp_path):
+    """Our DPS at a step of 1e300 raises FloatingPointError at its first step: its cells say
+    so, are never chosen as best, and every other cell (deepinv's DPS, both DDRMs, the mean
+    over seeds) is still measured."""
+    metrics = bench.run(
+        _cfg("steps=[2,4]", "samples=2", "~pairs.pigdm", "~pairs.diffpir",
+             "methods.dps_taper.guidance.zeta=1e300"),
+        tmp_path,
+    )  # fmt: skip
+    for steps in ("2", "4"):
+        dps, ddrm = metrics["results"]["dps"][steps], metrics["results"]["ddrm"][steps]
+        assert "NaN or Inf" in dps["ours"]["diverged"] and dps["ours"]["psnr"] is None
+        assert dps["psnr_difference"] is None and dps["wall_ratio"] is None
+        assert "spread" not in dps["ours"]
+        assert dps["theirs"]["psnr"] > 5 and dps["theirs"]["spread"]["samples"] == 2
+        assert ddrm["ours"]["psnr"] > 5 and ddrm["theirs"]["psnr"] > 5
+        assert metrics["best"][steps]["ours"] == "ddrm"  # never the diverged pair
+    table = (tmp_path / "table.md").read_text()
+    assert "- dps, ours, 2 steps: the guidance (DPS) is NaN or Inf" in table
+    assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_non_finite_output_is_named_not_clamped_into_a_score():
+    x = torch.zeros(3, 1, 4, 4)
+    assert non_finite(x) is None
+    x[1, 0, 0, 0] = math.inf
+    x[2, 0, 1, 1] = math.nan
+    assert non_finite(x) == "non-finite output in 2 of 3 rows"
 
 
 @pytest.mark.parametrize(

@@ -180,3 +180,16 @@ def test_a_diverged_setting_is_never_chosen(tmp_path, monkeypatch):
     metrics = tune_methods.run(_cfg(), tmp_path / "all")
     assert metrics["trials"]["dps_taper"] == {"skipped": "every setting diverged (no finite PSNR)"}
     assert metrics["tuned"] == {}
+
+
+def test_a_setting_that_raises_is_recorded_and_the_others_still_run(tmp_path):
+    """A DPS step of 1e300 overflows: the guidance raises FloatingPointError. That trial
+    scores NaN with its reason, and the sweep goes on to choose among the others."""
+    cfg = _cfg()
+    with open_dict(cfg):
+        cfg.grids = OmegaConf.create({"dps_taper": {"guidance": {"zeta": [1e300, 300.0]}}})
+    metrics = tune_methods.run(cfg, tmp_path)
+    first, second = metrics["trials"]["dps_taper"]["scores"]
+    assert math.isnan(first["psnr"]) and "NaN or Inf" in first["diverged"]
+    assert math.isfinite(second["psnr"]) and "diverged" not in second
+    assert metrics["trials"]["dps_taper"]["best"] == {"guidance.zeta": 300.0}
