@@ -193,3 +193,16 @@ def test_a_setting_that_raises_is_recorded_and_the_others_still_run(tmp_path):
     assert math.isnan(first["psnr"]) and "NaN or Inf" in first["diverged"]
     assert math.isfinite(second["psnr"]) and "diverged" not in second
     assert metrics["trials"]["dps_taper"]["best"] == {"guidance.zeta": 300.0}
+
+
+@pytest.mark.parametrize(("grid", "bound"), [("wide", 20), ("compact", 12)])
+def test_the_shipped_grids_are_valid_and_within_their_bound(grid, bound):
+    """Each shipped grid names catalogue methods and settings their targets take, and every
+    method of it stays within the bound its header states (ours and deepinv's alike)."""
+    with initialize_config_module(
+        version_base=None, config_module="experiments.configs.tune_methods"
+    ):
+        cfg = compose("tune_methods", overrides=[f"grids={grid}", f"max_trials={bound}"])
+    searched = tune_methods.grids(cfg)
+    assert {"dps_taper", "deepinv_dps", "ddrm", "deepinv_ddrm"} <= set(searched)
+    assert all(1 < len(settings) <= bound for _, settings in searched.values())

@@ -293,6 +293,33 @@ def test_ddrm_sample_mean_is_near_the_posterior_mean():
     torch.testing.assert_close(x.mean(0), exact.sample(4000, g).mean(0), rtol=0, atol=0.1)
 
 
+def test_ddrm_noise_scale_shrinks_the_samples_toward_the_posterior_mean():
+    """On a Gaussian prior the denoiser is affine, so a DDRM run is affine in its noise draws:
+    with the same draws, scale c gives x(0) + c (x(1) - x(0)) exactly. c = 1 is eq. 8 (the
+    default); below 1 the sample mean stays at the posterior mean and the spread shrinks."""
+    op, d = CASES["matrix"]
+    prior = _unit_gaussian(d, seed=14)
+    g = torch.Generator().manual_seed(15)
+    y = op(prior.sample(1, g)) + 0.2 * torch.randn(1, 3, generator=g, dtype=F64)
+    x_T = guided.initial_noise(prior.schedule, (4000, d), g, dtype=F64)
+    ts = guided.time_grid(20)
+
+    def run(**scale):
+        ddrm = guided.DDRM(op, y, 0.2, **scale)
+        return ddrm(prior, x_T, ts, generator=torch.Generator().manual_seed(16))
+
+    x0, x1, half = run(noise_scale=0.0), run(noise_scale=1.0), run(noise_scale=0.5)
+    torch.testing.assert_close(half, x0 + 0.5 * (x1 - x0), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(run(), x1, rtol=0, atol=0)  # the default is 1
+    exact = prior.posterior(op.matrix, y[0], 0.2).sample(4000, g)
+    torch.testing.assert_close(half.mean(0), exact.mean(0), rtol=0, atol=0.1)
+    assert (half.std(0) < 0.8 * x1.std(0)).all()
+    for bad, error in ((1.5, ValueError), (-0.1, ValueError), (math.nan, ValueError),
+                       (math.inf, ValueError), ("0.5", TypeError)):  # fmt: skip
+        with pytest.raises(error, match="noise_scale"):
+            guided.DDRM(op, y, 0.2, noise_scale=bad)
+
+
 def test_guided_sampling_stops_with_a_message_when_it_diverges():
     d = 6
 
