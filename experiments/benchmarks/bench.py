@@ -35,6 +35,9 @@ level nearest to ``sigma_y``; ``configs/catalogue/tuned.yaml``), ours and deepin
 with its catalogue settings where none were tuned; the table says which. ``settings=catalogue``
 runs the catalogue's settings as they are.
 
+A run that diverges (raises ``FloatingPointError``, or returns NaN or infinity) is recorded
+with its reason and scores nothing; the other cells still run, and it is never a side's best.
+
 Writes ``metrics.json``, ``bench.csv`` (one row per pair and budget), ``table.md`` and
 ``bench.png`` (PSNR against network evaluations and against wall time, ours solid and
 deepinv's dashed).
@@ -152,8 +155,9 @@ def compare(
                     gens = generators(int(cfg.seed), rows, 2)
                     return method(x_T, ts, gens, cost)
 
-                row[side] = {"method": str(sides[side]), "settings": settings[pair, side]}
-                try:  # settings None: the catalogue's
+                settings_used = settings[pair, side]  # None: the catalogue's
+                row[side] = {"method": str(sides[side]), "settings": settings_used}
+                try:
                     x, wall = timed(run, int(cfg.repeats))
                     reason = non_finite(x)
                 except FloatingPointError as error:
