@@ -10,7 +10,8 @@ the same initial noise, over that many steps, and report the PSNR and SSIM of th
 restorations, the network evaluations and VJPs per sample (counted by our denoiser, so both
 sides are counted alike; every method of the default pairs takes one network evaluation per
 step, so a budget of steps is a budget of evaluations), the wall time (median of
-``repeats``), the wall time per evaluation and the ratios ours / deepinv's. At each budget
+``repeats``, the two sides timed in alternation so that drift of the machine falls on both
+alike), the wall time per evaluation and the ratios ours / deepinv's. At each budget
 each side's best method (by the PSNR of a sample) is marked.
 
 Two floors of our own machinery, measured in the same run:
@@ -48,6 +49,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import statistics
 
 from collections.abc import Callable
 from pathlib import Path
@@ -142,6 +144,7 @@ def compare(
         for steps in steps_list:
             ts = guided.time_grid(steps)
             row: dict[str, Any] = {}
+            runs: dict[str, Callable[[], Any]] = {}
             for side in ("ours", "theirs"):
                 method = built[pair, side]
                 gens = generators(int(cfg.seed), rows, 1)
@@ -158,7 +161,7 @@ def compare(
                 settings_used = settings[pair, side]  # None: the catalogue's
                 row[side] = {"method": str(sides[side]), "settings": settings_used}
                 try:
-                    x, wall = timed(run, int(cfg.repeats))
+                    x = run()  # the restoration scored, and the warm-up of the timing below
                     reason = non_finite(x)
                 except FloatingPointError as error:
                     reason = str(error)
@@ -167,22 +170,24 @@ def compare(
                     log.warning("%s, %s, %d steps: diverged (%s)", pair, side, steps, reason)
                     row[side] |= DIVERGED | {"diverged": reason, "nfe": cost.nfe, "vjp": cost.vjp}
                     continue
+                runs[side] = run
                 peak = peak_memory(run)[1]
                 if side == "ours" and steps == steps_list[-1]:
                     ours[str(pair)] = run
                 psnr_x, ssim_x = scores(x, truth)
-                row[side] |= {
-                    "psnr": psnr_x,
-                    "ssim": ssim_x,
-                    "nfe": cost.nfe,
-                    "vjp": cost.vjp,
-                    "wall_s": wall,
-                    "wall_per_nfe_s": wall / cost.nfe if cost.nfe else None,
-                    "peak_mib": peak,
-                }
-                log.info("%s, %s, %d steps: PSNR %.2f dB, %.2f s", pair, side, steps, psnr_x, wall)
+                row[side] |= {"psnr": psnr_x, "ssim": ssim_x, "nfe": cost.nfe, "vjp": cost.vjp}
+                row[side] |= {"peak_mib": peak}
+                log.info("%s, %s, %d steps: PSNR %.2f dB", pair, side, steps, psnr_x)
                 if int(cfg.samples) > 1:
                     row[side]["spread"] = spread(cfg, method, prior, truth, ts)
+            # both sides timed in alternation, so that drift of the machine falls on both alike
+            if len(runs) == 2:
+                walls = timed_pair(runs["ours"], runs["theirs"], int(cfg.repeats), warm_up=False)
+            else:
+                walls = tuple(timed(run, int(cfg.repeats))[1] for run in runs.values())
+            for side, wall in zip(runs, walls, strict=True):
+                nfe = row[side]["nfe"]
+                row[side] |= {"wall_s": wall, "wall_per_nfe_s": wall / nfe if nfe else None}
             a, b = row["ours"], row["theirs"]
             finished = "diverged" not in a and "diverged" not in b
             row["psnr_difference"] = a["psnr"] - b["psnr"] if finished else None
@@ -200,7 +205,9 @@ def spread(
     """``samples`` restorations of the same measurement from different noise (seeds
     ``seed + 1 ... seed + samples``) on the grid ``ts``: the mean and per-seed PSNR and SSIM of
     single samples, the PSNR and SSIM of their average (a Monte Carlo posterior mean) and the
-    mean per-pixel standard deviation across them (how spread the samples are)."""
+    mean per-pixel standard deviation across them (how spread the samples are); with the
+    PSNR of a sample its 95% interval over the seeds (1.96 standard errors: one seed's PSNR on
+    16 images varies by about 0.5 dB, so single-seed differences below 1 dB are noise)."""
     rows = truth.shape[0]
     xs = []
     for k in range(1, int(cfg.samples) + 1):
@@ -221,7 +228,8 @@ def spread(
     return {
         "samples": len(per_seed),
         "psnr_per_seed": per_seed,
-        "psnr_sample": sum(per_seed) / len(per_seed),
+        "psnr_sample": statistics.mean(per_seed),
+        "psnr_sample_ci": 1.96 * statistics.stdev(per_seed) / math.sqrt(len(per_seed)),
         "ssim_sample": sum(s for _, s in each) / len(each),
         "psnr_of_mean": psnr_mean,
         "ssim_of_mean": ssim_mean,
@@ -351,7 +359,8 @@ def write(metrics: dict[str, Any], out: Path) -> None:
         lines += [
             "",
             (
-                "| method | steps | samples | PSNR of a sample ours / deepinv | SSIM of a sample "
+                "| method | steps | samples | PSNR of a sample ours / deepinv (± 1.96 SE over the "
+                "seeds) | SSIM of a sample "
                 "ours / deepinv | PSNR of their mean ours / deepinv | SSIM of their mean ours "
                 "/ deepinv | pixel std ours / deepinv |"
             ),
@@ -364,26 +373,38 @@ def write(metrics: dict[str, Any], out: Path) -> None:
                 def both(key: str, spec: str, a: dict = a, b: dict = b) -> str:
                     return f"{_f(a.get(key), spec)} / {_f(b.get(key), spec)}"
 
+                psnr = " / ".join(
+                    f"{_f(c.get('psnr_sample'), '.2f')} ± {_f(c.get('psnr_sample_ci'), '.2f')}"
+                    for c in (a, b)
+                )
                 lines.append(
                     f"| {name} | {steps} | {metrics['samples']} | "
-                    f"{both('psnr_sample', '.2f')} | {both('ssim_sample', '.3f')} | "
+                    f"{psnr} | {both('ssim_sample', '.3f')} | "
                     f"{both('psnr_of_mean', '.2f')} | {both('ssim_of_mean', '.3f')} | "
                     f"{both('pixel_std', '.4f')} |"
                 )
     lines += [
         "",
-        "Best of each side per budget (PSNR of a sample):",
+        (
+            "Best of each side per budget (PSNR of a sample; over several seeds, the difference "
+            "± 1.96 SE):"
+        ),
         "",
         "| steps | ours | deepinv | ours - deepinv (dB) |",
         "|---|---|---|---|",
     ]
     for steps, chosen in metrics["best"].items():
-        cells, psnrs = [], []
+        cells, psnrs, cis = [], [], []
         for side in ("ours", "theirs"):
             pair = chosen[side]
             psnrs.append(sample_psnr(results[pair][steps][side]) if pair else math.nan)
             cells.append(f"{pair} {psnrs[-1]:.2f}" if pair else "every pair diverged")
-        lines.append(f"| {steps} | {cells[0]} | {cells[1]} | {_f(psnrs[0] - psnrs[1], '+.2f')} |")
+            spread_ = results[pair][steps][side].get("spread", {}) if pair else {}
+            cis.append(spread_.get("psnr_sample_ci"))
+        difference = _f(psnrs[0] - psnrs[1], "+.2f")
+        if None not in cis:  # the two sides' seeds are independent: their intervals add in squares
+            difference += f" ± {math.hypot(*cis):.2f}"
+        lines.append(f"| {steps} | {cells[0]} | {cells[1]} | {difference} |")
     failed = [
         f"- {name}, {side}, {steps} steps: "
         + (r[side].get("diverged") or r[side]["spread"]["diverged"])

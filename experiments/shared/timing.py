@@ -43,13 +43,19 @@ def timed(
 
 
 def timed_pair(
-    first: Callable[[], object], second: Callable[[], object], repeats: int
+    first: Callable[[], object],
+    second: Callable[[], object],
+    repeats: int,
+    *,
+    warm_up: bool = True,
 ) -> tuple[float, float]:
-    """Median wall times of two calls timed in alternation (after one warm-up call each),
-    so that drift of the machine (frequency, other load) falls on both alike."""
+    """Median wall times of two calls timed in alternation (after one warm-up call each,
+    unless ``warm_up`` is False because the caller has just run both), so that drift of the
+    machine (frequency, other load) falls on both alike."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    first(), second()
+    if warm_up:
+        first(), second()
     walls: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
         for run, wall in zip((first, second), walls, strict=True):

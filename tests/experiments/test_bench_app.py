@@ -76,9 +76,17 @@ def test_spread_over_noise_seeds(tmp_path):
         assert spread["samples"] == 2 and len(spread["psnr_per_seed"]) == 2
         assert spread["psnr_per_seed"][0] != spread["psnr_per_seed"][1]  # other noise
         assert spread["psnr_sample"] == pytest.approx(sum(spread["psnr_per_seed"]) / 2)
+        first, second = spread["psnr_per_seed"]  # two seeds: the sample SD is |a - b| / sqrt 2
+        assert spread["psnr_sample_ci"] == pytest.approx(1.96 * abs(first - second) / 2)
         assert spread["pixel_std"] > 0
         assert 0 < spread["ssim_sample"] <= 1 and 0 < spread["ssim_of_mean"] <= 1
-    assert "PSNR of their mean" in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    assert "PSNR of their mean" in table
+    a, b = (metrics["results"]["ddrm"]["4"][side]["spread"] for side in ("ours", "theirs"))
+    difference = a["psnr_sample"] - b["psnr_sample"]
+    interval = math.hypot(a["psnr_sample_ci"], b["psnr_sample_ci"])
+    assert f"| 4 | ddrm {a['psnr_sample']:.2f} | ddrm {b['psnr_sample']:.2f} | " in table
+    assert f"{difference:+.2f} ± {interval:.2f} |" in table
 
 
 def test_a_run_that_diverges_is_recorded_and_the_bench_goes_on(tmp_path):
@@ -96,6 +104,7 @@ def test_a_run_that_diverges_is_recorded_and_the_bench_goes_on(tmp_path):
         assert dps["psnr_difference"] is None and dps["wall_ratio"] is None
         assert "spread" not in dps["ours"]
         assert dps["theirs"]["psnr"] > 5 and dps["theirs"]["spread"]["samples"] == 2
+        assert dps["theirs"]["wall_s"] > 0 and dps["ours"]["wall_s"] is None  # timed alone
         assert ddrm["ours"]["psnr"] > 5 and ddrm["theirs"]["psnr"] > 5
         assert metrics["best"][steps]["ours"] == "ddrm"  # never the diverged pair
     table = (tmp_path / "table.md").read_text()

@@ -24,6 +24,9 @@ def test_timed_pair_alternates_and_returns_medians():
     slow = lambda: (calls.append("b"), time.sleep(0.01))  # noqa: E731
     a, b = timed_pair(fast, slow, 3)
     assert calls == ["a", "b"] * 4 and a < b and b >= 0.01
+    calls.clear()
+    timed_pair(fast, slow, 2, warm_up=False)
+    assert calls == ["a", "b"] * 2
     with pytest.raises(ValueError, match="repeats"):
         timed_pair(fast, slow, 0)
     with pytest.raises(ValueError, match="repeats"):
