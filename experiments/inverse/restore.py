@@ -29,7 +29,10 @@ and the same for the pseudo-inverse :math:`A^+ y` (``pinv``), the baseline every
 beat, and for the classical ``baselines`` listed (:mod:`experiments.shared.baselines`:
 bicubic / linear interpolation, TV, PnP-BM3D, the patch GMM; and ``pnp_prior``, PnP-BM3D's
 loop with this prior's one-step denoiser in place of BM3D) with the settings tuned on
-training photographs (``configs/catalogue/baselines.yaml``). ``prior`` is a shipped name,
+training photographs (``configs/catalogue/baselines.yaml``). The methods run with the
+settings :mod:`experiments.benchmarks.tune_methods` chose for the shipped prior and task
+(``settings=tuned``, the default; ``configs/catalogue/tuned.yaml``; recorded under ``tuned``),
+the catalogue's where none were tuned or with ``settings=catalogue``. ``prior`` is a shipped name,
 one of our weight files, a guided-diffusion checkpoint or a saved diffusers folder
 (:func:`priors.from_path`); ``image`` is a file or a folder of the user's own images (PNG,
 JPEG, TIFF; their channels must be the prior's), which replace the held-out ones and whose
@@ -64,6 +67,7 @@ from experiments.inverse.measured import read_measurement
 from experiments.inverse.restore_figures import figure
 from experiments.shared.baselines import BASELINES, applies, run_baseline, settings_for
 from experiments.shared.build import Method, build, build_method
+from experiments.shared.catalogue import tuned_method
 from experiments.shared.data import DATA, held_out
 from experiments.shared.images import image_files, read_images, write_png
 from experiments.shared.metrics import LPIPS, psnr, residual, ssim
@@ -116,6 +120,7 @@ class Task:
     y: Tensor
     methods: dict[str, Method | str]  # a method, or the reason it does not apply
     baselines: dict[str, dict[str, Any]]  # the baselines that apply, with their settings
+    tuned: dict[str, dict[str, Any] | None]  # each method's tuned settings (None: the catalogue's)
 
 
 def measure(
@@ -143,15 +148,20 @@ def prepare_task(
     """Builds every method and baseline of one task: a bad value in any method's config, or
     a baseline without tuned settings, is refused here, before anything runs. A method that
     cannot take the operator (``operators.UnsupportedOperator``) is recorded as not
-    applicable."""
+    applicable. With ``settings=tuned`` a method runs with the settings
+    :mod:`experiments.benchmarks.tune_methods` chose for this shipped prior and task (at the
+    tuned noise level nearest to ``sigma_y``), where it tuned any."""
     samples = int(cfg.samples)
     y_rows = y.repeat_interleave(samples, 0)
     methods: dict[str, Method | str] = {}
+    chosen: dict[str, dict[str, Any] | None] = {}
+    tuned = OmegaConf.to_container(cfg.tuned) if cfg.settings == "tuned" else {}
     for method_name in cfg.run:
+        node, chosen[str(method_name)] = tuned_method(
+            cfg.methods, tuned, str(method_name), str(cfg.prior), name, sigma_y
+        )
         try:
-            methods[str(method_name)] = build_method(
-                cfg.methods[method_name], prior, op=op, y=y_rows, sigma_y=sigma_y
-            )
+            methods[str(method_name)] = build_method(node, prior, op=op, y=y_rows, sigma_y=sigma_y)
         except operators.UnsupportedOperator as error:
             methods[str(method_name)] = str(error)
         except (ValueError, TypeError) as error:  # a bad value or keyword: nothing runs
@@ -162,7 +172,7 @@ def prepare_task(
         for b in ["pinv", *(b for b in cfg.baselines if b != "pinv")]
         if applies(b, op)
     }
-    return Task(name, salt, op, y, methods, baselines)
+    return Task(name, salt, op, y, methods, baselines, chosen)
 
 
 def run_task(
@@ -228,6 +238,7 @@ def run_task(
             "nfe": cost.nfe,
             "vjp": cost.vjp,
             "wall_s": wall,
+            "tuned": task.tuned[method_name],
         }
         log.info("%s: %s, %s (%.1f s)", name, method_name, _headline(results[method_name]), wall)
         grouped = x.view(y.shape[0], samples, *x.shape[1:])
@@ -367,6 +378,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     for key in ("images", "samples", "steps", "threads"):
         checks.integer(cfg[key], key, low=1)
     checks.integer(cfg.seed, "seed", low=0)
+    if cfg.settings not in ("tuned", "catalogue"):
+        raise ValueError(f"settings must be 'tuned' or 'catalogue', got {cfg.settings!r}")
     torch.set_num_threads(int(cfg.threads))
     unknown = [m for m in cfg.run if m not in cfg.methods]
     unknown += [t for t in cfg.tasks if t not in cfg.tasks_available]

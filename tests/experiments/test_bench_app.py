@@ -109,6 +109,8 @@ def test_a_run_that_diverges_is_recorded_and_the_bench_goes_on(tmp_path):
         assert metrics["best"][steps]["ours"] == "ddrm"  # never the diverged pair
     table = (tmp_path / "table.md").read_text()
     assert "- dps, ours, 2 steps: the guidance (DPS) is NaN or Inf" in table
+    theirs = metrics["results"]["dps"]["4"]["theirs"]["spread"]
+    assert f"| dps | 4 | 2 | diverged / {theirs['psnr_sample']:.2f} ± " in table
     assert (tmp_path / "bench.png").stat().st_size > 0
 
 

@@ -16,9 +16,10 @@ import priors
 from experiments.inverse import restore
 from experiments.shared import data, tasks
 
-#: The digits prior at the app's former defaults, small.
+#: The digits prior at the app's former defaults, small; the catalogue's settings (those
+#: tuned at 100 steps need not suit 4).
 DIGITS = [
-    "prior=digits", "images=2", "samples=2", "steps=4", "threads=1",
+    "prior=digits", "images=2", "samples=2", "steps=4", "threads=1", "settings=catalogue",
     "tasks=[box,random,outpaint,blur,sr4]", "run=[dps,pigdm,ddrm,diffpir]", "baselines=[pinv]",
 ]  # fmt: skip
 
@@ -60,6 +61,24 @@ def test_scores_reward_the_truth():
     worse = restore.scores(op, op.pinv(y).repeat_interleave(3, 0), y, truth, 3)
     assert exact["psnr"] >= 80 and exact["residual"] < 1e-6 and exact["ssim"] > 0.99
     assert worse["psnr"] < 20 and worse["residual"] < 1e-6  # fits y, misses the box
+
+
+def test_a_method_runs_with_its_tuned_settings_where_the_tuning_app_chose_any(tmp_path):
+    """DDRM was tuned on digits SR x4 (tuned.yaml), the paper-form DPS was not: with
+    ``settings=tuned`` (the default) DDRM runs with its tuned settings and says so, and DPS
+    runs as the catalogue has it, exactly as with ``settings=catalogue``."""
+    run = ("tasks=[sr4]", "run=[ddrm,dps]")
+    for folder in ("tuned", "plain", "bad"):
+        (tmp_path / folder).mkdir()
+    tuned = restore.run(_cfg(*run, "settings=tuned"), tmp_path / "tuned")["tasks"]["sr4"]
+    plain = restore.run(_cfg(*run, "settings=catalogue"), tmp_path / "plain")["tasks"]["sr4"]
+    expected = OmegaConf.to_container(_cfg().tuned.ddrm.digits.sr4["0.05"])
+    assert tuned["ddrm"]["tuned"] == expected and plain["ddrm"]["tuned"] is None
+    assert tuned["ddrm"]["psnr_sample"] != plain["ddrm"]["psnr_sample"]
+    assert tuned["dps"]["tuned"] is None
+    assert tuned["dps"]["psnr_sample"] == plain["dps"]["psnr_sample"]
+    with pytest.raises(ValueError, match="settings must be 'tuned' or 'catalogue'"):
+        restore.run(_cfg("settings=best"), tmp_path / "bad")
 
 
 def test_tasks_build_the_operators_they_name():
