@@ -59,7 +59,7 @@ import hydra
 import matplotlib
 import torch
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
 import guided
 import operators
@@ -67,7 +67,7 @@ import priors
 
 from experiments.benchmarks.floors import cfg_floor, vjp_floor
 from experiments.shared.build import build, build_method
-from experiments.shared.catalogue import tuned_method
+from experiments.shared.catalogue import tuned_method, tuned_settings
 from experiments.shared.data import held_out
 from experiments.shared.metrics import non_finite, scores
 from experiments.shared.report import progress, serve
@@ -105,8 +105,7 @@ def _check(cfg: DictConfig) -> None:
     budgets(cfg)
     if float(cfg.sigma_y) < 0:
         raise ValueError(f"sigma_y must be >= 0, got {cfg.sigma_y}")
-    if cfg.settings not in ("tuned", "catalogue"):
-        raise ValueError(f"settings must be 'tuned' or 'catalogue', got {cfg.settings!r}")
+    tuned_settings(cfg)
     if cfg.task not in cfg.tasks_available:
         raise ValueError(f"unknown task {cfg.task!r}; available: {list(cfg.tasks_available)}")
     for pair, sides in cfg.pairs.items():
@@ -128,7 +127,7 @@ def compare(
     results: dict[str, dict[str, Any]] = {}
     ours: dict[str, Callable[[], Any]] = {}
     built, settings = {}, {}  # every method first: a bad setting is refused before anything runs
-    tuned = OmegaConf.to_container(cfg.tuned) if cfg.settings == "tuned" else {}
+    tuned = tuned_settings(cfg)
     for pair, sides in cfg.pairs.items():
         for side in ("ours", "theirs"):
             try:
@@ -158,8 +157,8 @@ def compare(
                     gens = generators(int(cfg.seed), rows, 2)
                     return method(x_T, ts, gens, cost)
 
-                settings_used = settings[pair, side]  # None: the catalogue's
-                row[side] = {"method": str(sides[side]), "settings": settings_used}
+                # settings None: the catalogue's
+                row[side] = {"method": str(sides[side]), "settings": settings[pair, side]}
                 try:
                     x = run()  # the restoration scored, and the warm-up of the timing below
                     reason = non_finite(x)
@@ -175,8 +174,10 @@ def compare(
                 if side == "ours" and steps == steps_list[-1]:
                     ours[str(pair)] = run
                 psnr_x, ssim_x = scores(x, truth)
-                row[side] |= {"psnr": psnr_x, "ssim": ssim_x, "nfe": cost.nfe, "vjp": cost.vjp}
-                row[side] |= {"peak_mib": peak}
+                row[side] |= {
+                    "psnr": psnr_x, "ssim": ssim_x, "nfe": cost.nfe, "vjp": cost.vjp,
+                    "peak_mib": peak,
+                }  # fmt: skip
                 log.info("%s, %s, %d steps: PSNR %.2f dB", pair, side, steps, psnr_x)
                 if int(cfg.samples) > 1:
                     row[side]["spread"] = spread(cfg, method, prior, truth, ts)

@@ -67,7 +67,7 @@ from experiments.inverse.measured import read_measurement
 from experiments.inverse.restore_figures import figure
 from experiments.shared.baselines import BASELINES, applies, run_baseline, settings_for
 from experiments.shared.build import Method, build, build_method
-from experiments.shared.catalogue import tuned_method
+from experiments.shared.catalogue import tuned_method, tuned_settings
 from experiments.shared.data import DATA, held_out
 from experiments.shared.images import image_files, read_images, write_png
 from experiments.shared.metrics import LPIPS, psnr, residual, ssim
@@ -155,7 +155,7 @@ def prepare_task(
     y_rows = y.repeat_interleave(samples, 0)
     methods: dict[str, Method | str] = {}
     chosen: dict[str, dict[str, Any] | None] = {}
-    tuned = OmegaConf.to_container(cfg.tuned) if cfg.settings == "tuned" else {}
+    tuned = tuned_settings(cfg)
     for method_name in cfg.run:
         node, chosen[str(method_name)] = tuned_method(
             cfg.methods, tuned, str(method_name), str(cfg.prior), name, sigma_y
@@ -378,8 +378,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     for key in ("images", "samples", "steps", "threads"):
         checks.integer(cfg[key], key, low=1)
     checks.integer(cfg.seed, "seed", low=0)
-    if cfg.settings not in ("tuned", "catalogue"):
-        raise ValueError(f"settings must be 'tuned' or 'catalogue', got {cfg.settings!r}")
+    tuned_settings(cfg)  # a bad `settings` is refused before the prior loads
     torch.set_num_threads(int(cfg.threads))
     unknown = [m for m in cfg.run if m not in cfg.methods]
     unknown += [t for t in cfg.tasks if t not in cfg.tasks_available]

@@ -36,7 +36,7 @@ from priors.files import atomic_write_text
 
 __all__ = [
     "combinations", "edges", "flat_grid", "install", "installed", "merged", "nearest_level",
-    "nested", "this_command", "tuned_method",
+    "nested", "this_command", "tuned_method", "tuned_settings",
 ]  # fmt: skip
 
 
@@ -198,6 +198,14 @@ def with_settings(node: DictConfig, settings: dict[str, Any], name: str) -> Dict
     node = copy.deepcopy(node)
     OmegaConf.set_struct(node, False)  # a setting the node leaves to its target's default
     return OmegaConf.merge(node, settings)
+
+
+def tuned_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The tuned settings an app runs with: ``cfg.tuned`` (``tuned.yaml``) as a dict with
+    ``settings=tuned``, none with ``settings=catalogue``; any other ``settings`` is refused."""
+    if cfg.settings not in ("tuned", "catalogue"):
+        raise ValueError(f"settings must be 'tuned' or 'catalogue', got {cfg.settings!r}")
+    return OmegaConf.to_container(cfg.tuned) if cfg.settings == "tuned" else {}
 
 
 def tuned_method(
