@@ -10,9 +10,10 @@ lists at the leaves (``grids.dps_taper.guidance.zeta=[100,300,1000]``); every co
 it (at most ``max_trials``, the same bound for every method, ours and the peer's) restores
 ``images`` images of the prior's *training* split (:func:`experiments.shared.data.tuning`: the
 held-out images that the bench and restore apps score are never seen) from one measurement
-(``task``, ``sigma_y``) in ``steps`` steps. Every trial starts from the same initial noise and
-draws the same sampler noise (common random numbers), so settings are compared on the same
-draws; the setting with the best mean PSNR of a sample is kept (a diverged run, whose PSNR is
+(``task``, ``sigma_y``) in ``steps`` steps, from each of ``seeds`` noise seeds. Every trial
+starts from the same initial noise and draws the same sampler noise (common random numbers),
+so settings are compared on the same draws; the setting with the best mean PSNR of a sample
+(over the images and the seeds) is kept (a diverged run, whose PSNR is
 not finite, never is), and a value chosen at an end of its grid is flagged (widen the grid). A
 method that does not take the task's operator (DDRM without an SVD) is skipped and says so.
 
@@ -100,7 +101,7 @@ def grids(cfg: DictConfig) -> dict[str, tuple[dict[str, list[Any]], list[dict[st
 
 
 def _check(cfg: DictConfig) -> None:
-    for key in ("images", "steps", "threads"):
+    for key in ("images", "steps", "threads", "seeds"):
         checks.integer(cfg[key], key, low=1)
     checks.number(cfg.sigma_y, "sigma_y", low=0)
     if cfg.task not in cfg.tasks_available:
@@ -108,33 +109,42 @@ def _check(cfg: DictConfig) -> None:
 
 
 def trial(
-    method: Any, prior: priors.Denoiser, truth: torch.Tensor, steps: int, seed: int
-) -> dict[str, float]:
-    """One restoration of ``truth``'s measurement by ``method`` (built): PSNR and SSIM of the
-    sample (clamped to the data range), network evaluations and VJPs per sample, wall time.
-    A run that diverged (raised FloatingPointError, or returned NaN or infinity) scores NaN
-    and says why under ``diverged``."""
+    method: Any, prior: priors.Denoiser, truth: torch.Tensor, steps: int, seed: int, seeds: int = 1
+) -> dict[str, Any]:
+    """Restorations of ``truth``'s measurement by ``method`` (built) from the noise seeds
+    ``seed, ..., seed + seeds - 1`` (initial and sampler noise; the measurement is the same):
+    the PSNR and SSIM of a sample (clamped to the data range) averaged over the seeds, with
+    the PSNR of each seed when there are several, network evaluations and VJPs per sample,
+    wall time of all. A run that diverged (raised FloatingPointError, or returned NaN or
+    infinity) on any seed scores NaN and says why under ``diverged``: a mean over the seeds
+    that finished would flatter the setting."""
     rows = truth.shape[0]
-    x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), generators(seed, rows, 1))
-    cost = priors.Cost()
+    each: list[tuple[float, float]] = []
     start = time.perf_counter()
-    try:
-        x = method(x_T, guided.time_grid(steps), generators(seed, rows, 2), cost)
-        reason = non_finite(x)
-    except FloatingPointError as error:
-        reason = str(error)
-    wall = time.perf_counter() - start
-    if reason is not None:
-        return {"psnr": math.nan, "ssim": math.nan, "nfe": cost.nfe, "vjp": cost.vjp,
-                "wall_s": wall, "diverged": reason}  # fmt: skip
-    psnr_x, ssim_x = scores(x, truth)
-    return {
-        "psnr": psnr_x,
-        "ssim": ssim_x,
+    for k in range(seeds):
+        gens = generators(seed + k, rows, 1)
+        x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), gens)
+        cost = priors.Cost()
+        try:
+            x = method(x_T, guided.time_grid(steps), generators(seed + k, rows, 2), cost)
+            reason = non_finite(x)
+        except FloatingPointError as error:
+            reason = str(error)
+        if reason is not None:
+            where = "" if seeds == 1 else f"seed {seed + k}: "
+            return {"psnr": math.nan, "ssim": math.nan, "nfe": cost.nfe, "vjp": cost.vjp,
+                    "wall_s": time.perf_counter() - start, "diverged": where + reason}  # fmt: skip
+        each.append(scores(x, truth))
+    score: dict[str, Any] = {
+        "psnr": sum(p for p, _ in each) / seeds,
+        "ssim": sum(s for _, s in each) / seeds,
         "nfe": cost.nfe,
         "vjp": cost.vjp,
-        "wall_s": wall,
+        "wall_s": time.perf_counter() - start,
     }
+    if seeds > 1:
+        score["psnr_per_seed"] = [p for p, _ in each]
+    return score
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -142,7 +152,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     searched = grids(cfg)
     torch.set_num_threads(int(cfg.threads))
     prior_name, task = str(cfg.prior), str(cfg.task)
-    sigma_y, steps, seed = float(cfg.sigma_y), int(cfg.steps), int(cfg.seed)
+    sigma_y, steps, seed, seeds = float(cfg.sigma_y), int(cfg.steps), int(cfg.seed), int(cfg.seeds)
     prior = priors.load(prior_name)
     truth = tuning(prior_name, int(cfg.images))
     op = build(cfg.tasks_available[task], in_shape=tuple(prior.shape))
@@ -166,7 +176,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                     trials[name] = {"skipped": str(error)}
                     bar.update(len(settings_list))
                     break
-                runs.append(trial(method, prior, truth, steps, seed))
+                runs.append(trial(method, prior, truth, steps, seed, seeds))
                 bar.update()
             if not runs:
                 continue
@@ -196,6 +206,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "sigma_y": sigma_y,
         "steps": steps,
         "images": int(cfg.images),
+        "seeds": seeds,
         "trials": trials,
         "tuned": tuned,
     }
@@ -208,7 +219,8 @@ def table(metrics: dict[str, Any]) -> str:
     lines = [
         (
             f"{metrics['prior']} prior, task {metrics['task']}, sigma_y {metrics['sigma_y']:g}, "
-            f"{metrics['steps']} steps, {metrics['images']} training images"
+            f"{metrics['steps']} steps, {metrics['images']} training images, "
+            f"{metrics.get('seeds', 1)} noise seed(s)"
         ),
         "",
         "| method | trials | chosen | PSNR | SSIM | NFE / VJP per sample | PSNR of each setting |",

@@ -206,3 +206,21 @@ def test_the_shipped_grids_are_valid_and_within_their_bound(grid, bound):
     searched = tune_methods.grids(cfg)
     assert {"dps_taper", "deepinv_dps", "ddrm", "deepinv_ddrm"} <= set(searched)
     assert all(1 < len(settings) <= bound for _, settings in searched.values())
+
+
+def test_several_seeds_score_a_setting_by_its_mean_over_them(tmp_path):
+    """With seeds=2 each setting's PSNR is the mean of its two seeds' PSNRs, the first of
+    which is the single-seed trial's (the same draws), and the choice follows the mean."""
+    one = tune_methods.run(_cfg(), tmp_path / "one")["trials"]["dps_taper"]
+    two = tune_methods.run(_cfg("seeds=2"), tmp_path / "two")["trials"]["dps_taper"]
+    for single, both in zip(one["scores"], two["scores"], strict=True):
+        first, second = both["psnr_per_seed"]
+        assert first == pytest.approx(single["psnr"], abs=1e-9)
+        assert second != pytest.approx(first, abs=1e-6)  # another seed, other noise
+        assert both["psnr"] == pytest.approx((first + second) / 2, abs=1e-9)
+        assert both["nfe"] == 3  # per sample, not summed over the seeds
+    means = [s["psnr"] for s in two["scores"]]
+    assert two["best"] == two["settings"][means.index(max(means))]
+    assert "2 noise seed(s)" in (tmp_path / "two" / "table.md").read_text()
+    with pytest.raises(ValueError, match="seeds"):
+        tune_methods.run(_cfg("seeds=0"), tmp_path / "zero")
