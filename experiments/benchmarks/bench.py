@@ -66,7 +66,7 @@ import operators
 import priors
 
 from experiments.benchmarks.floors import cfg_floor, vjp_floor
-from experiments.shared.build import build, build_method
+from experiments.shared.build import build, build_method, run_seeded
 from experiments.shared.catalogue import tuned_method, tuned_settings
 from experiments.shared.data import held_out
 from experiments.shared.metrics import non_finite, scores
@@ -213,13 +213,8 @@ def spread(
     xs = []
     for k in range(1, int(cfg.samples) + 1):
         seed = int(cfg.seed) + k
-        x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), generators(seed, rows, 1))
-        try:
-            x = method(x_T, ts, generators(seed, rows, 2), priors.Cost())
-            reason = non_finite(x)
-        except FloatingPointError as error:
-            reason = str(error)
-        if reason is not None:  # a mean over the seeds that finished would flatter the method
+        x, reason = run_seeded(method, prior, rows, ts, seed, priors.Cost())
+        if x is None:  # a mean over the seeds that finished would flatter the method
             return {"samples": int(cfg.samples), "diverged": f"seed {seed}: {reason}"}
         xs.append(x.double().clamp(-1, 1))
     stack = torch.stack(xs)

@@ -47,7 +47,7 @@ import guided
 import operators
 import priors
 
-from experiments.shared.build import build, build_method
+from experiments.shared.build import build, build_method, run_seeded
 from experiments.shared.catalogue import (
     combinations,
     edges,
@@ -58,10 +58,9 @@ from experiments.shared.catalogue import (
     with_settings,
 )
 from experiments.shared.data import tuning
-from experiments.shared.metrics import non_finite, scores
+from experiments.shared.metrics import scores
 from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
-from experiments.shared.seeds import generators
 from priors.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -118,22 +117,16 @@ def trial(
     wall time of all. A run that diverged (raised FloatingPointError, or returned NaN or
     infinity) on any seed scores NaN and says why under ``diverged``: a mean over the seeds
     that finished would flatter the setting."""
-    rows = truth.shape[0]
+    rows, ts = truth.shape[0], guided.time_grid(steps)
     each: list[tuple[float, float]] = []
     start = time.perf_counter()
     for k in range(seeds):
-        gens = generators(seed + k, rows, 1)
-        x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), gens)
         cost = priors.Cost()
-        try:
-            x = method(x_T, guided.time_grid(steps), generators(seed + k, rows, 2), cost)
-            reason = non_finite(x)
-        except FloatingPointError as error:
-            reason = str(error)
-        if reason is not None:
-            where = "" if seeds == 1 else f"seed {seed + k}: "
+        x, reason = run_seeded(method, prior, rows, ts, seed + k, cost)
+        if x is None:
+            why = reason if seeds == 1 else f"seed {seed + k}: {reason}"
             return {"psnr": math.nan, "ssim": math.nan, "nfe": cost.nfe, "vjp": cost.vjp,
-                    "wall_s": time.perf_counter() - start, "diverged": where + reason}  # fmt: skip
+                    "wall_s": time.perf_counter() - start, "diverged": why}  # fmt: skip
         each.append(scores(x, truth))
     score: dict[str, Any] = {
         "psnr": sum(p for p, _ in each) / seeds,

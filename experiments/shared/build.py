@@ -16,6 +16,8 @@ from torch import Tensor
 import guided
 import priors
 
+from experiments.shared.metrics import non_finite
+from experiments.shared.seeds import generators
 from priors import GeneratorLike
 
 
@@ -100,3 +102,19 @@ def build_method(node: DictConfig, prior: priors.Denoiser, **runtime: Any) -> Me
         if not isinstance(projection, guided.Projection):
             raise TypeError(f"projection built {type(projection).__name__}, not a Projection")
     return Method(sampler, denoiser, projection)
+
+
+def run_seeded(
+    method: Method, prior: priors.Denoiser, rows: int, ts: Tensor, seed: int, cost: priors.Cost
+) -> tuple[Tensor | None, str | None]:
+    """One restoration of ``rows`` rows on the grid ``ts`` from the noise seed ``seed``: the
+    initial noise from the streams ``(seed, 1)``, the sampler's from ``(seed, 2)``, as the
+    bench and the tuning app draw them. Returns the output and None, or None and why the
+    run diverged (it raised FloatingPointError, or returned NaN or infinity)."""
+    x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), generators(seed, rows, 1))
+    try:
+        x = method(x_T, ts, generators(seed, rows, 2), cost)
+    except FloatingPointError as error:
+        return None, str(error)
+    reason = non_finite(x)
+    return (None, reason) if reason is not None else (x, None)
