@@ -37,6 +37,11 @@ parameterisation, not the paper's: on digits box inpainting one value (:math:`\z
 stays within 1 dB of the best over :math:`\zeta` at 25, 100 and 250 steps, a test checks it
 (``tests/experiments/test_dps_budgets.py``); the figures are in ``docs/methods/dps.md``.
 
+deepinv's ``deepinv.sampling.DPS`` (its DDPM solver on its variance-preserving SDE) is the
+untapered term with :math:`\zeta` = ``weight`` / 2 (its residual norm is taken on images in
+[0, 1]) under DDPM on the ``"linear_beta"`` grid of :func:`~guided.time_grid`; from the same
+start the two loops take the same steps (``tests/experiments/test_peers.py``).
+
 Two forms:
 
 - :class:`DPS`, a :class:`~guided.guidance.Guidance` term in the Tweedie form: with

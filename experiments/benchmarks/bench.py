@@ -141,13 +141,15 @@ def compare(
     for pair, sides in cfg.pairs.items():
         results[str(pair)] = {}
         for steps in steps_list:
-            ts = guided.time_grid(steps)
             row: dict[str, Any] = {}
             runs: dict[str, Callable[[], Any]] = {}
             for side in ("ours", "theirs"):
                 method = built[pair, side]
+                ts = method.times(steps)
                 gens = generators(int(cfg.seed), rows, 1)
-                x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), gens)
+                x_T = guided.initial_noise(
+                    prior.schedule, (rows, *prior.shape), gens, t=float(ts[0])
+                )
                 cost = priors.Cost()
 
                 def run(

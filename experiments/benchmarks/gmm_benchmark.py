@@ -130,12 +130,13 @@ def run_method(
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, priors.Cost, float]:
     """Samples one built method on one problem: samples, cost, wall time."""
+    ts = method.times(steps)
     x_T = guided.initial_noise(
-        prior.schedule, (samples, prior.shape[0]), generator, dtype=torch.float64
+        prior.schedule, (samples, prior.shape[0]), generator, t=float(ts[0]), dtype=torch.float64
     )
     cost = priors.Cost()
     start = time.perf_counter()
-    x = method(x_T, guided.time_grid(steps), generator, cost)
+    x = method(x_T, ts, generator, cost)
     return x, cost, time.perf_counter() - start
 
 

@@ -43,7 +43,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import checks
-import guided
 import operators
 import priors
 
@@ -117,7 +116,7 @@ def trial(
     wall time of all. A run that diverged (raised FloatingPointError, or returned NaN or
     infinity) on any seed scores NaN and says why under ``diverged``: a mean over the seeds
     that finished would flatter the setting."""
-    rows, ts = truth.shape[0], guided.time_grid(steps)
+    rows, ts = truth.shape[0], method.times(steps)
     each: list[tuple[float, float]] = []
     start = time.perf_counter()
     for k in range(seeds):

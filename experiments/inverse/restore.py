@@ -213,7 +213,8 @@ def run_task(
             bar.update(steps)
             continue
         gens = generators(int(cfg.seed), rows, method_salt(task.salt, method_name))
-        x_T = guided.initial_noise(prior.schedule, (rows, *op.in_shape), gens)
+        ts = method.times(steps)
+        x_T = guided.initial_noise(prior.schedule, (rows, *op.in_shape), gens, t=float(ts[0]))
         cost = priors.Cost()
         start = time.perf_counter()
         end = bar.n + steps  # the bar stops there, however many transitions a sampler makes
@@ -223,7 +224,7 @@ def run_task(
                 bar.update()
 
         try:
-            x = method(x_T, guided.time_grid(steps), gens, cost, step).double()
+            x = method(x_T, ts, gens, cost, step).double()
             if not bool(torch.isfinite(x).all()):
                 raise FloatingPointError(f"{method_name} on {name} returned NaN or Inf")
         except FloatingPointError as error:  # the NaN guard: reported, the run goes on

@@ -47,11 +47,18 @@ def _call_with_accepted(factory: Any, **runtime: Any) -> Any:
 @dataclass
 class Method:
     """A configured restoration method: a sampler run on a (possibly guided) denoiser, with
-    an optional post-step projection; or a peer's own loop (``peer``), called the same way."""
+    an optional post-step projection, on a time grid of kind ``grid``
+    (:func:`guided.time_grid`); or a peer's own loop (``peer``), called the same way (it
+    takes only the number of steps from the grid)."""
 
     sampler: Any
     denoiser: priors.Denoiser
     projection: guided.Projection | None = None
+    grid: str = "uniform"
+
+    def times(self, steps: int) -> Tensor:
+        """The method's time grid of ``steps`` steps on its prior's schedule."""
+        return guided.time_grid(steps, self.grid, schedule=self.denoiser.schedule)
 
     def __call__(
         self,
@@ -79,9 +86,15 @@ class Method:
 def build_method(node: DictConfig, prior: priors.Denoiser, **runtime: Any) -> Method:
     """Builds a method node: ``sampler`` (a Sampler, or a partial given whichever of the
     runtime keywords ``op``, ``y``, ``sigma_y`` it accepts), an optional ``guidance`` term
-    (partial, same keywords) wrapped around ``prior``, an optional ``projection`` (partial);
-    or ``peer``, a partial returning a callable ``(denoiser, x_T, ts, generator, cost)``."""
+    (partial, same keywords) wrapped around ``prior``, an optional ``projection`` (partial),
+    an optional ``grid`` (a kind of :func:`guided.time_grid`, ``uniform`` when absent); or
+    ``peer``, a partial returning a callable ``(denoiser, x_T, ts, generator, cost)``."""
+    grid = node.get("grid")
+    if grid is not None and grid not in guided.time.KINDS:
+        raise ValueError(f"a method's grid must be one of {guided.time.KINDS}, got {grid!r}")
     if node.get("peer") is not None:
+        if grid is not None:
+            raise ValueError("a peer runs its own time grid: give it no `grid`")
         return Method(_call_with_accepted(build(node.peer), **runtime), prior)
     if node.get("sampler") is None:
         raise ValueError("a method needs a `sampler` (or a `peer`)")
@@ -101,17 +114,20 @@ def build_method(node: DictConfig, prior: priors.Denoiser, **runtime: Any) -> Me
         projection = _call_with_accepted(build(node.projection), **runtime)
         if not isinstance(projection, guided.Projection):
             raise TypeError(f"projection built {type(projection).__name__}, not a Projection")
-    return Method(sampler, denoiser, projection)
+    return Method(sampler, denoiser, projection, "uniform" if grid is None else str(grid))
 
 
 def run_seeded(
     method: Method, prior: priors.Denoiser, rows: int, ts: Tensor, seed: int, cost: priors.Cost
 ) -> tuple[Tensor | None, str | None]:
     """One restoration of ``rows`` rows on the grid ``ts`` from the noise seed ``seed``: the
-    initial noise from the streams ``(seed, 1)``, the sampler's from ``(seed, 2)``, as the
-    bench and the tuning app draw them. Returns the output and None, or None and why the
-    run diverged (it raised FloatingPointError, or returned NaN or infinity)."""
-    x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), generators(seed, rows, 1))
+    initial noise (at the grid's first time) from the streams ``(seed, 1)``, the sampler's
+    from ``(seed, 2)``, as the bench and the tuning app draw them. Returns the output and
+    None, or None and why the run diverged (it raised FloatingPointError, or returned NaN or
+    infinity)."""
+    x_T = guided.initial_noise(
+        prior.schedule, (rows, *prior.shape), generators(seed, rows, 1), t=float(ts[0])
+    )
     try:
         x = method(x_T, ts, generators(seed, rows, 2), cost)
     except FloatingPointError as error:

@@ -12,6 +12,7 @@ import operators
 import priors
 
 from experiments.shared import peers
+from priors.adapters import DeepinvDenoiser
 
 
 class _Recorder(torch.nn.Module):
@@ -129,3 +130,28 @@ def test_the_weight_reaches_deepinvs_data_fidelity(peer):
     assert torch.equal(solve(1.0), peer(op, y, 0.05)(  # the default is deepinv's
         prior, x_T, ts, generator=torch.Generator().manual_seed(1)))  # fmt: skip
     assert not torch.allclose(solve(1.0), solve(0.2))
+
+
+@pytest.mark.filterwarnings("ignore::guided.DivergenceWarning")  # a random image, 10 steps
+def test_deepinvs_dps_is_our_dps_on_its_linear_beta_grid():
+    """deepinv's DPS loop (deterministic solver here) and our Tweedie-form DPS with
+    zeta = weight / 2 under DDIM on the ``linear_beta`` grid take the same steps from the same
+    start (on our uniform grid they differ by 20): the packages differ in the grid they put DPS
+    on, not in its update."""
+    prior, op, y = _problem()
+    steps, weight = 10, 40.0
+    ts = guided.time_grid(steps, "linear_beta", schedule=prior.schedule)
+    x_T = guided.initial_noise(
+        prior.schedule, (1, *prior.shape), torch.Generator().manual_seed(3), t=float(ts[0])
+    )
+    term = guided.DPS(op, y, 0.05, zeta=weight / 2)
+    ours = guided.DDIM()(guided.GuidedDenoiser(prior, term), x_T, ts)
+    solver = deepinv.sampling.DDIMSolver(timesteps=torch.linspace(1, 0, steps + 1))
+    loop = deepinv.sampling.DPS(
+        DeepinvDenoiser(prior), solver=solver, weight=weight, dtype=torch.float32
+    )
+    physics = operators.as_deepinv(op, 0.05, dtype=torch.float32)
+    theirs = 2 * loop(operators.measurement_to_deepinv(op, y), physics, x_init=x_T) - 1
+    unguided = guided.DDIM()(prior, x_T, ts)
+    assert (ours - unguided).abs().max() > 0.1  # the guidance moves the sample
+    assert torch.allclose(ours, theirs, atol=1e-5), float((ours - theirs).abs().max())

@@ -11,6 +11,7 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 
+import guided
 import operators
 import priors
 
@@ -224,3 +225,44 @@ def test_several_seeds_score_a_setting_by_its_mean_over_them(tmp_path):
     assert "2 noise seed(s)" in (tmp_path / "two" / "table.md").read_text()
     with pytest.raises(ValueError, match="seeds"):
         tune_methods.run(_cfg("seeds=0"), tmp_path / "zero")
+
+
+@pytest.mark.filterwarnings("ignore::guided.DivergenceWarning")  # 3 steps
+def test_the_time_grid_is_a_setting_that_reaches_the_run(tmp_path):
+    """``grid`` is tuned like any setting, the trial runs on that grid (the steps it gives the
+    sampler are the grid's), and a kind guided.time_grid lacks, or a grid for a peer (which
+    runs its own), is refused before anything runs."""
+    cfg = _cfg()
+    with open_dict(cfg):
+        cfg.grids = OmegaConf.create({"dps_taper": {"grid": ["uniform", "linear_beta"]}})
+    trial = tune_methods.run(cfg, tmp_path)["trials"]["dps_taper"]
+    assert [s["grid"] for s in trial["settings"]] == ["uniform", "linear_beta"]
+    first, second = (s["psnr"] for s in trial["scores"])
+    assert first != second
+    prior, truth = priors.load("digits"), tuning("digits", 1)
+    op = build(cfg.tasks_available.box, in_shape=tuple(prior.shape))
+    runtime = {"op": op, "y": op(truth.float()), "sigma_y": 0.05}
+    node = catalogue.with_settings(cfg.methods.dps_taper, {"grid": "linear_beta"}, "dps_taper")
+    method = build_method(node, prior, **runtime)
+    seen = []
+    sampler_call = type(method.sampler).__call__
+
+    def recording(self, denoiser, x_T, ts, **kwargs):
+        seen.append(ts)
+        return sampler_call(self, denoiser, x_T, ts, **kwargs)
+
+    type(method.sampler).__call__ = recording
+    try:
+        tune_methods.trial(method, prior, truth, 3, 0)
+    finally:
+        type(method.sampler).__call__ = sampler_call
+    expected = guided.time_grid(3, "linear_beta", schedule=prior.schedule)
+    assert len(seen) == 1 and torch.equal(seen[0], expected)
+    bad = catalogue.with_settings(cfg.methods.dps_taper, {"grid": "linear"}, "dps_taper")
+    with pytest.raises(ValueError, match="grid must be one of"):
+        build_method(bad, prior, **runtime)
+    peer = OmegaConf.merge(
+        OmegaConf.to_container(cfg.methods.deepinv_dps), {"grid": "linear_beta"}
+    )
+    with pytest.raises(ValueError, match="own time grid"):
+        build_method(peer, prior, **runtime)
