@@ -126,7 +126,8 @@ def _linear_beta(steps: int, schedule: Schedule) -> Tensor:
         u0 = (-BETA_MIN + math.sqrt(BETA_MIN**2 + 4 * half * b)) / (2 * half)
     u = u0 * torch.linspace(1, 0, steps + 1, dtype=torch.float64)[:-1]
     ts = torch.cat([schedule.time_of(-_log_level(u)).to(torch.float64), u.new_zeros(1)])
-    ts[0] = 1.0 if u0 < 1 else ts[0]
+    if u0 < 1:  # started at the schedule's top level: its time is 1 exactly
+        ts[0] = 1.0
     if not bool((ts.diff() < 0).all()):
         raise ValueError(
             f"the 'linear_beta' grid of {steps} steps has levels below the schedule's smallest "

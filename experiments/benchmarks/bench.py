@@ -61,7 +61,6 @@ import torch
 
 from omegaconf import DictConfig, ListConfig
 
-import guided
 import operators
 import priors
 
@@ -147,9 +146,7 @@ def compare(
                 method = built[pair, side]
                 ts = method.times(steps)
                 gens = generators(int(cfg.seed), rows, 1)
-                x_T = guided.initial_noise(
-                    prior.schedule, (rows, *prior.shape), gens, t=float(ts[0])
-                )
+                x_T = method.initial_noise((rows, *prior.shape), gens, ts)
                 cost = priors.Cost()
 
                 def run(

@@ -63,7 +63,6 @@ import torch
 from omegaconf import DictConfig
 
 import checks
-import guided
 import operators
 import priors
 
@@ -131,9 +130,7 @@ def run_method(
 ) -> tuple[torch.Tensor, priors.Cost, float]:
     """Samples one built method on one problem: samples, cost, wall time."""
     ts = method.times(steps)
-    x_T = guided.initial_noise(
-        prior.schedule, (samples, prior.shape[0]), generator, t=float(ts[0]), dtype=torch.float64
-    )
+    x_T = method.initial_noise((samples, prior.shape[0]), generator, ts, dtype=torch.float64)
     cost = priors.Cost()
     start = time.perf_counter()
     x = method(x_T, ts, generator, cost)

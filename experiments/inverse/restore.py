@@ -59,7 +59,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 import checks
-import guided
 import operators
 import priors
 
@@ -214,7 +213,7 @@ def run_task(
             continue
         gens = generators(int(cfg.seed), rows, method_salt(task.salt, method_name))
         ts = method.times(steps)
-        x_T = guided.initial_noise(prior.schedule, (rows, *op.in_shape), gens, t=float(ts[0]))
+        x_T = method.initial_noise((rows, *op.in_shape), gens, ts)
         cost = priors.Cost()
         start = time.perf_counter()
         end = bar.n + steps  # the bar stops there, however many transitions a sampler makes

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -59,6 +61,20 @@ class Method:
     def times(self, steps: int) -> Tensor:
         """The method's time grid of ``steps`` steps on its prior's schedule."""
         return guided.time_grid(steps, self.grid, schedule=self.denoiser.schedule)
+
+    def initial_noise(
+        self,
+        shape: tuple[int, ...],
+        generator: GeneratorLike,
+        ts: Tensor,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """The run's start on the grid ``ts`` (:meth:`times`): :func:`guided.initial_noise` at
+        the grid's first time, which is below 1 on a ``linear_beta`` grid of a schedule
+        reaching past its top."""
+        return guided.initial_noise(
+            self.denoiser.schedule, shape, generator, t=float(ts[0]), dtype=dtype
+        )
 
     def __call__(
         self,
@@ -125,9 +141,7 @@ def run_seeded(
     from ``(seed, 2)``, as the bench and the tuning app draw them. Returns the output and
     None, or None and why the run diverged (it raised FloatingPointError, or returned NaN or
     infinity)."""
-    x_T = guided.initial_noise(
-        prior.schedule, (rows, *prior.shape), generators(seed, rows, 1), t=float(ts[0])
-    )
+    x_T = method.initial_noise((rows, *prior.shape), generators(seed, rows, 1), ts)
     try:
         x = method(x_T, ts, generators(seed, rows, 2), cost)
     except FloatingPointError as error:

@@ -59,9 +59,8 @@ def test_it_moves_steps_to_large_noise_levels_against_the_uniform_grid():
 def test_coinciding_times_and_a_missing_schedule_are_refused():
     with pytest.raises(ValueError, match="linear_beta.*schedule"):
         guided.time_grid(10, "linear_beta")
-    coarse = priors.EDMSchedule(
-        sigma_min=0.5
-    )  # the grid's last levels (0.045 at 100 steps) lie below
+    # the grid's last levels (0.045 at 100 steps) lie below this schedule's smallest
+    coarse = priors.EDMSchedule(sigma_min=0.5)
     with pytest.raises(ValueError, match="coincide"):
         guided.time_grid(100, "linear_beta", schedule=coarse)
     assert guided.time_grid(3, "linear_beta", schedule=coarse).diff().lt(0).all()
