@@ -59,7 +59,7 @@ import hydra
 import matplotlib
 import torch
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 import operators
 import priors
@@ -70,7 +70,7 @@ from experiments.shared.catalogue import tuned_method, tuned_settings
 from experiments.shared.data import held_out
 from experiments.shared.metrics import non_finite, scores
 from experiments.shared.report import progress, serve
-from experiments.shared.runs import launch, write_metrics
+from experiments.shared.runs import budgets, launch, write_metrics
 from experiments.shared.seeds import generators
 from experiments.shared.timing import peak_memory, timed, timed_pair
 
@@ -81,27 +81,11 @@ import matplotlib.pyplot as plt
 log = logging.getLogger(__name__)
 
 
-def budgets(cfg: DictConfig) -> list[int]:
-    """The step counts of ``steps`` (one number or a list), increasing; each at least 1."""
-    steps = cfg.steps
-    values = list(steps) if isinstance(steps, ListConfig | list | tuple) else [steps]
-    if not values:
-        raise ValueError("steps must name at least one budget, got an empty list")
-    out = []
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"steps must be integers >= 1, got {value!r}")
-        out.append(int(value))
-    if len(set(out)) != len(out):
-        raise ValueError(f"steps must not repeat a budget, got {out}")
-    return sorted(out)
-
-
 def _check(cfg: DictConfig) -> None:
     for key in ("images", "repeats", "threads", "samples"):
         if int(cfg[key]) < 1:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
-    budgets(cfg)
+    budgets(cfg.steps)
     if float(cfg.sigma_y) < 0:
         raise ValueError(f"sigma_y must be >= 0, got {cfg.sigma_y}")
     tuned_settings(cfg)
@@ -268,7 +252,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     torch.set_num_threads(int(cfg.threads))
     prior = priors.load(str(cfg.prior))
     truth = held_out(str(cfg.prior), int(cfg.images)).float()
-    steps = budgets(cfg)
+    steps = budgets(cfg.steps)
     results, ours = compare(cfg, prior, truth, steps)
     largest = steps[-1]
     floor_run = vjp_floor(cfg, prior, truth.shape[0], largest)

@@ -44,6 +44,7 @@ from priors.files import atomic_write_text
 
 __all__ = [
     "CONFIG",
+    "budgets",
     "check_against",
     "finished",
     "launch",
@@ -59,6 +60,22 @@ CONFIG = "run_config.json"
 _VOLATILE = ("resume",)
 #: Keys every app takes besides its own (``+resume=false``).
 _COMMON = ("hydra", "resume")
+
+
+def budgets(steps: Any) -> list[int]:
+    """The step counts of an app's ``steps`` (one number or a list), increasing; each an integer
+    of at least 1, none repeated."""
+    values = list(steps) if isinstance(steps, ListConfig | list | tuple) else [steps]
+    if not values:
+        raise ValueError("steps must name at least one budget, got an empty list")
+    out = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"steps must be integers >= 1, got {value!r}")
+        out.append(int(value))
+    if len(set(out)) != len(out):
+        raise ValueError(f"steps must not repeat a budget, got {out}")
+    return sorted(out)
 
 
 def write_metrics(metrics: dict[str, Any], out_dir: Path) -> None:

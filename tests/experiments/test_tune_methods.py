@@ -5,6 +5,8 @@ installed settings."""
 
 import math
 
+from unittest import mock
+
 import pytest
 import torch
 
@@ -27,7 +29,7 @@ def _cfg(*overrides):
     ):
         cfg = compose(
             "tune_methods",
-            overrides=["images=2", "steps=3", "threads=1", *overrides],
+            overrides=["images=2", "steps=[3]", "threads=1", *overrides],
         )
     keep = {"dps_taper": {"guidance": {"zeta": [30.0, 300.0, 3000.0]}},
             "ddrm": {"sampler": {"eta": [0.0, 1.0]}}}  # fmt: skip
@@ -266,3 +268,50 @@ def test_the_time_grid_is_a_setting_that_reaches_the_run(tmp_path):
     )
     with pytest.raises(ValueError, match="own time grid"):
         build_method(peer, prior, **runtime)
+
+
+@pytest.mark.filterwarnings("ignore::guided.DivergenceWarning")  # 2 and 3 steps
+def test_several_budgets_score_a_setting_by_its_mean_over_them(tmp_path):
+    """With steps=[2,3] each setting's PSNR is the mean of its PSNRs at 2 and at 3 steps (each
+    the single-budget trial's: the same draws), the choice follows that mean, a divergence at
+    either budget scores NaN and names the budget, and a bad list is refused before anything
+    runs."""
+    at = {s: tune_methods.run(_cfg(f"steps=[{s}]"), tmp_path / str(s)) for s in (2, 3)}
+    both = tune_methods.run(_cfg("steps=[3,2]"), tmp_path / "both")
+    assert both["steps"] == [2, 3]
+    trial = both["trials"]["dps_taper"]
+    for k, score in enumerate(trial["scores"]):
+        two, three = (at[s]["trials"]["dps_taper"]["scores"][k]["psnr"] for s in (2, 3))
+        assert two != pytest.approx(three, abs=1e-6)  # the budgets differ
+        assert score["psnr_per_budget"] == pytest.approx({"2": two, "3": three}, abs=1e-9)
+        assert score["psnr"] == pytest.approx((two + three) / 2, abs=1e-9)
+        assert score["nfe"] == 5  # 2 + 3 evaluations per sample
+    means = [s["psnr"] for s in trial["scores"]]
+    assert trial["best"] == trial["settings"][means.index(max(means))]
+    assert (
+        "2 and 3 steps (PSNR: the mean over the budgets)"
+        in (tmp_path / "both" / "table.md").read_text()
+    )
+
+    real = tune_methods.trial
+
+    def diverging_at_three(method, prior, truth, steps, *rest):
+        score = real(method, prior, truth, steps, *rest)
+        return score | {"psnr": math.nan, "diverged": "made up"} if steps == 3 else score
+
+    with mock.patch.object(tune_methods, "trial", diverging_at_three):
+        score = tune_methods.over_budgets(*_built(), [2, 3], 0)
+    assert math.isnan(score["psnr"]) and score["diverged"] == "3 steps: made up"
+    for bad in ("steps=[]", "steps=[3,3]", "steps=[0]"):
+        with pytest.raises(ValueError, match="steps"):
+            tune_methods.run(_cfg(bad), tmp_path / "bad")
+
+
+def _built():
+    """DPS with the taper, built for box inpainting of one training digit, with the prior and
+    the truth: the arguments :func:`tune_methods.trial` takes before the budget."""
+    cfg = _cfg()
+    prior, truth = priors.load("digits"), tuning("digits", 1)
+    op = build(cfg.tasks_available.box, in_shape=tuple(prior.shape))
+    method = build_method(cfg.methods.dps_taper, prior, op=op, y=op(truth.float()), sigma_y=0.05)
+    return method, prior, truth
