@@ -39,8 +39,12 @@ stays within 1 dB of the best over :math:`\zeta` at 25, 100 and 250 steps, a tes
 
 deepinv's ``deepinv.sampling.DPS`` (its DDPM solver on its variance-preserving SDE) is the
 untapered term with :math:`\zeta` = ``weight`` / 2 (its residual norm is taken on images in
-[0, 1]) under DDPM on the ``"linear_beta"`` grid of :func:`~guided.time_grid`; from the same
-start the two loops take the same steps (``tests/experiments/test_peers.py``).
+[0, 1]) on the ``"linear_beta"`` grid of :func:`~guided.time_grid`, its solver the ancestral
+step with the posterior variance, as :class:`~guided.DDPM` is. With the deterministic step
+(DDIM) on both sides the two loops take the same steps from the same start
+(``tests/experiments/test_peers.py``); under DDPM each package draws the ancestral noise from
+its own generator, so their samples differ by those draws (that the noise levels agree is
+not tested).
 
 Two forms:
 
