@@ -158,13 +158,15 @@ def over_budgets(
     alike), ``psnr_per_budget`` holds each budget's PSNR, and the network evaluations, VJPs and
     wall time are the trial's totals over the budgets; a divergence at any budget scores NaN,
     says at which budget, and the larger budgets are not run."""
+    if len(steps_list) == 1:
+        return trial(method, prior, truth, steps_list[0], seed, seeds)
     each: dict[int, dict[str, Any]] = {}
+    diverged = None
     for steps in steps_list:
         each[steps] = trial(method, prior, truth, steps, seed, seeds)
-        if len(steps_list) > 1 and not math.isfinite(each[steps]["psnr"]):
+        if not math.isfinite(each[steps]["psnr"]):
+            diverged = f"{steps} steps: {each[steps].get('diverged', 'PSNR not finite')}"
             break
-    if len(steps_list) == 1:
-        return each[steps_list[0]]
     runs = list(each.values())
     score: dict[str, Any] = {
         "psnr": sum(t["psnr"] for t in runs) / len(runs),
@@ -174,10 +176,8 @@ def over_budgets(
         "wall_s": sum(t["wall_s"] for t in runs),
         "psnr_per_budget": {str(steps): t["psnr"] for steps, t in each.items()},
     }
-    if len(each) < len(steps_list) or not math.isfinite(score["psnr"]):
-        steps, last = next((s, t) for s, t in each.items() if not math.isfinite(t["psnr"]))
-        why = last.get("diverged", "PSNR not finite")
-        score |= {"psnr": math.nan, "ssim": math.nan, "diverged": f"{steps} steps: {why}"}
+    if diverged is not None:
+        score |= {"psnr": math.nan, "ssim": math.nan, "diverged": diverged}
     return score
 
 
