@@ -42,9 +42,12 @@ untapered term with :math:`\zeta` = ``weight`` / 2 (its residual norm is taken o
 [0, 1]) on the ``"linear_beta"`` grid of :func:`~guided.time_grid`, its solver the ancestral
 step with the posterior variance, as :class:`~guided.DDPM` is. With the deterministic step
 (DDIM) on both sides the two loops take the same steps from the same start
-(``tests/experiments/test_peers.py``); under DDPM each package draws the ancestral noise from
-its own generator, so their samples differ by those draws (that the noise levels agree is
-not tested).
+(``tests/experiments/test_peers.py``). deepinv's DPS clips its denoised estimate to [-1, 1]
+in its [0, 1] units at every step, [-3, 1] in ours: at white only, so where the estimate
+passes white its steps differ from ours by thousandths (unguided, 25 steps, 64 samples: at
+most 0.0034), and its output never passes white. Under DDPM each package draws the ancestral
+noise from its own generator, at the same level (the spread of DDPM about DDIM agrees within
+3%, tested).
 
 Two forms:
 

@@ -19,10 +19,13 @@ which tends to :math:`v` at high noise and to :math:`\bar\sigma_t^2 = \sigma_t^2
 at low noise whatever :math:`v`; with ``variance=v`` the term uses it, and for a prior
 :math:`\mathcal{N}(\mu, v I)` it is again exact (tested). It was meant as a step size that
 carries across budgets where the ``weight`` does not (a weight lengthens the low-noise steps
-too, where :math:`r_t^2` is already right), but measured it does not carry either: on digits
-box inpainting, tuned at 100 steps, the weight (7.5) gives 26.1 dB at 100 steps and 9.7 at
-25, the variance (0.02) 25.0 and 16.1 (``docs/methods/pigdm.md``). This is our
-parameterisation; the paper uses :math:`v = 1` and a weight.
+too, where :math:`r_t^2` is already right). On the uniform time grid it does not carry
+either: on digits box inpainting, tuned at 100 steps, the weight (7.5) gives 26.1 dB at 100
+steps and 9.7 at 25, the variance (0.02) 25.0 and 16.1. On deepinv's grid
+(:func:`~guided.time_grid` with ``"linear_beta"``, finer at high noise) it does, on digits SR x4:
+:math:`v = 0.03` gives 25.1 and 24.8 dB at 25 and 100 steps on the tuning images
+(``docs/methods/pigdm.md``). This is our parameterisation; the paper uses :math:`v = 1` and a
+weight.
 
 References:
     | Pseudoinverse-Guided Diffusion Models for Inverse Problems (Song et al., 2023)

@@ -61,6 +61,7 @@ import torch
 
 from omegaconf import DictConfig
 
+import checks
 import operators
 import priors
 
@@ -83,11 +84,9 @@ log = logging.getLogger(__name__)
 
 def _check(cfg: DictConfig) -> None:
     for key in ("images", "repeats", "threads", "samples"):
-        if int(cfg[key]) < 1:
-            raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
+        checks.integer(cfg[key], key, low=1)
     budgets(cfg.steps)
-    if float(cfg.sigma_y) < 0:
-        raise ValueError(f"sigma_y must be >= 0, got {cfg.sigma_y}")
+    checks.number(cfg.sigma_y, "sigma_y", low=0)
     tuned_settings(cfg)
     if cfg.task not in cfg.tasks_available:
         raise ValueError(f"unknown task {cfg.task!r}; available: {list(cfg.tasks_available)}")

@@ -8,8 +8,9 @@ deepinv's loops by the same sweep, on images that are never scored.
 Each method of ``grids`` (a key of the method catalogue) has a grid written like its node with
 lists at the leaves (``grids.dps_taper.guidance.zeta=[100,300,1000]``); every combination of
 it (at most ``max_trials``, the same bound for every method, ours and the peer's) restores
-``images`` images of the prior's *training* split (:func:`experiments.shared.data.tuning`: the
-held-out images that the bench and restore apps score are never seen) from one measurement
+``images`` images of the prior's *training* split, or with ``split=validation`` of its held-out
+split less the ``scored`` images the bench scores (:func:`experiments.shared.data.tuning`:
+the held-out images that the bench and restore apps score are never seen) from one measurement
 (``task``, ``sigma_y``) in ``steps`` steps, from each of ``seeds`` noise seeds. ``steps`` may
 list several budgets (``'steps=[25,100]'``): each setting then restores at every one of them and
 is scored by its mean PSNR over the budgets, each weighing alike, so a setting that is best at
@@ -104,8 +105,10 @@ def grids(cfg: DictConfig) -> dict[str, tuple[dict[str, list[Any]], list[dict[st
 
 
 def _check(cfg: DictConfig) -> None:
-    for key in ("images", "threads", "seeds"):
+    for key in ("images", "threads", "seeds", "scored"):
         checks.integer(cfg[key], key, low=1)
+    if cfg.split not in ("train", "validation"):
+        raise ValueError(f"split must be 'train' or 'validation', got {cfg.split!r}")
     budgets(cfg.steps)
     checks.number(cfg.sigma_y, "sigma_y", low=0)
     if cfg.task not in cfg.tasks_available:
@@ -189,7 +192,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     sigma_y, seed, seeds = float(cfg.sigma_y), int(cfg.seed), int(cfg.seeds)
     steps = budgets(cfg.steps)
     prior = priors.load(prior_name)
-    truth = tuning(prior_name, int(cfg.images))
+    truth = tuning(prior_name, int(cfg.images), str(cfg.split), int(cfg.scored))
     op = build(cfg.tasks_available[task], in_shape=tuple(prior.shape))
     g = torch.Generator().manual_seed(seed)
     clean = op(truth.float())

@@ -127,7 +127,8 @@ def test_non_finite_output_is_named_not_clamped_into_a_score():
     [("task=blur9", "unknown task"), ("steps=[0]", "steps"), ("sigma_y=-0.1", "sigma_y"),
      ("pairs.dps.theirs=nope", "unknown methods"), ("samples=0", "samples"),
      ("steps=[]", "at least one"), ("steps=[4,4]", "repeat"), ("steps=[4,2.5]", "integers"),
-     ("steps=true", "integers"), ("settings=best", "settings must be")],
+     ("steps=true", "integers"), ("settings=best", "settings must be"),
+     ("images=2.5", "images must be an integer"), ("sigma_y=inf", "sigma_y")],
 )  # fmt: skip
 def test_bad_configs_are_refused(tmp_path, override, match):
     with pytest.raises(ValueError, match=match):

@@ -155,3 +155,44 @@ def test_deepinvs_dps_is_our_dps_on_its_linear_beta_grid():
     unguided = guided.DDIM()(prior, x_T, ts)
     assert (ours - unguided).abs().max() > 0.1  # the guidance moves the sample
     assert torch.allclose(ours, theirs, atol=1e-5), float((ours - theirs).abs().max())
+
+
+def test_deepinvs_dps_draws_its_noise_at_our_level_and_clips_at_white():
+    """Unguided (weight 0), 25 steps, 64 samples on the ``linear_beta`` grid: deepinv's DDPM
+    and our DDPM move their samples from the deterministic path by the same amount (the
+    ancestral noise is drawn at one level: a level off by a factor would show here, where the
+    equivalence test above runs the deterministic steps only). deepinv's DPS clips its
+    denoised estimate to [-1, 1] in its [0, 1] units at every step, which in ours is [-3, 1]:
+    it clips at white only, its output never passes white while ours does, and its steps
+    differ from ours by a few thousandths where the estimate passed white (the apps' scores
+    clamp both to the data range)."""
+    prior, op, y = _problem()
+    steps, n = 25, 64
+    ts = guided.time_grid(steps, "linear_beta", schedule=prior.schedule)
+    x_T = guided.initial_noise(
+        prior.schedule, (n, *prior.shape), torch.Generator().manual_seed(3), t=float(ts[0])
+    )
+    physics = operators.as_deepinv(op, 0.05, dtype=torch.float32)
+
+    def theirs(solver):
+        loop = deepinv.sampling.DPS(
+            DeepinvDenoiser(prior), solver=solver, weight=0.0, dtype=torch.float32
+        )
+        y01 = operators.measurement_to_deepinv(op, y.expand(n, *y.shape[1:]))
+        return (2 * loop(y01, physics, x_init=x_T) - 1).detach()
+
+    tt = torch.linspace(1, 0, steps + 1)
+    det = guided.DDIM()(prior, x_T, ts)
+    ours = guided.DDPM()(prior, x_T, ts, generator=torch.Generator().manual_seed(1))
+    det_theirs = theirs(deepinv.sampling.DDIMSolver(timesteps=tt))
+    ddpm_theirs = theirs(
+        deepinv.sampling.DDPMSolver(timesteps=tt, rng=torch.Generator().manual_seed(2))
+    )
+    assert float(det.max()) > 1.05 and float(det_theirs.max()) <= 1  # clipped at white
+    assert float(det_theirs.min()) < -1.05  # and not at black
+    assert torch.allclose(det.clamp(max=1), det_theirs, atol=5e-3)
+    spread = float((ours.clamp(-1, 1) - det.clamp(-1, 1)).std())  # clamped, for the clip
+    ddpm_theirs, det_theirs = ddpm_theirs.clamp(-1, 1), det_theirs.clamp(-1, 1)
+    spread_theirs = float((ddpm_theirs - det_theirs).std())
+    assert spread > 0.3  # the draws move the samples
+    assert spread_theirs == pytest.approx(spread, rel=0.03), (spread, spread_theirs)

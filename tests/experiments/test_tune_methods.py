@@ -20,7 +20,7 @@ import priors
 from experiments.benchmarks import bench, tune_methods
 from experiments.shared import catalogue
 from experiments.shared.build import build, build_method
-from experiments.shared.data import held_out, tuning
+from experiments.shared.data import DATA, held_out, tuning
 
 
 def _cfg(*overrides):
@@ -108,11 +108,37 @@ def test_bad_grids_are_refused_before_anything_runs(tmp_path, grids, match):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("override", "match"), [("split=test", "split must be"), ("scored=0", "scored")]
+)
+def test_bad_splits_are_refused_before_anything_runs(tmp_path, override, match):
+    with pytest.raises(ValueError, match=match):
+        tune_methods.run(_cfg(override), tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def _same(a, b):
+    """Which rows of ``a`` equal some row of ``b``."""
+    return ((a[:, None] - b[None]).flatten(2).abs().amax(-1) == 0).any(1)
+
+
 def test_tuning_images_are_never_held_out_images():
     for prior in ("digits", "textures"):
-        tuned, scored = tuning(prior, 16), held_out(prior, 64)
-        same = (tuned[:, None] - scored[None]).flatten(2).abs().amax(-1) == 0
-        assert not bool(same.any())
+        assert not bool(_same(tuning(prior, 16), held_out(prior, 64)).any())
+
+
+def test_validation_images_are_held_out_images_the_bench_does_not_score():
+    for prior in ("digits", "textures"):
+        split = DATA[prior]("test").evaluation()[0].double()
+        for scored in (8, 16):
+            tuned = tuning(prior, 12, "validation", scored)
+            assert bool(_same(tuned, split).all())  # held out from the prior's training
+            assert not bool(_same(tuned, held_out(prior, scored)).any())
+    n = len(DATA["digits"]("test").evaluation()[0])
+    with pytest.raises(ValueError, match=f"{n - 16} held-out images are not scored"):
+        tuning("digits", n, "validation", 16)
+    with pytest.raises(ValueError, match="split must be"):
+        tuning("digits", 4, "test")
 
 
 def test_the_bench_restores_with_the_installed_settings(tmp_path):
