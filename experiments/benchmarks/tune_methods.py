@@ -107,8 +107,6 @@ def grids(cfg: DictConfig) -> dict[str, tuple[dict[str, list[Any]], list[dict[st
 def _check(cfg: DictConfig) -> None:
     for key in ("images", "threads", "seeds", "scored"):
         checks.integer(cfg[key], key, low=1)
-    if cfg.split not in ("train", "validation"):
-        raise ValueError(f"split must be 'train' or 'validation', got {cfg.split!r}")
     budgets(cfg.steps)
     checks.number(cfg.sigma_y, "sigma_y", low=0)
     if cfg.task not in cfg.tasks_available:
@@ -187,12 +185,12 @@ def over_budgets(
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     _check(cfg)
     searched = grids(cfg)
-    torch.set_num_threads(int(cfg.threads))
     prior_name, task = str(cfg.prior), str(cfg.task)
+    truth = tuning(prior_name, int(cfg.images), str(cfg.split), int(cfg.scored))  # checks split
+    torch.set_num_threads(int(cfg.threads))
     sigma_y, seed, seeds = float(cfg.sigma_y), int(cfg.seed), int(cfg.seeds)
     steps = budgets(cfg.steps)
     prior = priors.load(prior_name)
-    truth = tuning(prior_name, int(cfg.images), str(cfg.split), int(cfg.scored))
     op = build(cfg.tasks_available[task], in_shape=tuple(prior.shape))
     g = torch.Generator().manual_seed(seed)
     clean = op(truth.float())

@@ -31,17 +31,18 @@ from torch import Tensor
 
 import checks
 
-from experiments.shared.photographs import Photographs, evenly_spaced
+from experiments.shared.photographs import Photographs, evenly_spaced, spaced_indices
 
 __all__ = ["TEXTURES", "Digits", "Textures", "held_out", "tuning"]
 
 TEXTURES = ("brick", "grass", "gravel")
 SPLITS = ("train", "test")
+TUNING_SPLITS = ("train", "validation")  #: the splits :func:`tuning` draws from
 
 
-def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+def _check_split(split: str, accepted: tuple[str, ...] = SPLITS) -> str:
+    if split not in accepted:
+        raise ValueError(f"split must be one of {accepted}, got {split!r}")
     return split
 
 
@@ -188,14 +189,11 @@ def tuning(name: str, images: int, split: str = "train", scored: int = 16) -> Te
       pick other images, which may overlap these)."""
     if name not in DATA:
         raise ValueError(f"prior must be one of {sorted(DATA)} (shipped), got {name!r}")
-    if split == "train":
+    if _check_split(split, TUNING_SPLITS) == "train":
         return evenly_spaced(DATA[name]("train").evaluation()[0], images, "images").double()
-    if split != "validation":
-        raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
     x = DATA[name]("test").evaluation()[0]
-    scored = checks.integer(scored, "scored", low=1, high=len(x))
-    taken = torch.linspace(0, len(x) - 1, scored).round().long()
     rest = torch.ones(len(x), dtype=torch.bool)
-    rest[taken] = False
+    scored = checks.integer(scored, "scored")
+    rest[spaced_indices(len(x), scored, "scored")] = False  # the images of held_out(name, scored)
     where = f" ({int(rest.sum())} held-out images are not scored at scored={scored})"
     return evenly_spaced(x[rest], images, "images", where).double()

@@ -107,12 +107,18 @@ def grid_crops(image: Tensor, side: int, stride: int | None = None) -> Tensor:
     )
 
 
+def spaced_indices(n: int, count: int, name: str, where: str = "") -> Tensor:
+    """The indices of ``count`` of ``n`` rows evenly spaced from the first to the last;
+    ``count`` (the setting ``name``) must lie in [1, n]."""
+    if not 1 <= count <= n:
+        raise ValueError(f"{name} must lie in [1, {n}]{where}, got {count}")
+    return torch.linspace(0, n - 1, count).round().long()
+
+
 def evenly_spaced(x: Tensor, count: int, name: str, where: str = "") -> Tensor:
-    """``count`` rows of ``x`` evenly spaced from the first to the last; ``count`` (the
-    setting ``name``) must lie in [1, len(x)]."""
-    if not 1 <= count <= len(x):
-        raise ValueError(f"{name} must lie in [1, {len(x)}]{where}, got {count}")
-    return x[torch.linspace(0, len(x) - 1, count).round().long()]
+    """``count`` rows of ``x`` evenly spaced from the first to the last
+    (:func:`spaced_indices`)."""
+    return x[spaced_indices(len(x), count, name, where)]
 
 
 @cache
