@@ -242,6 +242,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "sigma_y": sigma_y,
         "steps": steps,
         "images": int(cfg.images),
+        "split": str(cfg.split),
         "seeds": seeds,
         "trials": trials,
         "tuned": tuned,
@@ -258,10 +259,12 @@ def table(metrics: dict[str, Any]) -> str:
         if len(steps) == 1
         else f"{' and '.join(map(str, steps))} steps (PSNR: the mean over the budgets)"
     )
+    split = metrics.get("split", "train")  # metrics written before the split was recorded
+    images = "training" if split == "train" else split
     lines = [
         (
             f"{metrics['prior']} prior, task {metrics['task']}, sigma_y {metrics['sigma_y']:g}, "
-            f"{budget}, {metrics['images']} training images, "
+            f"{budget}, {metrics['images']} {images} images, "
             f"{metrics.get('seeds', 1)} noise seed(s)"
         ),
         "",

@@ -127,6 +127,12 @@ def test_tuning_images_are_never_held_out_images():
         assert not bool(_same(tuning(prior, 16), held_out(prior, 64)).any())
 
 
+def test_a_validation_run_says_so(tmp_path):
+    metrics = tune_methods.run(_cfg("split=validation"), tmp_path)
+    assert metrics["split"] == "validation"
+    assert "2 validation images" in (tmp_path / "table.md").read_text()
+
+
 def test_validation_images_are_held_out_images_the_bench_does_not_score():
     for prior in ("digits", "textures"):
         split = DATA[prior]("test").evaluation()[0].double()
