@@ -25,17 +25,22 @@ of the log noise level. Near pure noise that shift is as large as the prior's sp
 :math:`\zeta`, and a coarse grid carries all of it in one step: on the cosine schedule with
 10 uniform steps the first step goes from :math:`\bar\sigma = 1000` to 6.3 with a share of
 1, which is why a :math:`\zeta` tuned at 100 steps fails at 25 (measured on digits, box
-inpainting: 26.8 dB at 100 steps, 19.1 at 25, at :math:`\zeta = 100`). With ``taper=True``
-the step is weighted by the signal fraction of :math:`x_t`,
+inpainting: 26.8 dB at 100 steps, 19.1 at 25, at :math:`\zeta = 100`). With ``taper``
+:math:`= p > 0` the step is weighted by a power of the signal fraction of :math:`x_t`,
 
-.. math:: \zeta_t = \zeta\, w_t, \qquad w_t = \frac{\alpha_t^2}{\alpha_t^2 + \sigma_t^2} = 1 -
+.. math:: \zeta_t = \zeta\, w_t^p, \qquad w_t = \frac{\alpha_t^2}{\alpha_t^2 + \sigma_t^2} = 1 -
     r_t^2
 
 (:math:`r_t^2` is :class:`~guided.PiGDM`'s posterior variance of unit-variance data), which
-is 0 where :math:`x_t` carries no signal and 1 where the noise is small. This is our
-parameterisation, not the paper's: on digits box inpainting one value (:math:`\zeta = 300`)
-stays within 1 dB of the best over :math:`\zeta` at 25, 100 and 250 steps, a test checks it
-(``tests/experiments/test_dps_budgets.py``); the figures are in ``docs/methods/dps.md``.
+is 0 where :math:`x_t` carries no signal and 1 where the noise is small; :math:`p = 1` is
+the full taper, :math:`0 < p < 1` a softer one that keeps more of the early steps, and
+``taper=0`` (the default) none. This is our parameterisation, not the paper's: on digits box
+inpainting one value (:math:`\zeta = 300`, :math:`p = 1`) stays within 1 dB of the best over
+:math:`\zeta` at 25, 100 and 250 steps, a test checks it
+(``tests/experiments/test_dps_budgets.py``); the figures are in ``docs/methods/dps.md``. On
+digits SR x4 the untapered step on deepinv's ``"linear_beta"`` grid (below) carried from 25
+to 100 steps and scored more than the tapered one; ``experiments.benchmarks.tune_methods``
+chooses the grid and :math:`p` per prior and task.
 
 deepinv's ``deepinv.sampling.DPS`` (its DDPM solver on its variance-preserving SDE) is the
 untapered term with :math:`\zeta` = ``weight`` / 2 (its residual norm is taken on images in
@@ -104,9 +109,10 @@ class DPS(Guidance):
         zeta: The normalised step :math:`\zeta`; None for the likelihood score
             :math:`-\nabla \lVert y - A \hat x \rVert^2 / 2\sigma_y^2`.
         weight: A multiplier of the term.
-        taper: Weight the normalised step by the signal fraction :math:`\alpha_t^2 /
-            (\alpha_t^2 + \sigma_t^2)` (see the module), so that one :math:`\zeta` carries
-            across step counts; only with ``zeta`` (keyword only).
+        taper: The exponent :math:`p \ge 0` of the signal fraction :math:`w_t = \alpha_t^2 /
+            (\alpha_t^2 + \sigma_t^2)` that weights the normalised step, :math:`\zeta\,
+            w_t^p` (see the module): 0 (the default) for none, 1 for the full taper; above 0
+            only with ``zeta`` (keyword only).
     """
 
     def __init__(
@@ -117,7 +123,7 @@ class DPS(Guidance):
         zeta: float | None = None,
         weight: float = 1.0,
         *,
-        taper: bool = False,
+        taper: float = 0.0,
     ) -> None:
         super().__init__()
         self.y = check_measurement(op, y, sigma_y)
@@ -130,12 +136,11 @@ class DPS(Guidance):
             raise ValueError("DPS with zeta=None is the likelihood score and needs sigma_y > 0")
         if zeta is not None:
             zeta = checks.number(zeta, "zeta", low=0)
-        if not isinstance(taper, bool):
-            raise TypeError(f"taper must be True or False, got {taper!r}")
-        if taper and zeta is None:
+        taper = checks.number(taper, "taper", low=0)
+        if taper > 0 and zeta is None:
             raise ValueError(
-                "taper weights the normalised step: give zeta (taper=True with zeta=None, the "
-                "likelihood score, would change the likelihood)"
+                f"taper weights the normalised step: give zeta (taper={taper:g} with zeta=None, "
+                "the likelihood score, would change the likelihood)"
             )
         self.op, self.zeta, self.taper = op, zeta, taper
         self.sigma_y = None if sigma_y is None else float(sigma_y)
@@ -170,9 +175,9 @@ class DPS(Guidance):
             return self.weight * self.score_scale() * direction
         norm = batch_dot(residual, weighted).clamp_min(1e-30).sqrt()
         step = self.weight * self.zeta / norm
-        if self.taper:
+        if self.taper > 0:
             alpha_t, sigma_t = schedule(t)
-            step = step * (alpha_t**2 / (alpha_t**2 + sigma_t**2)).to(step)
+            step = step * (alpha_t**2 / (alpha_t**2 + sigma_t**2)).to(step) ** self.taper
         return direction * append_dims(step, x_hat.ndim)
 
 

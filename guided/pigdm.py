@@ -25,7 +25,8 @@ steps and 9.7 at 25, the variance (0.02) 25.0 and 16.1. On deepinv's grid
 (:func:`~guided.time_grid` with ``"linear_beta"``, finer at high noise) it does, on digits SR x4:
 :math:`v = 0.03` gives 25.1 and 24.8 dB at 25 and 100 steps on the tuning images
 (``docs/methods/pigdm.md``). This is our parameterisation; the paper uses :math:`v = 1` and a
-weight.
+weight, and deepinv's ``PiGDMDataFidelity`` the :math:`r_t^2` of unit-variance data on images
+in [0, 1], which is :math:`v = 4` in our [-1, 1] units, with a weight.
 
 References:
     | Pseudoinverse-Guided Diffusion Models for Inverse Problems (Song et al., 2023)

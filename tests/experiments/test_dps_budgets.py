@@ -16,7 +16,7 @@ from experiments.shared.tasks import box_inpainting
 
 def _psnr_at(prior, op, y, truth, zeta, steps):
     rows = truth.shape[0]
-    denoiser = guided.GuidedDenoiser(prior, guided.DPS(op, y, 0.05, zeta=zeta, taper=True))
+    denoiser = guided.GuidedDenoiser(prior, guided.DPS(op, y, 0.05, zeta=zeta, taper=1.0))
     x_T = guided.initial_noise(prior.schedule, (rows, *prior.shape), generators(0, rows, 1))
     x = guided.DDPM()(denoiser, x_T, guided.time_grid(steps), generator=generators(0, rows, 2))
     return float(psnr(x.double().clamp(-1, 1), truth.double()).mean())
