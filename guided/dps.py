@@ -54,6 +54,14 @@ most 0.0034), and its output never passes white. Under DDPM each package draws t
 noise from its own generator, at the same level (the spread of DDPM about DDIM agrees within
 3%, tested).
 
+**Clamping the estimate.** With ``clip=(lo, hi)`` the term clamps :math:`\hat x` to the range
+before the residual, so no guidance passes through a clamped pixel: ``clip=(-3, 1)`` is
+deepinv's clamp, ``clip=(-1, 1)`` the authors' (their configuration sets ``clip_denoised:
+True``, and the estimate their measurement step takes is the clamped one,
+``guided_diffusion/posterior_mean_variance.py``; they clamp the estimate of the DDPM mean as
+well, which here is the sampler's, unclamped). Unclamped is the default, the likelihood
+approximation as written.
+
 Two forms:
 
 - :class:`DPS`, a :class:`~guided.guidance.Guidance` term in the Tweedie form: with
@@ -113,6 +121,10 @@ class DPS(Guidance):
             (\alpha_t^2 + \sigma_t^2)` that weights the normalised step, :math:`\zeta\,
             w_t^p` (see the module): 0 (the default) for none, 1 for the full taper; above 0
             only with ``zeta`` (keyword only).
+        clip: A range :math:`(lo, hi)` that :math:`\hat x` is clamped to before the residual,
+            so that no guidance passes through a clamped pixel (the clamp's derivative is 0
+            there); None (the default) for none (keyword only). The authors' code clamps to
+            the data range, [-1, 1]; deepinv's DPS to [-3, 1] in our units (see the module).
     """
 
     def __init__(
@@ -124,6 +136,7 @@ class DPS(Guidance):
         weight: float = 1.0,
         *,
         taper: float = 0.0,
+        clip: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         self.y = check_measurement(op, y, sigma_y)
@@ -142,6 +155,7 @@ class DPS(Guidance):
                 f"taper weights the normalised step: give zeta (taper={taper:g} with zeta=None, "
                 "the likelihood score, would change the likelihood)"
             )
+        self.clip = None if clip is None else _check_clip(clip)
         self.op, self.zeta, self.taper = op, zeta, taper
         self.sigma_y = None if sigma_y is None else float(sigma_y)
         self.weight = checks.number(weight, "weight", low=0)
@@ -168,9 +182,16 @@ class DPS(Guidance):
 
     def vector(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
         x_hat = x_hat.detach()
+        inside = None
+        if self.clip is not None:
+            lo, hi = self.clip
+            inside = (x_hat >= lo) & (x_hat <= hi)
+            x_hat = x_hat.clamp(lo, hi)
         residual = self.y.to(x_hat.dtype) - self.op(x_hat)
         weighted = self.residual_weights() * residual
         direction = self.direction(x_hat, weighted)
+        if inside is not None:
+            direction = direction * inside
         if self.zeta is None:
             return self.weight * self.score_scale() * direction
         norm = batch_dot(residual, weighted).clamp_min(1e-30).sqrt()
@@ -179,6 +200,17 @@ class DPS(Guidance):
             alpha_t, sigma_t = schedule(t)
             step = step * (alpha_t**2 / (alpha_t**2 + sigma_t**2)).to(step) ** self.taper
         return direction * append_dims(step, x_hat.ndim)
+
+
+def _check_clip(clip: Any) -> tuple[float, float]:
+    """``clip`` as a pair ``(lo, hi)`` of finite numbers with ``lo < hi``."""
+    if isinstance(clip, str | bytes) or not hasattr(clip, "__len__") or len(clip) != 2:
+        raise TypeError(f"clip must be a pair (lo, hi) of finite numbers or None, got {clip!r}")
+    lo = checks.number(clip[0], "clip[0]")
+    hi = checks.number(clip[1], "clip[1]")
+    if not lo < hi:
+        raise ValueError(f"clip must be a range (lo, hi) with lo < hi, got ({lo:g}, {hi:g})")
+    return lo, hi
 
 
 class PoissonDPS(DPS):

@@ -61,3 +61,45 @@ def test_a_taper_that_is_not_a_finite_exponent_at_least_0_is_refused(taper, erro
     op, _, y = _problem()
     with pytest.raises(error, match="taper must be a finite number >= 0"):
         guided.DPS(op, y, 0.05, zeta=1.0, taper=taper)
+
+
+def test_the_clip_clamps_the_estimate_and_stops_the_guidance_at_clamped_pixels():
+    """With ``clip`` the term is the unclipped term of the clamped estimate, zero at the
+    pixels the clamp moved (its derivative there); a clip wider than the estimate is none."""
+    op, prior, y = _problem()
+    t = torch.tensor([0.2, 0.5, 0.9])
+    x_t = 3 * torch.randn(3, 5, generator=torch.Generator().manual_seed(2), dtype=F64)
+    x_hat = prior(x_t, t)
+    lo, hi = -0.5, 0.5
+    inside = (x_hat >= lo) & (x_hat <= hi)
+    assert bool(inside.any()) and not bool(inside.all())  # both kinds of pixel are checked
+    clipped = guided.DPS(op, y, 0.05, zeta=3.0, clip=(lo, hi)).vector(
+        x_t, t, x_hat, prior.schedule
+    )
+    plain = guided.DPS(op, y, 0.05, zeta=3.0).vector(x_t, t, x_hat.clamp(lo, hi), prior.schedule)
+    torch.testing.assert_close(clipped, plain * inside, rtol=1e-12, atol=0)
+    assert bool((clipped[~inside] == 0).all()) and bool((clipped[inside] != 0).all())
+    wide = guided.DPS(op, y, 0.05, zeta=3.0, clip=(-1e6, 1e6)).vector(
+        x_t, t, x_hat, prior.schedule
+    )
+    unclipped = guided.DPS(op, y, 0.05, zeta=3.0).vector(x_t, t, x_hat, prior.schedule)
+    torch.testing.assert_close(wide, unclipped, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("clip", "error", "match"),
+    [
+        ((1.0, -1.0), ValueError, "lo < hi"),
+        ((0.5, 0.5), ValueError, "lo < hi"),
+        ((-1.0, float("nan")), ValueError, r"clip\[1\]"),
+        ((float("-inf"), 1.0), ValueError, r"clip\[0\]"),
+        ((-1.0,), TypeError, "pair"),
+        ("-1,1", TypeError, "pair"),
+        (1.0, TypeError, "pair"),
+        ((True, 1.0), TypeError, r"clip\[0\]"),
+    ],
+)
+def test_a_clip_that_is_not_a_finite_range_is_refused(clip, error, match):
+    op, _, y = _problem()
+    with pytest.raises(error, match=match):
+        guided.DPS(op, y, 0.05, zeta=1.0, clip=clip)
