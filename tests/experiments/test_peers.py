@@ -12,6 +12,7 @@ import operators
 import priors
 
 from experiments.shared import peers
+from experiments.shared.data import held_out
 from priors.adapters import DeepinvDenoiser
 
 
@@ -155,6 +156,51 @@ def test_deepinvs_dps_is_our_dps_on_its_linear_beta_grid():
     unguided = guided.DDIM()(prior, x_T, ts)
     assert (ours - unguided).abs().max() > 0.1  # the guidance moves the sample
     assert torch.allclose(ours, theirs, atol=1e-5), float((ours - theirs).abs().max())
+
+
+class _ClippedAtWhite(priors.Wrapper):
+    """The prior's estimate clamped to [-3, 1], deepinv's DPS clip ([-1, 1] in its [0, 1]
+    units), which deepinv applies to the estimate its step takes as well as to its residual."""
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
+        return self.prior(x_t, t, **cond).clamp(-3.0, 1.0)
+
+
+def test_deepinvs_dps_is_our_dps_under_ddpm_given_the_same_noise():
+    """The stochastic loops too: our DDPM with DPS (zeta = weight / 2, ``linear_beta`` grid)
+    and deepinv's DPS with its DDPM solver, drawing from generators with the same seed (both
+    draw one standard normal tensor of the batch's shape per step, in the same order), take
+    the same steps, once our estimate is clamped where deepinv clamps its own. So a difference
+    between the two packages' DPS scores at the same setting is the luck of the draws, not the
+    loop (on digits SR x4 one seed's PSNR of 16 images varies by about 0.4 dB across seeds)."""
+    prior = priors.load("digits")
+    x = held_out("digits", 1).float()  # a digit: its estimate passes white, where the clamps bite
+    g = torch.Generator().manual_seed(0)
+    op = operators.Inpainting(torch.rand(prior.shape, generator=g) > 0.5)
+    y = op(x) + 0.05 * torch.randn(op(x).shape, generator=g)
+    steps, weight, rows = 10, 40.0, 3
+    ts = guided.time_grid(steps, "linear_beta", schedule=prior.schedule)
+    x_T = guided.initial_noise(
+        prior.schedule, (rows, *prior.shape), torch.Generator().manual_seed(3), t=float(ts[0])
+    )
+    term = guided.DPS(op, y, 0.05, zeta=weight / 2)
+
+    def ours(seed: int, clipped: bool = True) -> torch.Tensor:
+        denoiser = guided.GuidedDenoiser(_ClippedAtWhite(prior) if clipped else prior, term)
+        return guided.DDPM()(denoiser, x_T, ts, generator=torch.Generator().manual_seed(seed))
+
+    solver = deepinv.sampling.DDPMSolver(
+        timesteps=torch.linspace(1, 0, steps + 1), rng=torch.Generator().manual_seed(5)
+    )
+    loop = deepinv.sampling.DPS(
+        DeepinvDenoiser(prior), solver=solver, weight=weight, dtype=torch.float32
+    )
+    physics = operators.as_deepinv(op, 0.05, dtype=torch.float32)
+    y01 = operators.measurement_to_deepinv(op, y.expand(rows, *y.shape[1:]))
+    theirs = 2 * loop(y01, physics, x_init=x_T).detach() - 1
+    assert (ours(5) - ours(6)).abs().max() > 0.1  # the draws move the samples
+    assert torch.allclose(ours(5), theirs, atol=1e-4), float((ours(5) - theirs).abs().max())
+    assert (ours(5, clipped=False) - theirs).abs().max() > 1e-3  # the clamp is what remains
 
 
 def test_deepinvs_dps_draws_its_noise_at_our_level_and_clips_at_white():
