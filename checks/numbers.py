@@ -1,10 +1,11 @@
 r"""Numbers given as arguments: one policy (see the package).
 
 :func:`number` returns a Python ``float`` within a stated range, :func:`integer` a Python
-``int``, :func:`flag` a ``bool``; each raises a ``TypeError`` for a value of the wrong kind
-(a string, a bool where a number is meant, a complex number, a tensor with more than one
-element) and a ``ValueError`` for a value out of range (NaN and infinities included), and
-both messages name the argument, the accepted kind and range, and the value received.
+``int``, :func:`flag` a ``bool``, :func:`interval` a pair of floats ``lo < hi``; each raises a
+``TypeError`` for a value of the wrong kind (a string, a bool where a number is meant, a
+complex number, a tensor with more than one element, anything but a pair for a range) and a
+``ValueError`` for a value out of range (NaN and infinities included), and both messages name
+the argument, the accepted kind and range, and the value received.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["flag", "integer", "number"]
+__all__ = ["flag", "integer", "interval", "number"]
 
 
 def _describe(value: Any) -> str:
@@ -90,6 +91,27 @@ def number(
     if below or above:
         raise ValueError(f"{name} must be {kind}{accepted}, got {x!r}")
     return x
+
+
+def interval(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    infinite: bool = False,
+) -> tuple[float, float]:
+    """A range ``(lo, hi)`` with ``lo < hi``, both ends numbers (:func:`number`) in
+    ``[low, high]`` (``infinite``: as :func:`number`'s), as a pair of ``float``. Anything but a
+    pair (a string, a number, a sequence of another length) is a ``TypeError``; an end out of
+    range or ``lo >= hi`` a ``ValueError``."""
+    if isinstance(value, str | bytes) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(f"{name} must be a pair (lo, hi) of numbers, got {_describe(value)}")
+    lo = number(value[0], f"{name}[0]", low=low, high=high, infinite=infinite)
+    hi = number(value[1], f"{name}[1]", low=low, high=high, infinite=infinite)
+    if not lo < hi:
+        raise ValueError(f"{name} must be a range (lo, hi) with lo < hi, got ({lo:g}, {hi:g})")
+    return lo, hi
 
 
 def integer(value: Any, name: str, *, low: int | None = None, high: int | None = None) -> int:

@@ -158,13 +158,7 @@ class ClassifierFree(Wrapper):
         self.scale = checks.number(scale, "scale")
         self.rescale = checks.number(rescale, "rescale", low=0, high=1)
         if interval is not None:
-            if isinstance(interval, str) or len(interval) != 2:
-                raise ValueError(f"interval must be (lo, hi), got {interval!r}")
-            lo = checks.number(interval[0], "interval's lo", low=0)
-            hi = checks.number(interval[1], "interval's hi", low=0, infinite=True)
-            if not lo < hi:
-                raise ValueError(f"interval must be (lo, hi) with 0 <= lo < hi, got {interval}")
-            interval = (lo, hi)
+            interval = checks.interval(interval, "interval", low=0, infinite=True)
         self.interval = interval
         self.key = key
         self.null = _null(null, [key])[key]

@@ -100,12 +100,7 @@ class EnKG(ParticleSampler):
         self.op, self.scale = op, checks.number(scale, "scale", low=0, open_low=True)
         self.updates = checks.integer(updates, "updates", low=1)
         self.ode_steps = checks.integer(ode_steps, "ode_steps", low=1)
-        if isinstance(interval, str) or len(interval) != 2:
-            raise ValueError(f"interval must be (lo, hi), got {interval!r}")
-        lo, hi = (checks.number(v, "interval", low=0, high=1) for v in interval)
-        if not lo < hi:
-            raise ValueError(f"interval must satisfy 0 <= lo < hi <= 1, got {interval}")
-        self.interval = (lo, hi)
+        self.interval = checks.interval(interval, "interval", low=0, high=1)
 
     def ode(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         r""":math:`\Phi_{t \to 0}(x_t)` by ``ode_steps`` deterministic DDIM steps."""

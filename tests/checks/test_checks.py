@@ -64,6 +64,45 @@ def test_flags_refuse_numbers_and_strings():
             checks.flag(bad, "adapt")
 
 
+@pytest.mark.parametrize(
+    "value", [(-1, 1), [0.0, 2.5], (np.float32(0.5), torch.tensor(1.0)), torch.tensor([0.0, 1.0])]
+)
+def test_intervals_of_every_real_pair_are_accepted_as_floats(value):
+    lo, hi = checks.interval(value, "clip")
+    assert (type(lo), type(hi)) == (float, float) and lo < hi
+    assert (lo, hi) == (float(value[0]), float(value[1]))
+
+
+@pytest.mark.parametrize(
+    ("value", "kwargs", "error", "match"),
+    [
+        ("0,1", {}, TypeError, "clip must be a pair"),
+        (b"01", {}, TypeError, "clip must be a pair"),
+        (1.0, {}, TypeError, "clip must be a pair"),
+        (None, {}, TypeError, "clip must be a pair"),
+        ((0.0,), {}, TypeError, "clip must be a pair"),
+        ((0.0, 1.0, 2.0), {}, TypeError, "clip must be a pair"),
+        ((True, 1.0), {}, TypeError, r"clip\[0\]"),
+        ((0.0, math.nan), {}, ValueError, r"clip\[1\]"),
+        ((-math.inf, 1.0), {}, ValueError, r"clip\[0\]"),
+        ((1.0, 0.0), {}, ValueError, "lo < hi"),
+        ((0.5, 0.5), {}, ValueError, "lo < hi"),
+        ((-0.5, 1.0), {"low": 0}, ValueError, r"clip\[0\] must be a finite number >= 0"),
+        ((0.0, 2.0), {"low": 0, "high": 1}, ValueError, r"clip\[1\]"),
+        ((math.inf, math.inf), {"infinite": True}, ValueError, "lo < hi"),
+    ],
+)
+def test_intervals_that_are_not_ranges_are_refused_by_name(value, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        checks.interval(value, "clip", **kwargs)
+
+
+def test_an_interval_may_reach_infinity_only_where_allowed():
+    assert checks.interval((0, math.inf), "interval", low=0, infinite=True) == (0.0, math.inf)
+    with pytest.raises(ValueError, match=r"interval\[1\] must be a finite number"):
+        checks.interval((0, math.inf), "interval", low=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64, torch.uint8])
 def test_tensors_must_be_real_floating(dtype):
     with pytest.raises(TypeError, match=f"y must be a real floating tensor.*got {dtype}"):
