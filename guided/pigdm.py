@@ -26,7 +26,12 @@ steps and 9.7 at 25, the variance (0.02) 25.0 and 16.1. On deepinv's grid
 :math:`v = 0.03` gives 25.1 and 24.8 dB at 25 and 100 steps on the tuning images
 (``docs/methods/pigdm.md``). This is our parameterisation; the paper uses :math:`v = 1` and a
 weight, and deepinv's ``PiGDMDataFidelity`` the :math:`r_t^2` of unit-variance data on images
-in [0, 1], which is :math:`v = 4` in our [-1, 1] units, with a weight.
+in [0, 1], which is :math:`v = 4` in our [-1, 1] units, with a weight: deepinv's PiGDM
+(its DPS loop with that data fidelity, which clamps nothing) with weight :math:`w` is this
+term with ``variance=4`` and weight :math:`w` under :class:`~guided.DDPM` on the
+``"linear_beta"`` grid, step for step given the same noise where its conjugate-gradient
+solve (3 iterations by default) is exact, as for inpainting and SR x4 where :math:`A A^\top`
+is a multiple of the identity (``tests/experiments/test_peers.py``).
 
 References:
     | Pseudoinverse-Guided Diffusion Models for Inverse Problems (Song et al., 2023)

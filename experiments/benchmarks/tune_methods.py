@@ -74,10 +74,11 @@ CATALOGUE = Path(__file__).resolve().parents[1] / "configs" / "catalogue" / "tun
 COMMAND = "python -m experiments.benchmarks.tune_methods"
 ABOUT = [
     "The restoration methods' settings per prior, task and sigma_y, each chosen by the mean",
-    "PSNR of a sample on the prior's training images (never the held-out ones the apps",
-    "score), ours and deepinv's by the same sweep; the bench app restores with them (the",
-    "settings for the nearest tuned sigma_y). Written by these commands in turn (a later one",
-    "replaces the settings it tuned, keeps the others):",
+    "PSNR of a sample on the prior's training images, or with split=validation on held-out",
+    "images the apps do not score (never the ones they score), ours and deepinv's by the same",
+    "sweep; the bench app restores with them (the settings for the nearest tuned sigma_y).",
+    "Written by these commands in turn (a later one replaces the settings it tuned, keeps the",
+    "others):",
 ]
 
 

@@ -125,7 +125,10 @@ class DeepinvPiGDM(DeepinvDPS):
     r"""deepinv's posterior-SDE loop of :class:`DeepinvDPS` with ``PiGDMDataFidelity``
     (its default conjugate-gradient solve, one backward pass per step), ``weight`` its
     :math:`\lambda` (deepinv keeps the weight in the data-fidelity object, so the loop's own
-    ``weight`` would not reach it)."""
+    ``weight`` would not reach it); unlike deepinv's DPS it clamps no estimate. It is our
+    :class:`guided.PiGDM` with ``variance=4`` and the same weight under DDPM on the
+    ``linear_beta`` grid where deepinv's 3 conjugate-gradient iterations solve the system
+    (inpainting, SR; tested given the same noise)."""
 
     def sampler(self, denoiser: DeepinvDenoiser, steps: int, seed: int) -> Any:
         import deepinv

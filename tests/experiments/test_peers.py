@@ -203,6 +203,35 @@ def test_deepinvs_dps_is_our_dps_under_ddpm_given_the_same_noise():
     assert (ours(5, clipped=False) - theirs).abs().max() > 1e-3  # the clamp is what remains
 
 
+def test_deepinvs_pigdm_is_our_pigdm_at_variance_4_given_the_same_noise():
+    """The bench's deepinv PiGDM (deepinv's DPS loop with ``PiGDMDataFidelity``, which clamps
+    nothing) with weight w is our PiGDM with ``variance=4`` (deepinv's r_t^2 of unit-variance
+    data on [0, 1] images) and weight w under DDPM on the ``linear_beta`` grid: given the same
+    noise the two take the same steps."""
+    prior = priors.load("digits")
+    x = held_out("digits", 1).float()
+    g = torch.Generator().manual_seed(0)
+    op = operators.Inpainting(torch.rand(prior.shape, generator=g) > 0.5)
+    y = op(x) + 0.05 * torch.randn(op(x).shape, generator=g)
+    steps, weight, rows, seed = 10, 5.0, 3, 7
+    ts = guided.time_grid(steps, "linear_beta", schedule=prior.schedule)
+    x_T = guided.initial_noise(
+        prior.schedule, (rows, *prior.shape), torch.Generator().manual_seed(3), t=float(ts[0])
+    )
+
+    def ours(variance: float) -> torch.Tensor:
+        term = guided.PiGDM(op, y, 0.05, weight=weight, variance=variance)
+        generator = torch.Generator().manual_seed(seed)
+        return guided.DDPM()(guided.GuidedDenoiser(prior, term), x_T, ts, generator=generator)
+
+    peer = peers.DeepinvPiGDM(op, y, 0.05, weight=weight)
+    loop = peer.sampler(DeepinvDenoiser(prior), steps, seed)
+    y01 = operators.measurement_to_deepinv(op, y.expand(rows, *y.shape[1:]))
+    theirs = 2 * loop(y01, peer.physics, x_init=x_T).detach() - 1
+    assert torch.allclose(ours(4.0), theirs, atol=1e-5), float((ours(4.0) - theirs).abs().max())
+    assert (ours(1.0) - theirs).abs().max() > 0.01  # the variance matters
+
+
 def test_deepinvs_dps_draws_its_noise_at_our_level_and_clips_at_white():
     """Unguided (weight 0), 25 steps, 64 samples on the ``linear_beta`` grid: deepinv's DDPM
     and our DDPM move their samples from the deterministic path by the same amount (the
