@@ -158,6 +158,23 @@ def test_deepinvs_dps_is_our_dps_on_its_linear_beta_grid():
     assert torch.allclose(ours, theirs, atol=1e-5), float((ours - theirs).abs().max())
 
 
+def _digit_problem(rows: int, steps: int):
+    """A held-out digit behind a random inpainting mask (its estimate passes white, where the
+    clamps bite), deepinv's ``linear_beta`` grid of ``steps`` steps and a start of ``rows`` rows
+    on it, and the measurement in deepinv's units for ``rows`` rows."""
+    prior = priors.load("digits")
+    x = held_out("digits", 1).float()
+    g = torch.Generator().manual_seed(0)
+    op = operators.Inpainting(torch.rand(prior.shape, generator=g) > 0.5)
+    y = op(x) + 0.05 * torch.randn(op(x).shape, generator=g)
+    ts = guided.time_grid(steps, "linear_beta", schedule=prior.schedule)
+    x_T = guided.initial_noise(
+        prior.schedule, (rows, *prior.shape), torch.Generator().manual_seed(3), t=float(ts[0])
+    )
+    y01 = operators.measurement_to_deepinv(op, y.expand(rows, *y.shape[1:]))
+    return prior, op, y, ts, x_T, y01
+
+
 class _ClippedAtWhite(priors.Wrapper):
     """The prior's estimate clamped to [-3, 1], deepinv's DPS clip ([-1, 1] in its [0, 1]
     units), which deepinv applies to the estimate its step takes as well as to its residual."""
@@ -173,16 +190,8 @@ def test_deepinvs_dps_is_our_dps_under_ddpm_given_the_same_noise():
     the same steps, once our estimate is clamped where deepinv clamps its own. So a difference
     between the two packages' DPS scores at the same setting is the luck of the draws, not the
     loop (on digits SR x4 one seed's PSNR of 16 images varies by about 0.4 dB across seeds)."""
-    prior = priors.load("digits")
-    x = held_out("digits", 1).float()  # a digit: its estimate passes white, where the clamps bite
-    g = torch.Generator().manual_seed(0)
-    op = operators.Inpainting(torch.rand(prior.shape, generator=g) > 0.5)
-    y = op(x) + 0.05 * torch.randn(op(x).shape, generator=g)
-    steps, weight, rows = 10, 40.0, 3
-    ts = guided.time_grid(steps, "linear_beta", schedule=prior.schedule)
-    x_T = guided.initial_noise(
-        prior.schedule, (rows, *prior.shape), torch.Generator().manual_seed(3), t=float(ts[0])
-    )
+    steps, weight = 10, 40.0
+    prior, op, y, ts, x_T, y01 = _digit_problem(3, steps)
     term = guided.DPS(op, y, 0.05, zeta=weight / 2)
 
     def ours(seed: int, clipped: bool = True) -> torch.Tensor:
@@ -196,10 +205,10 @@ def test_deepinvs_dps_is_our_dps_under_ddpm_given_the_same_noise():
         DeepinvDenoiser(prior), solver=solver, weight=weight, dtype=torch.float32
     )
     physics = operators.as_deepinv(op, 0.05, dtype=torch.float32)
-    y01 = operators.measurement_to_deepinv(op, y.expand(rows, *y.shape[1:]))
     theirs = 2 * loop(y01, physics, x_init=x_T).detach() - 1
-    assert (ours(5) - ours(6)).abs().max() > 0.1  # the draws move the samples
-    assert torch.allclose(ours(5), theirs, atol=1e-4), float((ours(5) - theirs).abs().max())
+    same = ours(5)
+    assert (same - ours(6)).abs().max() > 0.1  # the draws move the samples
+    assert torch.allclose(same, theirs, atol=1e-4), float((same - theirs).abs().max())
     assert (ours(5, clipped=False) - theirs).abs().max() > 1e-3  # the clamp is what remains
 
 
@@ -208,16 +217,8 @@ def test_deepinvs_pigdm_is_our_pigdm_at_variance_4_given_the_same_noise():
     nothing) with weight w is our PiGDM with ``variance=4`` (deepinv's r_t^2 of unit-variance
     data on [0, 1] images) and weight w under DDPM on the ``linear_beta`` grid: given the same
     noise the two take the same steps."""
-    prior = priors.load("digits")
-    x = held_out("digits", 1).float()
-    g = torch.Generator().manual_seed(0)
-    op = operators.Inpainting(torch.rand(prior.shape, generator=g) > 0.5)
-    y = op(x) + 0.05 * torch.randn(op(x).shape, generator=g)
-    steps, weight, rows, seed = 10, 5.0, 3, 7
-    ts = guided.time_grid(steps, "linear_beta", schedule=prior.schedule)
-    x_T = guided.initial_noise(
-        prior.schedule, (rows, *prior.shape), torch.Generator().manual_seed(3), t=float(ts[0])
-    )
+    steps, weight, seed = 10, 5.0, 7
+    prior, op, y, ts, x_T, y01 = _digit_problem(3, steps)
 
     def ours(variance: float) -> torch.Tensor:
         term = guided.PiGDM(op, y, 0.05, weight=weight, variance=variance)
@@ -226,9 +227,9 @@ def test_deepinvs_pigdm_is_our_pigdm_at_variance_4_given_the_same_noise():
 
     peer = peers.DeepinvPiGDM(op, y, 0.05, weight=weight)
     loop = peer.sampler(DeepinvDenoiser(prior), steps, seed)
-    y01 = operators.measurement_to_deepinv(op, y.expand(rows, *y.shape[1:]))
     theirs = 2 * loop(y01, peer.physics, x_init=x_T).detach() - 1
-    assert torch.allclose(ours(4.0), theirs, atol=1e-5), float((ours(4.0) - theirs).abs().max())
+    same = ours(4.0)
+    assert torch.allclose(same, theirs, atol=1e-5), float((same - theirs).abs().max())
     assert (ours(1.0) - theirs).abs().max() > 0.01  # the variance matters
 
 
