@@ -70,6 +70,7 @@ from experiments.shared.build import build, build_method, run_seeded
 from experiments.shared.catalogue import tuned_method, tuned_settings
 from experiments.shared.data import held_out
 from experiments.shared.metrics import non_finite, scores
+from experiments.shared.quality_cost import best, best_rows, sample_psnr
 from experiments.shared.report import progress, serve
 from experiments.shared.runs import budgets, launch, write_metrics
 from experiments.shared.seeds import generators
@@ -102,7 +103,7 @@ def compare(
     """Every pair at every budget of ``steps_list`` (increasing) on the same measurement and
     initial noise: PSNR, SSIM, costs, wall times, peak memory; and our side's run of each pair
     at the largest budget (for the floor)."""
-    op = build(cfg.tasks_available[cfg.task], in_shape=tuple(prior.shape))
+    op = build(cfg.tasks_available[cfg.task], in_shape=tuple(truth.shape[1:]))
     sigma_y, rows = float(cfg.sigma_y), truth.shape[0]
     g = torch.Generator().manual_seed(int(cfg.seed))
     y = operators.GaussianNoise(sigma_y)(op(truth), g) if sigma_y > 0 else op(truth)
@@ -129,7 +130,7 @@ def compare(
                 method = built[pair, side]
                 ts = method.times(steps)
                 gens = generators(int(cfg.seed), rows, 1)
-                x_T = method.initial_noise((rows, *prior.shape), gens, ts)
+                x_T = method.initial_noise(tuple(truth.shape), gens, ts)
                 cost = priors.Cost()
 
                 def run(
@@ -191,11 +192,10 @@ def spread(
     mean per-pixel standard deviation across them (how spread the samples are); with the
     PSNR of a sample its 95% interval over the seeds (1.96 standard errors: on 16 digits
     images one seed's PSNR has a standard deviation over seeds of about 0.3 dB, up to 1.3)."""
-    rows = truth.shape[0]
     xs = []
     for k in range(1, int(cfg.samples) + 1):
         seed = int(cfg.seed) + k
-        x, reason = run_seeded(method, prior, rows, ts, seed, priors.Cost())
+        x, reason = run_seeded(method, tuple(truth.shape), ts, seed, priors.Cost())
         if x is None:  # a mean over the seeds that finished would flatter the method
             return {"samples": int(cfg.samples), "diverged": f"seed {seed}: {reason}"}
         xs.append(x.double().clamp(-1, 1))
@@ -222,30 +222,6 @@ DIVERGED = {
 infinity): none, with the reason under ``diverged``."""
 
 
-def sample_psnr(side: dict[str, Any]) -> float:
-    """The PSNR of one sample: averaged over the noise seeds when several were run; NaN when
-    the run (or one of the seeds) diverged."""
-    if "diverged" in side or "diverged" in side.get("spread", {}):
-        return math.nan
-    return side["spread"]["psnr_sample"] if "spread" in side else side["psnr"]
-
-
-def best(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, str | None]]:
-    """Per budget, each side's pair with the highest PSNR of a sample; a diverged run is
-    never chosen (None when every pair of that side diverged)."""
-    out: dict[str, dict[str, str | None]] = {}
-    for steps in next(iter(results.values())):
-        out[steps] = {}
-        for side in ("ours", "theirs"):
-            finished = {
-                pair: sample_psnr(results[pair][steps][side])
-                for pair in results
-                if math.isfinite(sample_psnr(results[pair][steps][side]))
-            }
-            out[steps][side] = max(finished, key=finished.__getitem__) if finished else None
-    return out
-
-
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     _check(cfg)
     torch.set_num_threads(int(cfg.threads))
@@ -254,7 +230,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     steps = budgets(cfg.steps)
     results, ours = compare(cfg, prior, truth, steps)
     largest = steps[-1]
-    floor_run = vjp_floor(cfg, prior, truth.shape[0], largest)
+    floor_run = vjp_floor(cfg, prior, tuple(truth.shape), largest)
     metrics: dict[str, Any] = {
         "prior": str(cfg.prior),
         "task": str(cfg.task),
@@ -373,18 +349,15 @@ def write(metrics: dict[str, Any], out: Path) -> None:
         "| steps | ours | deepinv | ours - deepinv (dB) |",
         "|---|---|---|---|",
     ]
-    for steps, chosen in metrics["best"].items():
-        cells, psnrs, cis = [], [], []
-        for side in ("ours", "theirs"):
-            pair = chosen[side]
-            psnrs.append(sample_psnr(results[pair][steps][side]) if pair else math.nan)
-            cells.append(f"{pair} {psnrs[-1]:.2f}" if pair else "every pair diverged")
-            spread_ = results[pair][steps][side].get("spread", {}) if pair else {}
-            cis.append(spread_.get("psnr_sample_ci"))
-        difference = _f(psnrs[0] - psnrs[1], "+.2f")
-        if None not in cis:  # the two sides' seeds are independent: their intervals add in squares
-            difference += f" ± {math.hypot(*cis):.2f}"
-        lines.append(f"| {steps} | {cells[0]} | {cells[1]} | {difference} |")
+    for r in best_rows(results):
+        cells = [
+            f"{r[side]} {r[f'psnr_{side}']:.2f}" if r[side] else "every pair diverged"
+            for side in ("ours", "theirs")
+        ]
+        difference = _f(r["difference"], "+.2f")
+        if r["difference_ci"] is not None:
+            difference += f" ± {r['difference_ci']:.2f}"
+        lines.append(f"| {r['steps']} | {cells[0]} | {cells[1]} | {difference} |")
     failed = [
         f"- {name}, {side}, {steps} steps: "
         + (r[side].get("diverged") or r[side]["spread"]["diverged"])

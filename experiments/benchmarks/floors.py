@@ -20,12 +20,12 @@ __all__ = ["TwoPassCFG", "cfg_floor", "vjp_floor"]
 
 
 def vjp_floor(
-    cfg: DictConfig, prior: priors.Denoiser, rows: int, steps: int
+    cfg: DictConfig, prior: priors.Denoiser, shape: tuple[int, ...], steps: int
 ) -> Callable[[], None]:
-    """``steps`` network evaluations with one VJP each, batch ``rows``."""
+    """``steps`` network evaluations with one VJP each on a batch of shape ``shape``."""
     g = torch.Generator().manual_seed(int(cfg.seed))
-    x = torch.randn(rows, *prior.shape, generator=g)
-    v = torch.randn(rows, *prior.shape, generator=g)
+    x = torch.randn(*shape, generator=g)
+    v = torch.randn(*shape, generator=g)
 
     def run() -> None:
         for t in guided.time_grid(steps)[:-1]:

@@ -124,12 +124,12 @@ def trial(
     wall time of all. A run that diverged (raised FloatingPointError, or returned NaN or
     infinity) on any seed scores NaN and says why under ``diverged``: a mean over the seeds
     that finished would flatter the setting."""
-    rows, ts = truth.shape[0], method.times(steps)
+    ts = method.times(steps)
     each: list[tuple[float, float]] = []
     start = time.perf_counter()
     for k in range(seeds):
         cost = priors.Cost()
-        x, reason = run_seeded(method, prior, rows, ts, seed + k, cost)
+        x, reason = run_seeded(method, tuple(truth.shape), ts, seed + k, cost)
         if x is None:
             why = reason if seeds == 1 else f"seed {seed + k}: {reason}"
             return {"psnr": math.nan, "ssim": math.nan, "nfe": cost.nfe, "vjp": cost.vjp,
@@ -192,7 +192,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     sigma_y, seed, seeds = float(cfg.sigma_y), int(cfg.seed), int(cfg.seeds)
     steps = budgets(cfg.steps)
     prior = priors.load(prior_name)
-    op = build(cfg.tasks_available[task], in_shape=tuple(prior.shape))
+    op = build(cfg.tasks_available[task], in_shape=tuple(truth.shape[1:]))
     g = torch.Generator().manual_seed(seed)
     clean = op(truth.float())
     y = operators.GaussianNoise(sigma_y)(clean, g) if sigma_y > 0 else clean

@@ -134,14 +134,16 @@ def build_method(node: DictConfig, prior: priors.Denoiser, **runtime: Any) -> Me
 
 
 def run_seeded(
-    method: Method, prior: priors.Denoiser, rows: int, ts: Tensor, seed: int, cost: priors.Cost
+    method: Method, shape: tuple[int, ...], ts: Tensor, seed: int, cost: priors.Cost
 ) -> tuple[Tensor | None, str | None]:
-    """One restoration of ``rows`` rows on the grid ``ts`` from the noise seed ``seed``: the
+    """One restoration of shape ``shape`` (rows, then the image's) on the grid ``ts`` from the
+    noise seed ``seed``: the
     initial noise (at the grid's first time) from the streams ``(seed, 1)``, the sampler's
     from ``(seed, 2)``, as the bench and the tuning app draw them. Returns the output and
     None, or None and why the run diverged (it raised FloatingPointError, or returned NaN or
     infinity)."""
-    x_T = method.initial_noise((rows, *prior.shape), generators(seed, rows, 1), ts)
+    rows = shape[0]
+    x_T = method.initial_noise(tuple(shape), generators(seed, rows, 1), ts)
     try:
         x = method(x_T, ts, generators(seed, rows, 2), cost)
     except FloatingPointError as error:

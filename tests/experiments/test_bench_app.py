@@ -114,6 +114,21 @@ def test_a_run_that_diverges_is_recorded_and_the_bench_goes_on(tmp_path):
     assert (tmp_path / "bench.png").stat().st_size > 0
 
 
+def test_the_natural_prior_is_benched_on_its_held_out_crops(tmp_path):
+    """The natural prior was trained on 64x64 crops and is benched on 128x128 crops of the
+    held-out photographs: operators, initial noise and the floor take the images' size, not
+    the prior's training size."""
+    metrics = bench.run(
+        _cfg("prior=natural", "images=1", "steps=[2]", "~pairs.dps", "~pairs.pigdm",
+             "~pairs.diffpir", "task=sr4"),
+        tmp_path,
+    )  # fmt: skip
+    row = metrics["results"]["ddrm"]["2"]
+    assert row["ours"]["nfe"] == row["theirs"]["nfe"] == 2
+    assert row["ours"]["psnr"] > 10 and row["theirs"]["psnr"] > 10
+    assert metrics["vjp_floor_s"] > 0
+
+
 def test_non_finite_output_is_named_not_clamped_into_a_score():
     x = torch.zeros(3, 1, 4, 4)
     assert non_finite(x) is None
