@@ -6,7 +6,9 @@ every prior and task benched, in one table and two figures.
     python -m experiments.benchmarks.quality_cost 'sweeps=[sweeps/digits,sweeps/textures]'
 
 Every run of :mod:`experiments.benchmarks.bench` under the ``sweeps`` folders (a
-``metrics.json`` with ``results``, at any depth) is one panel and one block of the table: at
+``metrics.json`` with ``results``, at any depth; runs of the same prior, task, noise level,
+images and seeds at other budgets are merged into one, so that each budget may be its own
+job) is one panel and one block of the table: at
 each budget, each side's best pair by the PSNR of a sample (the mean over the noise seeds
 when the run had ``samples`` above 1), the difference ours - deepinv (with its 95% interval
 over the seeds when there is one) and the range of wall time per network evaluation, ours /
@@ -52,8 +54,8 @@ TASK_ORDER = ("box", "random", "sr4", "blur")
 
 def collect(sweeps: list[Path]) -> list[dict[str, Any]]:
     """The bench runs under ``sweeps`` (their ``metrics.json``, each with its folder under
-    ``folder``), ordered by prior, then task (box, random, SR, blur, then the rest), then
-    folder."""
+    ``folder``), runs of the same work at other budgets merged (:func:`merged`), ordered by
+    prior, then task (box, random, SR, blur, then the rest), then folder."""
     runs = []
     for sweep in sweeps:
         if not sweep.is_dir():
@@ -67,6 +69,7 @@ def collect(sweeps: list[Path]) -> list[dict[str, Any]]:
                 runs.append(metrics | {"folder": str(path.parent)})
     if not runs:
         raise ValueError(f"sweeps: no bench run (metrics.json with results) under {sweeps}")
+    runs = merged(runs)
 
     def order(run: dict[str, Any]) -> tuple[str, int, str, str]:
         task = run["task"]
@@ -74,6 +77,41 @@ def collect(sweeps: list[Path]) -> list[dict[str, Any]]:
         return run["prior"], rank, task, run["folder"]
 
     return sorted(runs, key=order)
+
+
+WORK = ("prior", "task", "sigma_y", "images", "samples")
+"""What makes two bench runs the same work at other budgets: their budgets are merged."""
+
+
+def merged(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of the same work (:data:`WORK`) at different budgets as one run (a sweep may run
+    each budget as its own job: ``'steps=[10],[25],[50]'``). Refused: the same budget in two
+    of them, or different pairs."""
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for run in runs:
+        key = tuple(run.get(k) for k in WORK)
+        if key not in groups:
+            groups[key] = run | {"results": {p: dict(b) for p, b in run["results"].items()}}
+            continue
+        into = groups[key]
+        if set(into["results"]) != set(run["results"]):
+            raise ValueError(
+                f"sweeps: {into['folder']} and {run['folder']} bench the same work with other "
+                f"pairs ({sorted(into['results'])} against {sorted(run['results'])})"
+            )
+        for pair, per_budget in run["results"].items():
+            twice = set(per_budget) & set(into["results"][pair])
+            if twice:
+                raise ValueError(
+                    f"sweeps: {into['folder']} and {run['folder']} both hold {pair} at "
+                    f"{sorted(twice, key=int)} steps"
+                )
+            into["results"][pair] |= per_budget
+        into["folder"] += f", {run['folder']}"
+    for run in groups.values():  # budgets in increasing order, as one run holds them
+        for pair, per_budget in run["results"].items():
+            run["results"][pair] = dict(sorted(per_budget.items(), key=lambda kv: int(kv[0])))
+    return list(groups.values())
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -120,13 +120,14 @@ def test_the_natural_prior_is_benched_on_its_held_out_crops(tmp_path):
     the prior's training size."""
     metrics = bench.run(
         _cfg("prior=natural", "images=1", "steps=[2]", "~pairs.dps", "~pairs.pigdm",
-             "~pairs.diffpir", "task=sr4"),
+             "~pairs.diffpir", "task=sr4", "memory=false"),
         tmp_path,
     )  # fmt: skip
     row = metrics["results"]["ddrm"]["2"]
     assert row["ours"]["nfe"] == row["theirs"]["nfe"] == 2
     assert row["ours"]["psnr"] > 10 and row["theirs"]["psnr"] > 10
     assert metrics["vjp_floor_s"] > 0
+    assert row["ours"]["peak_mib"] is None and row["memory_ratio"] is None  # memory=false
 
 
 def test_non_finite_output_is_named_not_clamped_into_a_score():

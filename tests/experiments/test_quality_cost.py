@@ -68,6 +68,19 @@ def test_summary_table_lists_cells_behind_and_slow_pairs(tmp_path):
     assert [b["prior"] for b in summary["runs"]] == ["digits", "textures"]
 
 
+def test_runs_of_the_same_work_at_other_budgets_are_merged(tmp_path):
+    _run(tmp_path / "a", "digits", "box", {"dps": {25: (_side(27.0, 1.0), _side(26.0, 1.0))}})
+    _run(tmp_path / "b", "digits", "box", {"dps": {10: (_side(20.0, 1.0), _side(21.0, 1.0))}})
+    _run(tmp_path / "c", "digits", "sr4", {"dps": {10: (_side(20.0, 1.0), _side(21.0, 1.0))}})
+    runs = quality_cost.collect([tmp_path])
+    assert [(r["task"], list(r["results"]["dps"])) for r in runs] == [
+        ("box", ["10", "25"]), ("sr4", ["10"]),
+    ]  # fmt: skip
+    _run(tmp_path / "d", "digits", "box", {"dps": {25: (_side(1.0, 1.0), _side(1.0, 1.0))}})
+    with pytest.raises(ValueError, match=r"both hold dps at \['25'\] steps"):
+        quality_cost.collect([tmp_path])
+
+
 def test_no_bench_run_is_refused(tmp_path):
     with pytest.raises(ValueError, match="sweeps: no bench run"):
         quality_cost.collect([tmp_path])
