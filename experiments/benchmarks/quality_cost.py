@@ -120,17 +120,18 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     blocks, behind, slow = [], [], []
     for run in runs:
         rows = best_rows(run["results"])
-        ratios = wall_per_nfe_ratios(run["results"])
+        timed = wall_per_nfe_ratios(run["results"])
+        ratios = [ratio for _, _, ratio in timed]
         where = {"prior": run["prior"], "task": run["task"], "folder": run["folder"]}
         blocks.append(where | {"samples": run.get("samples", 1), "rows": rows, "ratios": ratios})
         for r in rows:
             if not r["difference"] >= 0:  # NaN (a side with nothing finished) counts as behind
                 behind.append(where | {"steps": r["steps"], "difference": r["difference"]})
-        for pair, per_budget in run["results"].items():
-            for steps, r in per_budget.items():
-                a, b = (r[side].get("wall_per_nfe_s") for side in SIDES)
-                if a is not None and b and a / b > WALL_BOUND:
-                    slow.append(where | {"pair": pair, "steps": int(steps), "ratio": a / b})
+        slow += [
+            where | {"pair": pair, "steps": steps, "ratio": ratio}
+            for pair, steps, ratio in timed
+            if ratio > WALL_BOUND
+        ]
     return {"runs": blocks, "behind": behind, "slow": slow}
 
 

@@ -137,11 +137,10 @@ def run_seeded(
     method: Method, shape: tuple[int, ...], ts: Tensor, seed: int, cost: priors.Cost
 ) -> tuple[Tensor | None, str | None]:
     """One restoration of shape ``shape`` (rows, then the image's) on the grid ``ts`` from the
-    noise seed ``seed``: the
-    initial noise (at the grid's first time) from the streams ``(seed, 1)``, the sampler's
-    from ``(seed, 2)``, as the bench and the tuning app draw them. Returns the output and
-    None, or None and why the run diverged (it raised FloatingPointError, or returned NaN or
-    infinity)."""
+    noise seed ``seed``: the initial noise (at the grid's first time) from the streams
+    ``(seed, 1)``, the sampler's from ``(seed, 2)``, as the bench and the tuning app draw them.
+    Returns the output and None, or None and why the run diverged (it raised
+    FloatingPointError, or returned NaN or infinity)."""
     rows = shape[0]
     x_T = method.initial_noise(tuple(shape), generators(seed, rows, 1), ts)
     try:

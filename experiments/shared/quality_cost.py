@@ -44,9 +44,9 @@ def best(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, str | None]]
 def best_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per budget: each side's best pair (``ours``, ``theirs``; None where every pair
     of the side diverged), its PSNR of a sample (``psnr_ours``, ``psnr_theirs``; NaN where
-    none), network evaluations per sample (``nfe_ours``, ``nfe_theirs``), the difference ours -
-    deepinv and, when both PSNRs are means over noise seeds, its 95% interval (the sides' seeds
-    are independent, so the two intervals add in squares; None otherwise)."""
+    none), the difference ours - deepinv and, when both PSNRs are means over noise seeds, its
+    95% interval (the sides' seeds are independent, so the two intervals add in squares; None
+    otherwise)."""
     rows = []
     for steps, chosen in best(results).items():
         row: dict[str, Any] = {"steps": int(steps)}
@@ -56,7 +56,6 @@ def best_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             cell = results[pair][steps][side] if pair else {}
             row[side] = pair
             row[f"psnr_{side}"] = sample_psnr(cell) if pair else math.nan
-            row[f"nfe_{side}"] = cell.get("nfe")
             cis.append(cell.get("spread", {}).get("psnr_sample_ci"))
         row["difference"] = row["psnr_ours"] - row["psnr_theirs"]
         row["difference_ci"] = None if None in cis else math.hypot(*cis)
@@ -64,13 +63,13 @@ def best_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def wall_per_nfe_ratios(results: dict[str, dict[str, Any]]) -> list[float]:
-    """Wall time per network evaluation, ours / deepinv's, of every pair and budget where
-    both sides finished."""
+def wall_per_nfe_ratios(results: dict[str, dict[str, Any]]) -> list[tuple[str, int, float]]:
+    """``(pair, steps, ratio)``: wall time per network evaluation, ours / deepinv's, of every
+    pair and budget where both sides finished."""
     ratios = []
-    for per_budget in results.values():
-        for r in per_budget.values():
+    for pair, per_budget in results.items():
+        for steps, r in per_budget.items():
             a, b = (r[side].get("wall_per_nfe_s") for side in SIDES)
             if a is not None and b:
-                ratios.append(a / b)
+                ratios.append((pair, int(steps), a / b))
     return ratios
