@@ -21,6 +21,7 @@ from guided.inversion import DDIMInversion
 from guided.m_step import GradientMStep, LeastSquaresMStep, MStep
 from guided.mcgdiff import MCGdiff
 from guided.measurements import DivergenceWarning, measurements, residuals
+from guided.mmps import MMPS
 from guided.pigdm import PiGDM
 from guided.projection import Projection
 from guided.repaint import RePaint
@@ -32,6 +33,7 @@ from guided.smc import ParticleSampler
 from guided.surrogate import SurrogateLikelihood
 from guided.tds import TDS
 from guided.time import check_grid, time_grid
+from guided.tmpd import TMPD
 from guided.value import NoisyValueGuidance, ValueGuidance
 from guided.zeroth_order import ZerothOrder
 
@@ -41,7 +43,9 @@ __all__ = [
     "DDPM",
     "DDRM",
     "DPS",
+    "MMPS",
     "TDS",
+    "TMPD",
     "ClassifierFree",
     "ClassifierGuidance",
     "ComposableFree",

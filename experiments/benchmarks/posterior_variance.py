@@ -92,6 +92,9 @@ SAMPLERS: dict[str, Build] = {
     "DPSSampler (zeta 1)": _sampler(lambda op, y, s, n: guided.DPSSampler(op, y, 1.0)),
     "DDPM + DPS (score)": _term(guided.DPS, guided.DDPM),
     "DDPM + PiGDM": _term(guided.PiGDM, guided.DDPM),
+    "DDPM + MMPS": _term(guided.MMPS, guided.DDPM),
+    "DDPM + MMPS (8 CG)": _term(lambda op, y, s: guided.MMPS(op, y, s, iterations=8), guided.DDPM),
+    "DDPM + TMPD": _term(guided.TMPD, guided.DDPM),
     "EnKG": _sampler(lambda op, y, s, n: guided.EnKG(op, y, particles=n, interval=(0.0, 0.5))),
     "DPSSampler + ZerothOrder": _sampler(
         lambda op, y, s, n: guided.DPSSampler(op, y, 1.0, guided.ZerothOrder, queries=8)
