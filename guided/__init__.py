@@ -6,6 +6,7 @@ wrapper works with every sampler.
 
 from guided.cfg import ClassifierFree, ComposableFree, DualClassifierFree
 from guided.classifier import ClassifierGuidance
+from guided.daps import DAPS
 from guided.ddim import DDIM, DDPM
 from guided.ddnm import DDNM
 from guided.ddnm_plus import DDNMPlus
@@ -38,6 +39,7 @@ from guided.value import NoisyValueGuidance, ValueGuidance
 from guided.zeroth_order import ZerothOrder
 
 __all__ = [
+    "DAPS",
     "DDIM",
     "DDNM",
     "DDPM",

@@ -70,8 +70,8 @@ class Run:
 
 @dataclass(frozen=True)
 class Step:
-    r"""One transition :math:`t \to s` of a run (the ``index``-th), with the schedule's
-    coefficients at both times as Python floats, computed once by the loop."""
+    r"""One transition :math:`t \to s` of a run (the ``index``-th of ``count``), with the
+    schedule's coefficients at both times as Python floats, computed once by the loop."""
 
     index: int
     t: Tensor
@@ -80,6 +80,7 @@ class Step:
     sigma_t: float
     alpha_s: float
     sigma_s: float
+    count: int = 1
 
     @property
     def coefficients(self) -> tuple[float, float, float, float]:
@@ -207,8 +208,9 @@ class Sampler(abc.ABC):
             for i, (t, s) in enumerate(tqdm(pairs, leave=False) if progress else pairs):
                 (alpha_t, sigma_t), (alpha_s, sigma_s) = schedule(t), schedule(s)
                 step = Step(
-                    i, t, s, float(alpha_t), float(sigma_t), float(alpha_s), float(sigma_s)
-                )
+                    i, t, s, float(alpha_t), float(sigma_t), float(alpha_s), float(sigma_s),
+                    len(pairs),
+                )  # fmt: skip
                 x = self.step(run, x, step, state)
                 if projection is not None:
                     x = projection(x, s, denoiser.schedule, generator=generator)
