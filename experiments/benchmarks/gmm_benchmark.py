@@ -17,9 +17,12 @@ figure of the authors' benchopt reference). Each cell
 :math:`\pm 1.96` standard errors and each method's cost (network evaluations and VJPs per
 sample, wall time). The prior is the exact mixture denoiser under the 1000-step linear DDPM
 schedule, so every difference comes from the guidance rule and the sampler. ``mean err`` is
-the RMS error of the sample mean against the exact posterior mean. With ``gaussian=true`` the
-prior is one Gaussian :math:`\mathcal{N}(m, I)`, so the posterior is Gaussian (PiGDM's
-guidance is then exact up to the sampler's discretisation).
+the RMS error of the sample mean against the exact posterior mean, ``cov err`` the samples'
+covariance against the exact posterior's (relative, Frobenius norm; the mixture's moments).
+With ``gaussian=true`` the prior is one Gaussian :math:`\mathcal{N}(m, I)`, so the posterior
+is Gaussian (PiGDM's guidance is then exact up to the sampler's discretisation); with
+``covariance=dense`` as well, :math:`\mathcal{N}(m, I + L L^\top)`, where only rules that
+use the prior's covariance (MMPS) are exact.
 
 The table is a leaderboard (:mod:`experiments.benchmarks.leaderboard`): per cell, the
 floor (two sets of exact posterior samples against each other), each method's paired
@@ -67,7 +70,13 @@ import operators
 import priors
 
 from evaluation import random_directions, slice_distances
-from experiments.benchmarks.leaderboard import SCORE, aggregate, floor_cells, markdown
+from experiments.benchmarks.leaderboard import (
+    MEASURES,
+    SCORE,
+    aggregate,
+    floor_cells,
+    markdown,
+)
 from experiments.shared.build import Method, build_method
 from experiments.shared.report import progress, serve
 from experiments.shared.runs import launch, write_metrics
@@ -82,26 +91,52 @@ log = logging.getLogger(__name__)
 #: Samples beyond this magnitude (the mixture's means lie within 16 per coordinate) count as a
 #: diverged run, like NaN: DPS's score form at tiny sigma_y reaches 1e31 without overflowing.
 BLOWUP = 1e6
+#: The Gaussian prior's covariances (``covariance``, with ``gaussian=true``).
+COVARIANCES = ("identity", "dense")
 
 
 def mixture(
-    dim: int, generator: torch.Generator, gaussian: bool = False
+    dim: int, generator: torch.Generator, gaussian: bool = False, covariance: str = "identity"
 ) -> priors.GaussianMixture:
     """The 25-component mixture of the protocol in ``dim`` (even) dimensions; with
-    ``gaussian``, one component N(m, I) with m ~ N(0, 4 I) instead (a Gaussian posterior)."""
+    ``gaussian``, one component N(m, C) with m ~ N(0, 4 I) instead (a Gaussian posterior),
+    C = I (``covariance="identity"``) or, with ``"dense"``, C = I + L L^T for a standard normal
+    L / sqrt(dim) (correlated coordinates, where PiGDM's isotropic approximation is wrong)."""
     if dim < 2 or dim % 2:
         raise ValueError(f"dims must be even and >= 2, got {dim}")
+    if covariance not in COVARIANCES:
+        raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
+    if covariance != "identity" and not gaussian:
+        raise ValueError(f"covariance={covariance!r} needs gaussian=true (one component)")
     if gaussian:
         mean = 2 * torch.randn(1, dim, generator=generator, dtype=torch.float64)
-        eye = torch.eye(dim, dtype=torch.float64)[None]
+        cov = torch.eye(dim, dtype=torch.float64)
+        if covariance == "dense":
+            root = torch.randn(dim, dim, generator=generator, dtype=torch.float64) / dim**0.5
+            cov = cov + root @ root.T
         return priors.GaussianMixture(
-            torch.ones(1, dtype=torch.float64), mean, eye, priors.LinearSchedule()
+            torch.ones(1, dtype=torch.float64), mean, cov[None], priors.LinearSchedule()
         )
     grid = torch.tensor([(-8.0 * i, -8.0 * j) for i in range(-2, 3) for j in range(-2, 3)])
     means = grid.repeat(1, dim // 2).to(torch.float64)
     weights = torch.randn(25, generator=generator, dtype=torch.float64) ** 2
     covs = torch.eye(dim, dtype=torch.float64).expand(25, dim, dim)
     return priors.GaussianMixture(weights, means, covs, priors.LinearSchedule())
+
+
+def mixture_moments(mixture: priors.GaussianMixture) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and covariance of a Gaussian mixture: sum_k w_k m_k and
+    sum_k w_k (C_k + m_k m_k^T) - m m^T."""
+    w = mixture.weights / mixture.weights.sum()
+    mean = w @ mixture.means
+    second = torch.einsum("k,kde->de", w, mixture.covs)
+    second = second + torch.einsum("k,kd,ke->de", w, mixture.means, mixture.means)
+    return mean, second - torch.outer(mean, mean)
+
+
+def covariance_error(x: torch.Tensor, covariance: torch.Tensor) -> float:
+    """The samples' covariance against the exact one, relative in the Frobenius norm."""
+    return float(torch.linalg.norm(torch.cov(x.T) - covariance) / torch.linalg.norm(covariance))
 
 
 def problem(
@@ -172,11 +207,11 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             for p in range(int(cfg.problems)):
                 seed = int(cfg.seed) + 2**i_d * 3**i_y * 1000 + p
                 g = torch.Generator().manual_seed(seed)
-                prior = mixture(int(d_x), g, bool(cfg.gaussian))
+                prior = mixture(int(d_x), g, bool(cfg.gaussian), str(cfg.covariance))
                 op, y, sigma_y = problem(prior, int(d_y), g)
                 posterior = prior.posterior(op.matrix, y[0], sigma_y)
                 exact = posterior.sample(int(cfg.samples), g)
-                exact_mean = posterior.weights @ posterior.means
+                exact_mean, exact_cov = mixture_moments(posterior)
                 directions = random_directions(int(d_x), int(cfg.directions), g)
                 # the floor: two independent exact sample sets, drawn after every other use
                 # of the problem's stream (the methods' numbers do not move)
@@ -209,7 +244,7 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                     row["sigma_y"] = sigma_y
                     if failed:  # counted in the table, left out of the means
                         measured = dict.fromkeys(
-                            ("sw", "max_sw", "max_sw2", "mean_err", "nfe", "vjp", "wall_s"),
+                            MEASURES,
                             math.nan,
                         )
                         rows.append(row | measured | {"failed": 1})
@@ -220,6 +255,7 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                         "max_sw": float(distances.max()),
                         "max_sw2": float(slice_distances(x, exact, directions, p=2).max()),
                         "mean_err": float((x.mean(0) - exact_mean).norm() / math.sqrt(d_x)),
+                        "cov_err": covariance_error(x, exact_cov),
                         "nfe": cost.nfe,
                         "vjp": cost.vjp,
                         "wall_s": wall,

@@ -30,7 +30,7 @@ from typing import Any
 __all__ = ["MEASURES", "SCORE", "aggregate", "floor_cells", "markdown", "mean_ci", "paired"]
 
 #: What each run records (besides its identity).
-MEASURES = ("sw", "max_sw", "max_sw2", "mean_err", "nfe", "vjp", "wall_s")
+MEASURES = ("sw", "max_sw", "max_sw2", "mean_err", "cov_err", "nfe", "vjp", "wall_s")
 #: The ranking measure.
 SCORE = "max_sw2"
 
@@ -125,9 +125,9 @@ def markdown(
     lines = [
         (
             "| d_x | d_y | method | SW | max-SW | max-SW2 | "
-            f"{vs} | mean err | NFE | VJP | wall s | diverged | verdict |"
+            f"{vs} | mean err | cov err | NFE | VJP | wall s | diverged | verdict |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     shown: set[tuple[int, int]] = set()
     for r in table:
@@ -136,7 +136,7 @@ def markdown(
             mean, ci = floors[cell]
             lines.append(
                 f"| {cell[0]} | {cell[1]} | exact (floor) | | | {mean:.3f} ± {ci:.3f} "
-                "| | | 0 | 0 | | | floor |"
+                "| | | | 0 | 0 | | | floor |"
             )
         shown.add(cell)
         delta = "-" if math.isnan(r["vs_ref"]) else f"{r['vs_ref']:+.3f} ± {r['vs_ref_ci']:.3f}"
@@ -144,7 +144,8 @@ def markdown(
             f"| {r['d_x']} | {r['d_y']} | {r['method']} | {r['sw']:.3f} ± {r['sw_ci']:.3f} | "
             f"{r['max_sw']:.3f} ± {r['max_sw_ci']:.3f} | "
             f"{r['max_sw2']:.3f} ± {r['max_sw2_ci']:.3f} | {delta} | "
-            f"{r['mean_err']:.3f} ± {r['mean_err_ci']:.3f} | {r['nfe']:.0f} | {r['vjp']:.0f} | "
+            f"{r['mean_err']:.3f} ± {r['mean_err_ci']:.3f} | "
+            f"{r['cov_err']:.3f} ± {r['cov_err_ci']:.3f} | {r['nfe']:.0f} | {r['vjp']:.0f} | "
             f"{r['wall_s']:.2f} | {r['failed']}/{r['problems']} | {r['verdict']} |"
         )
     return "\n".join(lines) + "\n"
