@@ -25,6 +25,7 @@ from guided.measurements import DivergenceWarning, measurements, residuals
 from guided.mmps import MMPS
 from guided.pigdm import PiGDM
 from guided.projection import Projection
+from guided.reddiff import REDDiff
 from guided.repaint import RePaint
 from guided.replacement import Replacement
 from guided.safety import SafetyGuidance
@@ -73,6 +74,7 @@ __all__ = [
     "PiGDM",
     "PoissonDPS",
     "Projection",
+    "REDDiff",
     "RePaint",
     "Replacement",
     "Run",
