@@ -11,60 +11,15 @@ import guided
 import operators
 import priors
 
+from tests.guided.linear_cases import CASES, Dense, Flat, matrix_of
+
 F64 = torch.float64
-
-
-class Dense(operators.LinearOperator):
-    """A dense matrix with only apply/adjoint: exercises the conjugate-gradient path."""
-
-    def __init__(self, a):
-        super().__init__((a.shape[1],), (a.shape[0],))
-        self.register_buffer("a", a)
-
-    def apply(self, x):
-        return x @ self.a.T
-
-    def apply_adjoint(self, y):
-        return y @ self.a
-
-
-class Flat(priors.Denoiser):
-    """A flat (B, D) prior seen on images of shape `shape`."""
-
-    counts_evaluations = False  # the wrapped prior counts
-
-    def __init__(self, prior, shape):
-        super().__init__(prior.schedule)
-        self.prior, self.shape = prior, shape
-
-    def forward(self, x_t, t):
-        return self.prior(x_t.flatten(1), t).view_as(x_t)
 
 
 def _unit_gaussian(d, seed=0, variance=1.0):
     mean = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=F64)
     covariance = variance * torch.eye(d, dtype=F64)[None]
     return priors.GaussianMixture(torch.ones(1), mean[None], covariance, priors.CosineSchedule())
-
-
-def _matrix(op, d):
-    return op(torch.eye(d, dtype=F64).reshape(d, *op.in_shape)).reshape(d, -1).T
-
-
-def _cases():
-    g = torch.Generator().manual_seed(1)
-    wide = torch.randn(3, 6, generator=g, dtype=F64)
-    mask = torch.tensor([1.0, 0, 1, 1, 0, 1], dtype=F64)
-    blur = operators.CircularBlur(operators.gaussian_kernel(0.7, size=3), (1, 4, 4))
-    return {
-        "matrix": (operators.MatrixOperator(wide), 6),
-        "inpainting": (operators.Inpainting(mask), 6),
-        "dense_cg": (Dense(wide), 6),
-        "circular_blur": (blur, 16),
-    }
-
-
-CASES = _cases()
 
 
 @pytest.mark.parametrize("variance", [1.0, 0.15])
@@ -78,7 +33,7 @@ def test_pigdm_is_the_exact_posterior_mean_for_an_isotropic_gaussian_prior(
     prior = _unit_gaussian(d, variance=variance)
     g = torch.Generator().manual_seed(2)
     x = prior.sample(1, g)
-    a = _matrix(op, d)
+    a = matrix_of(op, d)
     y = x @ a.T + sigma_y * torch.randn(1, a.shape[0], generator=g, dtype=F64)
     rows = slice(None)
     if isinstance(op, operators.Inpainting):  # unobserved rows are zero: keep the others
@@ -559,7 +514,7 @@ def test_ddnm_plus_does_not_amplify_noise_through_small_singular_values():
     sampler = guided.DDNMPlus(op, y, sigma_y, cutoff=0.0)  # every singular value kept
     x = sampler(Flat(prior, op.in_shape), x_T, guided.time_grid(30), generator=g)
     err = float((x - truth).pow(2).mean().sqrt())
-    matrix = _matrix(op, d)
+    matrix = matrix_of(op, d)
     exact = torch.stack(
         [prior.posterior(matrix, y[i].flatten(), sigma_y).sample(1, g)[0] for i in range(4)]
     )

@@ -12,75 +12,16 @@ import guided
 import operators
 import priors
 
+from tests.guided.linear_cases import CASES, Flat, gaussian, matrix_of
+
 F64 = torch.float64
-
-
-class Dense(operators.LinearOperator):
-    """A dense matrix with only apply/adjoint (no SVD)."""
-
-    def __init__(self, a):
-        super().__init__((a.shape[1],), (a.shape[0],))
-        self.register_buffer("a", a)
-
-    def apply(self, x):
-        return x @ self.a.T
-
-    def apply_adjoint(self, y):
-        return y @ self.a
-
-
-class Flat(priors.Denoiser):
-    """A flat (B, D) prior seen on images of shape `shape`."""
-
-    counts_evaluations = False  # the wrapped prior counts
-
-    def __init__(self, prior, shape):
-        super().__init__(prior.schedule)
-        self.prior, self.shape = prior, shape
-
-    def forward(self, x_t, t):
-        return self.prior(x_t.flatten(1), t).view_as(x_t)
-
-
-def _gaussian(d, seed=0, correlated=True):
-    """N(mu, C): C a random dense covariance, or a diagonal one."""
-    g = torch.Generator().manual_seed(seed)
-    mean = torch.randn(d, generator=g, dtype=F64)
-    if correlated:
-        root = torch.randn(d, d, generator=g, dtype=F64) / d**0.5
-        covariance = root @ root.T + 0.1 * torch.eye(d, dtype=F64)
-    else:
-        covariance = torch.diag(0.2 + torch.rand(d, generator=g, dtype=F64))
-    return priors.GaussianMixture(
-        torch.ones(1, dtype=F64), mean[None], covariance[None], priors.CosineSchedule()
-    )
-
-
-def _matrix(op, d):
-    return op(torch.eye(d, dtype=F64).reshape(d, *op.in_shape)).reshape(d, -1).T
-
-
-def _cases():
-    g = torch.Generator().manual_seed(1)
-    wide = torch.randn(3, 6, generator=g, dtype=F64)
-    mask = torch.tensor([1.0, 0, 1, 1, 0, 1], dtype=F64)
-    blur = operators.CircularBlur(operators.gaussian_kernel(0.7, size=3), (1, 4, 4))
-    return {
-        "matrix": (operators.MatrixOperator(wide), 6),
-        "inpainting": (operators.Inpainting(mask), 6),
-        "dense": (Dense(wide), 6),
-        "circular_blur": (blur, 16),
-    }
-
-
-CASES = _cases()
 
 
 def _problem(name, sigma_y, prior, seed=2):
     """A measurement of a prior sample and the exact posterior's denoiser."""
     op, d = CASES[name]
     g = torch.Generator().manual_seed(seed)
-    a = _matrix(op, d)
+    a = matrix_of(op, d)
     y = prior.sample(1, g) @ a.T + sigma_y * torch.randn(1, a.shape[0], generator=g, dtype=F64)
     rows = slice(None)
     if isinstance(op, operators.Inpainting):  # unobserved entries are zero: drop them
@@ -108,7 +49,7 @@ def _compare(term, exact, image_prior, op, d, seed=3):
 def test_mmps_is_the_exact_posterior_mean_for_any_gaussian_prior(name, sigma_y):
     """A dense prior covariance, where PiGDM's isotropic r_t^2 is wrong: MMPS's conjugate
     gradients on the Tweedie covariance (one VJP each) give E[x | x_t, y] exactly."""
-    prior = _gaussian(CASES[name][1])
+    prior = gaussian(CASES[name][1])
     op, d, y, exact, image_prior = _problem(name, sigma_y, prior)
     iterations = 2 * math.prod(op.out_shape)  # CG converges in dim y steps, in exact arithmetic
     worst = _compare(guided.MMPS(op, y, sigma_y, iterations=iterations), exact, image_prior, op, d)
@@ -118,7 +59,7 @@ def test_mmps_is_the_exact_posterior_mean_for_any_gaussian_prior(name, sigma_y):
 
 
 def test_mmps_with_few_iterations_is_an_approximation_that_improves_with_more():
-    prior = _gaussian(16, seed=4)
+    prior = gaussian(16, seed=4)
     op, d, y, exact, image_prior = _problem("circular_blur", 0.05, prior)
     errors = [
         _compare(guided.MMPS(op, y, 0.05, iterations=k), exact, image_prior, op, d)
@@ -131,7 +72,7 @@ def test_mmps_with_few_iterations_is_an_approximation_that_improves_with_more():
 def test_tmpd_is_exact_where_the_observed_pixels_are_independent(sigma_y):
     """Diagonal prior covariance through a mask: A J A^T is diagonal and its row sums are its
     diagonal, so TMPD is E[x | x_t, y] (no pull on the unobserved pixels, even at sigma_y 0)."""
-    prior = _gaussian(6, seed=5, correlated=False)
+    prior = gaussian(6, seed=5, correlated=False)
     op, d, y, exact, image_prior = _problem("inpainting", sigma_y, prior)
     assert _compare(guided.TMPD(op, y, sigma_y), exact, image_prior, op, d) < 1e-10
 
@@ -140,7 +81,7 @@ def test_tmpd_is_exact_where_the_observed_pixels_are_independent(sigma_y):
 def test_tmpd_is_not_exact_where_observed_pixels_are_correlated(name):
     """Its row sums stand in for a dense A J A^T: measured against MMPS (exact) on the same
     problem, TMPD errs by a clear margin, so the two are different methods."""
-    prior = _gaussian(6, seed=6)
+    prior = gaussian(6, seed=6)
     op, d, y, exact, image_prior = _problem(name, 0.1, prior)
     tmpd = _compare(guided.TMPD(op, y, 0.1), exact, image_prior, op, d)
     mmps = _compare(guided.MMPS(op, y, 0.1, iterations=12), exact, image_prior, op, d)
@@ -150,7 +91,7 @@ def test_tmpd_is_not_exact_where_observed_pixels_are_correlated(name):
 def test_mmps_and_tmpd_sampling_match_the_exact_posterior():
     """DDPM with the MMPS term samples the exact posterior of a dense Gaussian prior (its
     denoiser is the exact posterior mean, so the only error is the sampler's)."""
-    prior = _gaussian(6, seed=7)
+    prior = gaussian(6, seed=7)
     op, d, y, exact, _ = _problem("matrix", 0.3, prior, seed=8)
     g = torch.Generator().manual_seed(9)
     x_T = guided.initial_noise(prior.schedule, (4000, d), g, dtype=F64)
@@ -164,7 +105,7 @@ def test_mmps_and_tmpd_sampling_match_the_exact_posterior():
 @pytest.mark.parametrize(("term", "vjps"), [("mmps", 4), ("tmpd", 2)])
 def test_every_vector_jacobian_product_is_counted(term, vjps):
     """MMPS: one per CG iteration and the final one; TMPD: the row sums and the final one."""
-    prior = _gaussian(6)
+    prior = gaussian(6)
     op, d, y, _, _ = _problem("matrix", 0.1, prior)
     made = guided.MMPS(op, y, 0.1, iterations=3) if term == "mmps" else guided.TMPD(op, y, 0.1)
     cost = priors.Cost()
@@ -176,7 +117,7 @@ def test_every_vector_jacobian_product_is_counted(term, vjps):
 
 @pytest.mark.parametrize("term", ["mmps", "tmpd"])
 def test_a_row_does_not_depend_on_its_companions(term):
-    prior = _gaussian(6)
+    prior = gaussian(6)
     op, d, _, _, _ = _problem("matrix", 0.1, prior)
     g = torch.Generator().manual_seed(11)
     y = torch.randn(2, 3, generator=g, dtype=F64)

@@ -11,17 +11,9 @@ import guided
 import operators
 import priors
 
+from tests.guided.linear_cases import gaussian
+
 F64 = torch.float64
-
-
-def _gaussian(d=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    mean = torch.randn(d, generator=g, dtype=F64)
-    root = torch.randn(d, d, generator=g, dtype=F64) / d**0.5
-    cov = root @ root.T + 0.1 * torch.eye(d, dtype=F64)
-    return priors.GaussianMixture(
-        torch.ones(1, dtype=F64), mean[None], cov[None], priors.CosineSchedule()
-    )
 
 
 MASK = operators.Inpainting(torch.tensor([1.0, 1, 0, 1, 0, 0], dtype=F64))
@@ -49,7 +41,7 @@ def test_the_adam_step_is_torchs():
 
 
 def test_cost_is_one_evaluation_and_no_network_vjp_per_step():
-    prior = _gaussian()
+    prior = gaussian(6)
     y = MASK(prior.sample(3, torch.Generator().manual_seed(2)))
     cost = priors.Cost()
     x_T = torch.zeros(3, 6, dtype=F64)
@@ -64,7 +56,7 @@ def test_the_regulariser_moves_the_unobserved_pixels_to_the_posterior():
     pixels, 1.47 posterior sd from the exact posterior mean on average; RED-diff (the
     authors' settings) brings them to 0.24 sd at 25 steps, 0.13 at 100 and 0.06 at 200
     (measured), and the observed pixels keep the measurement."""
-    prior = _gaussian()
+    prior = gaussian(6)
     g = torch.Generator().manual_seed(4)
     truth = prior.sample(1, g)
     y = MASK(truth) + 0.05 * torch.randn(1, 6, generator=g, dtype=F64) * MASK.mask
@@ -81,7 +73,7 @@ def test_the_regulariser_moves_the_unobserved_pixels_to_the_posterior():
 
 
 def test_a_row_does_not_depend_on_its_companions():
-    prior = _gaussian()
+    prior = gaussian(6)
     g = torch.Generator().manual_seed(5)
     y = MASK(torch.randn(3, 6, generator=g, dtype=F64))
     x_T = torch.zeros(3, 6, dtype=F64)

@@ -1,0 +1,73 @@
+"""Shared pieces of the exact-posterior tests of guidance terms: linear operators (with and
+without an SVD) on flat vectors and on small images, a flat prior seen as images, the matrix
+of an operator, and Gaussian priors whose posteriors are exact."""
+
+import torch
+
+import operators
+import priors
+
+F64 = torch.float64
+
+
+class Dense(operators.LinearOperator):
+    """A dense matrix with only apply/adjoint: exercises the conjugate-gradient path."""
+
+    def __init__(self, a):
+        super().__init__((a.shape[1],), (a.shape[0],))
+        self.register_buffer("a", a)
+
+    def apply(self, x):
+        return x @ self.a.T
+
+    def apply_adjoint(self, y):
+        return y @ self.a
+
+
+class Flat(priors.Denoiser):
+    """A flat (B, D) prior seen on images of shape `shape`."""
+
+    counts_evaluations = False  # the wrapped prior counts
+
+    def __init__(self, prior, shape):
+        super().__init__(prior.schedule)
+        self.prior, self.shape = prior, shape
+
+    def forward(self, x_t, t):
+        return self.prior(x_t.flatten(1), t).view_as(x_t)
+
+
+def matrix_of(op, d):
+    """The matrix of a linear operator on ``d`` inputs, read off the unit vectors."""
+    return op(torch.eye(d, dtype=F64).reshape(d, *op.in_shape)).reshape(d, -1).T
+
+
+def gaussian(d, seed=0, correlated=True):
+    """N(mu, C) on the cosine schedule: C a random dense covariance, or a diagonal one."""
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.randn(d, generator=g, dtype=F64)
+    if correlated:
+        root = torch.randn(d, d, generator=g, dtype=F64) / d**0.5
+        covariance = root @ root.T + 0.1 * torch.eye(d, dtype=F64)
+    else:
+        covariance = torch.diag(0.2 + torch.rand(d, generator=g, dtype=F64))
+    return priors.GaussianMixture(
+        torch.ones(1, dtype=F64), mean[None], covariance[None], priors.CosineSchedule()
+    )
+
+
+def _cases():
+    g = torch.Generator().manual_seed(1)
+    wide = torch.randn(3, 6, generator=g, dtype=F64)
+    mask = torch.tensor([1.0, 0, 1, 1, 0, 1], dtype=F64)
+    blur = operators.CircularBlur(operators.gaussian_kernel(0.7, size=3), (1, 4, 4))
+    return {
+        "matrix": (operators.MatrixOperator(wide), 6),
+        "inpainting": (operators.Inpainting(mask), 6),
+        "dense_cg": (Dense(wide), 6),
+        "circular_blur": (blur, 16),
+    }
+
+
+#: name -> (operator, input dimension).
+CASES = _cases()
