@@ -65,9 +65,9 @@ from torch import Tensor
 import checks
 
 from guided.ddim import ddim_update
-from guided.guidance import check_measurement
+from guided.guidance import check_differentiable, check_measurement
 from guided.sampler import Run, Sampler, SamplerState, Step
-from operators import LinearOperator, NotDifferentiableError, Operator
+from operators import LinearOperator, Operator
 from priors import randn
 
 __all__ = ["DAPS"]
@@ -104,12 +104,7 @@ class DAPS(Sampler):
         sigma_min: float = 0.01,
     ) -> None:
         self.y = check_measurement(op, y, sigma_y)
-        if not op.differentiable:
-            raise NotDifferentiableError(
-                f"DAPS's Langevin steps need the operator's vector-Jacobian products; "
-                f"{type(op).__name__} is not differentiable: use a derivative-free rule "
-                "(guided.EnKG, guided.ZerothOrder)"
-            )
+        check_differentiable(op, "DAPS (its Langevin steps)")
         self.op, self.sigma_y = op, float(sigma_y)
         self.tau = checks.number(tau, "tau", low=0, open_low=True)
         self.ode_steps = checks.integer(ode_steps, "ode_steps", low=1)

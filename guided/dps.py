@@ -99,9 +99,9 @@ from torch import Tensor
 import checks
 
 from guided.ddim import ddim_update
-from guided.guidance import Guidance, check_measurement
+from guided.guidance import Guidance, check_differentiable, check_measurement
 from guided.sampler import Run, Sampler, SamplerState, Step
-from operators import Operator, UnsupportedOperator, batch_dot
+from operators import Operator, batch_dot
 from priors import Schedule
 from priors.tweedie import append_dims
 
@@ -142,11 +142,8 @@ class DPS(Guidance):
     ) -> None:
         super().__init__()
         self.y = check_measurement(op, y, sigma_y)
-        if self.differentiates_operator and not op.differentiable:
-            raise UnsupportedOperator(
-                f"DPS needs vector-Jacobian products of the operator; {type(op).__name__} is "
-                "not differentiable: use a derivative-free rule"
-            )
+        if self.differentiates_operator:
+            check_differentiable(op, "DPS")
         if zeta is None and self.score_needs_sigma_y and not (sigma_y is not None and sigma_y > 0):
             raise ValueError("DPS with zeta=None is the likelihood score and needs sigma_y > 0")
         if zeta is not None:

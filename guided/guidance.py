@@ -31,11 +31,17 @@ from torch import Tensor, nn
 
 import checks
 
-from operators import Operator, check_shape
+from operators import NotDifferentiableError, Operator, check_shape
 from priors import Denoiser, Schedule, Wrapper, all_finite, record
 from priors.tweedie import coefficients
 
-__all__ = ["Guidance", "GuidedDenoiser", "check_measurement", "check_rows"]
+__all__ = [
+    "Guidance",
+    "GuidedDenoiser",
+    "check_differentiable",
+    "check_measurement",
+    "check_rows",
+]
 
 
 def check_measurement(op: Operator, y: Tensor, sigma_y: float | None) -> Tensor:
@@ -51,6 +57,16 @@ def check_measurement(op: Operator, y: Tensor, sigma_y: float | None) -> Tensor:
     if sigma_y is not None:
         checks.number(sigma_y, "sigma_y", low=0)
     return y.detach()
+
+
+def check_differentiable(op: Operator, method: str) -> None:
+    """Refuses an operator without vector-Jacobian products for a method that needs them
+    (:class:`operators.NotDifferentiableError`, naming the derivative-free rules)."""
+    if not op.differentiable:
+        raise NotDifferentiableError(
+            f"{method} needs vector-Jacobian products of the operator; {type(op).__name__} is "
+            "not differentiable: use a derivative-free rule (guided.EnKG, guided.ZerothOrder)"
+        )
 
 
 def check_rows(holder: Any, batch: int) -> None:

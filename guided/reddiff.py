@@ -53,9 +53,9 @@ from torch import Tensor
 
 import checks
 
-from guided.guidance import check_measurement
+from guided.guidance import check_differentiable, check_measurement
 from guided.sampler import Run, Sampler, SamplerState, Step
-from operators import LinearOperator, NotDifferentiableError, Operator
+from operators import LinearOperator, Operator
 from priors import randn
 from priors.tweedie import eps_from_x0
 
@@ -99,12 +99,7 @@ class REDDiff(Sampler):
         sigma_x0: float = 0.0,
     ) -> None:
         self.y = check_measurement(op, y, sigma_y)
-        if not op.differentiable:
-            raise NotDifferentiableError(
-                f"RED-diff's data term needs the operator's vector-Jacobian products; "
-                f"{type(op).__name__} is not differentiable: use a derivative-free rule "
-                "(guided.EnKG, guided.ZerothOrder)"
-            )
+        check_differentiable(op, "RED-diff (its data term)")
         self.op, self.sigma_y = op, float(sigma_y)
         self.weight = checks.number(weight, "weight", low=0)
         self.obs_weight = checks.number(obs_weight, "obs_weight", low=0)

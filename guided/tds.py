@@ -51,10 +51,10 @@ from torch import Tensor
 import checks
 
 from guided.ddim import ddim_coefficients
-from guided.guidance import check_measurement
+from guided.guidance import check_differentiable, check_measurement
 from guided.sampler import Run, Step
 from guided.smc import Particles, ParticleSampler
-from operators import Operator, UnsupportedOperator
+from operators import Operator
 from priors import record
 
 __all__ = ["TDS", "Twisted"]
@@ -83,11 +83,7 @@ class TDS(ParticleSampler):
         self, op: Operator, y: Tensor, sigma_y: float, particles: int = 16, ess: float = 0.5
     ) -> None:
         self.y = check_measurement(op, y, sigma_y)
-        if not op.differentiable:
-            raise UnsupportedOperator(
-                f"TDS needs vector-Jacobian products of the operator; {type(op).__name__} is "
-                "not differentiable: use a derivative-free rule"
-            )
+        check_differentiable(op, "TDS")
         if not checks.number(sigma_y, "sigma_y", low=0) > 0:
             raise ValueError(
                 "TDS needs sigma_y > 0 (its final weight is the Gaussian likelihood); for "
