@@ -139,11 +139,13 @@ class REDDiff(Sampler):
 
     def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:
         assert isinstance(state, AdamState)
-        mu = self.start(x_t) if state.first is None else x_t
+        if state.first is None or state.second is None:  # the run's first step
+            mu = self.start(x_t)
+            state.first, state.second = torch.zeros_like(mu), torch.zeros_like(mu)
+        else:
+            mu = x_t
         g = self.gradient(run, mu, step)
         b1, b2 = self.betas
-        if state.first is None or state.second is None:
-            state.first, state.second = torch.zeros_like(mu), torch.zeros_like(mu)
         state.steps += 1
         state.first = b1 * state.first + (1 - b1) * g
         state.second = b2 * state.second + (1 - b2) * g * g
