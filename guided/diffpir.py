@@ -64,8 +64,6 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from torch import Tensor
 
 import checks
@@ -73,7 +71,7 @@ import checks
 from guided.ddim import ancestral_share
 from guided.guidance import check_measurement
 from guided.sampler import Run, Sampler, SamplerState, Step
-from operators import LinearOperator, SVDOperator, UnsupportedOperator, cg
+from operators import LinearOperator, UnsupportedOperator
 from priors import randn
 from priors.tweedie import eps_from_x0
 
@@ -132,18 +130,10 @@ class DiffPIR(Sampler):
         return self.lambda_ * (self.sigma_y / 2) ** 2 / (sigma_t / alpha_t) ** 2
 
     def proximal(self, x0: Tensor, rho: float) -> Tensor:
-        r""":math:`\arg\min_x \lVert y - A x \rVert^2 + \rho \lVert x - x_0 \rVert^2`."""
-        op, y = self.op, self.y.to(x0.dtype)
-        if isinstance(op, SVDOperator):
-            z0, zy = op.Vt(x0), op.Ut(y)
-            s = op.singulars.to(z0.device, z0.dtype).expand_as(z0[0])
-            observed = op.observed().to(z0.device).expand_as(z0[0])
-            blended = (s * zy + rho * z0) / (s**2 + rho).where(observed, 1)
-            return op.V(torch.where(observed, blended, z0))
-        if rho == 0:
-            return x0 + op.pinv(y - op(x0))
-        rhs = op.adjoint(y.expand(x0.shape[0], *op.out_shape)) + rho * x0
-        return cg(lambda v: op.gram(v) + rho * v, rhs, iterations=self.iterations)
+        r""":math:`\arg\min_x \lVert y - A x \rVert^2 + \rho \lVert x - x_0 \rVert^2`
+        (:meth:`~operators.LinearOperator.ridge`, ``iterations`` conjugate-gradient steps
+        unless the operator has an SVD)."""
+        return self.op.ridge(self.y.to(x0.dtype), x0, rho, iterations=self.iterations)
 
     def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:
         alpha_t, sigma_t, alpha_s, sigma_s = step.coefficients

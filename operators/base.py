@@ -179,6 +179,34 @@ class LinearOperator(Operator):
         x = cg(self.gram, self.apply_adjoint(y), iterations=self.pinv_iterations)
         return self.check_output(x, "pseudo-inverse")
 
+    def ridge(self, y: Tensor, x0: Tensor, rho: float, iterations: int | None = None) -> Tensor:
+        r"""The regularised least-squares solution
+
+        .. math:: \arg\min_x \lVert y - A x \rVert^2 + \rho \lVert x - x_0 \rVert^2
+            = (A^\top A + \rho I)^{-1} (A^\top y + \rho x_0),
+
+        the proximal step of DiffPIR and the likelihood step of PnP-DM; at :math:`\rho = 0`
+        the point nearest :math:`x_0` that fits :math:`y` best, :math:`x_0 + A^+(y - A x_0)`.
+        Here by ``iterations`` conjugate-gradient steps (:attr:`pinv_iterations` if None);
+        exact on an :class:`SVDOperator`.
+
+        Arguments:
+            y: The measurement, :math:`(B, *out\_shape)` or one row for all.
+            x0: The centre, :math:`(B, *in\_shape)`.
+            rho: :math:`\rho \geq 0`.
+            iterations: Conjugate-gradient iterations.
+        """
+        rho = checks.number(rho, "rho", low=0)
+        self.check_input(x0, "x0")
+        y = y.expand(x0.shape[0], *self.out_shape)
+        if rho == 0:
+            return x0 + self.pinv(y - self.apply(x0))
+        iterations = self.pinv_iterations if iterations is None else iterations
+        iterations = checks.integer(iterations, "iterations", low=1)
+        rhs = self.adjoint(y) + rho * x0
+        x = cg(lambda v: self.gram(v) + rho * v, rhs, iterations=iterations)
+        return self.check_output(x, "ridge solution")
+
 
 class SVDOperator(LinearOperator):
     r"""A linear operator given by its singular value decomposition
@@ -238,3 +266,15 @@ class SVDOperator(LinearOperator):
         s = self.singulars.to(z.device, z.dtype)
         kept = self.observed().to(z.device)
         return self.check_output(self.V(torch.where(kept, 1 / s.where(kept, 1), 0) * z), "pinv")
+
+    def ridge(self, y: Tensor, x0: Tensor, rho: float, iterations: int | None = None) -> Tensor:
+        r"""The regularised least-squares solution of :meth:`LinearOperator.ridge`, exactly in
+        the spectral space: :math:`(s\, U^\top y + \rho V^\top x_0) / (s^2 + \rho)` on the
+        observed coordinates, :math:`V^\top x_0` on the others (``iterations`` is unused)."""
+        rho = checks.number(rho, "rho", low=0)
+        self.check_input(x0, "x0")
+        z0, zy = self.Vt(x0), self.Ut(y.expand(x0.shape[0], *self.out_shape))
+        s = self.singulars.to(z0.device, z0.dtype)
+        observed = self.observed().to(z0.device)
+        blended = (s * zy + rho * z0) / (s**2 + rho).where(observed, 1)
+        return self.check_output(self.V(torch.where(observed, blended, z0)), "ridge solution")

@@ -22,7 +22,7 @@ def _random(shape, seed, batch=3):
 
 
 def _scale(*tensors):
-    return max(float(t.flatten(1).norm(dim=1).max()) for t in tensors)
+    return max(float(t.detach().flatten(1).norm(dim=1).max()) for t in tensors)
 
 
 def test_registry_covers_every_operator_class():
@@ -88,6 +88,44 @@ def test_closed_form_pinv_matches_conjugate_gradients(name):
     y = _random(op.out_shape, 9)
     iterative = operators.LinearOperator.pinv(op, y)
     torch.testing.assert_close(op.pinv(y), iterative, rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", LINEAR)
+@pytest.mark.parametrize("rho", [0.0, 0.3])
+def test_ridge_solves_its_normal_equations(name, rho):
+    """(A^T A + rho I) x = A^T y + rho x0; at rho = 0 the fit nearest x0: A x = A A+ y and
+    x - x0 orthogonal to the null space (x = x0 + A+ (y - A x0))."""
+    op, shape = EXAMPLES[name]
+    x0, y = _random(shape, 10), _random(op.out_shape, 11)
+    x = op.ridge(y, x0, rho)
+    if rho > 0:
+        lhs, rhs = op.gram(x) + rho * x, op.adjoint(y) + rho * x0
+        torch.testing.assert_close(lhs, rhs, rtol=1e-8, atol=1e-8 * _scale(rhs))
+    else:
+        torch.testing.assert_close(op(x), op(op.pinv(y)), rtol=1e-8, atol=1e-8)
+        torch.testing.assert_close(op.pinv(op(x - x0)), x - x0, rtol=1e-8, atol=1e-8)
+    one = op.ridge(y[:1], x0, rho)  # one measurement for every row
+    torch.testing.assert_close(one[1], op.ridge(y[:1], x0[1:2], rho)[0])
+
+
+@pytest.mark.parametrize("name", SVD)
+def test_closed_form_ridge_matches_conjugate_gradients(name):
+    op, shape = EXAMPLES[name]
+    x0, y = _random(shape, 12), _random(op.out_shape, 13)
+    iterative = operators.LinearOperator.ridge(op, y, x0, 0.2)
+    torch.testing.assert_close(op.ridge(y, x0, 0.2), iterative, rtol=1e-7, atol=1e-7)
+
+
+def test_ridge_refuses_bad_arguments():
+    op, shape = EXAMPLES[LINEAR[0]]
+    x0, y = _random(shape, 14), _random(op.out_shape, 15)
+    for rho in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="rho"):
+            op.ridge(y, x0, rho)
+    with pytest.raises(ValueError, match="iterations"):
+        operators.LinearOperator.ridge(op, y, x0, 0.5, iterations=0)
+    with pytest.raises(ValueError, match="x0"):
+        op.ridge(y, x0[..., :1], 0.5)
 
 
 def test_matrix_operator_is_the_dense_pinv():
