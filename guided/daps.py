@@ -20,7 +20,7 @@ level of :math:`x_t / \alpha_t`:
    (``step_size`` :math:`\eta`, ``decay`` :math:`r`), so it follows the run's progress, not
    its step count. Langevin steps are stable only below 2 over the target's curvature,
    :math:`1 / \bar\sigma_t^2 + \lVert A \rVert^2 / \tau^2` for a linear operator
-   (:math:`\lVert A \rVert^2` by power iteration, once); a step above it (a grid that runs
+   (:mod:`guided.langevin`, shared with PnP-DM); a step above it (a grid that runs
    down to tiny noise levels, an operator of large norm) is refused with an error rather than
    left to blow up. For a nonlinear operator only the prior term's part is checked.
 3. **Noise.** :math:`x_s = \alpha_s x_0 + \sigma_s z` (the clean sample at :math:`s = 0`).
@@ -58,16 +58,16 @@ from __future__ import annotations
 import itertools
 import math
 
-import torch
-
 from torch import Tensor
 
 import checks
 
 from guided.ddim import ddim_update
 from guided.guidance import check_differentiable, check_measurement
+from guided.langevin import LangevinLikelihood
 from guided.sampler import Run, Sampler, SamplerState, Step
-from operators import LinearOperator, Operator
+from guided.time import level_times
+from operators import Operator
 from priors import randn
 
 __all__ = ["DAPS"]
@@ -112,7 +112,7 @@ class DAPS(Sampler):
         self.step_size = checks.number(step_size, "step_size", low=0, open_low=True)
         self.decay = checks.number(decay, "decay", low=0, high=1, open_low=True)
         self.sigma_min = checks.number(sigma_min, "sigma_min", low=0, open_low=True)
-        self._norm: float | None = None
+        self.likelihood = LangevinLikelihood(op, self.y, self.tau)
 
     def clean_estimate(self, run: Run, x_t: Tensor, step: Step) -> Tensor:
         r""":math:`\hat x_0`: the probability-flow ODE from :math:`x_t` to
@@ -122,9 +122,7 @@ class DAPS(Sampler):
         top = step.sigma_t / step.alpha_t
         if top <= self.sigma_min:
             return run.denoise(x_t, step.t)
-        u = torch.linspace(0, 1, self.ode_steps + 1, dtype=torch.float64)
-        levels = (top ** (1 / 7) + u * (self.sigma_min ** (1 / 7) - top ** (1 / 7))) ** 7
-        times = schedule.time_of(-torch.log(levels))
+        times = level_times(schedule, top, self.sigma_min, self.ode_steps)
         times[0] = step.t
         x = x_t
         for t, s in itertools.pairwise(times):
@@ -136,53 +134,17 @@ class DAPS(Sampler):
         alpha_end, _ = schedule(times[-1])
         return x / float(alpha_end)
 
-    def operator_norm(self, like: Tensor) -> float:
-        r""":math:`\lVert A \rVert^2`, the largest eigenvalue of :math:`A^\top A`, by 50 power
-        iterations from a fixed start (computed once); 0 for a nonlinear operator, whose
-        curvature is not known (only the prior term's is then checked)."""
-        if self._norm is None:
-            self._norm = 0.0
-            if isinstance(self.op, LinearOperator):
-                g = torch.Generator(device="cpu").manual_seed(0)
-                v = torch.randn((1, *self.op.in_shape), generator=g, dtype=torch.float64)
-                v = v.to(like.device, like.dtype)
-                for _ in range(50):
-                    v = self.op.gram(v)
-                    norm = v.norm()
-                    if norm == 0:
-                        break
-                    v = v / norm
-                self._norm = float(self.op.gram(v).norm()) * 1.01  # a margin for convergence
-        return self._norm
-
-    def langevin(self, run: Run, x0_hat: Tensor, level: float, step_size: float) -> Tensor:
-        r"""Langevin dynamics on :math:`\log p(x_0 \mid x_t, y)` (see the module) from
-        :math:`\hat x_0`, with the prior's Gaussian of standard deviation ``level``."""
-        op, y = self.op, self.y.to(x0_hat.dtype)
-        x = x0_hat
-        noise = math.sqrt(2 * step_size)
-        for _ in range(self.langevin_steps):
-            likelihood = op.vjp(x, y - op(x)) / self.tau**2
-            score = (x0_hat - x) / level**2 + likelihood
-            z = randn(x.shape, run.generator, dtype=x.dtype, device=x.device)
-            x = x + step_size * score + noise * z
-        return x
-
     def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:
         x0_hat = self.clean_estimate(run, x_t, step)
         level = step.sigma_t / step.alpha_t
         step_size = self.step_size * (1 - (1 - self.decay) * step.index / step.count)
-        curvature = 1 / level**2 + self.operator_norm(x_t) / self.tau**2
-        if self.langevin_steps and step_size * curvature >= 2:
-            raise ValueError(
-                f"DAPS's Langevin step {step_size:.3g} is unstable at t = {float(step.t):.4g}: "
-                f"the target's curvature is 1 / level^2 + |A|^2 / tau^2 = {curvature:.3g} "
-                f"(noise level {level:.3g}, tau {self.tau:.3g}), so the step must stay below "
-                f"{2 / curvature:.3g}: lower step_size, raise tau, or end the annealing grid at "
-                "a higher noise level (time_grid(N, 'karras', schedule=..., sigma_min=0.1), as "
-                "the authors)"
-            )
-        x0 = self.langevin(run, x0_hat, level, step_size)
+        if self.langevin_steps:
+            self.likelihood.check(
+                step_size, level, x_t, f"DAPS at t = {float(step.t):.4g}",
+                "lower step_size, raise tau, or end the annealing grid at a higher noise level "
+                "(time_grid(N, 'karras', schedule=..., sigma_min=0.1), as the authors)",
+            )  # fmt: skip
+        x0 = self.likelihood.sample(x0_hat, level, step_size, self.langevin_steps, run.generator)
         if step.sigma_s == 0:
             return x0
         z = randn(x0.shape, run.generator, dtype=x0.dtype, device=x0.device)

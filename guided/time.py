@@ -54,7 +54,7 @@ import checks
 
 from priors import Schedule
 
-__all__ = ["check_grid", "time_grid"]
+__all__ = ["check_grid", "level_times", "time_grid"]
 
 KINDS = ("uniform", "quadratic", "karras", "linear_beta")
 
@@ -108,6 +108,23 @@ def time_grid(
     ts = torch.cat([ts, torch.zeros(steps + 1 - n, dtype=torch.float64)])
     ts[0], ts[-1] = 1.0, 0.0
     return ts
+
+
+def level_times(
+    schedule: Schedule, top: float, bottom: float, steps: int, rho: float = 7.0
+) -> Tensor:
+    r"""The times of ``steps + 1`` noise levels :math:`\tilde\sigma = \sigma_t / \alpha_t`
+    spaced as in ``"karras"`` from ``top`` down to ``bottom``, float64 of shape
+    :math:`(steps + 1,)`: the inner grids of samplers that descend from a level of their own
+    (DAPS's inner ODE, PnP-DM's prior step). Levels outside the schedule's range map to its
+    ends (:meth:`~priors.Schedule.time_of`)."""
+    top = checks.number(top, "top", low=0, open_low=True)
+    bottom = checks.number(bottom, "bottom", low=0, open_low=True)
+    if bottom >= top:
+        raise ValueError(f"bottom={bottom} must be below top={top}")
+    u = torch.linspace(0, 1, checks.integer(steps, "steps", low=1) + 1, dtype=torch.float64)
+    levels = (top ** (1 / rho) + u * (bottom ** (1 / rho) - top ** (1 / rho))) ** rho
+    return schedule.time_of(-torch.log(levels))
 
 
 def _log_level(u: Tensor) -> Tensor:
