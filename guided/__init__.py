@@ -24,6 +24,7 @@ from guided.mcgdiff import MCGdiff
 from guided.measurements import DivergenceWarning, measurements, residuals
 from guided.mmps import MMPS
 from guided.pigdm import PiGDM
+from guided.pnpdm import PnPDM
 from guided.projection import Projection
 from guided.reddiff import REDDiff
 from guided.repaint import RePaint
@@ -34,7 +35,7 @@ from guided.sampler import Run, Sampler, SamplerState, Step, initial_noise
 from guided.smc import ParticleSampler
 from guided.surrogate import SurrogateLikelihood
 from guided.tds import TDS
-from guided.time import check_grid, time_grid
+from guided.time import check_grid, level_times, time_grid
 from guided.tmpd import TMPD
 from guided.value import NoisyValueGuidance, ValueGuidance
 from guided.zeroth_order import ZerothOrder
@@ -72,6 +73,7 @@ __all__ = [
     "NoisyValueGuidance",
     "ParticleSampler",
     "PiGDM",
+    "PnPDM",
     "PoissonDPS",
     "Projection",
     "REDDiff",
@@ -88,6 +90,7 @@ __all__ = [
     "ZerothOrder",
     "check_grid",
     "initial_noise",
+    "level_times",
     "measurements",
     "residuals",
     "time_grid",

@@ -95,6 +95,10 @@ SAMPLERS: dict[str, Build] = {
     "DDPM + MMPS": _term(guided.MMPS, guided.DDPM),
     "DDPM + MMPS (8 CG)": _term(lambda op, y, s: guided.MMPS(op, y, s, iterations=8), guided.DDPM),
     "DDPM + TMPD": _term(guided.TMPD, guided.DDPM),
+    "PnPDM": _sampler(lambda op, y, s, n: guided.PnPDM(op, y, s)),
+    "PnPDM (rho_min 0.01, 20 prior steps)": _sampler(
+        lambda op, y, s, n: guided.PnPDM(op, y, s, rho_min=0.01, prior_steps=20)
+    ),
     "EnKG": _sampler(lambda op, y, s, n: guided.EnKG(op, y, particles=n, interval=(0.0, 0.5))),
     "DPSSampler + ZerothOrder": _sampler(
         lambda op, y, s, n: guided.DPSSampler(op, y, 1.0, guided.ZerothOrder, queries=8)
