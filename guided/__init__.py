@@ -4,6 +4,7 @@ Every sampler runs any :class:`priors.Denoiser`, so a guidance rule written as a
 wrapper works with every sampler.
 """
 
+from guided.apg import APG
 from guided.cfg import ClassifierFree, ComposableFree, DualClassifierFree
 from guided.classifier import ClassifierGuidance
 from guided.daps import DAPS
@@ -41,6 +42,7 @@ from guided.value import NoisyValueGuidance, ValueGuidance
 from guided.zeroth_order import ZerothOrder
 
 __all__ = [
+    "APG",
     "DAPS",
     "DDIM",
     "DDNM",

@@ -179,10 +179,15 @@ class ClassifierFree(Wrapper):
         conditional, unconditional = evaluate(
             self.prior, x_t, t, [{self.key: c}, {self.key: dropped}], **cond
         )
-        guided = unconditional + self.scale * (conditional - unconditional)
+        guided = self.combine(t, conditional, unconditional)
         if self.rescale > 0:
             guided = self._rescaled(x_t, t, guided, conditional)
         return torch.where(append_dims(on, x_t.ndim), guided, conditional)
+
+    def combine(self, t: Tensor, conditional: Tensor, unconditional: Tensor) -> Tensor:
+        r"""The guided prediction from the two passes at time ``t``: :math:`\hat x_\varnothing +
+        w (\hat x_c - \hat x_\varnothing)` (guiders that reshape the update override this)."""
+        return unconditional + self.scale * (conditional - unconditional)
 
     def _guided_rows(self, t: Tensor, b: int, device: torch.device) -> Tensor:
         """Which rows are guided: all, or those whose noise level lies in the interval."""

@@ -7,6 +7,9 @@ Sweeps (each point draws ``samples`` digits from the same initial noise, DDIM):
 
 - ``cfg``: classifier-free guidance (:class:`guided.ClassifierFree`) over ``cfg_scales``,
   requested classes cycling 0..9;
+- ``apg``: adaptive projected guidance (:class:`guided.APG`, settings ``apg``) over
+  ``apg_scales``, the same requests as ``cfg``: compare the two at equal scales (and equal
+  network evaluations, two per step);
 - ``classifier``: classifier guidance (:class:`guided.ClassifierGuidance`, the shipped
   noise-conditional classifier) of the *unconditional* prior over ``classifier_scales``;
 - ``safety``: :class:`guided.SafetyGuidance` away from class ``forbidden`` over
@@ -64,7 +67,7 @@ from experiments.shared.runs import launch, write_metrics
 
 log = logging.getLogger(__name__)
 
-SWEEPS = ("cfg", "classifier", "safety", "sag", "sag_cfg", "inpaint")
+SWEEPS = ("cfg", "apg", "classifier", "safety", "sag", "sag_cfg", "inpaint")
 
 
 def _sample(
@@ -86,7 +89,7 @@ def _check(cfg: DictConfig) -> None:
         raise ValueError(f"unknown sweeps {unknown}; available: {list(SWEEPS)}")
     if int(cfg.samples) < 10 or int(cfg.steps) < 1:
         raise ValueError("samples must be >= 10 (the FD needs them) and steps >= 1")
-    for key in ("cfg_scales", "classifier_scales", "safety_scales", "sag_scales"):
+    for key in ("cfg_scales", "apg_scales", "classifier_scales", "safety_scales", "sag_scales"):
         values = list(cfg[key])
         if not values or not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
             raise ValueError(f"{key} must be a non-empty list of finite numbers, got {values}")
@@ -124,6 +127,10 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "cfg": (
             list(cfg.cfg_scales),
             lambda s: (guided.ClassifierFree(prior, s), {"label": label}),
+        ),
+        "apg": (
+            list(cfg.apg_scales),
+            lambda s: (guided.APG(prior, s, **cfg.apg), {"label": label}),
         ),
         "classifier": (
             list(cfg.classifier_scales),
@@ -163,7 +170,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         for scale in scales:
             denoiser, cond = make(float(scale))
             x, cost, wall = _sample(denoiser, x_T, steps, **cond)
-            requested = label if sweep in ("cfg", "classifier", "sag_cfg") else None
+            requested = label if sweep in ("cfg", "apg", "classifier", "sag_cfg") else None
             scores = scorer.score(x, requested, forbidden if sweep == "safety" else None)
             rows.append(
                 {"sweep": sweep, "scale": float(scale), "nfe": cost.nfe, "vjp": cost.vjp}

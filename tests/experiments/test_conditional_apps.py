@@ -23,6 +23,7 @@ def _conditional(*overrides):
         "samples=20",
         "steps=3",
         "cfg_scales=[0,3]",
+        "apg_scales=[1,3]",
         "classifier_scales=[0,10]",
         "safety_scales=[0,10]",
         "sag_scales=[0,0.5]",
@@ -37,6 +38,8 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
     metrics = conditional.run(_conditional(), tmp_path)
     rows = {(r["sweep"], r["scale"]): r for r in metrics["rows"] if r["sweep"] != "data"}
     assert rows[("cfg", 3.0)]["agreement"] > rows[("cfg", 0.0)]["agreement"]
+    assert rows[("apg", 3.0)]["nfe"] == rows[("cfg", 3.0)]["nfe"]  # two passes per step
+    assert rows[("apg", 1.0)]["nfe"] == rows[("cfg", 3.0)]["nfe"] // 2  # scale 1: one pass
     assert rows[("classifier", 10.0)]["agreement"] > rows[("classifier", 0.0)]["agreement"]
     assert rows[("safety", 10.0)]["forbidden_rate"] <= rows[("safety", 0.0)]["forbidden_rate"]
     assert rows[("sag", 0.5)]["nfe"] == 2 * rows[("sag", 0.0)]["nfe"]
@@ -53,6 +56,7 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
     for name in (
         "curves",
         "samples_cfg",
+        "samples_apg",
         "samples_safety",
         "samples_sag",
         "samples_sag_cfg",
@@ -67,6 +71,8 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
         ("sweeps=[nope]", "unknown sweeps"),
         ("forbidden=12", "forbidden"),
         ("cfg_scales=[]", "cfg_scales"),
+        ("apg_scales=[.inf]", "apg_scales"),
+        ("apg.eta=nan", "eta"),
         ("samples=3", "samples"),
         ("inpaint.plausible=0", "plausible"),
         ("sag_cfg_scale=.nan", "sag_cfg_scale"),
