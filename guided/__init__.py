@@ -17,6 +17,7 @@ from guided.dpm_solver import DPMSolver
 from guided.dps import DPS, DPSSampler, PoissonDPS
 from guided.em import DiffusionEM, ExpectationMaximization
 from guided.enkg import EnKG
+from guided.fps import FPS
 from guided.guidance import Guidance, GuidedDenoiser
 from guided.heun import Heun
 from guided.inversion import DDIMInversion
@@ -49,6 +50,7 @@ __all__ = [
     "DDPM",
     "DDRM",
     "DPS",
+    "FPS",
     "MMPS",
     "TDS",
     "TMPD",

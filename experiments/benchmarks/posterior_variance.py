@@ -85,6 +85,10 @@ SAMPLERS: dict[str, Build] = {
     "MCGdiff (eta 0.85)": _sampler(
         lambda op, y, s, n: guided.MCGdiff(op, y, s, particles=n, eta=0.85)
     ),
+    "FPS": _sampler(lambda op, y, s, n: guided.FPS(op, y, s, particles=n)),
+    "FPS (authors' weights)": _sampler(
+        lambda op, y, s, n: guided.FPS(op, y, s, particles=n, twisted=False)
+    ),
     "TDS": _sampler(lambda op, y, s, n: guided.TDS(op, y, s, particles=n)),
     "DDRM": _sampler(lambda op, y, s, n: guided.DDRM(op, y, s)),
     "DDNMPlus": _sampler(lambda op, y, s, n: guided.DDNMPlus(op, y, s)),
@@ -174,7 +178,7 @@ def main() -> None:
         problem = gaussian_problem(**spec)
         for name in args.methods:
             for steps in args.steps:
-                particle = any(k in name for k in ("MCG", "TDS", "EnKG"))
+                particle = any(k in name for k in ("MCG", "TDS", "EnKG", "FPS"))
                 for particles in args.particles if particle else [0]:
                     rows = max(200, args.rows * 100 // steps)  # equal cost per steps
                     shown = particles or "-"
