@@ -26,8 +26,8 @@ from typing import Any
 
 from torch import Tensor
 
-from guided.guidance import check_measurement
-from operators import LinearOperator, UnsupportedOperator
+from guided.guidance import check_measurement, check_structure
+from operators import LinearOperator
 from priors import Denoiser, Wrapper
 
 __all__ = ["DDNM"]
@@ -46,11 +46,7 @@ class DDNM(Wrapper):
     def __init__(
         self, prior: Denoiser, op: LinearOperator, y: Tensor, sigma_y: float = 0.0
     ) -> None:
-        if not isinstance(op, LinearOperator):
-            raise UnsupportedOperator(
-                f"DDNM needs a LinearOperator (pseudo-inverse), got {type(op).__name__}: "
-                "use guided.DPS"
-            )
+        check_structure(op, LinearOperator, "DDNM", "pseudo-inverse", "use guided.DPS")
         y = check_measurement(op, y, sigma_y)
         if sigma_y > 0:
             raise ValueError(

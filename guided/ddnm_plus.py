@@ -40,9 +40,9 @@ from torch import Tensor
 import checks
 
 from guided.ddim import ddim_coefficients
-from guided.guidance import check_measurement
+from guided.guidance import check_measurement, check_structure
 from guided.sampler import Run, Sampler, SamplerState, Step
-from operators import LinearOperator, SVDOperator, UnsupportedOperator
+from operators import LinearOperator, SVDOperator
 from priors import randn
 
 __all__ = ["DDNMPlus"]
@@ -60,11 +60,7 @@ class DDNMPlus(Sampler):
     """
 
     def __init__(self, op: LinearOperator, y: Tensor, sigma_y: float, cutoff: float = 0.1) -> None:
-        if not isinstance(op, LinearOperator):
-            raise UnsupportedOperator(
-                f"DDNM+ needs a LinearOperator (pseudo-inverse), got {type(op).__name__}: "
-                "use guided.DPS"
-            )
+        check_structure(op, LinearOperator, "DDNM+", "pseudo-inverse", "use guided.DPS")
         self.y = check_measurement(op, y, sigma_y)
         self.op, self.sigma_y = op, float(sigma_y)
         self.cutoff = checks.number(cutoff, "cutoff", low=0, high=1, open_high=True)

@@ -49,9 +49,9 @@ from torch import Tensor
 
 import checks
 
-from guided.guidance import check_measurement
+from guided.guidance import check_measurement, check_structure
 from guided.sampler import Run, Sampler, SamplerState, Step
-from operators import SVDOperator, UnsupportedOperator
+from operators import SVDOperator
 from priors import randn
 
 __all__ = ["DDRM"]
@@ -80,12 +80,10 @@ class DDRM(Sampler):
         *,
         noise_scale: float = 1.0,
     ) -> None:
-        if not isinstance(op, SVDOperator):
-            raise UnsupportedOperator(
-                f"DDRM needs an SVDOperator (U, V and singular values); got "
-                f"{type(op).__name__}: use guided.PiGDM or guided.DiffPIR (conjugate gradients) "
-                "or guided.DPS"
-            )
+        check_structure(
+            op, SVDOperator, "DDRM", "U, V and singular values",
+            "use guided.PiGDM or guided.DiffPIR (conjugate gradients) or guided.DPS",
+        )  # fmt: skip
         self.y = check_measurement(op, y, sigma_y)
         for name, value in (("eta", eta), ("eta_b", eta_b)):
             if not 0 <= value <= 1:

@@ -69,9 +69,9 @@ from torch import Tensor
 import checks
 
 from guided.ddim import ancestral_share
-from guided.guidance import check_measurement
+from guided.guidance import check_measurement, check_structure
 from guided.sampler import Run, Sampler, SamplerState, Step
-from operators import LinearOperator, UnsupportedOperator
+from operators import LinearOperator
 from priors import randn
 from priors.tweedie import eps_from_x0
 
@@ -106,11 +106,7 @@ class DiffPIR(Sampler):
         *,
         kappa: float | None = None,
     ) -> None:
-        if not isinstance(op, LinearOperator):
-            raise UnsupportedOperator(
-                f"DiffPIR needs a LinearOperator (proximal step), got {type(op).__name__}: "
-                "use guided.DPS"
-            )
+        check_structure(op, LinearOperator, "DiffPIR", "proximal step", "use guided.DPS")
         self.y = check_measurement(op, y, sigma_y)
         self.op, self.sigma_y = op, float(sigma_y)
         self.lambda_ = checks.number(lambda_, "lambda_", low=0, open_low=True)

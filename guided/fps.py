@@ -86,10 +86,10 @@ from torch import Tensor
 import checks
 
 from guided.ddim import ddim_coefficients
-from guided.guidance import check_measurement
+from guided.guidance import check_measurement, check_structure
 from guided.sampler import Run, Step
 from guided.smc import Particles, ParticleSampler, gaussian_log_density
-from operators import SVDOperator, UnsupportedOperator
+from operators import SVDOperator
 
 __all__ = ["FPS"]
 
@@ -126,11 +126,10 @@ class FPS(ParticleSampler):
         ess: float = 1.0,
         twisted: bool = True,
     ) -> None:
-        if not isinstance(op, SVDOperator):
-            raise UnsupportedOperator(
-                f"FPS needs an SVDOperator (U, V and singular values); got {type(op).__name__}. "
-                "For other differentiable operators use guided.DPS or guided.PiGDM"
-            )
+        check_structure(
+            op, SVDOperator, "FPS", "U, V and singular values",
+            "for other differentiable operators use guided.DPS or guided.PiGDM",
+        )  # fmt: skip
         super().__init__(particles, ess)
         self.y = check_measurement(op, y, sigma_y)
         if float(sigma_y) == 0:

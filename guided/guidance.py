@@ -31,7 +31,13 @@ from torch import Tensor, nn
 
 import checks
 
-from operators import NotDifferentiableError, Operator, check_shape
+from operators import (
+    LinearOperator,
+    NotDifferentiableError,
+    Operator,
+    UnsupportedOperator,
+    check_shape,
+)
 from priors import Denoiser, Schedule, Wrapper, all_finite, record
 from priors.tweedie import coefficients
 
@@ -41,6 +47,7 @@ __all__ = [
     "check_differentiable",
     "check_measurement",
     "check_rows",
+    "check_structure",
 ]
 
 
@@ -66,6 +73,21 @@ def check_differentiable(op: Operator, method: str) -> None:
         raise NotDifferentiableError(
             f"{method} needs vector-Jacobian products of the operator; {type(op).__name__} is "
             "not differentiable: use a derivative-free rule (guided.EnKG, guided.ZerothOrder)"
+        )
+
+
+def check_structure(
+    op: Operator, kind: type[LinearOperator], method: str, needs: str, instead: str
+) -> None:
+    """Refuses an operator without the structure a method needs, a
+    :class:`~operators.LinearOperator` or an :class:`~operators.SVDOperator`
+    (:class:`operators.UnsupportedOperator`, naming what the method uses it for and what to
+    use instead)."""
+    if not isinstance(op, kind):
+        article = "an" if kind.__name__.startswith(("SVD", "A", "E", "I", "O", "U")) else "a"
+        raise UnsupportedOperator(
+            f"{method} needs {article} {kind.__name__} ({needs}); got {type(op).__name__}: "
+            f"{instead}"
         )
 
 

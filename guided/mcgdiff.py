@@ -84,11 +84,11 @@ from torch import Tensor
 import checks
 
 from guided.ddim import ddim_coefficients
-from guided.guidance import check_measurement
+from guided.guidance import check_measurement, check_structure
 from guided.sampler import Run, Step
 from guided.smc import Particles, ParticleSampler, gaussian_log_density
 from guided.time import check_grid
-from operators import SVDOperator, UnsupportedOperator
+from operators import SVDOperator
 from priors import Schedule, noise_time
 
 __all__ = ["MCGdiff"]
@@ -128,12 +128,11 @@ class MCGdiff(ParticleSampler):
         adapt_grid: bool = True,
         below: float | None = 0.5,
     ) -> None:
-        if not isinstance(op, SVDOperator):
-            raise UnsupportedOperator(
-                f"MCGdiff needs an SVDOperator (U, V and singular values); got "
-                f"{type(op).__name__}. For other differentiable operators use guided.DPS or "
-                "guided.PiGDM (conjugate gradients)"
-            )
+        check_structure(
+            op, SVDOperator, "MCGdiff", "U, V and singular values",
+            "for other differentiable operators use guided.DPS or guided.PiGDM (conjugate "
+            "gradients)",
+        )  # fmt: skip
         super().__init__(particles, ess)
         self.y = check_measurement(op, y, sigma_y)
         self.op, self.sigma_y = op, float(sigma_y)

@@ -48,8 +48,8 @@ from torch import Tensor
 
 import checks
 
-from guided.guidance import Guidance, check_measurement
-from operators import LinearOperator, UnsupportedOperator, cg
+from guided.guidance import Guidance, check_measurement, check_structure
+from operators import LinearOperator, cg
 from priors import Schedule, record
 from priors.tweedie import append_dims
 
@@ -82,11 +82,7 @@ class MMPS(Guidance):
 
     def __init__(self, op: LinearOperator, y: Tensor, sigma_y: float, iterations: int = 3) -> None:
         super().__init__()
-        if not isinstance(op, LinearOperator):
-            raise UnsupportedOperator(
-                f"MMPS needs a LinearOperator (adjoint); got {type(op).__name__}: use DPS or a "
-                "derivative-free rule"
-            )
+        check_structure(op, LinearOperator, "MMPS", "adjoint", "use DPS or a derivative-free rule")
         self.y = check_measurement(op, y, sigma_y)
         self.op, self.sigma_y = op, float(sigma_y)
         self.iterations = checks.integer(iterations, "iterations", low=1)

@@ -46,8 +46,8 @@ from torch import Tensor
 
 import checks
 
-from guided.guidance import Guidance, check_measurement
-from operators import LinearOperator, SVDOperator, UnsupportedOperator, cg
+from guided.guidance import Guidance, check_measurement, check_structure
+from operators import LinearOperator, SVDOperator, cg
 from priors import Schedule
 from priors.tweedie import append_dims
 
@@ -78,11 +78,10 @@ class PiGDM(Guidance):
         variance: float = 1.0,
     ) -> None:
         super().__init__()
-        if not isinstance(op, LinearOperator):
-            raise UnsupportedOperator(
-                f"PiGDM needs a LinearOperator (adjoint and pseudo-inverse); got "
-                f"{type(op).__name__}: use DPS or a derivative-free rule"
-            )
+        check_structure(
+            op, LinearOperator, "PiGDM", "adjoint and pseudo-inverse",
+            "use DPS or a derivative-free rule",
+        )  # fmt: skip
         self.y = check_measurement(op, y, sigma_y)
         self.op, self.sigma_y = op, float(sigma_y)
         self.weight = checks.number(weight, "weight", low=0)

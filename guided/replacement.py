@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from guided.guidance import check_measurement
+from guided.guidance import check_measurement, check_structure
 from guided.projection import Projection
 from operators import LinearOperator, SVDOperator, UnsupportedOperator
 from priors import GeneratorLike, Schedule, randn
@@ -66,11 +66,7 @@ class Replacement(Projection):
     """
 
     def __init__(self, op: LinearOperator, y: Tensor, sigma_y: float = 0.0) -> None:
-        if not isinstance(op, LinearOperator):
-            raise UnsupportedOperator(
-                f"Replacement needs a LinearOperator (pseudo-inverse), got {type(op).__name__}: "
-                "use guided.DPS"
-            )
+        check_structure(op, LinearOperator, "Replacement", "pseudo-inverse", "use guided.DPS")
         self.y = check_measurement(op, y, sigma_y)
         if sigma_y > 0:
             check_noise_is_not_amplified(op, sigma_y)

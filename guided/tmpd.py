@@ -40,9 +40,9 @@ import torch
 
 from torch import Tensor
 
-from guided.guidance import Guidance, check_measurement
+from guided.guidance import Guidance, check_measurement, check_structure
 from guided.mmps import tweedie_covariance_product, tweedie_gamma
-from operators import LinearOperator, UnsupportedOperator
+from operators import LinearOperator
 from priors import Schedule
 
 __all__ = ["TMPD"]
@@ -59,11 +59,7 @@ class TMPD(Guidance):
 
     def __init__(self, op: LinearOperator, y: Tensor, sigma_y: float) -> None:
         super().__init__()
-        if not isinstance(op, LinearOperator):
-            raise UnsupportedOperator(
-                f"TMPD needs a LinearOperator (adjoint); got {type(op).__name__}: use DPS or a "
-                "derivative-free rule"
-            )
+        check_structure(op, LinearOperator, "TMPD", "adjoint", "use DPS or a derivative-free rule")
         self.y = check_measurement(op, y, sigma_y)
         self.op, self.sigma_y = op, float(sigma_y)
 

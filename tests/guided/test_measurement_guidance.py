@@ -223,6 +223,25 @@ def test_errors_name_the_problem():
         guided.GuidedDenoiser(_unit_gaussian(6))
 
 
+def test_structure_refusals_name_the_need_and_the_alternative():
+    """One refusal for every method that needs a LinearOperator or an SVDOperator."""
+    sensor, y6 = operators.SaturatingSensor((6,)), torch.zeros(1, 6, dtype=F64)
+    dense = Dense(CASES["matrix"][0].matrix)
+    y3 = torch.zeros(1, 3, dtype=F64)
+    for make, op, y, need in [
+        (guided.PiGDM, sensor, y6, r"PiGDM needs a LinearOperator \(adjoint and pseudo-inverse\)"),
+        (guided.MMPS, sensor, y6, r"MMPS needs a LinearOperator \(adjoint\)"),
+        (guided.DDNMPlus, sensor, y6, r"DDNM\+ needs a LinearOperator \(pseudo-inverse\)"),
+        (guided.DiffPIR, sensor, y6, r"DiffPIR needs a LinearOperator \(proximal step\)"),
+        (guided.DDRM, dense, y3, r"DDRM needs an SVDOperator \(U, V and singular values\)"),
+        (guided.MCGdiff, dense, y3, r"MCGdiff needs an SVDOperator \(U, V and singular values\)"),
+    ]:
+        with pytest.raises(
+            operators.UnsupportedOperator, match=need + r"; got (Dense|SaturatingSensor): "
+        ):
+            make(op, y, 0.1)
+
+
 @pytest.mark.parametrize("name", ["matrix", "inpainting", "circular_blur"])
 def test_ddrm_reproduces_noiseless_measurements(name):
     op, d = CASES[name]
