@@ -110,6 +110,17 @@ SAMPLERS: dict[str, Build] = {
 }
 
 
+def takes_particles(
+    build: Build,
+    problem: tuple[priors.GaussianMixture, operators.MatrixOperator, torch.Tensor, float],
+) -> bool:
+    """Whether a table entry is a particle method (its sampler has ``particles``), so that it
+    runs at each ``--particles`` count."""
+    prior, op, y, sigma_y = problem
+    sampler, _ = build(op, y, sigma_y, 2, prior)
+    return hasattr(sampler, "particles")
+
+
 def variance_ratios(
     build: Build,
     problem: tuple[priors.GaussianMixture, operators.MatrixOperator, torch.Tensor, float],
@@ -178,7 +189,7 @@ def main() -> None:
         problem = gaussian_problem(**spec)
         for name in args.methods:
             for steps in args.steps:
-                particle = any(k in name for k in ("MCG", "TDS", "EnKG", "FPS"))
+                particle = takes_particles(SAMPLERS[name], problem)
                 for particles in args.particles if particle else [0]:
                     rows = max(200, args.rows * 100 // steps)  # equal cost per steps
                     shown = particles or "-"
