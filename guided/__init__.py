@@ -6,6 +6,7 @@ wrapper works with every sampler.
 
 from guided.apg import APG
 from guided.cfg import ClassifierFree, ComposableFree, DualClassifierFree
+from guided.cfgpp import CFGPlusPlus
 from guided.classifier import ClassifierGuidance
 from guided.daps import DAPS
 from guided.ddim import DDIM, DDPM
@@ -54,6 +55,7 @@ __all__ = [
     "MMPS",
     "TDS",
     "TMPD",
+    "CFGPlusPlus",
     "ClassifierFree",
     "ClassifierGuidance",
     "ComposableFree",

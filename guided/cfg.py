@@ -129,6 +129,36 @@ def _dropped(value: Any, null_value: Any, b: int, name: str, device: torch.devic
     )
 
 
+def requested(
+    cond: Mapping[str, Any], key: str, b: int, device: torch.device
+) -> tuple[Tensor, dict[str, Any]]:
+    """The condition ``key`` of ``cond`` with ``b`` rows and the other keywords; refuses a
+    missing condition and, for labels, a row without a class."""
+    if cond.get(key) is None:
+        raise ValueError(f"classifier-free guidance needs {key}= (the condition is missing)")
+    rest = dict(cond)
+    c = _rows(rest.pop(key), b, key, device)
+    if key == "label" and bool((c < 0).any()):
+        raise ValueError("classifier-free guidance needs a class for every row (label >= 0)")
+    return c, rest
+
+
+def both_passes(
+    prior: Denoiser,
+    x_t: Tensor,
+    t: Tensor,
+    key: str,
+    c: Tensor,
+    null: Any,
+    cond: Mapping[str, Any],
+) -> tuple[Tensor, Tensor]:
+    r"""The conditional and unconditional predictions :math:`(\hat x_c, \hat x_\varnothing)` in
+    one batched call (the condition ``key`` dropped to ``null`` for the second)."""
+    dropped = _dropped(c, null, x_t.shape[0], key, x_t.device)
+    conditional, unconditional = evaluate(prior, x_t, t, [{key: c}, {key: dropped}], **cond)
+    return conditional, unconditional
+
+
 class ClassifierFree(Wrapper):
     r"""Classifier-free guidance of a conditional prior.
 
@@ -164,21 +194,12 @@ class ClassifierFree(Wrapper):
         self.null = _null(null, [key])[key]
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        if cond.get(self.key) is None:
-            raise ValueError(
-                f"classifier-free guidance needs {self.key}= (the condition is missing)"
-            )
         b = x_t.shape[0]
-        c = _rows(cond.pop(self.key), b, self.key, x_t.device)
-        if self.key == "label" and bool((c < 0).any()):
-            raise ValueError("classifier-free guidance needs a class for every row (label >= 0)")
+        c, cond = requested(cond, self.key, b, x_t.device)
         on = self._guided_rows(t, b, x_t.device)
         if self.scale == 1 or not bool(on.any()):  # the plain conditional prediction
             return self.prior(x_t, t, **{self.key: c}, **cond)
-        dropped = _dropped(c, self.null, b, self.key, x_t.device)
-        conditional, unconditional = evaluate(
-            self.prior, x_t, t, [{self.key: c}, {self.key: dropped}], **cond
-        )
+        conditional, unconditional = both_passes(self.prior, x_t, t, self.key, c, self.null, cond)
         guided = self.combine(t, conditional, unconditional)
         if self.rescale > 0:
             guided = self._rescaled(x_t, t, guided, conditional)

@@ -7,6 +7,9 @@ Sweeps (each point draws ``samples`` digits from the same initial noise, DDIM):
 
 - ``cfg``: classifier-free guidance (:class:`guided.ClassifierFree`) over ``cfg_scales``,
   requested classes cycling 0..9;
+- ``cfgpp``: CFG++ (:class:`guided.CFGPlusPlus`, a sampler: it renoises with the
+  unconditional noise) over ``cfgpp_scales`` (its :math:`\lambda \in [0, 1]`), the same
+  requests as ``cfg``;
 - ``apg``: adaptive projected guidance (:class:`guided.APG`, settings ``apg``) over
   ``apg_scales``, the same requests as ``cfg``: compare the two at equal scales (and equal
   network evaluations, two per step);
@@ -67,19 +70,22 @@ from experiments.shared.runs import launch, write_metrics
 
 log = logging.getLogger(__name__)
 
-SWEEPS = ("cfg", "apg", "classifier", "safety", "sag", "sag_cfg", "inpaint")
+SWEEPS = ("cfg", "cfgpp", "apg", "classifier", "safety", "sag", "sag_cfg", "inpaint")
 
 
 def _sample(
     denoiser: priors.Denoiser,
     x_T: Tensor,
     steps: int,
+    sampler: guided.Sampler | None = None,
     **cond: Any,
 ) -> tuple[Tensor, priors.Cost, float]:
+    """Samples with ``sampler`` (DDIM, eta = 0, by default) on the uniform grid."""
+    sampler = guided.DDIM() if sampler is None else sampler
     cost = priors.Cost()
     start = time.perf_counter()
     with priors.measure(cost, batch=x_T.shape[0]):
-        x = guided.DDIM()(denoiser, x_T, guided.time_grid(steps), **cond)
+        x = sampler(denoiser, x_T, guided.time_grid(steps), **cond)
     return x.detach(), cost, time.perf_counter() - start
 
 
@@ -89,10 +95,21 @@ def _check(cfg: DictConfig) -> None:
         raise ValueError(f"unknown sweeps {unknown}; available: {list(SWEEPS)}")
     if int(cfg.samples) < 10 or int(cfg.steps) < 1:
         raise ValueError("samples must be >= 10 (the FD needs them) and steps >= 1")
-    for key in ("cfg_scales", "apg_scales", "classifier_scales", "safety_scales", "sag_scales"):
+    for key in (
+        "cfg_scales",
+        "cfgpp_scales",
+        "apg_scales",
+        "classifier_scales",
+        "safety_scales",
+        "sag_scales",
+    ):
         values = list(cfg[key])
         if not values or not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
             raise ValueError(f"{key} must be a non-empty list of finite numbers, got {values}")
+    if not all(0 <= v <= 1 for v in cfg.cfgpp_scales):
+        raise ValueError(
+            f"cfgpp_scales must lie in [0, 1] (CFG++'s lambda), got {cfg.cfgpp_scales}"
+        )
     if not isinstance(cfg.sag_cfg_scale, int | float) or not math.isfinite(cfg.sag_cfg_scale):
         raise ValueError(f"sag_cfg_scale must be a finite number, got {cfg.sag_cfg_scale}")
     if not 0 <= int(cfg.forbidden) < 10:
@@ -123,10 +140,15 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         | scorer.score(scorer.floor, None, forbidden)
     )
 
-    makers: dict[str, tuple[list[float], Callable[[float], tuple[priors.Denoiser, dict]]]] = {
+    # each maker gives the denoiser, its conditions and optionally its sampler (DDIM otherwise)
+    makers: dict[str, tuple[list[float], Callable[[float], tuple[Any, ...]]]] = {
         "cfg": (
             list(cfg.cfg_scales),
             lambda s: (guided.ClassifierFree(prior, s), {"label": label}),
+        ),
+        "cfgpp": (
+            list(cfg.cfgpp_scales),
+            lambda s: (prior, {"label": label}, guided.CFGPlusPlus(s)),
         ),
         "apg": (
             list(cfg.apg_scales),
@@ -168,9 +190,11 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         scales, make = makers[sweep]
         bar = progress(len(scales), sweep, "scale")
         for scale in scales:
-            denoiser, cond = make(float(scale))
-            x, cost, wall = _sample(denoiser, x_T, steps, **cond)
-            requested = label if sweep in ("cfg", "apg", "classifier", "sag_cfg") else None
+            denoiser, cond, *sampler = make(float(scale))
+            x, cost, wall = _sample(denoiser, x_T, steps, *sampler, **cond)
+            requested = (
+                label if sweep in ("cfg", "cfgpp", "apg", "classifier", "sag_cfg") else None
+            )
             scores = scorer.score(x, requested, forbidden if sweep == "safety" else None)
             rows.append(
                 {"sweep": sweep, "scale": float(scale), "nfe": cost.nfe, "vjp": cost.vjp}

@@ -24,6 +24,7 @@ def _conditional(*overrides):
         "steps=3",
         "cfg_scales=[0,3]",
         "apg_scales=[1,3]",
+        "cfgpp_scales=[0,1]",
         "classifier_scales=[0,10]",
         "safety_scales=[0,10]",
         "sag_scales=[0,0.5]",
@@ -38,6 +39,8 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
     metrics = conditional.run(_conditional(), tmp_path)
     rows = {(r["sweep"], r["scale"]): r for r in metrics["rows"] if r["sweep"] != "data"}
     assert rows[("cfg", 3.0)]["agreement"] > rows[("cfg", 0.0)]["agreement"]
+    assert rows[("cfgpp", 1.0)]["nfe"] == rows[("cfg", 3.0)]["nfe"]  # two passes per step
+    assert rows[("cfgpp", 1.0)]["agreement"] > rows[("cfgpp", 0.0)]["agreement"]
     assert rows[("apg", 3.0)]["nfe"] == rows[("cfg", 3.0)]["nfe"]  # two passes per step
     assert rows[("apg", 1.0)]["nfe"] == rows[("cfg", 3.0)]["nfe"] // 2  # scale 1: one pass
     assert rows[("classifier", 10.0)]["agreement"] > rows[("classifier", 0.0)]["agreement"]
@@ -57,6 +60,7 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
         "curves",
         "samples_cfg",
         "samples_apg",
+        "samples_cfgpp",
         "samples_safety",
         "samples_sag",
         "samples_sag_cfg",
@@ -73,6 +77,7 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
         ("cfg_scales=[]", "cfg_scales"),
         ("apg_scales=[.inf]", "apg_scales"),
         ("apg.eta=nan", "eta"),
+        ("cfgpp_scales=[1.5]", "cfgpp_scales"),
         ("samples=3", "samples"),
         ("inpaint.plausible=0", "plausible"),
         ("sag_cfg_scale=.nan", "sag_cfg_scale"),
