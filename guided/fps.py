@@ -164,8 +164,6 @@ class FPS(ParticleSampler):
             start = op.Vt(x_t.view(batch, n, *x_t.shape[1:])[:, 0]).double()
             state.observation = torch.where(observed, start, 0.0)
         assert state.observation is not None
-        if initial:
-            state.previous = state.observation
         bridge = self.noise(state.observation.shape, generator, state.observation)
         c_s = a * y_bar + b * state.observation + tau * bridge
         state.observation = torch.where(observed, c_s, 0.0)
@@ -180,7 +178,7 @@ class FPS(ParticleSampler):
             var_t = step.alpha_t**2 * self.rho2.to(device)
             previous = self.rows(state.previous, batch)
             log_w = log_w - gaussian_log_density(xb_t - previous, var_t, mask)
-        state.previous = state.observation
+        state.previous = state.observation  # the potential the next step divides out
         log_w = state.log_w + log_w.view(batch, n)
         idx, log_w = self.resample_where_needed(log_w, generator)
         if idx is not None:
