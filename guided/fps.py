@@ -88,7 +88,7 @@ import checks
 from guided.ddim import ddim_coefficients
 from guided.guidance import check_measurement, check_structure
 from guided.sampler import Run, Step
-from guided.smc import Particles, ParticleSampler, gaussian_log_density
+from guided.smc import Particles, ParticleSampler, gaussian_log_density, spectral_measurement
 from operators import SVDOperator
 
 __all__ = ["FPS"]
@@ -140,12 +140,8 @@ class FPS(ParticleSampler):
         self.op, self.sigma_y = op, float(sigma_y)
         self.eta = checks.number(eta, "eta", low=0, high=1, open_low=True)
         self.twisted = checks.flag(twisted, "twisted")
-        z = op.Ut(self.y.double())
-        s = op.singulars.to(z.device, torch.float64).expand_as(z[0])
-        self.observed = op.observed().to(z.device).expand_as(z[0])
-        safe = s.where(self.observed, 1.0)
-        self.y_bar = torch.where(self.observed, z / safe, 0.0)  # (B_y, *spectral)
-        self.rho2 = torch.where(self.observed, (self.sigma_y / safe) ** 2, 0.0)
+        self.y_bar, self.observed, s = spectral_measurement(op, self.y)
+        self.rho2 = torch.where(self.observed, (self.sigma_y / s) ** 2, 0.0)
 
     def new_state(self) -> FilterState:
         return FilterState()

@@ -86,7 +86,7 @@ import checks
 from guided.ddim import ddim_coefficients
 from guided.guidance import check_measurement, check_structure
 from guided.sampler import Run, Step
-from guided.smc import Particles, ParticleSampler, gaussian_log_density
+from guided.smc import Particles, ParticleSampler, gaussian_log_density, spectral_measurement
 from guided.time import check_grid
 from operators import SVDOperator
 from priors import Schedule, noise_time
@@ -144,12 +144,8 @@ class MCGdiff(ParticleSampler):
             if below is None
             else checks.number(below, "below", low=0, high=1, open_low=True, open_high=True)
         )
-        z = op.Ut(self.y.double())
-        s = op.singulars.to(z.device, torch.float64).expand_as(z[0])
-        self.observed = op.observed().to(z.device).expand_as(z[0])
-        safe = s.where(self.observed, 1.0)
-        self.y_bar = torch.where(self.observed, z / safe, 0.0)  # (B_y, *spectral)
-        self.rho = torch.where(self.observed, self.sigma_y / safe.abs(), math.inf)
+        self.y_bar, self.observed, s = spectral_measurement(op, self.y)
+        self.rho = torch.where(self.observed, self.sigma_y / s, math.inf)
         rho = self.rho.where(self.observed, 0.0)
         self.pin = torch.where(rho > 0, self.kappa * rho**2, self.kappa)  # the pins' variance
 

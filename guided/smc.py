@@ -31,9 +31,16 @@ from torch import Tensor
 import checks
 
 from guided.sampler import Run, Sampler, SamplerState, Step
+from operators import SVDOperator
 from priors import GeneratorLike, randn_blocks
 
-__all__ = ["ParticleSampler", "Particles", "effective_sample_size", "gaussian_log_density"]
+__all__ = [
+    "ParticleSampler",
+    "Particles",
+    "effective_sample_size",
+    "gaussian_log_density",
+    "spectral_measurement",
+]
 
 
 def effective_sample_size(log_w: Tensor) -> Tensor:
@@ -164,3 +171,14 @@ def gaussian_log_density(r: Tensor, var: Tensor | float, mask: Tensor) -> Tensor
     r""":math:`-\frac12 \sum_{i \in mask} r_i^2 / v_i` per row (constants dropped, float64)."""
     terms = torch.where(mask, r.double() ** 2 / var, 0.0)
     return -0.5 * terms.flatten(1).sum(1)
+
+
+def spectral_measurement(op: SVDOperator, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    r"""A measurement in the operator's spectral space, float64: :math:`\bar y = (U^\top y) / s`
+    on the observed coordinates (0 elsewhere), shape :math:`(B_y, *spectral)`; which
+    coordinates are observed; and :math:`\lvert s \rvert` (1 where unobserved), so that a
+    coordinate's noise level is :math:`\sigma_y / \lvert s \rvert` (MCGdiff, FPS)."""
+    z = op.Ut(y.double())
+    observed = op.observed().to(z.device).expand_as(z[0])
+    s = op.singulars.to(z.device, torch.float64).expand_as(z[0]).where(observed, 1.0)
+    return torch.where(observed, z / s, 0.0), observed, s.abs()
