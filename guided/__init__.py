@@ -9,6 +9,7 @@ from guided.cfg import ClassifierFree, ComposableFree, DualClassifierFree
 from guided.cfgpp import CFGPlusPlus
 from guided.classifier import ClassifierGuidance
 from guided.daps import DAPS
+from guided.dcps import DCPS
 from guided.ddim import DDIM, DDPM
 from guided.ddnm import DDNM
 from guided.ddnm_plus import DDNMPlus
@@ -46,6 +47,7 @@ from guided.zeroth_order import ZerothOrder
 __all__ = [
     "APG",
     "DAPS",
+    "DCPS",
     "DDIM",
     "DDNM",
     "DDPM",

@@ -53,11 +53,13 @@ __all__ = ["Run", "Sampler", "SamplerState", "Step", "initial_noise"]
 @dataclass(frozen=True)
 class Run:
     """What every step of one run shares: the denoiser, the random stream (a generator,
-    one per row, or None) and the conditioning keywords."""
+    one per row, or None), the conditioning keywords and the validated time grid the run
+    walks (``None`` for a step called outside a run)."""
 
     denoiser: Denoiser
     generator: GeneratorLike
     cond: Mapping[str, Any]
+    grid: Tensor | None = None
 
     @property
     def schedule(self) -> Schedule:
@@ -196,7 +198,7 @@ class Sampler(abc.ABC):
         ts = check_grid(ts, increasing=self.increasing)
         ts = check_grid(self.grid(ts, denoiser.schedule), increasing=self.increasing)
         state = self.new_state()
-        run = Run(denoiser, generator, cond)
+        run = Run(denoiser, generator, cond, ts)
         schedule = denoiser.schedule
         x = x_T
         pairs = self.pairs(ts)

@@ -103,6 +103,7 @@ SAMPLERS: dict[str, Build] = {
     "PnPDM (rho_min 0.01, 20 prior steps)": _sampler(
         lambda op, y, s, n: guided.PnPDM(op, y, s, rho_min=0.01, prior_steps=20)
     ),
+    "DCPS": _sampler(lambda op, y, s, n: guided.DCPS(op, y, s)),
     "EnKG": _sampler(lambda op, y, s, n: guided.EnKG(op, y, particles=n, interval=(0.0, 0.5))),
     "DPSSampler + ZerothOrder": _sampler(
         lambda op, y, s, n: guided.DPSSampler(op, y, 1.0, guided.ZerothOrder, queries=8)
