@@ -18,7 +18,9 @@ figure of the authors' benchopt reference). Each cell
 sample, wall time). The prior is the exact mixture denoiser under the 1000-step linear DDPM
 schedule, so every difference comes from the guidance rule and the sampler. ``mean err`` is
 the RMS error of the sample mean against the exact posterior mean, ``cov err`` the samples'
-covariance against the exact posterior's (relative, Frobenius norm; the mixture's moments).
+covariance against the exact posterior's (relative, Frobenius norm; the mixture's moments),
+``cover 50%`` and ``cover 90%`` the calibration: the share of exact draws inside the
+method's central intervals along each direction (0.5 and 0.9 when calibrated).
 With ``gaussian=true`` the prior is one Gaussian :math:`\mathcal{N}(m, I)`, so the posterior
 is Gaussian (PiGDM's guidance is then exact up to the sampler's discretisation); with
 ``covariance=dense`` as well, :math:`\mathcal{N}(m, I + L L^\top)`, where only rules that
@@ -28,6 +30,14 @@ The table is a leaderboard (:mod:`experiments.benchmarks.leaderboard`): per cell
 floor (two sets of exact posterior samples against each other), each method's paired
 difference to ``reference`` on the same problems, and a verdict (``best``, ``≈ best``,
 ``≈ floor``).
+
+**Budgets.** ``steps`` may be a list: every method then runs at each step count (rows
+``name@steps``), and ``cost_max_sw2.png`` and ``cost_sw.png`` draw each cell's quality
+against cost (network evaluations plus VJPs per sample) with the floor; the leaderboard
+ranks every method and budget together::
+
+    python -m experiments.benchmarks.gmm_benchmark dims=[8] 'steps=[25,100,400]' \
+        'run=[prior,pigdm,mmps,dcps]'
 
 Add a rule by config, from the shared catalogue (``configs/catalogue/methods.yaml``) or the
 command line; it is built with ``op=``, ``y=``, ``sigma_y=`` injected and gets its row::
@@ -51,6 +61,7 @@ References:
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import math
 import time
@@ -63,13 +74,13 @@ import hydra
 import matplotlib
 import torch
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 import checks
 import operators
 import priors
 
-from evaluation import random_directions, slice_distances
+from evaluation import interval_coverage, random_directions, slice_distances
 from experiments.benchmarks.leaderboard import (
     MEASURES,
     SCORE,
@@ -139,6 +150,14 @@ def covariance_error(x: torch.Tensor, covariance: torch.Tensor) -> float:
     return float(torch.linalg.norm(torch.cov(x.T) - covariance) / torch.linalg.norm(covariance))
 
 
+def coverage(
+    x: torch.Tensor, exact: torch.Tensor, directions: torch.Tensor, level: float
+) -> float:
+    """The share of exact draws inside the samples' central ``level`` interval, projected on
+    each direction and averaged over directions (:func:`evaluation.interval_coverage`)."""
+    return float(interval_coverage(x @ directions.T, exact @ directions.T, level).mean())
+
+
 def problem(
     prior: priors.GaussianMixture, d_y: int, generator: torch.Generator
 ) -> tuple[operators.MatrixOperator, torch.Tensor, float]:
@@ -172,6 +191,22 @@ def run_method(
     return x, cost, time.perf_counter() - start
 
 
+def step_counts(steps: Any) -> list[int]:
+    """``steps`` as a sorted list of budgets: one step count or a list of them."""
+    values = list(steps) if isinstance(steps, (list, tuple, ListConfig)) else [steps]
+    if not values:
+        raise ValueError("steps must be a step count or a non-empty list of them")
+    counts = [checks.integer(v, "steps", low=1) for v in values]
+    if len(set(counts)) != len(counts):
+        raise ValueError(f"steps must not repeat a step count, got {counts}")
+    return sorted(counts)
+
+
+def label(name: str, steps: int, budgets: list[int]) -> str:
+    """A run's row name: the method's name, with ``@steps`` when several budgets run."""
+    return name if len(budgets) == 1 else f"{name}@{steps}"
+
+
 def run(cfg: DictConfig, out_dir: Path) -> list[dict[str, Any]]:
     """The benchmark's table (see :func:`benchmark`)."""
     return benchmark(cfg, out_dir)["table"]
@@ -186,15 +221,19 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         raise ValueError(f"unknown methods {unknown}; configured: {sorted(cfg.methods)}")
     checks.integer(cfg.problems, "problems", low=1)
     checks.integer(cfg.samples, "samples", low=2)
-    checks.integer(cfg.steps, "steps", low=1)
+    budgets = step_counts(cfg.steps)
     checks.integer(cfg.threads, "threads", low=1)
     checks.integer(cfg.directions, "directions", low=1)
     if not cfg.dims or not cfg.measurements or not cfg.run:
         raise ValueError("dims, measurements and run must each name at least one entry")
+    labels = {(name, n): label(name, n, budgets) for name in cfg.run for n in budgets}
     reference = None if cfg.reference is None else str(cfg.reference)
-    if reference is not None and reference not in cfg.run:
+    if reference in cfg.run:  # a method's name: its run at the smallest budget
+        reference = labels[(reference, budgets[0])]
+    if reference is not None and reference not in labels.values():
         raise ValueError(
-            f"reference must be one of run {list(cfg.run)} or null, got {reference!r}"
+            f"reference must be one of run {list(cfg.run)} (or a label {sorted(labels.values())})"
+            f" or null, got {reference!r}"
         )
     table: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
@@ -219,6 +258,7 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 floors.append(
                     {"d_x": int(d_x), "d_y": int(d_y), "problem": p}
                     | {SCORE: float(slice_distances(second, exact, directions, p=2).max())}
+                    | {"sw": float(slice_distances(second, exact, directions).mean())}
                 )
                 if i_y == 0 and p == 0:
                     shown[int(d_x)] = {"exact posterior": exact}
@@ -230,8 +270,8 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                         )
                     except (ValueError, TypeError) as error:
                         raise type(error)(f"method {name!r}: {error}") from error
-                for name in cfg.run:
-                    samples, steps = int(cfg.samples), int(cfg.steps)
+                for name, steps in itertools.product(cfg.run, budgets):
+                    samples, method = int(cfg.samples), labels[(name, steps)]
                     # each method's own stream, from the problem and the method's name: its
                     # score does not depend on which other methods run, or in which order
                     own = torch.Generator().manual_seed(seed * 100_003 + zlib.crc32(name.encode()))
@@ -240,7 +280,7 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                         failed = not bool(torch.isfinite(x).all()) or float(x.abs().max()) > BLOWUP
                     except FloatingPointError:  # the guided denoiser's NaN guard
                         failed = True
-                    row = {"method": name, "d_x": int(d_x), "d_y": int(d_y), "problem": p}
+                    row = {"method": method, "d_x": int(d_x), "d_y": int(d_y), "problem": p}
                     row["sigma_y"] = sigma_y
                     if failed:  # counted in the table, left out of the means
                         measured = dict.fromkeys(
@@ -256,18 +296,24 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                         "max_sw2": float(slice_distances(x, exact, directions, p=2).max()),
                         "mean_err": float((x.mean(0) - exact_mean).norm() / math.sqrt(d_x)),
                         "cov_err": covariance_error(x, exact_cov),
+                        "cover50": coverage(x, exact, directions, 0.5),
+                        "cover90": coverage(x, exact, directions, 0.9),
                         "nfe": cost.nfe,
                         "vjp": cost.vjp,
                         "wall_s": wall,
                     }
                     rows.append(row | measured | {"failed": 0})
-                    if i_y == 0 and p == 0:
-                        shown[int(d_x)][name] = x
+                    if i_y == 0 and p == 0 and steps == budgets[-1]:
+                        shown[int(d_x)][method] = x
                 table = write_tables(rows, floors, out_dir, reference)
                 log.info("d_x=%d d_y=%d problem %d/%d done", d_x, d_y, p + 1, cfg.problems)
                 bar.update()
     bar.close()
     figure(shown, out_dir / "projections.png")
+    if len(budgets) > 1:
+        curves = {label: key for key, label in labels.items()}
+        for measure in (SCORE, "sw"):
+            cost_figure(table, floors, curves, measure, out_dir / f"cost_{measure}.png")
     leaderboard = markdown(table, floor_cells(floors), reference)
     metrics = {"table": table, "floors": floors, "leaderboard": leaderboard}
     write_metrics(metrics, out_dir)  # last: the run's finished mark
@@ -312,6 +358,52 @@ def figure(shown: dict[int, dict[str, torch.Tensor]], path: Path) -> None:
             ax.set_ylim(-25, 25)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def cost_figure(
+    table: list[dict[str, Any]],
+    floors: list[dict[str, Any]],
+    curves: dict[str, tuple[str, int]],
+    measure: str,
+    path: Path,
+) -> None:
+    """Quality against cost: one panel per cell (d_x, d_y), ``measure`` (mean ± 1.96 SE over
+    problems) against network evaluations plus VJPs per sample, one line per method through
+    its budgets, and the exact-vs-exact floor as a dashed line."""
+    cells = sorted({(r["d_x"], r["d_y"]) for r in table})
+    dims, ys = sorted({c[0] for c in cells}), sorted({c[1] for c in cells})
+    fig, axes = plt.subplots(
+        len(dims), len(ys), figsize=(4.5 * len(ys), 3.5 * len(dims)), squeeze=False
+    )
+    names = list(dict.fromkeys(name for name, _ in curves.values()))
+    for (d_x, d_y), ax in zip(
+        cells, (axes[dims.index(c[0]), ys.index(c[1])] for c in cells), strict=True
+    ):
+        for k, name in enumerate(names):
+            points = sorted(
+                (r["nfe"] + r["vjp"], r[measure], r[measure + "_ci"])
+                for r in table
+                if (r["d_x"], r["d_y"]) == (d_x, d_y)
+                and curves[r["method"]][0] == name
+                and not math.isnan(r[measure])
+            )
+            if points:
+                cost, value, ci = zip(*points, strict=True)
+                ax.errorbar(
+                    [max(c, 1.0) for c in cost], value, yerr=ci, marker="o", ms=3,
+                    label=name, color=f"C{k % 10}",
+                )  # fmt: skip
+        floor = [f[measure] for f in floors if (f["d_x"], f["d_y"]) == (d_x, d_y)]
+        if floor:
+            ax.axhline(sum(floor) / len(floor), color="k", ls="--", lw=1, label="exact (floor)")
+        ax.set_xscale("log")
+        ax.set_title(f"d_x={d_x}, d_y={d_y}", fontsize=9)
+        ax.set_xlabel("NFE + VJP per sample")
+        ax.set_ylabel(measure)
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
 
 

@@ -162,9 +162,11 @@ def test_the_moments_of_a_mixture_are_exact():
 
 
 def _rows(method, scores, d_x=8, d_y=1):
+    from experiments.benchmarks import leaderboard
+
     return [
         {"method": method, "d_x": d_x, "d_y": d_y, "problem": p, "failed": 0}
-        | dict.fromkeys(("sw", "max_sw", "mean_err", "cov_err", "nfe", "vjp", "wall_s"), 1.0)
+        | {key: 1.0 for key in leaderboard.MEASURES}
         | {"max_sw2": s}
         for p, s in enumerate(scores)
     ]
@@ -203,3 +205,44 @@ def test_the_app_writes_a_leaderboard_with_its_floor(tmp_path):
     assert text.count("| best") == 2
     with pytest.raises(ValueError, match="reference"):
         gmm_benchmark.run(_cfg("run=[pigdm]"), tmp_path / "other")
+
+
+def test_several_budgets_give_one_row_each_and_cost_curves(tmp_path):
+    """steps=[5,20]: each method runs at both (rows name@steps, the cost as the steps), the
+    paired differences are taken against the reference's smallest budget, and the two cost
+    figures are drawn; a single budget keeps the plain names."""
+    cfg = _cfg("steps=[20,5]", "run=[prior,pigdm]", "problems=2", "measurements=[1]")
+    table = gmm_benchmark.run(cfg, tmp_path)
+    by_name = {r["method"]: r for r in table}
+    assert set(by_name) == {"prior@5", "prior@20", "pigdm@5", "pigdm@20"}
+    assert (by_name["pigdm@5"]["nfe"], by_name["pigdm@20"]["vjp"]) == (5, 20)
+    assert by_name["prior@5"]["vs_ref"] == 0.0
+    for name in ("cost_max_sw2.png", "cost_sw.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    with pytest.raises(ValueError, match="reference"):
+        gmm_benchmark.run(_cfg("steps=[5,20]", "run=[pigdm]", "reference=prior@5"), tmp_path)
+    table = gmm_benchmark.run(_cfg("reference=pigdm@5", "steps=[5,20]", "run=[pigdm]"), tmp_path)
+    assert {r["method"] for r in table} == {"pigdm@5", "pigdm@20"}
+    for bad in ("steps=[]", "steps=[5,5]", "steps=[0,5]", "steps=2.5"):
+        with pytest.raises(ValueError, match="steps"):
+            gmm_benchmark.run(_cfg(bad, "run=[prior]"), tmp_path / "bad")
+
+
+def test_coverage_is_the_share_of_exact_draws_in_the_intervals(tmp_path):
+    """Exact posterior draws as a method's samples cover 0.5 and 0.9 (within 0.03 at 4000
+    samples); spread three times as wide about their mean, they cover more of the central
+    50% (measured 0.96), and a third as wide, less (measured 0.18)."""
+    g = torch.Generator().manual_seed(4)
+    prior = gmm_benchmark.mixture(4, g)
+    op, y, sigma_y = gmm_benchmark.problem(prior, 2, g)
+    posterior = prior.posterior(op.matrix, y[0], sigma_y)
+    exact, other = posterior.sample(4000, g), posterior.sample(4000, g)
+    directions = gmm_benchmark.random_directions(4, 50, g)
+    assert gmm_benchmark.coverage(other, exact, directions, 0.5) == pytest.approx(0.5, abs=0.03)
+    assert gmm_benchmark.coverage(other, exact, directions, 0.9) == pytest.approx(0.9, abs=0.03)
+    centre = other.mean(0)
+    wide = gmm_benchmark.coverage(centre + 3 * (other - centre), exact, directions, 0.5)
+    narrow = gmm_benchmark.coverage(centre + (other - centre) / 3, exact, directions, 0.5)
+    assert wide > 0.7 and narrow < 0.3
+    table = gmm_benchmark.run(_cfg("run=[prior]"), tmp_path)
+    assert all(0 <= r["cover50"] <= r["cover90"] <= 1 for r in table)
