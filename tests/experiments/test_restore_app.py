@@ -176,3 +176,27 @@ def test_a_baseline_without_tuned_settings_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="baseline 'tv' has no tuned settings for task 'box'"):
         restore.run(cfg, tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_coverage_is_the_share_of_the_truths_pixels_in_the_samples_intervals():
+    """Samples drawn around the truth with the spread of their own errors cover about
+    (n - 1) level / (n + 1) of its pixels (16 samples: 0.44 and 0.79; measured 0.45, 0.81);
+    samples all equal to a wrong image cover nothing; one sample per image has no coverage,
+    and the table shows the column only when some method has it."""
+    op = tasks.box_inpainting((1, 32, 32))
+    g = torch.Generator().manual_seed(1)
+    truth = torch.rand(4, 1, 32, 32, generator=g) * 2 - 1
+    y = op(truth)
+    centre = truth + 0.1 * torch.randn(4, 1, 32, 32, generator=g)
+    draws = centre.repeat_interleave(16, 0) + 0.1 * torch.randn(64, 1, 32, 32, generator=g)
+    calibrated = restore.scores(op, draws, y, truth, 16)
+    assert calibrated["cover50"] == pytest.approx(0.44, abs=0.03)
+    assert calibrated["cover90"] == pytest.approx(0.79, abs=0.03)
+    wrong = restore.scores(op, (truth + 0.5).repeat_interleave(16, 0), y, truth, 16)
+    assert wrong["cover50"] == wrong["cover90"] == 0.0
+    single = restore.scores(op, truth, y, truth, 1)
+    assert "cover50" not in single
+    cost = {"nfe": 0, "vjp": 0, "wall_s": 0.0}
+    table = restore.markdown({"box": {"ours": calibrated | cost, "pinv": single | cost}})
+    assert "cover 50% / 90% |" in table and "| box | pinv |" in table
+    assert "cover" not in restore.markdown({"box": {"pinv": single | cost}})
