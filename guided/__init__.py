@@ -5,6 +5,7 @@ wrapper works with every sampler.
 """
 
 from guided.apg import APG
+from guided.autoguidance import AutoGuidance
 from guided.cfg import ClassifierFree, ComposableFree, DualClassifierFree
 from guided.cfgpp import CFGPlusPlus
 from guided.classifier import ClassifierGuidance
@@ -27,6 +28,7 @@ from guided.m_step import GradientMStep, LeastSquaresMStep, MStep
 from guided.mcgdiff import MCGdiff
 from guided.measurements import DivergenceWarning, measurements, residuals
 from guided.mmps import MMPS
+from guided.pag import PAG
 from guided.pigdm import PiGDM
 from guided.pnpdm import PnPDM
 from guided.projection import Projection
@@ -55,8 +57,10 @@ __all__ = [
     "DPS",
     "FPS",
     "MMPS",
+    "PAG",
     "TDS",
     "TMPD",
+    "AutoGuidance",
     "CFGPlusPlus",
     "ClassifierFree",
     "ClassifierGuidance",

@@ -6,7 +6,7 @@ A prior is a :class:`Denoiser` returning :math:`E[x \\mid x_t]` under its
 
 from checks import all_finite
 from priors.accelerate import Accelerated
-from priors.attention import attention_layers, record_attention
+from priors.attention import attention_layers, identity_attention, record_attention
 from priors.classifier import Classifier
 from priors.colour import LumaChroma, PerChannel
 from priors.conditions import fixed_conditions
@@ -67,6 +67,7 @@ __all__ = [
     "diffuse",
     "fixed_conditions",
     "from_path",
+    "identity_attention",
     "load",
     "load_classifier",
     "measure",

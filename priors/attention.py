@@ -23,6 +23,14 @@ attention fused; a hook on their ``QKVAttention`` reads its packed ``qkv`` input
 recomputes :math:`\operatorname{softmax}(q^\top k / \sqrt{c})` per head in the block's
 channel order (legacy or new), leaving the output untouched. In all cases the output is
 the same up to floating-point reassociation.
+
+:func:`identity_attention` perturbs instead of recording: inside its block the named
+self-attention layers use the identity as their attention matrix, so each pixel attends
+only to itself and the layer's attention output is its values (the perturbation of
+perturbed-attention guidance, :class:`guided.PAG`). Ours return the identity from the
+``maps`` hook point; diffusers' layers get the classic processor with
+``get_attention_scores`` returning the identity; ADM's ``QKVAttention`` returns its
+values.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import math
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
@@ -38,7 +46,7 @@ from torch import Tensor, nn
 
 from priors.unet import Attention
 
-__all__ = ["attention_layers", "is_cross", "record_attention"]
+__all__ = ["attention_layers", "identity_attention", "is_cross", "record_attention"]
 
 _BLOCKS = {
     "down_blocks": "down",
@@ -165,5 +173,84 @@ def _record_adm(layer: nn.Module, name: str, maps: dict[str, Tensor]) -> Callabl
             q, k, _ = (part.reshape(batch, heads, ch, length) for part in qkv.chunk(3, dim=1))
         logits = torch.einsum("bhcq,bhck->bhqk", q, k) / math.sqrt(ch)
         maps[name] = logits.softmax(-1)
+
+    return attention.register_forward_hook(hook).remove
+
+
+@contextlib.contextmanager
+def identity_attention(model: nn.Module, layers: Iterable[str]) -> Iterator[None]:
+    r"""Inside the block, the named self-attention layers of ``model`` attend each pixel to
+    itself only (the attention matrix is the identity): each layer outputs its values
+    through its output projection and residual, as before. Everything is restored on exit.
+
+    Arguments:
+        model: A network (or a denoiser holding one) with attention layers.
+        layers: Names from :func:`attention_layers`, self-attention layers only.
+    """
+    names = list(layers)
+    found = attention_layers(model)
+    unknown = [name for name in names if name not in found or is_cross(found[name])]
+    if not names or unknown:
+        selfs = sorted(name for name, m in found.items() if not is_cross(m))
+        raise ValueError(
+            f"layers must name self-attention layers of the model, got {names}; it has {selfs}"
+        )
+    undo = []
+    try:
+        for name in names:
+            layer = found[name]
+            if isinstance(layer, Attention):
+
+                def identity(_: nn.Module, __: tuple, probs: Tensor) -> Tensor:
+                    eye = torch.eye(probs.shape[-1], dtype=probs.dtype, device=probs.device)
+                    return eye.expand_as(probs)
+
+                undo.append(layer.maps.register_forward_hook(identity).remove)
+            elif isinstance(layer, _adm_attention()):
+                undo.append(_identity_adm(layer))
+            else:
+                undo.append(_identity_diffusers(layer))
+        yield
+    finally:
+        for step in reversed(undo):
+            step()
+
+
+def _identity_diffusers(layer: nn.Module) -> Callable[[], None]:
+    """The classic processor with identity attention scores; returns the undo."""
+    from diffusers.models.attention_processor import AttnProcessor
+
+    processor = layer.processor
+
+    def identity(query: Tensor, key: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        eye = torch.eye(key.shape[1], dtype=query.dtype, device=query.device)
+        return eye.expand(query.shape[0], query.shape[1], key.shape[1])
+
+    layer.set_processor(AttnProcessor())
+    layer.get_attention_scores = identity
+
+    def restore() -> None:
+        del layer.get_attention_scores
+        layer.set_processor(processor)
+
+    return restore
+
+
+def _identity_adm(layer: nn.Module) -> Callable[[], None]:
+    """ADM's ``QKVAttention`` returning its values :math:`(B, h c, T)` from the packed
+    input, in the block's channel order; returns the undo."""
+    from deepinv.models.diffunet import QKVAttentionLegacy
+
+    attention = layer.attention
+    legacy = isinstance(attention, QKVAttentionLegacy)
+
+    def hook(_: nn.Module, inputs: tuple[Tensor, ...], __: Tensor) -> Tensor:
+        qkv = inputs[0]
+        batch, width, length = qkv.shape
+        ch = width // (3 * attention.n_heads)
+        if legacy:  # heads first, then q / k / v
+            v = qkv.reshape(batch, attention.n_heads, 3 * ch, length)[:, :, 2 * ch :]
+            return v.reshape(batch, -1, length)
+        return qkv.chunk(3, dim=1)[2]  # q / k / v first, then heads: already (B, h c, T)
 
     return attention.register_forward_hook(hook).remove

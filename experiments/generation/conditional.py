@@ -13,6 +13,9 @@ Sweeps (each point draws ``samples`` digits from the same initial noise, DDIM):
 - ``apg``: adaptive projected guidance (:class:`guided.APG`, settings ``apg``) over
   ``apg_scales``, the same requests as ``cfg``: compare the two at equal scales (and equal
   network evaluations, two per step);
+- ``pag``: perturbed-attention guidance (:class:`guided.PAG`, layers ``pag.layers``) of the
+  conditional prior over ``pag_scales``, the same requests as ``cfg``: two network
+  evaluations per step, as classifier-free guidance, but no unconditional pass;
 - ``classifier``: classifier guidance (:class:`guided.ClassifierGuidance`, the shipped
   noise-conditional classifier) of the *unconditional* prior over ``classifier_scales``;
 - ``safety``: :class:`guided.SafetyGuidance` away from class ``forbidden`` over
@@ -70,7 +73,7 @@ from experiments.shared.runs import launch, write_metrics
 
 log = logging.getLogger(__name__)
 
-SWEEPS = ("cfg", "cfgpp", "apg", "classifier", "safety", "sag", "sag_cfg", "inpaint")
+SWEEPS = ("cfg", "cfgpp", "apg", "pag", "classifier", "safety", "sag", "sag_cfg", "inpaint")
 
 
 def _sample(
@@ -99,6 +102,7 @@ def _check(cfg: DictConfig) -> None:
         "cfg_scales",
         "cfgpp_scales",
         "apg_scales",
+        "pag_scales",
         "classifier_scales",
         "safety_scales",
         "sag_scales",
@@ -110,6 +114,8 @@ def _check(cfg: DictConfig) -> None:
         raise ValueError(
             f"cfgpp_scales must lie in [0, 1] (CFG++'s lambda), got {cfg.cfgpp_scales}"
         )
+    if not all(v >= 0 for v in cfg.pag_scales):
+        raise ValueError(f"pag_scales must be >= 0 (PAG's scale), got {list(cfg.pag_scales)}")
     if not isinstance(cfg.sag_cfg_scale, int | float) or not math.isfinite(cfg.sag_cfg_scale):
         raise ValueError(f"sag_cfg_scale must be a finite number, got {cfg.sag_cfg_scale}")
     if not 0 <= int(cfg.forbidden) < 10:
@@ -127,6 +133,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     _check(cfg)
     prior = priors.load("digits")
     noisy = priors.load_classifier("digits", noisy=True)
+    if "pag" in cfg.sweeps:  # the layers are checked against the prior before any sweep
+        guided.PAG(prior, 0.0, layers=list(cfg.pag.layers))
     scorer = Scorer()
     n, steps, forbidden = int(cfg.samples), int(cfg.steps), int(cfg.forbidden)
     label = torch.arange(n) % prior.num_classes
@@ -153,6 +161,10 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "apg": (
             list(cfg.apg_scales),
             lambda s: (guided.APG(prior, s, **cfg.apg), {"label": label}),
+        ),
+        "pag": (
+            list(cfg.pag_scales),
+            lambda s: (guided.PAG(prior, s, layers=list(cfg.pag.layers)), {"label": label}),
         ),
         "classifier": (
             list(cfg.classifier_scales),
@@ -193,7 +205,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             denoiser, cond, *sampler = make(float(scale))
             x, cost, wall = _sample(denoiser, x_T, steps, *sampler, **cond)
             requested = (
-                label if sweep in ("cfg", "cfgpp", "apg", "classifier", "sag_cfg") else None
+                label if sweep in ("cfg", "cfgpp", "apg", "pag", "classifier", "sag_cfg") else None
             )
             scores = scorer.score(x, requested, forbidden if sweep == "safety" else None)
             rows.append(

@@ -24,6 +24,7 @@ def _conditional(*overrides):
         "steps=3",
         "cfg_scales=[0,3]",
         "apg_scales=[1,3]",
+        "pag_scales=[0,3]",
         "cfgpp_scales=[0,1]",
         "classifier_scales=[0,10]",
         "safety_scales=[0,10]",
@@ -43,6 +44,9 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
     assert rows[("cfgpp", 1.0)]["agreement"] > rows[("cfgpp", 0.0)]["agreement"]
     assert rows[("apg", 3.0)]["nfe"] == rows[("cfg", 3.0)]["nfe"]  # two passes per step
     assert rows[("apg", 1.0)]["nfe"] == rows[("cfg", 3.0)]["nfe"] // 2  # scale 1: one pass
+    assert rows[("pag", 3.0)]["nfe"] == rows[("cfg", 3.0)]["nfe"]  # two passes per step
+    assert rows[("pag", 0.0)]["nfe"] == rows[("cfg", 3.0)]["nfe"] // 2  # scale 0: one pass
+    assert rows[("pag", 0.0)]["agreement"] == rows[("apg", 1.0)]["agreement"]  # conditional
     assert rows[("classifier", 10.0)]["agreement"] > rows[("classifier", 0.0)]["agreement"]
     assert rows[("safety", 10.0)]["forbidden_rate"] <= rows[("safety", 0.0)]["forbidden_rate"]
     assert rows[("sag", 0.5)]["nfe"] == 2 * rows[("sag", 0.0)]["nfe"]
@@ -60,6 +64,7 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
         "curves",
         "samples_cfg",
         "samples_apg",
+        "samples_pag",
         "samples_cfgpp",
         "samples_safety",
         "samples_sag",
@@ -77,6 +82,8 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
         ("cfg_scales=[]", "cfg_scales"),
         ("apg_scales=[.inf]", "apg_scales"),
         ("apg.eta=nan", "eta"),
+        ("pag_scales=[-1]", "pag_scales"),
+        ("pag.layers=[mid.cross]", "self-attention"),
         ("cfgpp_scales=[1.5]", "cfgpp_scales"),
         ("samples=3", "samples"),
         ("inpaint.plausible=0", "plausible"),
