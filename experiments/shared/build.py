@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor
 
+import checks
 import guided
 import priors
 
@@ -57,10 +58,13 @@ class Method:
     denoiser: priors.Denoiser
     projection: guided.Projection | None = None
     grid: str = "uniform"
+    grid_sigma_min: float | None = None
 
     def times(self, steps: int) -> Tensor:
-        """The method's time grid of ``steps`` steps on its prior's schedule."""
-        return guided.time_grid(steps, self.grid, schedule=self.denoiser.schedule)
+        """The method's time grid of ``steps`` steps on its prior's schedule (a ``karras``
+        grid down to ``grid_sigma_min`` when given)."""
+        floor = {} if self.grid_sigma_min is None else {"sigma_min": self.grid_sigma_min}
+        return guided.time_grid(steps, self.grid, schedule=self.denoiser.schedule, **floor)
 
     def initial_noise(
         self,
@@ -103,11 +107,18 @@ def build_method(node: DictConfig, prior: priors.Denoiser, **runtime: Any) -> Me
     """Builds a method node: ``sampler`` (a Sampler, or a partial given whichever of the
     runtime keywords ``op``, ``y``, ``sigma_y`` it accepts), an optional ``guidance`` term
     (partial, same keywords) wrapped around ``prior``, an optional ``projection`` (partial),
-    an optional ``grid`` (a kind of :func:`guided.time_grid`, ``uniform`` when absent); or
-    ``peer``, a partial returning a callable ``(denoiser, x_T, ts, generator, cost)``."""
+    an optional ``grid`` (a kind of :func:`guided.time_grid`, ``uniform`` when absent) with,
+    for a ``karras`` grid, an optional ``grid_sigma_min`` (its smallest non-zero noise
+    level); or ``peer``, a partial returning a callable ``(denoiser, x_T, ts, generator,
+    cost)``."""
     grid = node.get("grid")
     if grid is not None and grid not in guided.time.KINDS:
         raise ValueError(f"a method's grid must be one of {guided.time.KINDS}, got {grid!r}")
+    floor = node.get("grid_sigma_min")
+    if floor is not None:
+        if grid != "karras":
+            raise ValueError(f"grid_sigma_min applies to a karras grid only, not {grid!r}")
+        floor = checks.number(floor, "grid_sigma_min", low=0, open_low=True)
     if node.get("peer") is not None:
         if grid is not None:
             raise ValueError("a peer runs its own time grid: give it no `grid`")
@@ -130,7 +141,7 @@ def build_method(node: DictConfig, prior: priors.Denoiser, **runtime: Any) -> Me
         projection = _call_with_accepted(build(node.projection), **runtime)
         if not isinstance(projection, guided.Projection):
             raise TypeError(f"projection built {type(projection).__name__}, not a Projection")
-    return Method(sampler, denoiser, projection, "uniform" if grid is None else str(grid))
+    return Method(sampler, denoiser, projection, "uniform" if grid is None else str(grid), floor)
 
 
 def run_seeded(

@@ -20,6 +20,7 @@ __all__ = [
     "box_inpainting",
     "from_catalogue",
     "gaussian_blur",
+    "nonlinear_blur",
     "outpainting",
     "random_inpainting",
     "super_resolution",
@@ -55,6 +56,14 @@ def gaussian_blur(
 ) -> operators.CircularBlur:
     """Periodic Gaussian blur (an exact SVD operator)."""
     return operators.CircularBlur(operators.gaussian_kernel(std, size=size), in_shape)
+
+
+def nonlinear_blur(
+    in_shape: Sequence[int], std: float = 1.0, size: int = 7, gamma: float = 2.2
+) -> operators.NonlinearBlur:
+    """Gaussian blur of the linear irradiance seen through a gamma tone curve (nonlinear,
+    differentiable: :class:`operators.NonlinearBlur`)."""
+    return operators.NonlinearBlur(operators.gaussian_kernel(std, size=size), in_shape, gamma)
 
 
 def super_resolution(in_shape: Sequence[int], factor: int = 4) -> operators.AveragePoolSR:

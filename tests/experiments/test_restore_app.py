@@ -200,3 +200,24 @@ def test_coverage_is_the_share_of_the_truths_pixels_in_the_samples_intervals():
     table = restore.markdown({"box": {"ours": calibrated | cost, "pinv": single | cost}})
     assert "cover 50% / 90% |" in table and "| box | pinv |" in table
     assert "cover" not in restore.markdown({"box": {"pinv": single | cost}})
+
+
+def test_a_nonlinear_task_runs_the_methods_that_take_it(tmp_path):
+    """Nonlinear blur: DCPS and DAPS (its catalogue grid ends at the authors' noise level
+    0.1, so its Langevin steps are stable) restore it; DDRM, which needs an SVD, is reported
+    not applicable; a karras floor is refused on another grid kind."""
+    metrics = restore.run(
+        _cfg("tasks=[nonlinear_blur]", "run=[dcps,daps,ddrm]", "images=1", "steps=3"), tmp_path
+    )
+    results = metrics["tasks"]["nonlinear_blur"]
+    assert "psnr" in results["dcps"] and "psnr" in results["daps"]
+    assert "SVDOperator" in results["ddrm"]["not applicable"]
+    from experiments.shared.build import build_method
+
+    node = OmegaConf.create({"sampler": {"_target_": "guided.DDPM"}, "grid_sigma_min": 0.1})
+    with pytest.raises(ValueError, match="grid_sigma_min"):
+        build_method(node, priors.load("digits"))
+    node.grid = "karras"
+    method = build_method(node, priors.load("digits"))
+    alpha, sigma = method.denoiser.schedule(method.times(10)[-2])  # the last non-zero time
+    assert float(sigma / alpha) == pytest.approx(0.1, rel=1e-3)
