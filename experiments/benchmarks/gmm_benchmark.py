@@ -370,7 +370,7 @@ def cost_figure(
 ) -> None:
     """Quality against cost: one panel per cell (d_x, d_y), ``measure`` (mean ± 1.96 SE over
     problems) against network evaluations plus VJPs per sample, one line per method through
-    its budgets, and the exact-vs-exact floor as a dashed line."""
+    its budgets, and the exact-vs-exact floor as a dashed line; both axes logarithmic."""
     cells = sorted({(r["d_x"], r["d_y"]) for r in table})
     dims, ys = sorted({c[0] for c in cells}), sorted({c[1] for c in cells})
     fig, axes = plt.subplots(
@@ -390,18 +390,20 @@ def cost_figure(
             )
             if points:
                 cost, value, ci = zip(*points, strict=True)
+                below = [min(c, 0.9 * v) for c, v in zip(ci, value, strict=True)]  # log axis
                 ax.errorbar(
-                    [max(c, 1.0) for c in cost], value, yerr=ci, marker="o", ms=3,
-                    label=name, color=f"C{k % 10}",
+                    [max(c, 1.0) for c in cost], value, yerr=[below, list(ci)], marker="o",
+                    ms=3, label=name, color=plt.get_cmap("tab20")(k % 20),
                 )  # fmt: skip
         floor = [f[measure] for f in floors if (f["d_x"], f["d_y"]) == (d_x, d_y)]
         if floor:
             ax.axhline(sum(floor) / len(floor), color="k", ls="--", lw=1, label="exact (floor)")
         ax.set_xscale("log")
+        ax.set_yscale("log")
         ax.set_title(f"d_x={d_x}, d_y={d_y}", fontsize=9)
         ax.set_xlabel("NFE + VJP per sample")
         ax.set_ylabel(measure)
-    axes[0, -1].legend(fontsize=7)
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
