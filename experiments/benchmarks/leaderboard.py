@@ -20,7 +20,10 @@ W2 distance to exact posterior samples (``max_sw2``):
 - **verdict**: ``best`` for the lowest mean in the cell, ``≈ best`` for a method whose
   paired difference to the best has an interval containing 0 (not distinguishable on these
   problems), and ``≈ floor`` added when the method's paired difference to the floor has an
-  interval containing 0. Both say "not distinguishable at 95% on these problems": with few
+  interval containing 0. Either needs an interval no wider than the score it is compared
+  with (the best's mean, the floor's mean): an interval that wide cannot tell a method at
+  the floor from one many times above it (one diverging problem in five makes it so), and
+  such a method gets no verdict. Both say "not distinguishable at 95% on these problems": with few
   problems the intervals are wide, so they are claims about this run, not about the
   methods in general.
 """
@@ -93,7 +96,7 @@ def aggregate(
         cell_floor = floor_scores.get((d_x, d_y))
         if cell_floor and ok:
             mean, ci = paired(_scores(group), cell_floor)
-            out["at_floor"] = bool(abs(mean) <= ci)
+            out["at_floor"] = _close(mean, ci, mean_ci(cell_floor.values())[0])
         table.append(out)
     for d_x, d_y in {(r["d_x"], r["d_y"]) for r in table}:
         cell = [
@@ -108,10 +111,16 @@ def aggregate(
                 r["verdict"] = "best"
             else:
                 mean, ci = paired(_scores(groups[(d_x, d_y, r["method"])]), best_scores)
-                r["verdict"] = "≈ best" if abs(mean) <= ci else ""
+                r["verdict"] = "≈ best" if _close(mean, ci, best[SCORE]) else ""
             if r.get("at_floor"):
                 r["verdict"] = (r["verdict"] + ", ≈ floor").lstrip(", ")
     return table
+
+
+def _close(mean: float, ci: float, scale: float) -> bool:
+    """Whether a paired difference is indistinguishable from 0 (its interval holds 0) by an
+    interval narrow enough to tell (no wider than ``scale``, the score compared with)."""
+    return bool(abs(mean) <= ci <= scale)
 
 
 def floor_cells(floors: list[dict[str, Any]]) -> dict[tuple[int, int], tuple[float, float]]:

@@ -246,3 +246,16 @@ def test_coverage_is_the_share_of_exact_draws_in_the_intervals(tmp_path):
     assert wide > 0.7 and narrow < 0.3
     table = gmm_benchmark.run(_cfg("run=[prior]"), tmp_path)
     assert all(0 <= r["cover50"] <= r["cover90"] <= 1 for r in table)
+
+
+def test_an_interval_too_wide_to_tell_gives_no_verdict():
+    """A method at the floor on four problems and 600 on the fifth: its paired interval to
+    the floor holds 0 but is far wider than the floor, so it is neither ≈ floor nor ≈ best."""
+    from experiments.benchmarks import leaderboard
+
+    floor = [0.1, 0.12, 0.11, 0.1, 0.13]
+    rows = _rows("good", [f + 0.01 for f in floor]) + _rows("wild", [*floor[:4], 600.0])
+    floors = [{"d_x": 8, "d_y": 1, "problem": p, "max_sw2": f} for p, f in enumerate(floor)]
+    table = {r["method"]: r for r in leaderboard.aggregate(rows, None, floors)}
+    assert table["good"]["verdict"] == "best"  # 0.01 above the floor exactly: distinguishable
+    assert table["wild"]["verdict"] == ""
