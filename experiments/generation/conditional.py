@@ -16,6 +16,9 @@ Sweeps (each point draws ``samples`` digits from the same initial noise, DDIM):
 - ``pag``: perturbed-attention guidance (:class:`guided.PAG`, layers ``pag.layers``) of the
   conditional prior over ``pag_scales``, the same requests as ``cfg``: two network
   evaluations per step, as classifier-free guidance, but no unconditional pass;
+- ``auto``: AutoGuidance (:class:`guided.AutoGuidance`) of the conditional prior by the
+  shipped weak model ``auto.weak`` over ``auto_scales``, the same requests as ``cfg``: two
+  network evaluations per step (the weak one far cheaper);
 - ``classifier``: classifier guidance (:class:`guided.ClassifierGuidance`, the shipped
   noise-conditional classifier) of the *unconditional* prior over ``classifier_scales``;
 - ``safety``: :class:`guided.SafetyGuidance` away from class ``forbidden`` over
@@ -48,6 +51,7 @@ References:
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 import time
@@ -73,7 +77,9 @@ from experiments.shared.runs import launch, write_metrics
 
 log = logging.getLogger(__name__)
 
-SWEEPS = ("cfg", "cfgpp", "apg", "pag", "classifier", "safety", "sag", "sag_cfg", "inpaint")
+SWEEPS = (
+    "cfg", "cfgpp", "apg", "pag", "auto", "classifier", "safety", "sag", "sag_cfg", "inpaint",
+)  # fmt: skip
 
 
 def _sample(
@@ -103,6 +109,7 @@ def _check(cfg: DictConfig) -> None:
         "cfgpp_scales",
         "apg_scales",
         "pag_scales",
+        "auto_scales",
         "classifier_scales",
         "safety_scales",
         "sag_scales",
@@ -114,8 +121,9 @@ def _check(cfg: DictConfig) -> None:
         raise ValueError(
             f"cfgpp_scales must lie in [0, 1] (CFG++'s lambda), got {cfg.cfgpp_scales}"
         )
-    if not all(v >= 0 for v in cfg.pag_scales):
-        raise ValueError(f"pag_scales must be >= 0 (PAG's scale), got {list(cfg.pag_scales)}")
+    for key in ("pag_scales", "auto_scales"):
+        if not all(v >= 0 for v in cfg[key]):
+            raise ValueError(f"{key} must be >= 0 (the guider's scale), got {list(cfg[key])}")
     if not isinstance(cfg.sag_cfg_scale, int | float) or not math.isfinite(cfg.sag_cfg_scale):
         raise ValueError(f"sag_cfg_scale must be a finite number, got {cfg.sag_cfg_scale}")
     if not 0 <= int(cfg.forbidden) < 10:
@@ -135,6 +143,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     noisy = priors.load_classifier("digits", noisy=True)
     if "pag" in cfg.sweeps:  # the layers are checked against the prior before any sweep
         guided.PAG(prior, 0.0, layers=list(cfg.pag.layers))
+    weak = functools.cache(lambda: priors.load(str(cfg.auto.weak)))
+    if "auto" in cfg.sweeps:  # loaded and checked against the prior before any sweep
+        guided.AutoGuidance(prior, weak(), 1.0)
     scorer = Scorer()
     n, steps, forbidden = int(cfg.samples), int(cfg.steps), int(cfg.forbidden)
     label = torch.arange(n) % prior.num_classes
@@ -165,6 +176,10 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "pag": (
             list(cfg.pag_scales),
             lambda s: (guided.PAG(prior, s, layers=list(cfg.pag.layers)), {"label": label}),
+        ),
+        "auto": (
+            list(cfg.auto_scales),
+            lambda s: (guided.AutoGuidance(prior, weak(), s), {"label": label}),
         ),
         "classifier": (
             list(cfg.classifier_scales),
@@ -205,7 +220,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             denoiser, cond, *sampler = make(float(scale))
             x, cost, wall = _sample(denoiser, x_T, steps, *sampler, **cond)
             requested = (
-                label if sweep in ("cfg", "cfgpp", "apg", "pag", "classifier", "sag_cfg") else None
+                label
+                if sweep in ("cfg", "cfgpp", "apg", "pag", "auto", "classifier", "sag_cfg")
+                else None
             )
             scores = scorer.score(x, requested, forbidden if sweep == "safety" else None)
             rows.append(

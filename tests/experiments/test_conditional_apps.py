@@ -25,6 +25,7 @@ def _conditional(*overrides):
         "cfg_scales=[0,3]",
         "apg_scales=[1,3]",
         "pag_scales=[0,3]",
+        "auto_scales=[1,2]",
         "cfgpp_scales=[0,1]",
         "classifier_scales=[0,10]",
         "safety_scales=[0,10]",
@@ -47,6 +48,8 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
     assert rows[("pag", 3.0)]["nfe"] == rows[("cfg", 3.0)]["nfe"]  # two passes per step
     assert rows[("pag", 0.0)]["nfe"] == rows[("cfg", 3.0)]["nfe"] // 2  # scale 0: one pass
     assert rows[("pag", 0.0)]["agreement"] == rows[("apg", 1.0)]["agreement"]  # conditional
+    assert rows[("auto", 2.0)]["nfe"] == rows[("cfg", 3.0)]["nfe"]  # two passes per step
+    assert rows[("auto", 1.0)]["agreement"] == rows[("pag", 0.0)]["agreement"]  # the prior
     assert rows[("classifier", 10.0)]["agreement"] > rows[("classifier", 0.0)]["agreement"]
     assert rows[("safety", 10.0)]["forbidden_rate"] <= rows[("safety", 0.0)]["forbidden_rate"]
     assert rows[("sag", 0.5)]["nfe"] == 2 * rows[("sag", 0.0)]["nfe"]
@@ -65,6 +68,7 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
         "samples_cfg",
         "samples_apg",
         "samples_pag",
+        "samples_auto",
         "samples_cfgpp",
         "samples_safety",
         "samples_sag",
@@ -83,6 +87,8 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
         ("apg_scales=[.inf]", "apg_scales"),
         ("apg.eta=nan", "eta"),
         ("pag_scales=[-1]", "pag_scales"),
+        ("auto_scales=[-1]", "auto_scales"),
+        ("auto.weak=textures", "shape"),
         ("pag.layers=[mid.cross]", "self-attention"),
         ("cfgpp_scales=[1.5]", "cfgpp_scales"),
         ("samples=3", "samples"),
