@@ -403,7 +403,13 @@ def cost_figure(
         ax.set_title(f"d_x={d_x}, d_y={d_y}", fontsize=9)
         ax.set_xlabel("NFE + VJP per sample")
         ax.set_ylabel(measure)
-    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    shown: dict[str, Any] = {}  # every method's line once, whichever panels it ran in
+    for ax in axes.flat:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            shown.setdefault(name, handle)
+    axes[0, -1].legend(
+        list(shown.values()), list(shown), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0)
+    )
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
