@@ -40,7 +40,7 @@ from torch import Tensor
 import checks
 
 from priors import Denoiser, Wrapper
-from priors.attention import attention_layers, identity_attention, is_cross
+from priors.attention import identity_attention, self_attention
 
 __all__ = ["PAG"]
 
@@ -57,7 +57,7 @@ class PAG(Wrapper):
     def __init__(self, prior: Denoiser, scale: float, layers: Sequence[str] | None = None) -> None:
         if not isinstance(prior, Denoiser):
             raise TypeError(f"prior must be a priors.Denoiser, got {type(prior).__name__}")
-        selfs = sorted(name for name, m in attention_layers(prior).items() if not is_cross(m))
+        selfs = self_attention(prior)
         if not selfs:
             raise ValueError(
                 "perturbed-attention guidance needs a prior with self-attention layers; "

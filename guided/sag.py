@@ -43,7 +43,7 @@ import checks
 
 from operators import Blur, gaussian_kernel
 from priors import Denoiser, Wrapper
-from priors.attention import attention_layers, is_cross, record_attention
+from priors.attention import record_attention, self_attention
 from priors.tweedie import append_dims, eps_from_x0, x0_from_eps
 
 __all__ = ["SelfAttentionGuidance", "attention_mask"]
@@ -99,7 +99,7 @@ class SelfAttentionGuidance(Wrapper):
     ) -> None:
         if not isinstance(prior, Denoiser):
             raise TypeError(f"prior must be a priors.Denoiser, got {type(prior).__name__}")
-        selfs = sorted(name for name, m in attention_layers(prior).items() if not is_cross(m))
+        selfs = self_attention(prior)
         if not selfs:
             raise ValueError(
                 f"self-attention guidance needs a prior exposing self-attention maps; "

@@ -6,7 +6,12 @@ A prior is a :class:`Denoiser` returning :math:`E[x \\mid x_t]` under its
 
 from checks import all_finite
 from priors.accelerate import Accelerated
-from priors.attention import attention_layers, identity_attention, record_attention
+from priors.attention import (
+    attention_layers,
+    identity_attention,
+    record_attention,
+    self_attention,
+)
 from priors.classifier import Classifier
 from priors.colour import LumaChroma, PerChannel
 from priors.conditions import fixed_conditions
@@ -78,4 +83,5 @@ __all__ = [
     "record_attention",
     "run_generator",
     "sampling_generator",
+    "self_attention",
 ]

@@ -46,7 +46,13 @@ from torch import Tensor, nn
 
 from priors.unet import Attention
 
-__all__ = ["attention_layers", "identity_attention", "is_cross", "record_attention"]
+__all__ = [
+    "attention_layers",
+    "identity_attention",
+    "is_cross",
+    "record_attention",
+    "self_attention",
+]
 
 _BLOCKS = {
     "down_blocks": "down",
@@ -78,6 +84,11 @@ def _block_name(path: str, kind: str) -> str | None:
         if part in _BLOCKS:
             return ".".join([_BLOCKS[part], *parts[i + 1 :], kind])
     return None
+
+
+def self_attention(model: nn.Module) -> list[str]:
+    """The names of ``model``'s self-attention layers (:func:`attention_layers`), sorted."""
+    return sorted(name for name, m in attention_layers(model).items() if not is_cross(m))
 
 
 def is_cross(layer: nn.Module) -> bool:
@@ -132,20 +143,17 @@ def record_attention(model: nn.Module) -> Iterator[dict[str, Tensor]]:
             step()
 
 
-def _record_diffusers(layer: nn.Module, name: str, maps: dict[str, Tensor]) -> Callable[[], None]:
-    """Swaps in the classic processor and wraps ``get_attention_scores``; returns the undo."""
+def _swap_scores(
+    layer: nn.Module, scores: Callable[[Callable[..., Tensor]], Callable[..., Tensor]]
+) -> Callable[[], None]:
+    """Gives a diffusers ``Attention`` the classic processor (which computes its
+    probabilities through ``get_attention_scores`` rather than fused) and replaces that
+    method by ``scores(original)``; returns the undo."""
     from diffusers.models.attention_processor import AttnProcessor
 
-    processor, scores = layer.processor, layer.get_attention_scores
-
-    def recorded(query: Tensor, key: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        probs = scores(query, key, attention_mask)
-        heads = layer.heads
-        maps[name] = probs.detach().reshape(-1, heads, *probs.shape[1:])
-        return probs
-
+    processor, original = layer.processor, layer.get_attention_scores
     layer.set_processor(AttnProcessor())
-    layer.get_attention_scores = recorded
+    layer.get_attention_scores = scores(original)
 
     def restore() -> None:
         del layer.get_attention_scores  # the instance attribute; the method shows again
@@ -154,24 +162,42 @@ def _record_diffusers(layer: nn.Module, name: str, maps: dict[str, Tensor]) -> C
     return restore
 
 
-def _record_adm(layer: nn.Module, name: str, maps: dict[str, Tensor]) -> Callable[[], None]:
-    """Hooks an ADM ``AttentionBlock``'s ``QKVAttention``: recomputes its probabilities from
-    the packed :math:`(B, 3 h c, T)` input; returns the undo."""
+def _record_diffusers(layer: nn.Module, name: str, maps: dict[str, Tensor]) -> Callable[[], None]:
+    """Records a diffusers layer's probabilities (:func:`_swap_scores`); returns the undo."""
+
+    def recording(original: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        def recorded(query: Tensor, key: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+            probs = original(query, key, attention_mask)
+            maps[name] = probs.detach().reshape(-1, layer.heads, *probs.shape[1:])
+            return probs
+
+        return recorded
+
+    return _swap_scores(layer, recording)
+
+
+def _split_qkv(attention: nn.Module, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """An ADM ``QKVAttention``'s packed input :math:`(B, 3 h c, T)` as queries, keys and
+    values :math:`(B, h, c, T)` each, in its channel order (legacy: heads first, then
+    q / k / v; new: q / k / v first, then heads)."""
     from deepinv.models.diffunet import QKVAttentionLegacy
 
+    batch, width, length = qkv.shape
+    heads = attention.n_heads
+    ch = width // (3 * heads)
+    if isinstance(attention, QKVAttentionLegacy):
+        return qkv.reshape(batch, heads, 3 * ch, length).split(ch, dim=2)
+    return tuple(part.reshape(batch, heads, ch, length) for part in qkv.chunk(3, dim=1))
+
+
+def _record_adm(layer: nn.Module, name: str, maps: dict[str, Tensor]) -> Callable[[], None]:
+    """Hooks an ADM ``AttentionBlock``'s ``QKVAttention``: recomputes its probabilities from
+    the packed input; returns the undo."""
     attention = layer.attention
-    legacy = isinstance(attention, QKVAttentionLegacy)
 
     def hook(_: nn.Module, inputs: tuple[Tensor, ...], __: Tensor) -> None:
-        qkv = inputs[0].detach()
-        batch, width, length = qkv.shape
-        heads = attention.n_heads
-        ch = width // (3 * heads)
-        if legacy:  # heads first, then q / k / v
-            q, k, _ = qkv.reshape(batch, heads, 3 * ch, length).split(ch, dim=2)
-        else:  # q / k / v first, then heads
-            q, k, _ = (part.reshape(batch, heads, ch, length) for part in qkv.chunk(3, dim=1))
-        logits = torch.einsum("bhcq,bhck->bhqk", q, k) / math.sqrt(ch)
+        q, k, _ = _split_qkv(attention, inputs[0].detach())
+        logits = torch.einsum("bhcq,bhck->bhqk", q, k) / math.sqrt(q.shape[2])
         maps[name] = logits.softmax(-1)
 
     return attention.register_forward_hook(hook).remove
@@ -189,11 +215,10 @@ def identity_attention(model: nn.Module, layers: Iterable[str]) -> Iterator[None
     """
     names = list(layers)
     found = attention_layers(model)
-    unknown = [name for name in names if name not in found or is_cross(found[name])]
-    if not names or unknown:
-        selfs = sorted(name for name, m in found.items() if not is_cross(m))
+    if not names or any(name not in found or is_cross(found[name]) for name in names):
         raise ValueError(
-            f"layers must name self-attention layers of the model, got {names}; it has {selfs}"
+            f"layers must name self-attention layers of the model, got {names}; it has "
+            f"{self_attention(model)}"
         )
     undo = []
     try:
@@ -217,40 +242,26 @@ def identity_attention(model: nn.Module, layers: Iterable[str]) -> Iterator[None
 
 
 def _identity_diffusers(layer: nn.Module) -> Callable[[], None]:
-    """The classic processor with identity attention scores; returns the undo."""
-    from diffusers.models.attention_processor import AttnProcessor
+    """A diffusers layer with identity attention scores (:func:`_swap_scores`); returns the
+    undo."""
 
-    processor = layer.processor
+    def identity(_: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        def scores(query: Tensor, key: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+            eye = torch.eye(key.shape[1], dtype=query.dtype, device=query.device)
+            return eye.expand(query.shape[0], query.shape[1], key.shape[1])
 
-    def identity(query: Tensor, key: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        eye = torch.eye(key.shape[1], dtype=query.dtype, device=query.device)
-        return eye.expand(query.shape[0], query.shape[1], key.shape[1])
+        return scores
 
-    layer.set_processor(AttnProcessor())
-    layer.get_attention_scores = identity
-
-    def restore() -> None:
-        del layer.get_attention_scores
-        layer.set_processor(processor)
-
-    return restore
+    return _swap_scores(layer, identity)
 
 
 def _identity_adm(layer: nn.Module) -> Callable[[], None]:
-    """ADM's ``QKVAttention`` returning its values :math:`(B, h c, T)` from the packed
-    input, in the block's channel order; returns the undo."""
-    from deepinv.models.diffunet import QKVAttentionLegacy
-
+    """ADM's ``QKVAttention`` returning its values :math:`(B, h c, T)` (what identity
+    probabilities give); returns the undo."""
     attention = layer.attention
-    legacy = isinstance(attention, QKVAttentionLegacy)
 
     def hook(_: nn.Module, inputs: tuple[Tensor, ...], __: Tensor) -> Tensor:
-        qkv = inputs[0]
-        batch, width, length = qkv.shape
-        ch = width // (3 * attention.n_heads)
-        if legacy:  # heads first, then q / k / v
-            v = qkv.reshape(batch, attention.n_heads, 3 * ch, length)[:, :, 2 * ch :]
-            return v.reshape(batch, -1, length)
-        return qkv.chunk(3, dim=1)[2]  # q / k / v first, then heads: already (B, h c, T)
+        v = _split_qkv(attention, inputs[0])[2]
+        return v.reshape(v.shape[0], -1, v.shape[-1])
 
     return attention.register_forward_hook(hook).remove
