@@ -1,6 +1,7 @@
 """Shared pieces of the exact-posterior tests of guidance terms: linear operators (with and
 without an SVD) on flat vectors and on small images, a flat prior seen as images, the matrix
-of an operator, and Gaussian priors whose posteriors are exact."""
+of an operator, Gaussian priors whose posteriors are exact, a linear-Gaussian problem on
+them and the whitened covariance of samples."""
 
 import torch
 
@@ -54,6 +55,24 @@ def gaussian(d, seed=0, correlated=True):
     return priors.GaussianMixture(
         torch.ones(1, dtype=F64), mean[None], covariance[None], priors.CosineSchedule()
     )
+
+
+def measured(sigma_y=0.1, seed=0, d=8):
+    """A linear-Gaussian problem with an exact posterior: the prior :func:`gaussian`, a 3 x d
+    standard normal matrix A and y = A x + sigma_y eps for a prior draw x. Returns (prior,
+    MatrixOperator(A), y of shape (1, 3), sigma_y)."""
+    prior = gaussian(d, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(3, d, generator=g, dtype=F64)
+    y = prior.sample(1, g) @ a.T + sigma_y * torch.randn(1, 3, generator=g, dtype=F64)
+    return prior, operators.MatrixOperator(a), y, sigma_y
+
+
+def whitened(samples, cov):
+    """Eigenvalues of C^{-1/2} S C^{-1/2} for the samples' covariance S (all 1 when exact)."""
+    root = torch.linalg.cholesky(cov)
+    inner = torch.linalg.solve_triangular(root, torch.cov(samples.T), upper=False)
+    return torch.linalg.eigvalsh(torch.linalg.solve_triangular(root, inner.T, upper=False))
 
 
 def _cases():

@@ -12,30 +12,15 @@ import guided
 import operators
 import priors
 
-from tests.guided.linear_cases import gaussian
+from tests.guided.linear_cases import measured, whitened
 
 F64 = torch.float64
-
-
-def _problem(sigma_y=0.1, seed=0, d=8):
-    prior = gaussian(d, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    a = torch.randn(3, d, generator=g, dtype=F64)
-    y = prior.sample(1, g) @ a.T + sigma_y * torch.randn(1, 3, generator=g, dtype=F64)
-    return prior, operators.MatrixOperator(a), y, sigma_y
-
-
-def _whitened(samples, cov):
-    """Eigenvalues of C^{-1/2} S C^{-1/2} for the samples' covariance S (all 1 when exact)."""
-    root = torch.linalg.cholesky(cov)
-    inner = torch.linalg.solve_triangular(root, torch.cov(samples.T), upper=False)
-    return torch.linalg.eigvalsh(torch.linalg.solve_triangular(root, inner.T, upper=False))
 
 
 def test_without_langevin_and_gradient_steps_it_is_ancestral_ddpm():
     """The fit starts at the ancestral transition and draws from it: with no steps to move
     it, DCPS is DDPM draw for draw (the last transition is the denoiser's mean in both)."""
-    prior, op, y, sigma_y = _problem()
+    prior, op, y, sigma_y = measured()
     x_T = guided.initial_noise(prior.schedule, (5, 8), torch.Generator().manual_seed(1), dtype=F64)
     ts = guided.time_grid(9)
     dcps = guided.DCPS(op, y, sigma_y, langevin_steps=0, gradient_steps=0)
@@ -48,7 +33,7 @@ def test_without_langevin_and_gradient_steps_it_is_ancestral_ddpm():
 def test_cost_is_the_formula(steps, blocks):
     """N + (N - B) K + B L network evaluations and (N - B) K + B L VJPs per sample (at most
     one block per transition)."""
-    prior, op, y, sigma_y = _problem()
+    prior, op, y, sigma_y = measured()
     x_T = guided.initial_noise(prior.schedule, (3, 8), torch.Generator().manual_seed(3), dtype=F64)
     cost = priors.Cost()
     method = guided.DCPS(op, y, sigma_y, blocks=blocks, langevin_steps=4, gradient_steps=3)
@@ -60,7 +45,7 @@ def test_cost_is_the_formula(steps, blocks):
 def test_blocks_are_equal_shares_of_the_grid():
     """On a uniform grid of 300 steps, 3 blocks end at the authors' equal times 666, 333, 0
     (of 999)."""
-    _, op, y, sigma_y = _problem()
+    _, op, y, sigma_y = measured()
     assert guided.DCPS(op, y, sigma_y).block_ends(300) == [100, 200, 300]
     assert guided.DCPS(op, y, sigma_y).block_ends(7) == [2, 5, 7]
     assert guided.DCPS(op, y, sigma_y, blocks=5).block_ends(2) == [1, 2]
@@ -73,7 +58,7 @@ def test_it_approaches_the_exact_posterior_as_the_run_grows():
     to 1.75 at 100, 0.64 to 1.27 at 300); the mean is within 0.07 posterior sd at every
     budget (0.048, 0.035, 0.069), where the prior's mean is 50 posterior sd (Mahalanobis)
     away."""
-    prior, op, y, sigma_y = _problem()
+    prior, op, y, sigma_y = measured()
     exact = prior.posterior(op.matrix, y[0], sigma_y)
     sd = exact.covs[0].diagonal().sqrt()
     x_T = guided.initial_noise(
@@ -85,7 +70,7 @@ def test_it_approaches_the_exact_posterior_as_the_run_grows():
             prior, x_T, guided.time_grid(steps), generator=torch.Generator().manual_seed(5),
             check_residual=False,  # at 25 steps some rows are far off: measured, not hidden
         )  # fmt: skip
-        return ((out.mean(0) - exact.means[0]) / sd).abs().max(), _whitened(out, exact.covs[0])
+        return ((out.mean(0) - exact.means[0]) / sd).abs().max(), whitened(out, exact.covs[0])
 
     short_mean, short = run(25)
     long_mean, long = run(300)
@@ -98,7 +83,7 @@ def test_it_approaches_the_exact_posterior_as_the_run_grows():
 def test_dcps_pulls_a_nonlinear_measurement_in():
     """A saturating sensor: the output's RMS residual is near the noise level 0.05 (measured
     0.048 on 100 steps), the unguided prior's 0.69."""
-    prior, _, _, _ = _problem()
+    prior, _, _, _ = measured()
     sensor = operators.SaturatingSensor((8,), gain=1.5)
     g = torch.Generator().manual_seed(6)
     truth = prior.sample(4, g)
@@ -111,7 +96,7 @@ def test_dcps_pulls_a_nonlinear_measurement_in():
 
 
 def test_a_row_does_not_depend_on_its_companions_and_a_seed_repeats():
-    prior, op, _, sigma_y = _problem()
+    prior, op, _, sigma_y = measured()
     g = torch.Generator().manual_seed(7)
     y = torch.randn(3, 3, generator=g, dtype=F64)
     x_T = guided.initial_noise(prior.schedule, (3, 8), g, dtype=F64)
@@ -127,7 +112,7 @@ def test_a_row_does_not_depend_on_its_companions_and_a_seed_repeats():
 
 
 def test_bad_input_is_refused():
-    prior, op, y, sigma_y = _problem()
+    prior, op, y, sigma_y = measured()
     with pytest.raises(operators.NotDifferentiableError, match="derivative-free"):
         guided.DCPS(operators.Quantization((8,), levels=8), torch.zeros(1, 8), 0.1)
     for name, bad in [

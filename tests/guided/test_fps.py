@@ -9,17 +9,9 @@ import guided
 import operators
 import priors
 
-from tests.guided.linear_cases import Dense, gaussian
+from tests.guided.linear_cases import Dense, measured
 
 F64 = torch.float64
-
-
-def _problem(sigma_y=0.3, seed=0, d=8):
-    prior = gaussian(d, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    op = operators.MatrixOperator(torch.randn(3, d, generator=g, dtype=F64))
-    y = op(prior.sample(1, g)) + sigma_y * torch.randn(1, 3, generator=g, dtype=F64)
-    return prior, op, y, sigma_y
 
 
 def _observed_errors(out, prior, op, y, sigma_y):
@@ -36,7 +28,7 @@ def test_the_twisted_filter_is_calibrated_where_the_authors_weights_collapse():
     """sigma_y = 0.3, 100 steps, 16 particles, 600 rows: twisted variance ratios within
     [0.8, 1.35] and mean errors below 0.25 sd (posterior_variance, 32 particles and 2000 rows:
     1.06 to 1.14); the authors' weighting below 0.8 (there: 0.44 to 0.58)."""
-    prior, op, y, sigma_y = _problem()
+    prior, op, y, sigma_y = measured(sigma_y=0.3)
     x_T = guided.initial_noise(
         prior.schedule, (600, 8), torch.Generator().manual_seed(1), dtype=F64
     )
@@ -52,7 +44,7 @@ def test_the_twisted_filter_is_calibrated_where_the_authors_weights_collapse():
 
 
 def test_each_step_costs_one_evaluation_per_particle():
-    prior, op, y, sigma_y = _problem()
+    prior, op, y, sigma_y = measured(sigma_y=0.3)
     x_T = guided.initial_noise(prior.schedule, (3, 8), torch.Generator().manual_seed(3), dtype=F64)
     cost = priors.Cost()
     guided.FPS(op, y, sigma_y, particles=5)(prior, x_T, guided.time_grid(7), cost=cost)
@@ -60,7 +52,7 @@ def test_each_step_costs_one_evaluation_per_particle():
 
 
 def test_a_row_does_not_depend_on_its_companions():
-    prior, op, _, sigma_y = _problem()
+    prior, op, _, sigma_y = measured(sigma_y=0.3)
     g = torch.Generator().manual_seed(4)
     y = torch.randn(3, 3, generator=g, dtype=F64)
     x_T = guided.initial_noise(prior.schedule, (3, 8), g, dtype=F64)
@@ -75,7 +67,7 @@ def test_a_row_does_not_depend_on_its_companions():
 
 
 def test_bad_input_is_refused():
-    _, op, y, sigma_y = _problem()
+    _, op, y, sigma_y = measured(sigma_y=0.3)
     for other in (Dense(op.matrix), operators.SaturatingSensor((8,), gain=1.5)):
         with pytest.raises(operators.UnsupportedOperator, match="SVDOperator"):
             guided.FPS(other, torch.zeros(1, *other.out_shape, dtype=F64), 0.1)

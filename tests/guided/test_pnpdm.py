@@ -11,17 +11,15 @@ import guided
 import operators
 import priors
 
-from tests.guided.linear_cases import Dense, gaussian
+from tests.guided.linear_cases import Dense, measured, whitened
 
 F64 = torch.float64
 
 
 def _problem(sigma_y=0.1, seed=0, d=8):
-    prior = gaussian(d, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    a = torch.randn(3, d, generator=g, dtype=F64)
-    y = prior.sample(1, g) @ a.T + sigma_y * torch.randn(1, 3, generator=g, dtype=F64)
-    return prior, a, y, sigma_y
+    """:func:`measured`'s problem with the matrix itself (the tests build the operators)."""
+    prior, op, y, sigma_y = measured(sigma_y, seed, d)
+    return prior, op.matrix, y, sigma_y
 
 
 def _widened(prior, a, y, sigma_y, rho):
@@ -32,13 +30,6 @@ def _widened(prior, a, y, sigma_y, rho):
     precision = torch.linalg.inv(cov) + a.T @ torch.linalg.solve(noise, a)
     post = torch.linalg.inv(precision)
     return post @ (torch.linalg.solve(cov, mean) + a.T @ torch.linalg.solve(noise, y[0])), post
-
-
-def _whitened(samples, cov):
-    """Eigenvalues of C^{-1/2} S C^{-1/2} for the samples' covariance S (all 1 when exact)."""
-    root = torch.linalg.cholesky(cov)
-    inner = torch.linalg.solve_triangular(root, torch.cov(samples.T), upper=False)
-    return torch.linalg.eigvalsh(torch.linalg.solve_triangular(root, inner.T, upper=False))
 
 
 @pytest.mark.parametrize("sigma_y", [0.1, 0.0])
@@ -59,7 +50,7 @@ def test_the_likelihood_step_draws_the_exact_gaussian_conditional(sigma_y):
     cov = torch.linalg.inv(a.T @ a / sigma_y**2 + torch.eye(8, dtype=F64) / rho**2)
     mean = cov @ (a.T @ y[0] / sigma_y**2 + x[0] / rho**2)
     assert ((z.mean(0) - mean) / cov.diagonal().sqrt()).abs().max() < 0.05
-    ratios = _whitened(z, cov)
+    ratios = whitened(z, cov)
     assert 0.94 < ratios.min() and ratios.max() < 1.06
 
 
@@ -77,7 +68,7 @@ def test_at_a_fixed_coupling_level_the_chain_samples_the_widened_posterior():
     )
     out = method(prior, x_T, guided.time_grid(60), generator=g, check_residual=False)
     assert ((out.mean(0) - mean) / cov.diagonal().sqrt()).abs().max() < 0.1
-    ratios = _whitened(out, cov)
+    ratios = whitened(out, cov)
     assert 0.8 < ratios.min() and ratios.max() < 1.1
 
 
@@ -97,7 +88,7 @@ def test_annealed_to_a_small_level_it_samples_near_the_exact_posterior():
     out = method(prior, x_T, guided.time_grid(100), generator=g)
     sd = exact.covs[0].diagonal().sqrt()
     assert ((out.mean(0) - exact.means[0]) / sd).abs().max() < 0.2
-    ratios = _whitened(out, exact.covs[0])
+    ratios = whitened(out, exact.covs[0])
     assert 0.7 < ratios.min() and ratios.max() < 1.15
     gap = prior.means[0] - exact.means[0]
     assert float(gap @ torch.linalg.solve(exact.covs[0], gap)) ** 0.5 > 10  # Mahalanobis
