@@ -22,7 +22,7 @@ from guided.em import DiffusionEM, ExpectationMaximization
 from guided.enkg import EnKG
 from guided.fps import FPS
 from guided.guidance import Guidance, GuidedDenoiser
-from guided.heun import Heun
+from guided.heun import FlowHeun, Heun
 from guided.inversion import DDIMInversion
 from guided.m_step import GradientMStep, LeastSquaresMStep, MStep
 from guided.mcgdiff import MCGdiff
@@ -75,6 +75,7 @@ __all__ = [
     "DualClassifierFree",
     "EnKG",
     "ExpectationMaximization",
+    "FlowHeun",
     "GradientMStep",
     "Guidance",
     "GuidedDenoiser",

@@ -78,9 +78,16 @@ def ddim_update(
 class DDIM(Sampler):
     r"""DDIM sampler with stochasticity :math:`\eta \in [0, 1]` (1 NFE per step).
 
+    With :math:`\eta = 0` on a :class:`~priors.RectifiedSchedule` it is exactly Euler's
+    method on the flow-matching ODE :math:`\dot x = \hat u` (:mod:`priors.flow`):
+    :math:`x_t + (s - t) \hat u = (1 - s) \hat x + s \hat\epsilon`, the update above, and it
+    steps from pure noise (:math:`\alpha_1 = 0`).
+
     Arguments:
         eta: 0 for the deterministic DDIM, 1 for ancestral DDPM sampling.
     """
+
+    pure_noise = True  # alpha_t enters only as a factor: x_s = a x_hat + b x_t + tau z
 
     def __init__(self, eta: float = 0.0) -> None:
         self.eta = checks.number(eta, "eta", low=0, high=1)

@@ -91,19 +91,20 @@ class DDRM(Sampler):
         self.op, self.sigma_y, self.eta, self.eta_b = op, float(sigma_y), float(eta), float(eta_b)
         self.noise_scale = checks.number(noise_scale, "noise_scale", low=0, high=1)
 
+    pure_noise = True  # the noise estimate is (x_t - alpha_t x_hat) / sigma_t
+
     def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:
         alpha_t, sigma_t, alpha_s, sigma_s = step.coefficients
-        level_t, level_s = sigma_t / alpha_t, sigma_s / alpha_s
+        level_s = sigma_s / alpha_s
         x_hat = run.denoise(x_t, step.t)
         op = self.op
         x0 = op.Vt(x_hat)
-        xt = op.Vt(x_t / alpha_t)
         sv = op.singulars.to(x0.device, x0.dtype).expand_as(x0[0])
         observed = op.observed().to(x0.device).expand_as(x0[0])
         y_bar = op.Ut(self.y.to(x0.dtype)) / sv.where(observed, 1)
         noise_y = self.sigma_y / sv.where(observed, 1)  # sigma_y / s_i on observed coordinates
         z = self.noise_scale * randn(x0.shape, run.generator, dtype=x0.dtype, device=x0.device)
-        eps = (xt - x0) / level_t if level_t > 0 else torch.zeros_like(x0)
+        eps = (op.Vt(x_t) - alpha_t * x0) / sigma_t if sigma_t > 0 else torch.zeros_like(x0)
         if step.index == 0:  # the caller's x_T holds the full noise; later states hold c times
             eps = self.noise_scale * eps
         keep = math.sqrt(1 - self.eta**2)

@@ -40,7 +40,10 @@ class History(SamplerState):
 
 
 class DPMSolver(Sampler):
-    r"""DPM-Solver++(2M), deterministic, 1 NFE per step."""
+    r"""DPM-Solver++(2M), deterministic, 1 NFE per step. From pure noise
+    (:math:`\alpha_t = 0`, :math:`h = \infty`) the step is first order, as is the next."""
+
+    pure_noise = True
 
     def new_state(self) -> History:
         return History()
@@ -51,7 +54,7 @@ class DPMSolver(Sampler):
         exp_minus_h = (sigma_s * alpha_t) / (alpha_s * sigma_t)
         d = x_hat
         h = math.inf
-        if sigma_s > 0:
+        if sigma_s > 0 and exp_minus_h > 0:
             h = -math.log(exp_minus_h)
             if state.x_hat is not None:
                 r = state.h / h

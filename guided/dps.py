@@ -276,6 +276,8 @@ class DPSSampler(Sampler):
     ) -> None:
         self.term = (DPS if estimator is None else estimator)(op, y, sigma_y, zeta=zeta, **kwargs)
 
+    pure_noise = True  # the DDPM step and a gradient in x_t: no division by alpha_t
+
     def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)

@@ -5,6 +5,9 @@ p(y_k \mid x_t)`. By Tweedie's formula the posterior mean given the measurements
 
 .. math:: E[x \mid x_t, y_{1..K}] = \hat x(x_t) + \frac{\sigma_t^2}{\alpha_t} \sum_k g_k,
 
+(at :math:`\alpha_t = 0`, pure noise, the prior's :math:`\hat x` unchanged:
+:func:`priors.tweedie.likelihood_gain`)
+
 so a :class:`GuidedDenoiser` is again a :class:`~priors.Denoiser`, and every sampler becomes
 a posterior sampler (the k-diffusion pattern). Several measurements with their own terms
 and weights give :math:`p(x \mid y_1..y_K) \propto p(x) \prod_k p(y_k \mid x)`.
@@ -39,7 +42,7 @@ from operators import (
     check_shape,
 )
 from priors import Denoiser, Schedule, Wrapper, all_finite, record
-from priors.tweedie import coefficients
+from priors.tweedie import append_dims, coefficients, likelihood_gain
 
 __all__ = [
     "Guidance",
@@ -161,6 +164,9 @@ class GuidedDenoiser(Wrapper):
 
         for term in self.terms:
             check_rows(term, x_t.shape[0])
+        noise = alpha_t == 0  # pure noise: no correction there (priors.tweedie.likelihood_gain)
+        if bool(noise.all()):
+            return self.prior(x_t, t, **cond)
         graph = any(term.uses_vjp for term in self.terms)  # else the prior runs without one
         with torch.enable_grad() if graph else torch.no_grad():
             x = x_t.detach().requires_grad_(graph)
@@ -185,10 +191,12 @@ class GuidedDenoiser(Wrapper):
                 parts.append(vjp)
             parts += others
             g = functools.reduce(operator.add, parts) if parts else torch.zeros_like(x_t)
+        if bool(noise.any()):  # rows at pure noise take no correction, whatever g holds there
+            g = torch.where(append_dims(noise.to(g.device), g.ndim), 0, g)
         if not all_finite(g):
             names = ", ".join(type(term).__name__ for term in self.terms)
             raise FloatingPointError(f"the guidance ({names}) is NaN or Inf at {when()}")
-        a, s = coefficients(x_t, alpha_t, sigma_t)
-        if isinstance(a, float):  # one time: one fused operation
-            return torch.add(x_hat.detach(), g, alpha=s**2 / a)
-        return x_hat.detach() + (s**2 / a) * g
+        gain = likelihood_gain(*coefficients(x_t, alpha_t, sigma_t))
+        if isinstance(gain, float):  # one time: one fused operation
+            return torch.add(x_hat.detach(), g, alpha=gain)
+        return x_hat.detach() + gain * g

@@ -45,6 +45,7 @@ class DDIMInversion(Sampler):
     """
 
     increasing: ClassVar[bool] = True
+    pure_noise: ClassVar[bool] = True  # divides by alpha_t at t < s <= 1 only, where alpha_t > 0
 
     def __init__(self, iterations: int = 0) -> None:
         self.iterations = checks.integer(iterations, "iterations", low=0)

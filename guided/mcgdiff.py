@@ -149,6 +149,8 @@ class MCGdiff(ParticleSampler):
         rho = self.rho.where(self.observed, 0.0)
         self.pin = torch.where(rho > 0, self.kappa * rho**2, self.kappa)  # the pins' variance
 
+    pure_noise = True  # potentials and activity written without dividing by alpha
+
     def taus(self, schedule: Schedule) -> Tensor:
         r"""The distinct times :math:`\tau_i` with :math:`\lambda_{\tau_i} = \rho_i`."""
         rho = self.rho[self.observed & (self.rho > 0)].unique()
@@ -187,7 +189,7 @@ class MCGdiff(ParticleSampler):
         r"""Mean :math:`\alpha_u \bar y` and variance :math:`v_u` of the potential at ``u``."""
         alpha, sigma = (float(c) for c in schedule(u))
         rho = self.rho.to(like.device).where(self.observed.to(like.device), 0.0)
-        var = alpha**2 * (((sigma / alpha) ** 2 - rho**2).abs() + self.pin.to(like.device))
+        var = (sigma**2 - alpha**2 * rho**2).abs() + alpha**2 * self.pin.to(like.device)
         return alpha * self.y_bar.to(like.device), var
 
     def step(self, run: Run, x_t: Tensor, step: Step, state: Particles) -> Tensor:
@@ -203,7 +205,8 @@ class MCGdiff(ParticleSampler):
         op = self.op
         xb_t, mb = op.Vt(x_t).double(), op.Vt(mean).double()
         # active at s: above tau_i at t (a twist at s, or the pin if s is past tau_i)
-        active = self.observed.to(mb.device) & (sigma_t / alpha_t >= self.rho.to(mb.device))
+        rho = self.rho.to(mb.device).where(self.observed.to(mb.device), 0.0)
+        active = self.observed.to(mb.device) & (sigma_t >= alpha_t * rho)
         active = active.expand_as(mb)
         target_s, var_s = self._potential(s, schedule, mb)
         target_s = self.rows(target_s, batch)

@@ -51,15 +51,15 @@ import checks
 from guided.guidance import Guidance, check_measurement, check_structure
 from operators import LinearOperator, cg
 from priors import Schedule, record
-from priors.tweedie import append_dims
+from priors.tweedie import append_dims, likelihood_gain
 
 __all__ = ["MMPS", "tweedie_covariance_product", "tweedie_gamma"]
 
 
 def tweedie_gamma(t: Tensor, schedule: Schedule, like: Tensor) -> Tensor:
-    r""":math:`\gamma_t = \sigma_t^2 / \alpha_t`, shaped to multiply rows of ``like``."""
-    alpha_t, sigma_t = schedule(t)
-    return append_dims((sigma_t**2 / alpha_t).to(like.dtype), like.ndim)
+    r""":math:`\gamma_t = \sigma_t^2 / \alpha_t` (0 at pure noise:
+    :func:`priors.tweedie.likelihood_gain`), shaped to multiply rows of ``like``."""
+    return append_dims(likelihood_gain(*schedule(t)).to(like.dtype), like.ndim)
 
 
 def tweedie_covariance_product(x_t: Tensor, x_hat: Tensor, gamma: Tensor, w: Tensor) -> Tensor:

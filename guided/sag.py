@@ -35,6 +35,7 @@ import math
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 
 from torch import Tensor
@@ -145,4 +146,6 @@ class SelfAttentionGuidance(Wrapper):
         degraded = mask * self.blur(x_hat) + (1 - mask) * x_hat
         x_bar = append_dims(alpha_t, x_t.ndim) * degraded + append_dims(sigma_t, x_t.ndim) * eps
         eps_bar = eps_from_x0(x_bar, self.prior(x_bar, t, **cond), alpha_t, sigma_t)
-        return x0_from_eps(x_t, eps + self.scale * (eps - eps_bar), alpha_t, sigma_t)
+        guided = x0_from_eps(x_t, eps + self.scale * (eps - eps_bar), alpha_t, sigma_t)
+        # at pure noise (alpha_t = 0) x_bar is x_t, so the guidance vanishes; x_hat stays
+        return torch.where(append_dims(alpha_t == 0, x_t.ndim), x_hat, guided)

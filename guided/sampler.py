@@ -109,6 +109,12 @@ class Sampler(abc.ABC):
     #: Whether the sampler walks time upwards (inversion) instead of from noise to data.
     increasing: ClassVar[bool] = False
 
+    #: Whether :meth:`step` is defined where :math:`\alpha = 0` at one of its two times (pure
+    #: noise: :math:`t = 1` on a :class:`~priors.RectifiedSchedule`). Samplers written in the
+    #: variance-exploding variables :math:`x_t / \alpha_t` are not; a run refuses a grid that
+    #: would make them divide by zero, naming the way out (start the grid below that time).
+    pure_noise: ClassVar[bool] = False
+
     def new_state(self) -> SamplerState:
         """The state a run starts with (an empty :class:`SamplerState` by default)."""
         return SamplerState()
@@ -202,6 +208,8 @@ class Sampler(abc.ABC):
         schedule = denoiser.schedule
         x = x_T
         pairs = self.pairs(ts)
+        if not self.pure_noise:
+            _check_signal(self, schedule, pairs)
         with (
             measure(cost if cost is not None else Cost(), batch=x_T.shape[0]),
             fixed_conditions(),
@@ -227,6 +235,24 @@ class Sampler(abc.ABC):
         if check_residual and found and not self.increasing and float(ts[-1]) == 0:
             warn_if_far(x, found, type(self).__name__)
         return x
+
+
+def _check_signal(
+    sampler: Sampler, schedule: Schedule, pairs: Sequence[tuple[Tensor, Tensor]]
+) -> None:
+    """Refuses a walk that reaches a time where :math:`\alpha = 0` for a sampler whose steps
+    divide by :math:`\alpha` (see :attr:`Sampler.pure_noise`)."""
+    times = torch.stack([torch.stack(pair) for pair in pairs]).flatten()
+    alpha, _ = schedule(times)
+    if bool((alpha == 0).any()):
+        top = float(times[alpha == 0].max())
+        raise ValueError(
+            f"{type(sampler).__name__} divides by alpha_t, which is 0 at t = {top:g} on "
+            f"{type(schedule).__name__} (pure noise): start the grid below it (e.g. "
+            "ts = 0.999 * guided.time_grid(steps), x_T = guided.initial_noise(schedule, shape, "
+            "t=0.999)) or use a sampler that steps from pure noise (guided.DDIM, guided.DDPM, "
+            "guided.DPMSolver, guided.FlowHeun, guided.DDRM, guided.TDS, guided.MCGdiff)"
+        )
 
 
 def _describe(denoiser: Denoiser) -> str:

@@ -56,6 +56,7 @@ from guided.sampler import Run, Step
 from guided.smc import Particles, ParticleSampler
 from operators import Operator
 from priors import record
+from priors.tweedie import likelihood_gain
 
 __all__ = ["TDS", "Twisted"]
 
@@ -97,6 +98,8 @@ class TDS(ParticleSampler):
         r = (self.rows(self.y, batch).to(x_hat.dtype) - self.op(x_hat)).flatten(1)
         return -0.5 * r.pow(2).sum(1) / var
 
+    pure_noise = True  # at alpha_t = 0 the proposal is untwisted (likelihood_gain); weights exact
+
     def new_state(self) -> Twisted:
         return Twisted()
 
@@ -107,8 +110,7 @@ class TDS(ParticleSampler):
             state.pending = torch.zeros_like(state.log_w)
         batch, n = state.systems, self.particles
         alpha_t, sigma_t = step.alpha_t, step.sigma_t
-        lam2 = (sigma_t / alpha_t) ** 2
-        var = self.sigma_y**2 + lam2 / (1 + lam2)
+        var = self.sigma_y**2 + sigma_t**2 / (alpha_t**2 + sigma_t**2)
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)
             x_hat = run.denoiser(x, t, **cond)
@@ -126,7 +128,7 @@ class TDS(ParticleSampler):
         if tau == 0:  # deterministic last step: untwisted, the likelihood weighs in finish
             state.pending = -log_twist.view(batch, n)
             return mean
-        shift = a * sigma_t**2 / alpha_t * grad
+        shift = a * likelihood_gain(alpha_t, sigma_t) * grad
         x_s = mean + shift + tau * self.noise(mean.shape, generator, mean)
         # log p(x_s | x_t) - log q(x_s | x_t) - log twist_t(x_t)
         d_p = (x_s - mean).flatten(1).double().pow(2).sum(1)

@@ -32,6 +32,14 @@ r"""Time grids :math:`1 = t_0 > t_1 > \dots > t_N = 0` for samplers.
   large noise levels: at 100 steps on the shipped digits prior (top level 1000) 33 of its
   levels are above 10 where the uniform grid has 7 (it goes from 1000 to 60 in its first
   step, where this grid goes from 152 to 138).
+- ``"shifted"``: the time shift of Stable Diffusion 3 (Esser et al., 2024, eq. 23) applied to
+  the uniform grid, :math:`t_i = s u_i / (1 + (s - 1) u_i)`, :math:`u_i = 1 - i / N`, with
+  ``shift`` :math:`s` (3 in SD3's released scheduler config; Flux's depends on the image
+  size). On a :class:`~priors.RectifiedSchedule` (:math:`\tilde\sigma = t / (1 - t)`) it
+  multiplies every noise level by :math:`s`, so :math:`s > 1` moves steps to higher noise.
+  diffusers' ``FlowMatchEulerDiscreteScheduler`` shifts a grid that ends at its smallest
+  training time (:math:`10^{-3}`, shifted) before the final jump to 0, rather than at
+  :math:`1/N`: pass its times as ``ts`` to reproduce it step for step.
 
 References:
     | Denoising Diffusion Implicit Models (Song et al., 2021)
@@ -40,6 +48,8 @@ References:
     | https://arxiv.org/abs/2206.00364
     | Score-Based Generative Modeling through Stochastic Differential Equations (Song et al., 2021)
     | https://arxiv.org/abs/2011.13456
+    | Scaling Rectified Flow Transformers for High-Resolution Image Synthesis (Esser et al., 2024)
+    | https://arxiv.org/abs/2403.03206
 """
 
 from __future__ import annotations
@@ -56,7 +66,7 @@ from priors import Schedule
 
 __all__ = ["check_grid", "level_times", "time_grid"]
 
-KINDS = ("uniform", "quadratic", "karras", "linear_beta")
+KINDS = ("uniform", "quadratic", "karras", "linear_beta", "shifted")
 
 #: :math:`\beta_{min}` and :math:`\beta_{max}` of the ``"linear_beta"`` grid.
 BETA_MIN, BETA_MAX = 0.1, 20.0
@@ -69,17 +79,20 @@ def time_grid(
     schedule: Schedule | None = None,
     rho: float = 7.0,
     sigma_min: float = 0.002,
+    shift: float = 3.0,
 ) -> Tensor:
     r"""A decreasing float64 time grid of shape :math:`(steps + 1,)` from 1 to 0.
 
     Arguments:
         steps: The number :math:`N \ge 1` of sampler steps.
-        kind: ``"uniform"``, ``"quadratic"``, ``"karras"`` or ``"linear_beta"``.
+        kind: ``"uniform"``, ``"quadratic"``, ``"karras"``, ``"linear_beta"`` or
+            ``"shifted"``.
         schedule: The schedule whose noise levels ``"karras"`` spaces and whose times
             ``"linear_beta"`` maps its levels to (required for both).
         rho: The exponent :math:`\rho > 0` of ``"karras"``.
         sigma_min: The smallest non-zero noise level :math:`\tilde\sigma_{min}` of
             ``"karras"`` (raised to the schedule's own minimum when that is larger).
+        shift: The shift :math:`s > 0` of ``"shifted"``.
     """
     steps = checks.integer(steps, "steps", low=1)
     if kind not in KINDS:
@@ -89,6 +102,9 @@ def time_grid(
         return u
     if kind == "quadratic":
         return u**2
+    if kind == "shifted":
+        shift = checks.number(shift, "shift", low=0, open_low=True)
+        return shift * u / (1 + (shift - 1) * u)
     if schedule is None:
         raise ValueError(f"the {kind!r} grid needs the schedule whose noise levels it spaces")
     if kind == "linear_beta":
@@ -96,6 +112,12 @@ def time_grid(
     rho = checks.number(rho, "rho", low=0, open_low=True)
     sigma_min = checks.number(sigma_min, "sigma_min", low=0, open_low=True)
     sigma_hi, sigma_lo = torch.exp(-schedule.log_snr(torch.tensor([1.0, 0.0]))).tolist()
+    if not math.isfinite(sigma_hi):
+        raise ValueError(
+            f"the 'karras' grid spaces noise levels up to the schedule's largest, which is "
+            f"infinite on {type(schedule).__name__} (pure noise at t = 1): use 'shifted', "
+            "'uniform' or 'linear_beta'"
+        )
     if sigma_min >= sigma_hi:
         raise ValueError(f"sigma_min={sigma_min} is not below the schedule's {sigma_hi}")
     # The last point is t = 0; it is a rho-spaced point only when the schedule stops above

@@ -20,6 +20,7 @@ from priors.cost import Cost, measure, record
 from priors.critic import Critic
 from priors.denoiser import Denoiser, Wrapper
 from priors.denoising import denoise, noise_time
+from priors.flow import FlowDenoiser
 from priors.gaussian_policy import GaussianPolicy
 from priors.gmm import GaussianMixture
 from priors.mlp import MLP, MLPDenoiser
@@ -31,6 +32,7 @@ from priors.schedules import (
     DiscreteSchedule,
     EDMSchedule,
     LinearSchedule,
+    RectifiedSchedule,
     Schedule,
     as_time,
 )
@@ -51,6 +53,7 @@ __all__ = [
     "DiscreteSchedule",
     "EDMSchedule",
     "Encoder",
+    "FlowDenoiser",
     "GaussianMixture",
     "GaussianPolicy",
     "GeneratorLike",
@@ -59,6 +62,7 @@ __all__ = [
     "MLPDenoiser",
     "Noised",
     "PerChannel",
+    "RectifiedSchedule",
     "Schedule",
     "Tiled",
     "UNet",

@@ -10,7 +10,14 @@ log signal-to-noise ratio :math:`\lambda_t = \log \alpha_t - \log \sigma_t` is s
 decreasing in :math:`t`; samplers that work in :math:`\lambda` (DPM-Solver) or in the
 variance-exploding noise level :math:`\tilde\sigma_t = \sigma_t / \alpha_t = e^{-\lambda_t}`
 (Heun, Karras time grids) use :meth:`Schedule.log_snr` and its inverse
-:meth:`Schedule.time_of`.
+:meth:`Schedule.time_of`. The time derivatives :math:`(\dot\alpha_t, \dot\sigma_t)`
+(:meth:`Schedule.derivatives`) turn a flow-matching velocity into a posterior mean
+(:func:`priors.tweedie.x0_from_flow`).
+
+On :class:`RectifiedSchedule` the signal vanishes at :math:`t = 1` (:math:`\alpha_1 = 0`,
+:math:`\lambda_1 = -\infty`): :math:`x_1` is pure noise. Samplers that divide by
+:math:`\alpha_t` refuse a grid that steps from such a time
+(:attr:`guided.Sampler.pure_noise`).
 
 All coefficients are computed in float64.
 """
@@ -31,6 +38,7 @@ __all__ = [
     "DiscreteSchedule",
     "EDMSchedule",
     "LinearSchedule",
+    "RectifiedSchedule",
     "Schedule",
     "as_time",
 ]
@@ -95,6 +103,23 @@ class Schedule(abc.ABC):
     @abc.abstractmethod
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """Signal and noise scales at a validated float64 time ``t``."""
+
+    def derivatives(self, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        r"""The time derivatives :math:`(\dot\alpha_t, \dot\sigma_t)` in float64, shaped like
+        ``t``. The generic implementation differentiates :meth:`alpha_sigma` by autograd
+        (one-sided where the schedule has a kink, as :class:`DiscreteSchedule` has at its
+        nodes; infinite where :math:`\sigma_t \propto \sqrt{t}` at :math:`t = 0`)."""
+        t = as_time(t)
+        with torch.enable_grad():
+            u = t.detach().clone().requires_grad_(True)
+            alpha_t, sigma_t = self.alpha_sigma(u)
+            rates = [
+                torch.autograd.grad(c.sum(), u, retain_graph=True, allow_unused=True)[0]
+                if c.requires_grad
+                else None
+                for c in (alpha_t, sigma_t)
+            ]
+        return tuple(torch.zeros_like(t) if r is None else r.detach() for r in rates)
 
     def log_snr(self, t: float | Tensor) -> Tensor:
         r"""The half log-SNR :math:`\lambda_t = \log(\alpha_t / \sigma_t)` (``+inf`` where
@@ -249,3 +274,34 @@ class EDMSchedule(Schedule):
         b = self.sigma_max ** (1 / self.rho)
         sigma = torch.exp(-torch.as_tensor(log_snr, dtype=torch.float64))
         return ((sigma ** (1 / self.rho) - a) / (b - a)).clamp(0, 1)
+
+
+class RectifiedSchedule(Schedule):
+    r"""The rectified-flow schedule of flow matching: the straight line from data to noise,
+
+    .. math:: \alpha_t = 1 - t, \qquad \sigma_t = t, \qquad x_t = (1 - t) x + t \epsilon,
+
+    whose velocity :math:`\dot x_t = \epsilon - x` is what flow-matching networks predict
+    (Stable Diffusion 3, Flux; :func:`priors.tweedie.x0_from_flow` turns it into
+    :math:`\hat x = x_t - t \hat u`). The ends are exact: clean data at :math:`t = 0`
+    (:math:`\lambda_0 = +\infty`) and pure noise at :math:`t = 1` (:math:`\alpha_1 = 0`,
+    :math:`\lambda_1 = -\infty`), unlike azula's ``RectifiedSchedule``, which keeps
+    :math:`\alpha_{min}, \sigma_{min} = 10^{-3}` at the ends. :meth:`time_of` inverts
+    :math:`\lambda_t = \log((1 - t) / t)` in closed form, :math:`t = 1 / (1 + e^\lambda)`.
+
+    References:
+        | Flow Straight and Fast: Learning to Generate and Transfer Data with Rectified Flow
+        | (Liu et al., 2023) https://arxiv.org/abs/2209.03003
+        | Flow Matching for Generative Modeling (Lipman et al., 2023)
+        | https://arxiv.org/abs/2210.02747
+    """
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return 1 - t, t.clone()
+
+    def derivatives(self, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        t = as_time(t)
+        return -torch.ones_like(t), torch.ones_like(t)
+
+    def time_of(self, log_snr: Tensor) -> Tensor:
+        return torch.sigmoid(-torch.as_tensor(log_snr, dtype=torch.float64))

@@ -11,6 +11,7 @@ SCHEDULES = {
     "linear": priors.LinearSchedule,
     "cosine": priors.CosineSchedule,
     "edm": priors.EDMSchedule,
+    "rectified": priors.RectifiedSchedule,
 }
 
 

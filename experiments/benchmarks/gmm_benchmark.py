@@ -16,7 +16,11 @@ figure of the authors' benchopt reference). Each cell
 (:math:`d_x, d_y`) has ``problems`` random problems; the table reports mean
 :math:`\pm 1.96` standard errors and each method's cost (network evaluations and VJPs per
 sample, wall time). The prior is the exact mixture denoiser under the 1000-step linear DDPM
-schedule, so every difference comes from the guidance rule and the sampler. ``mean err`` is
+schedule, so every difference comes from the guidance rule and the sampler. With
+``noise_schedule=rectified`` it is the flow-matching prior of the same mixture: the mixture's exact
+velocity field on the :class:`~priors.RectifiedSchedule` (pure noise at :math:`t = 1`),
+reached through :class:`~priors.FlowDenoiser`, so every method runs through the velocity
+parametrisation a flow model has. ``mean err`` is
 the RMS error of the sample mean against the exact posterior mean, ``cov err`` the samples'
 covariance against the exact posterior's (relative, Frobenius norm; the mixture's moments),
 ``cover 50%`` and ``cover 90%`` the calibration: the share of exact draws inside the
@@ -104,12 +108,28 @@ log = logging.getLogger(__name__)
 BLOWUP = 1e6
 #: The Gaussian prior's covariances (``covariance``, with ``gaussian=true``).
 COVARIANCES = ("identity", "dense")
+#: The prior's schedule (``noise_schedule``): the exact mixture on the linear DDPM schedule, or its
+#: exact velocity field on the rectified schedule of flow matching.
+SCHEDULES = ("linear", "rectified")
+
+
+def denoiser(prior: priors.GaussianMixture) -> priors.Denoiser:
+    """The denoiser the methods run on: the mixture itself, or, on a rectified schedule, its
+    exact velocity field as a :class:`priors.FlowDenoiser`."""
+    if isinstance(prior.schedule, priors.RectifiedSchedule):
+        return priors.FlowDenoiser(prior.velocity, prior.schedule, prior.shape)
+    return prior
 
 
 def mixture(
-    dim: int, generator: torch.Generator, gaussian: bool = False, covariance: str = "identity"
+    dim: int,
+    generator: torch.Generator,
+    gaussian: bool = False,
+    covariance: str = "identity",
+    schedule: str = "linear",
 ) -> priors.GaussianMixture:
-    """The 25-component mixture of the protocol in ``dim`` (even) dimensions; with
+    """The 25-component mixture of the protocol in ``dim`` (even) dimensions, on the linear
+    DDPM schedule or the rectified one (``schedule``, one of :data:`SCHEDULES`); with
     ``gaussian``, one component N(m, C) with m ~ N(0, 4 I) instead (a Gaussian posterior),
     C = I (``covariance="identity"``) or, with ``"dense"``, C = I + L L^T for a standard normal
     L / sqrt(dim) (correlated coordinates, where PiGDM's isotropic approximation is wrong)."""
@@ -119,20 +139,21 @@ def mixture(
         raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
     if covariance != "identity" and not gaussian:
         raise ValueError(f"covariance={covariance!r} needs gaussian=true (one component)")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    noising = priors.RectifiedSchedule() if schedule == "rectified" else priors.LinearSchedule()
     if gaussian:
         mean = 2 * torch.randn(1, dim, generator=generator, dtype=torch.float64)
         cov = torch.eye(dim, dtype=torch.float64)
         if covariance == "dense":
             root = torch.randn(dim, dim, generator=generator, dtype=torch.float64) / dim**0.5
             cov = cov + root @ root.T
-        return priors.GaussianMixture(
-            torch.ones(1, dtype=torch.float64), mean, cov[None], priors.LinearSchedule()
-        )
+        return priors.GaussianMixture(torch.ones(1, dtype=torch.float64), mean, cov[None], noising)
     grid = torch.tensor([(-8.0 * i, -8.0 * j) for i in range(-2, 3) for j in range(-2, 3)])
     means = grid.repeat(1, dim // 2).to(torch.float64)
     weights = torch.randn(25, generator=generator, dtype=torch.float64) ** 2
     covs = torch.eye(dim, dtype=torch.float64).expand(25, dim, dim)
-    return priors.GaussianMixture(weights, means, covs, priors.LinearSchedule())
+    return priors.GaussianMixture(weights, means, covs, noising)
 
 
 def mixture_moments(mixture: priors.GaussianMixture) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,7 +198,7 @@ def problem(
 
 def run_method(
     method: Method,
-    prior: priors.GaussianMixture,
+    prior: priors.Denoiser,
     samples: int,
     steps: int,
     generator: torch.Generator,
@@ -224,6 +245,8 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     budgets = step_counts(cfg.steps)
     checks.integer(cfg.threads, "threads", low=1)
     checks.integer(cfg.directions, "directions", low=1)
+    if cfg.noise_schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {cfg.noise_schedule!r}")
     if not cfg.dims or not cfg.measurements or not cfg.run:
         raise ValueError("dims, measurements and run must each name at least one entry")
     labels = {(name, n): label(name, n, budgets) for name in cfg.run for n in budgets}
@@ -246,7 +269,10 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             for p in range(int(cfg.problems)):
                 seed = int(cfg.seed) + 2**i_d * 3**i_y * 1000 + p
                 g = torch.Generator().manual_seed(seed)
-                prior = mixture(int(d_x), g, bool(cfg.gaussian), str(cfg.covariance))
+                prior = mixture(
+                    int(d_x), g, bool(cfg.gaussian), str(cfg.covariance), str(cfg.noise_schedule)
+                )
+                field = denoiser(prior)
                 op, y, sigma_y = problem(prior, int(d_y), g)
                 posterior = prior.posterior(op.matrix, y[0], sigma_y)
                 exact = posterior.sample(int(cfg.samples), g)
@@ -266,7 +292,7 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 for name in cfg.run:
                     try:
                         built[name] = build_method(
-                            cfg.methods[name], prior, op=op, y=y, sigma_y=sigma_y
+                            cfg.methods[name], field, op=op, y=y, sigma_y=sigma_y
                         )
                     except (ValueError, TypeError) as error:
                         raise type(error)(f"method {name!r}: {error}") from error
@@ -276,7 +302,7 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                     # score does not depend on which other methods run, or in which order
                     own = torch.Generator().manual_seed(seed * 100_003 + zlib.crc32(name.encode()))
                     try:
-                        x, cost, wall = run_method(built[name], prior, samples, steps, own)
+                        x, cost, wall = run_method(built[name], field, samples, steps, own)
                         failed = not bool(torch.isfinite(x).all()) or float(x.abs().max()) > BLOWUP
                     except FloatingPointError:  # the guided denoiser's NaN guard
                         failed = True

@@ -7,6 +7,8 @@ import torch
 
 from hydra import compose, initialize_config_module
 
+import priors
+
 from experiments.benchmarks import gmm_benchmark
 
 
@@ -71,6 +73,8 @@ def test_bad_configs_raise(tmp_path):
         gmm_benchmark.run(_cfg("covariance=dense", "run=[prior]"), tmp_path)
     with pytest.raises(ValueError, match="covariance must be one of"):
         gmm_benchmark.run(_cfg("gaussian=true", "covariance=full", "run=[prior]"), tmp_path)
+    with pytest.raises(ValueError, match=r"schedule must be one of \('linear', 'rectified'\)"):
+        gmm_benchmark.run(_cfg("noise_schedule=cosine", "run=[prior]"), tmp_path)
 
 
 def test_tables_are_written_after_every_problem(tmp_path):
@@ -132,6 +136,24 @@ def test_gaussian_prior_scores_posterior_means(tmp_path):
     prior = gmm_benchmark.mixture(4, torch.Generator().manual_seed(0), gaussian=True)
     assert prior.means.shape == (1, 4)
     for name in ("pigdm", "ddrm"):  # within sampling error of the exact posterior mean
+        assert table[name]["mean_err"] < 0.15, table[name]
+    assert table["prior"]["mean_err"] > 3 * table["pigdm"]["mean_err"]
+
+
+def test_the_flow_prior_is_the_mixtures_velocity_field_and_scores_alike(tmp_path):
+    """noise_schedule=rectified runs every method on the mixture's exact velocity field from
+    pure noise (t = 1): on a Gaussian prior PiGDM and DDRM still find the posterior mean."""
+    g = torch.Generator().manual_seed(0)
+    prior = gmm_benchmark.mixture(4, g, schedule="rectified")
+    field = gmm_benchmark.denoiser(prior)
+    assert isinstance(field, priors.FlowDenoiser) and field.schedule is prior.schedule
+    assert gmm_benchmark.denoiser(gmm_benchmark.mixture(4, g)).__class__ is priors.GaussianMixture
+    cfg = _cfg(
+        "gaussian=true", "measurements=[2]", "samples=400", "noise_schedule=rectified",
+        "run=[prior,pigdm,ddrm]",
+    )  # fmt: skip
+    table = {r["method"]: r for r in gmm_benchmark.run(cfg, tmp_path)}
+    for name in ("pigdm", "ddrm"):
         assert table[name]["mean_err"] < 0.15, table[name]
     assert table["prior"]["mean_err"] > 3 * table["pigdm"]["mean_err"]
 

@@ -262,6 +262,10 @@ def test_time_grids():
         ts = guided.time_grid(10, kind)
         assert ts.shape == (11,) and ts[0] == 1 and ts[-1] == 0 and (ts.diff() < 0).all()
     for name, schedule in SCHEDULES.items():
+        if name == "rectified":  # its top level is infinite: nothing to rho-space
+            with pytest.raises(ValueError, match="infinite on RectifiedSchedule.*'shifted'"):
+                guided.time_grid(12, "karras", schedule=schedule())
+            continue
         ts = guided.time_grid(12, "karras", schedule=schedule())
         assert ts.shape == (13,) and ts[0] == 1 and ts[-1] == 0 and (ts.diff() < 0).all(), name
         sigmas = torch.exp(-schedule().log_snr(ts[:-1]))
@@ -279,9 +283,21 @@ def test_time_grids():
     )
 
 
+@pytest.mark.parametrize("shift", [0.5, 1.0, 3.0])
+def test_the_shifted_grid_multiplies_every_rectified_noise_level_by_the_shift(shift):
+    schedule = priors.RectifiedSchedule()
+    ts = guided.time_grid(10, "shifted", shift=shift)
+    assert ts.shape == (11,) and ts[0] == 1 and ts[-1] == 0 and (ts.diff() < 0).all()
+    levels = torch.exp(-schedule.log_snr(ts[1:-1]))
+    uniform = torch.exp(-schedule.log_snr(guided.time_grid(10)[1:-1]))
+    torch.testing.assert_close(levels, shift * uniform, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
+        (lambda: guided.time_grid(5, "shifted", shift=0.0), "shift"),
+        (lambda: guided.time_grid(5, "shifted", shift=float("inf")), "shift"),
         (lambda: guided.time_grid(0), "steps"),
         (lambda: guided.time_grid(2.5), "steps"),
         (lambda: guided.time_grid(5, "log"), "kind"),
