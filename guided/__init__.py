@@ -7,6 +7,7 @@ wrapper works with every sampler.
 from guided.apg import APG
 from guided.autoguidance import AutoGuidance
 from guided.cfg import ClassifierFree, ComposableFree, DualClassifierFree
+from guided.cfg_zero_star import CFGZeroStar
 from guided.cfgpp import CFGPlusPlus
 from guided.classifier import ClassifierGuidance
 from guided.daps import DAPS
@@ -30,6 +31,7 @@ from guided.measurements import DivergenceWarning, measurements, residuals
 from guided.mmps import MMPS
 from guided.pag import PAG
 from guided.pigdm import PiGDM
+from guided.pnp_flow import PnPFlow
 from guided.pnpdm import PnPDM
 from guided.projection import Projection
 from guided.reddiff import REDDiff
@@ -62,6 +64,7 @@ __all__ = [
     "TMPD",
     "AutoGuidance",
     "CFGPlusPlus",
+    "CFGZeroStar",
     "ClassifierFree",
     "ClassifierGuidance",
     "ComposableFree",
@@ -87,6 +90,7 @@ __all__ = [
     "ParticleSampler",
     "PiGDM",
     "PnPDM",
+    "PnPFlow",
     "PoissonDPS",
     "Projection",
     "REDDiff",

@@ -96,7 +96,9 @@ class APG(ClassifierFree):
         self._average: Tensor | None = None
         self._last: float | None = None
 
-    def combine(self, t: Tensor, conditional: Tensor, unconditional: Tensor) -> Tensor:
+    def combine(
+        self, x_t: Tensor, t: Tensor, conditional: Tensor, unconditional: Tensor
+    ) -> Tensor:
         delta = conditional - unconditional
         if self.momentum != 0:
             delta = self._with_momentum(t, delta)

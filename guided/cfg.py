@@ -200,14 +200,16 @@ class ClassifierFree(Wrapper):
         if self.scale == 1 or not bool(on.any()):  # the plain conditional prediction
             return self.prior(x_t, t, **{self.key: c}, **cond)
         conditional, unconditional = both_passes(self.prior, x_t, t, self.key, c, self.null, cond)
-        guided = self.combine(t, conditional, unconditional)
+        guided = self.combine(x_t, t, conditional, unconditional)
         if self.rescale > 0:
             guided = self._rescaled(x_t, t, guided, conditional)
         return torch.where(append_dims(on, x_t.ndim), guided, conditional)
 
-    def combine(self, t: Tensor, conditional: Tensor, unconditional: Tensor) -> Tensor:
-        r"""The guided prediction from the two passes at time ``t``: :math:`\hat x_\varnothing +
-        w (\hat x_c - \hat x_\varnothing)` (guiders that reshape the update override this)."""
+    def combine(
+        self, x_t: Tensor, t: Tensor, conditional: Tensor, unconditional: Tensor
+    ) -> Tensor:
+        r"""The guided prediction from the two passes at ``(x_t, t)``: :math:`\hat x_\varnothing
+        + w (\hat x_c - \hat x_\varnothing)` (guiders that reshape the update override this)."""
         return unconditional + self.scale * (conditional - unconditional)
 
     def _guided_rows(self, t: Tensor, b: int, device: torch.device) -> Tensor:
@@ -229,7 +231,9 @@ class ClassifierFree(Wrapper):
             min=torch.finfo(x_t.dtype).tiny
         )
         eps = self.rescale * eps_cfg * ratio + (1 - self.rescale) * eps_cfg
-        return x0_from_eps(x_t, eps, alpha_t, sigma_t)
+        rescaled = x0_from_eps(x_t, eps, alpha_t, sigma_t)
+        # at pure noise (alpha_t = 0) both noise estimates are x_t / sigma_t: nothing to rescale
+        return torch.where(append_dims(alpha_t == 0, x_t.ndim), guided, rescaled)
 
 
 class ComposableFree(Wrapper):

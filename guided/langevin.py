@@ -30,7 +30,26 @@ from torch import Tensor
 from operators import LinearOperator, Operator
 from priors import GeneratorLike, randn
 
-__all__ = ["LangevinLikelihood"]
+__all__ = ["LangevinLikelihood", "squared_norm"]
+
+
+def squared_norm(op: Operator, like: Tensor) -> float:
+    r""":math:`\lVert A \rVert^2`, the largest eigenvalue of :math:`A^\top A`, by 50 power
+    iterations from a fixed start, with a 1% margin, on ``like``'s device and dtype; 0 for a
+    nonlinear operator (whose curvature is not known). The step-size checks of DAPS, PnP-DM
+    and PnP-Flow read it."""
+    if not isinstance(op, LinearOperator):
+        return 0.0
+    g = torch.Generator(device="cpu").manual_seed(0)
+    v = torch.randn((1, *op.in_shape), generator=g, dtype=torch.float64)
+    v = v.to(like.device, like.dtype)
+    for _ in range(50):
+        v = op.gram(v)
+        norm = v.norm()
+        if norm == 0:
+            break
+        v = v / norm
+    return float(op.gram(v).norm()) * 1.01
 
 
 class LangevinLikelihood:
@@ -47,22 +66,9 @@ class LangevinLikelihood:
         self._norm: float | None = None
 
     def squared_norm(self, like: Tensor) -> float:
-        r""":math:`\lVert A \rVert^2`, the largest eigenvalue of :math:`A^\top A`, by 50 power
-        iterations from a fixed start (computed once, with a 1% margin); 0 for a nonlinear
-        operator."""
+        """:func:`squared_norm` of the operator, computed once."""
         if self._norm is None:
-            self._norm = 0.0
-            if isinstance(self.op, LinearOperator):
-                g = torch.Generator(device="cpu").manual_seed(0)
-                v = torch.randn((1, *self.op.in_shape), generator=g, dtype=torch.float64)
-                v = v.to(like.device, like.dtype)
-                for _ in range(50):
-                    v = self.op.gram(v)
-                    norm = v.norm()
-                    if norm == 0:
-                        break
-                    v = v / norm
-                self._norm = float(self.op.gram(v).norm()) * 1.01
+            self._norm = squared_norm(self.op, like)
         return self._norm
 
     def check(self, step_size: float, level: float, like: Tensor, where: str, advice: str) -> None:
