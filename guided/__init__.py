@@ -21,6 +21,7 @@ from guided.dpm_solver import DPMSolver
 from guided.dps import DPS, DPSSampler, PoissonDPS
 from guided.em import DiffusionEM, ExpectationMaximization
 from guided.enkg import EnKG
+from guided.flow_dps import FlowDPS
 from guided.fps import FPS
 from guided.guidance import Guidance, GuidedDenoiser
 from guided.heun import FlowHeun, Heun
@@ -78,6 +79,7 @@ __all__ = [
     "DualClassifierFree",
     "EnKG",
     "ExpectationMaximization",
+    "FlowDPS",
     "FlowHeun",
     "GradientMStep",
     "Guidance",
