@@ -30,6 +30,7 @@ from guided.m_step import GradientMStep, LeastSquaresMStep, MStep
 from guided.mcgdiff import MCGdiff
 from guided.measurements import DivergenceWarning, measurements, residuals
 from guided.mmps import MMPS
+from guided.ot_ode import OTODE
 from guided.pag import PAG
 from guided.pigdm import PiGDM
 from guided.pnp_flow import PnPFlow
@@ -60,6 +61,7 @@ __all__ = [
     "DPS",
     "FPS",
     "MMPS",
+    "OTODE",
     "PAG",
     "TDS",
     "TMPD",
