@@ -240,7 +240,7 @@ class Sampler(abc.ABC):
 def _check_signal(
     sampler: Sampler, schedule: Schedule, pairs: Sequence[tuple[Tensor, Tensor]]
 ) -> None:
-    """Refuses a walk that reaches a time where :math:`\alpha = 0` for a sampler whose steps
+    r"""Refuses a walk that reaches a time where :math:`\alpha = 0` for a sampler whose steps
     divide by :math:`\alpha` (see :attr:`Sampler.pure_noise`)."""
     times = torch.stack([torch.stack(pair) for pair in pairs]).flatten()
     alpha, _ = schedule(times)
@@ -251,7 +251,8 @@ def _check_signal(
             f"{type(schedule).__name__} (pure noise): start the grid below it (e.g. "
             "ts = 0.999 * guided.time_grid(steps), x_T = guided.initial_noise(schedule, shape, "
             "t=0.999)) or use a sampler that steps from pure noise (guided.DDIM, guided.DDPM, "
-            "guided.DPMSolver, guided.FlowHeun, guided.DDRM, guided.TDS, guided.MCGdiff)"
+            "guided.DPMSolver, guided.FlowHeun, guided.DDRM, guided.TDS, guided.MCGdiff, "
+            "guided.DPSSampler)"
         )
 
 

@@ -32,11 +32,12 @@ r"""Time grids :math:`1 = t_0 > t_1 > \dots > t_N = 0` for samplers.
   large noise levels: at 100 steps on the shipped digits prior (top level 1000) 33 of its
   levels are above 10 where the uniform grid has 7 (it goes from 1000 to 60 in its first
   step, where this grid goes from 152 to 138).
-- ``"shifted"``: the time shift of Stable Diffusion 3 (Esser et al., 2024, eq. 23) applied to
-  the uniform grid, :math:`t_i = s u_i / (1 + (s - 1) u_i)`, :math:`u_i = 1 - i / N`, with
-  ``shift`` :math:`s` (3 in SD3's released scheduler config; Flux's depends on the image
-  size). On a :class:`~priors.RectifiedSchedule` (:math:`\tilde\sigma = t / (1 - t)`) it
-  multiplies every noise level by :math:`s`, so :math:`s > 1` moves steps to higher noise.
+- ``"shifted"``: the resolution-dependent time shift of Stable Diffusion 3 (Esser et al.,
+  2024) applied to the uniform grid, :math:`t_i = s u_i / (1 + (s - 1) u_i)`, :math:`u_i = 1 -
+  i / N`, with ``shift`` :math:`s` (diffusers' ``FlowMatchEulerDiscreteScheduler`` reads it
+  from its config; the FlowDPS authors set 4 for SD3; Flux's depends on the image size). On
+  a :class:`~priors.RectifiedSchedule` (:math:`\tilde\sigma = t / (1 - t)`) it multiplies
+  every noise level by :math:`s`, so :math:`s > 1` moves steps to higher noise.
   diffusers' ``FlowMatchEulerDiscreteScheduler`` shifts a grid that ends at its smallest
   training time (:math:`10^{-3}`, shifted) before the final jump to 0, rather than at
   :math:`1/N`: pass its times as ``ts`` to reproduce it step for step.
