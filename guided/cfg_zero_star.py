@@ -46,7 +46,8 @@ from torch import Tensor
 import checks
 
 from guided.cfg import ClassifierFree
-from priors import Denoiser, RectifiedSchedule
+from guided.guidance import check_flow
+from priors import Denoiser
 from priors.tweedie import append_dims, flow_from_x0, x0_from_flow
 
 __all__ = ["CFGZeroStar", "optimised_scale"]
@@ -88,13 +89,10 @@ class CFGZeroStar(ClassifierFree):
         null: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(prior, scale, rescale=rescale, interval=interval, key=key, null=null)
-        flow = isinstance(self.schedule, RectifiedSchedule)  # a value error: the prior's kind
-        if not flow:
-            raise ValueError(
-                "CFG-Zero* guides flow-matching velocities: it needs a prior on "
-                f"priors.RectifiedSchedule, got {type(self.schedule).__name__} (for diffusion "
-                "priors use guided.ClassifierFree or guided.APG)"
-            )
+        check_flow(
+            self.schedule, "CFG-Zero*", "guides flow-matching velocities",
+            "guided.ClassifierFree or guided.APG",
+        )  # fmt: skip
         self.zero_above = (
             None if zero_above is None else checks.number(zero_above, "zero_above", low=0, high=1)
         )

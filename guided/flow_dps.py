@@ -51,10 +51,10 @@ from torch import Tensor
 
 import checks
 
-from guided.guidance import check_differentiable, check_measurement
+from guided.guidance import check_differentiable, check_flow, check_measurement
 from guided.sampler import Run, Sampler, SamplerState, Step
 from operators import Operator
-from priors import RectifiedSchedule, Schedule, randn
+from priors import Schedule, randn
 from priors.tweedie import append_dims
 
 __all__ = ["FlowDPS"]
@@ -84,13 +84,10 @@ class FlowDPS(Sampler):
         self.iterations = checks.integer(iterations, "iterations", low=0)
 
     def grid(self, ts: Tensor, schedule: Schedule) -> Tensor:
-        flow = isinstance(schedule, RectifiedSchedule)  # a value error: the prior's kind
-        if not flow:
-            raise ValueError(
-                "FlowDPS splits the flow's straight path into data and noise: it needs a prior "
-                f"on priors.RectifiedSchedule, got {type(schedule).__name__} (for diffusion "
-                "priors use guided.DPS or guided.DAPS)"
-            )
+        check_flow(
+            schedule, "FlowDPS", "splits the flow's straight path into data and noise",
+            "guided.DPS or guided.DAPS",
+        )  # fmt: skip
         return ts
 
     def consistent(self, x_hat: Tensor) -> Tensor:

@@ -41,13 +41,14 @@ from operators import (
     UnsupportedOperator,
     check_shape,
 )
-from priors import Denoiser, Schedule, Wrapper, all_finite, record
+from priors import Denoiser, RectifiedSchedule, Schedule, Wrapper, all_finite, record
 from priors.tweedie import append_dims, coefficients, likelihood_gain
 
 __all__ = [
     "Guidance",
     "GuidedDenoiser",
     "check_differentiable",
+    "check_flow",
     "check_measurement",
     "check_rows",
     "check_structure",
@@ -91,6 +92,18 @@ def check_structure(
         raise UnsupportedOperator(
             f"{method} needs {article} {kind.__name__} ({needs}); got {type(op).__name__}: "
             f"{instead}"
+        )
+
+
+def check_flow(schedule: Schedule, method: str, does: str, instead: str) -> None:
+    """Refuses a prior that is not a flow-matching prior (:class:`~priors.RectifiedSchedule`)
+    for a flow-native method (``ValueError``: the prior's kind is wrong, not its type), saying
+    what the method ``does`` with the flow and which method to use ``instead``."""
+    flow = isinstance(schedule, RectifiedSchedule)
+    if not flow:
+        raise ValueError(
+            f"{method} {does}: it needs a prior on priors.RectifiedSchedule, got "
+            f"{type(schedule).__name__} (for diffusion priors use {instead})"
         )
 
 

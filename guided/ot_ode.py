@@ -44,11 +44,11 @@ from torch import Tensor
 import checks
 
 from guided.ddim import ddim_update
-from guided.guidance import GuidedDenoiser
+from guided.guidance import GuidedDenoiser, check_flow
 from guided.pigdm import PiGDM
 from guided.sampler import Run, Sampler, SamplerState, Step
 from operators import LinearOperator
-from priors import RectifiedSchedule, Schedule
+from priors import Schedule
 
 __all__ = ["OTODE"]
 
@@ -82,13 +82,9 @@ class OTODE(Sampler):
         self.adaptive = checks.flag(adaptive, "adaptive")
 
     def grid(self, ts: Tensor, schedule: Schedule) -> Tensor:
-        flow = isinstance(schedule, RectifiedSchedule)  # a value error: the prior's kind
-        if not flow:
-            raise ValueError(
-                "OT-ODE follows the flow's straight path: it needs a prior on "
-                f"priors.RectifiedSchedule, got {type(schedule).__name__} (for diffusion "
-                "priors use guided.PiGDM with guided.DDIM)"
-            )
+        check_flow(
+            schedule, "OT-ODE", "follows the flow's straight path", "guided.PiGDM with guided.DDIM"
+        )
         below = ts[ts < self.start - 1e-12]
         if below.numel() == 0:
             raise ValueError(f"the grid has no time below start = {self.start}")

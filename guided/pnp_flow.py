@@ -44,11 +44,11 @@ from torch import Tensor
 
 import checks
 
-from guided.guidance import check_differentiable, check_measurement
+from guided.guidance import check_differentiable, check_flow, check_measurement
 from guided.langevin import squared_norm
 from guided.sampler import Run, Sampler, SamplerState, Step
 from operators import Operator
-from priors import RectifiedSchedule, Schedule, randn
+from priors import Schedule, randn
 
 __all__ = ["PnPFlow"]
 
@@ -87,13 +87,10 @@ class PnPFlow(Sampler):
         self.draws = checks.integer(draws, "draws", low=1)
 
     def grid(self, ts: Tensor, schedule: Schedule) -> Tensor:
-        flow = isinstance(schedule, RectifiedSchedule)  # a value error: the prior's kind
-        if not flow:
-            raise ValueError(
-                "PnP-Flow re-noises along the straight path of flow matching: it needs a prior "
-                f"on priors.RectifiedSchedule, got {type(schedule).__name__} (for diffusion "
-                "priors use guided.DiffPIR or guided.PnPDM)"
-            )
+        check_flow(
+            schedule, "PnP-Flow", "re-noises along the straight path of flow matching",
+            "guided.DiffPIR or guided.PnPDM",
+        )  # fmt: skip
         return ts
 
     def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:

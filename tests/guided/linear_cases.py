@@ -57,6 +57,23 @@ def gaussian(d, seed=0, correlated=True):
     )
 
 
+def flow_gaussian(d, seed=3):
+    """N(m, I) on the rectified schedule (m standard normal) and its exact velocity field as a
+    flow prior (priors.FlowDenoiser): the mixture, for exact posteriors, and the denoiser."""
+    mean = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    rectified = priors.RectifiedSchedule()
+    prior = priors.GaussianMixture(torch.ones(1), mean[None], torch.eye(d)[None], rectified)
+    return prior, priors.FlowDenoiser(prior.velocity, rectified, prior.shape)
+
+
+def inpainted(prior, sigma_y=0.1, seed=4):
+    """The inpainting case's operator and a noisy masked measurement of a draw of ``prior``."""
+    op, d = CASES["inpainting"]
+    g = torch.Generator().manual_seed(seed)
+    y = (prior.sample(1, g) + sigma_y * torch.randn(1, d, generator=g, dtype=F64)) * op.mask
+    return op, y
+
+
 def measured(sigma_y=0.1, seed=0, d=8):
     """A linear-Gaussian problem with an exact posterior: the prior :func:`gaussian`, a 3 x d
     standard normal matrix A and y = A x + sigma_y eps for a prior draw x. Returns (prior,

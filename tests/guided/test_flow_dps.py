@@ -10,28 +10,20 @@ import guided
 import operators
 import priors
 
-from tests.guided.linear_cases import CASES, matrix_of
+from tests.guided.linear_cases import CASES, flow_gaussian, inpainted, matrix_of
 
 F64 = torch.float64
 RECTIFIED = priors.RectifiedSchedule()
 
 
-def _gaussian(d, seed=3):
-    mean = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=F64)
-    prior = priors.GaussianMixture(torch.ones(1), mean[None], torch.eye(d)[None], RECTIFIED)
-    return prior, priors.FlowDenoiser(prior.velocity, RECTIFIED, prior.shape)
-
-
-def test_it_is_the_authors_loop_on_inpainting():
+def test_it_is_the_authors_loop_oninpainted():
     """The authors' SD3FlowDPS loop in pixel space, written out (their sigma is our t; clean
     and noise estimates z - sigma v and z + (1 - sigma) v; three steps of length step_size on
     |A^T y - A^T A x|, which is |y - A x| for a mask; the mix (1 - sigma) z0t + sigma z0y;
     renoising with sqrt(sigma') z1t + sqrt(1 - sigma') noise), against ours with zeta =
     step_size / sqrt(d), given the same noise."""
-    mixture, flow = _gaussian(6)
-    op, _ = CASES["inpainting"]
-    g = torch.Generator().manual_seed(4)
-    y = (mixture.sample(1, g) + 0.1 * torch.randn(1, 6, generator=g, dtype=F64)) * op.mask
+    mixture, flow = flow_gaussian(6)
+    op, y = inpainted(mixture)
     step_size, steps = 0.4, 8
     ts = guided.time_grid(steps, "shifted")
     z = torch.randn(3, 6, generator=torch.Generator().manual_seed(5), dtype=F64)
@@ -60,7 +52,7 @@ def test_without_data_steps_it_keeps_the_mean_but_not_the_variance_of_the_prior(
     whatever the step's size, so without data steps the samples of N(m, I) are under-dispersed
     (measured variance 0.67 to 0.73 at 200 steps, 4000 samples) where DDPM's converge (0.96):
     a property of the authors' update, not of our prior."""
-    mixture, flow = _gaussian(4)
+    mixture, flow = flow_gaussian(4)
     op = operators.MatrixOperator(torch.randn(2, 4, generator=torch.Generator().manual_seed(0),
                                               dtype=F64))  # fmt: skip
     y = torch.zeros(1, 2, dtype=F64)
@@ -82,10 +74,8 @@ def test_the_data_steps_pull_towards_the_posterior_at_one_nfe_per_step(step):
     posterior standard deviations off the exact posterior mean: the prior's mean 43.2, the
     samples' mean 34.5 at the authors' step (0.03) and 0.08 at step 1, where the observed
     coordinates' spread is the posterior's (0.05)."""
-    mixture, flow = _gaussian(6)
-    op, _ = CASES["inpainting"]
-    g = torch.Generator().manual_seed(2)
-    y = (mixture.sample(1, g) + 0.05 * torch.randn(1, 6, generator=g, dtype=F64)) * op.mask
+    mixture, flow = flow_gaussian(6)
+    op, y = inpainted(mixture, 0.05, seed=2)
     rows = op.mask.bool()
     exact = mixture.posterior(matrix_of(op, 6)[rows], y[0][rows], 0.05)
     mean, sd = exact.means[0], torch.diagonal(exact.covs[0]).sqrt()
@@ -106,7 +96,7 @@ def test_the_data_steps_pull_towards_the_posterior_at_one_nfe_per_step(step):
 
 
 def test_refusals_name_the_problem():
-    mixture, _ = _gaussian(6)
+    mixture, _ = flow_gaussian(6)
     op, _ = CASES["inpainting"]
     y = torch.zeros(1, 6, dtype=F64)
     diffusion = priors.GaussianMixture(torch.ones(1), mixture.means, mixture.covs,

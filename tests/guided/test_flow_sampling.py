@@ -13,7 +13,7 @@ import priors
 
 from evaluation.problems import well_separated_mixture
 from evaluation.reference import probability_flow
-from tests.guided.linear_cases import CASES
+from tests.guided.linear_cases import CASES, flow_gaussian
 
 F64 = torch.float64
 RECTIFIED = priors.RectifiedSchedule()
@@ -123,9 +123,7 @@ def test_pigdm_from_pure_noise_samples_the_exact_gaussian_posterior():
     match the exact posterior's (the cosine-schedule test's tolerances; over 20000 samples the
     largest covariance error measured 0.044 here against 0.040 on the cosine schedule)."""
     op, d = CASES["matrix"]
-    mean = torch.randn(d, generator=torch.Generator().manual_seed(3), dtype=F64)
-    gaussian = priors.GaussianMixture(torch.ones(1), mean[None], torch.eye(d)[None], RECTIFIED)
-    flow = priors.FlowDenoiser(gaussian.velocity, RECTIFIED, gaussian.shape)
+    gaussian, flow = flow_gaussian(d)
     g = torch.Generator().manual_seed(4)
     y = op(gaussian.sample(1, g)) + 0.3 * torch.randn(1, 3, generator=g, dtype=F64)
     exact = gaussian.posterior(op.matrix, y[0], 0.3)

@@ -8,33 +8,20 @@ import guided
 import operators
 import priors
 
-from tests.guided.linear_cases import CASES, matrix_of
+from tests.guided.linear_cases import flow_gaussian, inpainted, matrix_of
 
 F64 = torch.float64
 RECTIFIED = priors.RectifiedSchedule()
 
 
-def _gaussian(d, seed=3):
-    mean = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=F64)
-    prior = priors.GaussianMixture(torch.ones(1), mean[None], torch.eye(d)[None], RECTIFIED)
-    return prior, priors.FlowDenoiser(prior.velocity, RECTIFIED, prior.shape)
-
-
-def _inpainting(prior, sigma_y=0.1, seed=4):
-    op, d = CASES["inpainting"]
-    g = torch.Generator().manual_seed(seed)
-    y = (prior.sample(1, g) + sigma_y * torch.randn(1, d, generator=g, dtype=F64)) * op.mask
-    return op, y
-
-
 @pytest.mark.parametrize("adaptive", [False, True])
-def test_it_is_the_pnp_flow_authors_loop_on_inpainting(adaptive):
+def test_it_is_the_pnp_flow_authors_loop_oninpainted(adaptive):
     """Their ot_ode.py in their time tau (1 - t): start tau_0 A^T y + (1 - tau_0) eps, then
     Euler steps of Delta = 1/N on v + (1 - tau)/tau gamma g, g = vec + (1 - tau) J_v^T vec,
     vec = A^T (r^2 A A^T + sigma_y^2)^{-1} (y - A x1_hat), x1_hat = x + (1 - tau) v, against
     ours given the same noise."""
-    mixture, flow = _gaussian(6)
-    op, y = _inpainting(mixture)
+    mixture, flow = flow_gaussian(6)
+    op, y = inpainted(mixture)
     sigma_y, steps, tau0 = 0.1, 20, 0.2
     eps = torch.randn(3, 6, generator=torch.Generator().manual_seed(5), dtype=F64)
 
@@ -62,8 +49,8 @@ def test_it_is_the_pnp_flow_authors_loop_on_inpainting(adaptive):
 
 
 def test_the_grid_is_cut_at_the_start():
-    mixture, _ = _gaussian(6)
-    op, y = _inpainting(mixture)
+    mixture, _ = flow_gaussian(6)
+    op, y = inpainted(mixture)
     method = guided.OTODE(op, y, 0.1, start=0.75)
     ts = method.grid(guided.time_grid(10), RECTIFIED)
     torch.testing.assert_close(ts, torch.tensor([0.75, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0],
@@ -76,8 +63,8 @@ def test_the_estimates_land_near_the_gaussian_posterior():
     22.1 posterior standard deviations from the exact posterior mean, OT-ODE's 0.022 at 25,
     100 and 400 steps, and the runs spread like the posterior (standard deviations 0.094 to
     0.097 against 0.0995 observed, 0.95 to 0.96 against 1 unobserved, at 100 steps)."""
-    mixture, flow = _gaussian(6)
-    op, y = _inpainting(mixture)
+    mixture, flow = flow_gaussian(6)
+    op, y = inpainted(mixture)
     rows = op.mask.bool()
     exact = mixture.posterior(matrix_of(op, 6)[rows], y[0][rows], 0.1)
     mean, sd = exact.means[0], torch.diagonal(exact.covs[0]).sqrt()
@@ -90,8 +77,8 @@ def test_the_estimates_land_near_the_gaussian_posterior():
 
 
 def test_refusals_name_the_problem():
-    mixture, _ = _gaussian(6)
-    op, y = _inpainting(mixture)
+    mixture, _ = flow_gaussian(6)
+    op, y = inpainted(mixture)
     diffusion = priors.GaussianMixture(torch.ones(1), mixture.means, mixture.covs,
                                        priors.CosineSchedule())  # fmt: skip
     with pytest.raises(ValueError, match="RectifiedSchedule, got CosineSchedule.*PiGDM"):

@@ -8,23 +8,10 @@ import guided
 import operators
 import priors
 
-from tests.guided.linear_cases import CASES, matrix_of
+from tests.guided.linear_cases import flow_gaussian, inpainted, matrix_of
 
 F64 = torch.float64
 RECTIFIED = priors.RectifiedSchedule()
-
-
-def _gaussian(d, seed=3):
-    mean = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=F64)
-    prior = priors.GaussianMixture(torch.ones(1), mean[None], torch.eye(d)[None], RECTIFIED)
-    return prior, priors.FlowDenoiser(prior.velocity, RECTIFIED, prior.shape)
-
-
-def _inpainting(prior, sigma_y=0.1):
-    op, d = CASES["inpainting"]
-    g = torch.Generator().manual_seed(4)
-    y = (prior.sample(1, g) + sigma_y * torch.randn(1, d, generator=g, dtype=F64)) * op.mask
-    return op, y
 
 
 def test_it_is_the_authors_loop_step_for_step():
@@ -32,8 +19,8 @@ def test_it_is_the_authors_loop_step_for_step():
     velocity v = X_1 - X_0, denoiser D(x, tau) = x + (1 - tau) v, start A^T 1, learning rate
     sigma_y^2 lr_pnp (1 - tau)^alpha on the gradient of |Ax - y|^2 / (2 sigma_y^2)), written
     out here, against our sampler given the same noise."""
-    mixture, flow = _gaussian(6)
-    op, y = _inpainting(mixture)
+    mixture, flow = flow_gaussian(6)
+    op, y = inpainted(mixture)
     sigma_y, lr, alpha, draws, steps = 0.1, 0.8, 0.7, 3, 12
 
     def velocity(x, tau):  # theirs: minus ours at t = 1 - tau
@@ -58,8 +45,8 @@ def test_it_is_the_authors_loop_step_for_step():
 
 
 def test_the_start_does_not_matter_and_the_cost_is_draws_per_step():
-    mixture, flow = _gaussian(6)
-    op, y = _inpainting(mixture)
+    mixture, flow = flow_gaussian(6)
+    op, y = inpainted(mixture)
     method = guided.PnPFlow(op, y, 0.1, draws=4)
     runs = []
     for start in (torch.zeros(3, 6, dtype=F64), 50 * torch.ones(3, 6, dtype=F64)):
@@ -74,8 +61,8 @@ def test_the_estimate_moves_most_of_the_way_to_the_gaussian_posterior_mean():
     """Measured (the mean of 4 estimates, lr 1, |A|^2 = 1): on inpainting the prior's mean is
     22.1 posterior standard deviations from the posterior mean, PnP-Flow's 5.1, 3.0 and 0.92 at
     25, 100 and 400 steps (this test's seeds); a point estimate, not the posterior mean."""
-    mixture, flow = _gaussian(6)
-    op, y = _inpainting(mixture)
+    mixture, flow = flow_gaussian(6)
+    op, y = inpainted(mixture)
     rows = op.mask.bool()
     exact = mixture.posterior(matrix_of(op, 6)[rows], y[0][rows], 0.1)
     mean, sd = exact.means[0], torch.diagonal(exact.covs[0]).sqrt()
@@ -87,8 +74,8 @@ def test_the_estimate_moves_most_of_the_way_to_the_gaussian_posterior_mean():
 
 
 def test_refusals_name_the_problem():
-    mixture, flow = _gaussian(6)
-    op, y = _inpainting(mixture)
+    mixture, flow = flow_gaussian(6)
+    op, y = inpainted(mixture)
     x_T = torch.zeros(2, 6, dtype=F64)
     with pytest.raises(ValueError, match=r"lr \* t\^alpha \* \|A\|\^2 = 2\.0.*take lr below"):
         guided.PnPFlow(op, y, 0.1, lr=2.0)(flow, x_T, guided.time_grid(5))
