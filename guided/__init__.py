@@ -26,6 +26,9 @@ from guided.fps import FPS
 from guided.guidance import Guidance, GuidedDenoiser
 from guided.heun import FlowHeun, Heun
 from guided.inversion import DDIMInversion
+from guided.latent import Decoded
+from guided.latent_daps import LatentDAPS
+from guided.latent_dps import LatentDPS
 from guided.m_step import GradientMStep, LeastSquaresMStep, MStep
 from guided.mcgdiff import MCGdiff
 from guided.measurements import DivergenceWarning, measurements, residuals
@@ -36,9 +39,11 @@ from guided.pigdm import PiGDM
 from guided.pnp_flow import PnPFlow
 from guided.pnpdm import PnPDM
 from guided.projection import Projection
+from guided.psld import PSLD, Gluing
 from guided.reddiff import REDDiff
 from guided.repaint import RePaint
 from guided.replacement import Replacement
+from guided.resample import ReSample
 from guided.safety import SafetyGuidance
 from guided.sag import SelfAttentionGuidance
 from guided.sampler import Run, Sampler, SamplerState, Step, initial_noise
@@ -63,6 +68,7 @@ __all__ = [
     "MMPS",
     "OTODE",
     "PAG",
+    "PSLD",
     "TDS",
     "TMPD",
     "AutoGuidance",
@@ -75,6 +81,7 @@ __all__ = [
     "DDNMPlus",
     "DPMSolver",
     "DPSSampler",
+    "Decoded",
     "DiffPIR",
     "DiffusionEM",
     "DivergenceWarning",
@@ -83,10 +90,13 @@ __all__ = [
     "ExpectationMaximization",
     "FlowDPS",
     "FlowHeun",
+    "Gluing",
     "GradientMStep",
     "Guidance",
     "GuidedDenoiser",
     "Heun",
+    "LatentDAPS",
+    "LatentDPS",
     "LeastSquaresMStep",
     "MCGdiff",
     "MStep",
@@ -99,6 +109,7 @@ __all__ = [
     "Projection",
     "REDDiff",
     "RePaint",
+    "ReSample",
     "Replacement",
     "Run",
     "SafetyGuidance",

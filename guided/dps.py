@@ -186,9 +186,15 @@ class DPS(Guidance):
             lo, hi = self.clip
             inside = (x_hat >= lo) & (x_hat <= hi)
             x_hat = x_hat.clamp(lo, hi)
-        residual = self.y.to(x_hat.dtype) - self.op(x_hat)
-        weighted = self.residual_weights() * residual
-        direction = self.direction(x_hat, weighted)
+        if type(self).direction is DPS.direction:  # J_A^T from the residual's own forward pass
+            out, pullback = self.op.linearize(x_hat)
+            residual = self.y.to(x_hat.dtype) - out
+            weighted = self.residual_weights() * residual
+            direction = pullback(weighted)
+        else:
+            residual = self.y.to(x_hat.dtype) - self.op(x_hat)
+            weighted = self.residual_weights() * residual
+            direction = self.direction(x_hat, weighted)
         if inside is not None:
             direction = direction * inside
         if self.zeta is None:

@@ -14,6 +14,17 @@ evaluation). A step is stable only below 2 over the target's curvature,
 larger one with an error rather than letting the chain blow up. A nonlinear operator's
 curvature is not known, so only the coupling term's part is checked.
 
+Two options of the DAPS authors' latent settings (``cores/mcmc.py`` and ``LatentWrapper`` of
+``zhangbingliang2019/DAPS``): ``momentum`` :math:`m \in [0, 1)` runs their damped Hamiltonian
+dynamics, :math:`v \leftarrow m v + \sqrt\eta \nabla \log \pi + \sqrt{2(1 - m)}\, z`,
+:math:`x \leftarrow x + \sqrt\eta\, v` from a standard normal :math:`v` (at :math:`m = 0` the
+Langevin step, draw for draw); as a heavy-ball iteration :math:`x_{k+1} = x_k + m (x_k -
+x_{k-1}) + \eta \nabla \log \pi + \ldots` it is stable below :math:`2 (1 + m)` over the
+curvature, which the check uses. ``clip`` :math:`c` clamps each entry of the data term's
+gradient :math:`J_A^\top (y - A(x))` to :math:`[-c, c]` before it is divided by
+:math:`\tau^2` (their clamp of the gradient of :math:`\lVert A(x) - y \rVert^2` to
+:math:`[-1, 1]` is :math:`c = 1/2` here).
+
 References:
     | Exponential Convergence of Langevin Distributions and Their Discrete Approximations
     | (Roberts & Tweedie, Bernoulli 1996) https://doi.org/10.2307/3318418
@@ -26,6 +37,8 @@ import math
 import torch
 
 from torch import Tensor
+
+import checks
 
 from operators import LinearOperator, Operator
 from priors import GeneratorLike, randn
@@ -59,10 +72,22 @@ class LangevinLikelihood:
         op: A differentiable operator.
         y: The measurement (checked by the caller).
         tau: :math:`\tau > 0`, the likelihood's standard deviation.
+        momentum: The damped Hamiltonian dynamics' :math:`m \in [0, 1)` (0: Langevin).
+        clip: The bound :math:`c > 0` on each entry of the data term's gradient (None: none).
     """
 
-    def __init__(self, op: Operator, y: Tensor, tau: float) -> None:
+    def __init__(
+        self,
+        op: Operator,
+        y: Tensor,
+        tau: float,
+        *,
+        momentum: float = 0.0,
+        clip: float | None = None,
+    ) -> None:
         self.op, self.y, self.tau = op, y, tau
+        self.momentum = checks.number(momentum, "momentum", low=0, high=1, open_high=True)
+        self.clip = None if clip is None else checks.number(clip, "clip", low=0, open_low=True)
         self._norm: float | None = None
 
     def squared_norm(self, like: Tensor) -> float:
@@ -76,12 +101,13 @@ class LangevinLikelihood:
         curvature at coupling level ``level``; ``where`` names the method and time,
         ``advice`` says what to change."""
         curvature = 1 / level**2 + self.squared_norm(like) / self.tau**2
-        if step_size * curvature >= 2:
+        bound = 2 * (1 + self.momentum)
+        if step_size * curvature >= bound:
             raise ValueError(
                 f"{where}: the Langevin step {step_size:.3g} is unstable: the target's "
                 f"curvature is 1 / level^2 + |A|^2 / tau^2 = {curvature:.3g} (coupling level "
                 f"{level:.3g}, tau {self.tau:.3g}), so the step must stay below "
-                f"{2 / curvature:.3g}: {advice}"
+                f"{bound / curvature:.3g}: {advice}"
             )
 
     def sample(
@@ -89,11 +115,21 @@ class LangevinLikelihood:
     ) -> Tensor:
         r"""``steps`` Langevin steps of size ``step_size`` on the module's target from
         ``centre`` at coupling level ``level``."""
-        op, y = self.op, self.y.to(centre.dtype)
+        op, y, m = self.op, self.y.to(centre.dtype), self.momentum
         x = centre
-        noise = math.sqrt(2 * step_size)
+        root = math.sqrt(step_size)
+        noise = math.sqrt(2 * (1 - m))
+        v = randn(x.shape, generator, dtype=x.dtype, device=x.device) if m > 0 and steps else 0
         for _ in range(steps):
-            score = (centre - x) / level**2 + op.vjp(x, y - op(x)) / self.tau**2
+            out, pullback = op.linearize(x)  # one forward pass for the residual and its VJP
+            data = pullback(y - out)
+            if self.clip is not None:
+                data = data.clamp(-self.clip, self.clip)
+            score = (centre - x) / level**2 + data / self.tau**2
             z = randn(x.shape, generator, dtype=x.dtype, device=x.device)
-            x = x + step_size * score + noise * z
+            if m == 0:  # Langevin, written out: the same arithmetic as before momentum existed
+                x = x + step_size * score + math.sqrt(2 * step_size) * z
+                continue
+            v = m * v + root * score + noise * z
+            x = x + root * v
         return x

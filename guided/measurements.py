@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from operators import Operator
+from priors import Denoiser, latent_of
 
 __all__ = ["DivergenceWarning", "Measurement", "check_input_shapes", "measurements", "residuals"]
 
@@ -91,9 +92,23 @@ def measurements(*holders: Any) -> list[Measurement]:
     return found
 
 
-def check_input_shapes(x: Tensor, found: list[Measurement], name: str = "x_T") -> None:
-    """Raises when a row of ``x`` is not the input shape of every measurement's operator."""
+def check_input_shapes(
+    x: Tensor, found: list[Measurement], name: str = "x_T", denoiser: Denoiser | None = None
+) -> None:
+    """Raises when a row of ``x`` is not the input shape of every measurement's operator;
+    when ``denoiser`` is a latent prior and the operator measures its decoded images, the
+    error says how to measure them from latents."""
+    latent = None if denoiser is None else latent_of(denoiser)
     for m in found:
+        if latent is not None and m.op.in_shape == latent.pixel_shape != latent.shape:
+            raise ValueError(
+                f"the operator of {m.owner} ({type(m.op).__name__}) measures images of shape "
+                f"{m.op.in_shape}, but the prior is a priors.LatentPrior that samples latents of "
+                f"shape {latent.shape}: use a latent method (guided.LatentDPS, guided.PSLD, "
+                "guided.ReSample, guided.LatentDAPS), or measure the latents through the decoder "
+                "with guided.Decoded(op, prior.autoencoder) (any method that needs only a "
+                "differentiable operator then runs on the latents)"
+            )
         if tuple(x.shape[1:]) != m.op.in_shape:
             raise ValueError(
                 f"{name} has per-sample shape {tuple(x.shape[1:])}, but the operator of "

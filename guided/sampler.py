@@ -199,7 +199,7 @@ class Sampler(abc.ABC):
             raise ValueError("generator must be a torch.Generator or one per row of x_T")
         check_rows(self, x_T.shape[0])
         found = measurements(self, denoiser, projection)
-        check_input_shapes(x_T, found)
+        check_input_shapes(x_T, found, denoiser=denoiser)
         check_residual = checks.flag(check_residual, "check_residual")
         ts = check_grid(ts, increasing=self.increasing)
         ts = check_grid(self.grid(ts, denoiser.schedule), increasing=self.increasing)

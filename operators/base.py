@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import abc
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import torch
@@ -131,17 +131,37 @@ class Operator(nn.Module, abc.ABC):
 
     def vjp(self, x: Tensor, v: Tensor) -> Tensor:
         r"""The vector-Jacobian product :math:`J_A(x)^\top v`, with the shape of ``x``."""
+        self._check_differentiable()
+        check_shape(v, self.out_shape, "v")
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self(x), x, v)
+        return g
+
+    def linearize(self, x: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+        r""":math:`A(x)` and the map :math:`v \mapsto J_A(x)^\top v` from one forward pass
+        (the map may be called once): for an operator whose forward pass is expensive (a
+        decoder, a simulator written in torch), a residual and its VJP cost one pass instead of
+        the two of ``op(x)`` then :meth:`vjp`."""
+        self._check_differentiable()
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            out = self(x)
+
+        def pullback(v: Tensor) -> Tensor:
+            check_shape(v, self.out_shape, "v")
+            (g,) = torch.autograd.grad(out, x, v)
+            return g
+
+        return out.detach(), pullback
+
+    def _check_differentiable(self) -> None:
         if not self.differentiable:
             raise NotDifferentiableError(
                 f"{type(self).__name__} is not differentiable: use a derivative-free guidance "
                 "rule (ensemble Kalman, zeroth-order smoothing or a learned surrogate "
                 "likelihood) instead of one that needs vector-Jacobian products"
             )
-        check_shape(v, self.out_shape, "v")
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self(x), x, v)
-        return g
 
 
 class LinearOperator(Operator):
@@ -168,6 +188,10 @@ class LinearOperator(Operator):
         r""":math:`J_A(x)^\top v = A^\top v` for a linear operator."""
         self.check_input(x)
         return self.adjoint(v)
+
+    def linearize(self, x: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+        r""":math:`A x` and the adjoint :math:`v \mapsto A^\top v` (no graph is kept)."""
+        return self(x), self.adjoint
 
     def gram(self, x: Tensor) -> Tensor:
         r""":math:`A^\top A x`."""

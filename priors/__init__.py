@@ -12,6 +12,7 @@ from priors.attention import (
     record_attention,
     self_attention,
 )
+from priors.autoencoder import Autoencoder
 from priors.classifier import Classifier
 from priors.colour import LumaChroma, PerChannel
 from priors.conditions import fixed_conditions
@@ -23,6 +24,7 @@ from priors.denoising import denoise, noise_time
 from priors.flow import FlowDenoiser
 from priors.gaussian_policy import GaussianPolicy
 from priors.gmm import GaussianMixture
+from priors.latent import LatentPrior, latent_of
 from priors.mlp import MLP, MLPDenoiser
 from priors.network import UNetDenoiser
 from priors.noising import Noised, diffuse
@@ -44,6 +46,7 @@ from priors.weights import available, load, load_classifier
 __all__ = [
     "MLP",
     "Accelerated",
+    "Autoencoder",
     "Classifier",
     "ContrastiveLikelihood",
     "CosineSchedule",
@@ -57,6 +60,7 @@ __all__ = [
     "GaussianMixture",
     "GaussianPolicy",
     "GeneratorLike",
+    "LatentPrior",
     "LinearSchedule",
     "LumaChroma",
     "MLPDenoiser",
@@ -77,6 +81,7 @@ __all__ = [
     "fixed_conditions",
     "from_path",
     "identity_attention",
+    "latent_of",
     "load",
     "load_classifier",
     "measure",

@@ -107,3 +107,35 @@ def _cases():
 
 #: name -> (operator, input dimension).
 CASES = _cases()
+
+
+class LinearAutoencoder(priors.Autoencoder):
+    """D(z) = W z + b and E(x) = W^+ (x - b) on flat vectors: with orthonormal columns of W the
+    encoder inverts the decoder on its range, and a Gaussian latent prior makes the decoded
+    images Gaussian, so latent methods meet exact posteriors."""
+
+    def __init__(self, w, b=None):
+        super().__init__((w.shape[0],), (w.shape[1],))
+        self.register_buffer("w", w)
+        self.register_buffer("b", torch.zeros(w.shape[0], dtype=w.dtype) if b is None else b)
+
+    def apply_encoder(self, x):
+        return (x - self.b) @ torch.linalg.pinv(self.w).T
+
+    def apply_decoder(self, z):
+        return z @ self.w.T + self.b
+
+
+def rotation(d, seed=7):
+    """A random d x d orthogonal matrix."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=F64))
+    return q
+
+
+def rotated(prior, w):
+    """The Gaussian mixture of W x for x ~ ``prior`` (W orthogonal): the pixel prior of a
+    latent prior decoded by :class:`LinearAutoencoder` (W)."""
+    return priors.GaussianMixture(
+        prior.weights, prior.means @ w.T, w @ prior.covs @ w.T, prior.schedule
+    )

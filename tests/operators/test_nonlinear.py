@@ -141,3 +141,22 @@ def test_planar_kinematics_geometry_and_errors():
         operators.PlanarKinematics([1.0, -1.0])
     with pytest.raises(ValueError, match="points"):
         operators.PlanarKinematics([1.0, 1.0], points=[0, 2])
+
+
+@pytest.mark.parametrize("name", sorted(n for n, (op, _) in EXAMPLES.items() if op.differentiable))
+def test_linearize_is_the_value_and_the_vjp_of_one_pass(name):
+    op, shape = EXAMPLES[name]
+    x = _uniform(shape, 3)
+    v = torch.randn(2, *op.out_shape, generator=torch.Generator().manual_seed(4)).double()
+    value, pullback = op.linearize(x)
+    torch.testing.assert_close(value, op(x), rtol=0, atol=0)
+    torch.testing.assert_close(pullback(v), op.vjp(x, v), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="v"):
+        op.linearize(x)[1](torch.zeros(2, *op.out_shape, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", BLACK_BOXES)
+def test_black_boxes_refuse_to_linearize(name):
+    op, shape = EXAMPLES[name]
+    with pytest.raises(operators.NotDifferentiableError, match="derivative-free"):
+        op.linearize(_uniform(shape, 0))
