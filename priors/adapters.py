@@ -66,6 +66,8 @@ class DiscreteNetworkDenoiser(Denoiser):
         schedule: The checkpoint's table.
         prediction: ``epsilon``, ``v_prediction`` or ``sample``.
         shape: One sample's shape :math:`(C, H, W)` (documentation and checks).
+        takes: The conditioning keywords the network accepts (others are refused with an
+            error that names them; keyword only).
     """
 
     def __init__(
@@ -74,6 +76,8 @@ class DiscreteNetworkDenoiser(Denoiser):
         schedule: DiscreteSchedule,
         prediction: str,
         shape: tuple[int, ...],
+        *,
+        takes: tuple[str, ...] = (),
     ) -> None:
         if prediction not in PREDICTIONS:
             raise ValueError(
@@ -84,12 +88,19 @@ class DiscreteNetworkDenoiser(Denoiser):
         self.prediction = prediction
         self.shape = tuple(shape)
         self.num_classes = 0
+        self.takes = tuple(takes)
 
     def timestep(self, t: Tensor) -> Tensor:
         """The checkpoint's (fractional) timestep of time ``t``."""
         return (t * self.schedule.steps - 1).clamp(min=0)
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
+        unknown = sorted(k for k in cond if k not in self.takes)
+        if unknown:
+            raise TypeError(
+                f"this checkpoint's network takes no condition {unknown}; it takes "
+                f"{list(self.takes) or 'none (an unconditional prior)'}"
+            )
         if tuple(x_t.shape[1:2]) != self.shape[:1]:
             raise ValueError(
                 f"x_t must have {self.shape[0]} channels, got shape {tuple(x_t.shape)}"
@@ -203,7 +214,7 @@ def load_diffusers(directory: str | Path) -> DiscreteNetworkDenoiser:
     size = unet.config.sample_size
     size = (size, size) if isinstance(size, int) else tuple(size)
     denoiser = DiscreteNetworkDenoiser(
-        network, schedule, prediction, (unet.config.in_channels, *size)
+        network, schedule, prediction, (unet.config.in_channels, *size), takes=("label",)
     )
     denoiser.model = unet
     denoiser.num_classes = unet.config.num_class_embeds or 0
