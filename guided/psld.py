@@ -92,7 +92,8 @@ class Gluing(Guidance):
             raise TypeError(
                 f"autoencoder must be a priors.Autoencoder, got {type(autoencoder).__name__}"
             )
-        self.op, self.autoencoder = op, autoencoder
+        # pixel_op, not op: the run's checks read a term's op as acting on the sampled latents
+        self.pixel_op, self.autoencoder = op, autoencoder
         self.gamma = checks.number(gamma, "gamma", low=0)
         self.taper = checks.number(taper, "taper", low=0)
 
@@ -101,7 +102,7 @@ class Gluing(Guidance):
         with torch.enable_grad():
             z = x_hat.detach().requires_grad_(True)
             x = self.autoencoder.decode(z)
-            glued = self.op.ridge(self.y.to(x.dtype), x, 0.0)  # x + A+(y - A x)
+            glued = self.pixel_op.ridge(self.y.to(x.dtype), x, 0.0)  # x + A+(y - A x)
             e = (self.autoencoder.encode(glued) - z).flatten(1)
             norm = e.pow(2).sum(1).clamp_min(1e-30).sqrt()
             (grad,) = torch.autograd.grad(norm.sum(), z)

@@ -320,3 +320,24 @@ def test_latent_and_pixel_methods_refuse_the_other_kind_of_prior():
         guided.LatentDAPS(op, y, 0.1, momentum=1.0)
     with pytest.raises(ValueError, match="tolerance"):
         guided.ReSample(op, y, 0.1, tolerance=-1.0)
+
+
+def test_the_latent_methods_run_where_latents_and_images_differ():
+    """4 latents decoded to 6 pixels: every latent method runs, and the run's measurement
+    checks see only operators on the latents (A after D), never the pixel operator."""
+    latent = gaussian(4, seed=2)
+    prior = priors.LatentPrior(LinearAutoencoder(rotation(D)[:, :4]), latent)
+    op = operators.Inpainting(MASK)
+    y = _measurement(prior, op)
+    z_T = torch.randn(2, 4, generator=torch.Generator().manual_seed(17), dtype=F64)
+    ts = guided.time_grid(10, "karras", schedule=latent.schedule, sigma_min=0.1)
+    for method in (
+        guided.LatentDPS(op, y, 0.1, 2.0),
+        guided.PSLD(op, y, 0.1, 2.0, gamma=1.0),
+        guided.ReSample(op, y, 0.1, every=2, iterations=20),
+        guided.LatentDAPS(op, y, 0.1, step_size=1e-4, langevin_steps=3),
+    ):
+        z = method(prior, z_T, ts, generator=torch.Generator().manual_seed(18))
+        assert z.shape == (2, 4) and bool(torch.isfinite(z).all())
+        found = guided.measurements(method)
+        assert found and all(isinstance(m.op, guided.Decoded) for m in found)
