@@ -1,4 +1,5 @@
-r"""Saved diffusers Stable Diffusion pipelines (1.x / 2.x) as latent priors with text prompts.
+r"""Saved diffusers Stable Diffusion pipelines (1.x / 2.x and 3) as latent priors with text
+prompts.
 
 :func:`load_stable_diffusion` reads a folder written by ``StableDiffusionPipeline.
 save_pretrained`` (``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``; the
@@ -21,10 +22,24 @@ weights from safetensors only, nothing downloaded) and returns a
   ``guided.ClassifierFree(prior, scale, null=prior.null)`` guides on prompts as the pipeline
   does.
 
-:func:`diffusers_times` gives the time grid of a DDPM-family scheduler after
-``set_timesteps`` (its timesteps in our time, then its final level), so that a sampler walks
-the pipeline's own steps: our DDIM on it reproduces ``StableDiffusionPipeline`` with its
-DDIM scheduler (tested on a tiny pipeline built and saved by the test).
+:func:`load_stable_diffusion_3` reads a folder written by ``StableDiffusion3Pipeline.
+save_pretrained`` (the flow transformer, the VAE, the two CLIP text encoders and, optionally,
+T5) into a latent prior whose latent denoiser is a flow-matching prior
+(:class:`~priors.FlowDenoiser` on the :class:`~priors.RectifiedSchedule`: the transformer's
+output at timestep :math:`1000\,t` is the velocity :math:`\epsilon - x`), conditioned by
+``prompt_embeds`` and ``pooled_prompt_embeds``, which ``prior.prompts.encode`` makes with the
+pipeline's own ``encode_prompt`` (the T5 part zeros where the pipeline has no T5, as the
+pipeline does). Classifier-free guidance drops both keywords together:
+``guided.ComposableFree(prior, [prior.prompts.encode(prompt)], [scale], null=prior.null)``.
+
+:func:`diffusers_times` gives the time grid of a scheduler after ``set_timesteps``, so that a
+sampler walks the pipeline's own steps: for a DDPM-family scheduler its timesteps in our time,
+then its final level; for the flow-matching Euler scheduler its (shifted) sigmas, which are
+our times on the rectified schedule. Our DDIM on it reproduces ``StableDiffusionPipeline``
+with its DDIM scheduler, and ``StableDiffusion3Pipeline`` with its ``FlowMatchEulerDiscrete
+Scheduler`` and time shift (DDIM with :math:`\eta = 0` is Euler's method on the velocity ODE),
+each with classifier-free guidance on prompts (tested on tiny pipelines built and saved by the
+tests).
 
 References:
     | High-Resolution Image Synthesis with Latent Diffusion Models (Rombach et al., 2022)
@@ -43,12 +58,24 @@ from torch import Tensor, nn
 
 from priors.adapters import DiscreteNetworkDenoiser
 from priors.autoencoder import Autoencoder
+from priors.flow import FlowDenoiser
 from priors.latent import LatentPrior
-from priors.schedules import DiscreteSchedule
+from priors.schedules import DiscreteSchedule, RectifiedSchedule
 
-__all__ = ["DiffusersAutoencoder", "TextPrompts", "diffusers_times", "load_stable_diffusion"]
+__all__ = [
+    "DiffusersAutoencoder",
+    "PipelinePrompts",
+    "TextPrompts",
+    "diffusers_times",
+    "load_stable_diffusion",
+    "load_stable_diffusion_3",
+]
 
 _PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+_PARTS_3 = (
+    "transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2",
+    "scheduler",
+)  # fmt: skip
 
 
 class DiffusersAutoencoder(Autoencoder):
@@ -120,18 +147,67 @@ class TextPrompts(nn.Module):
         return self.text_encoder(ids, attention_mask=None if mask is None else mask.to(device))[0]
 
 
+class PipelinePrompts(nn.Module):
+    r"""Prompts to the conditions of a pipeline with several text encoders (SD3), through the
+    pipeline's own ``encode_prompt``: :meth:`encode` returns ``{"prompt_embeds": (B, L, D),
+    "pooled_prompt_embeds": (B, P)}``."""
+
+    def __init__(self, pipeline: Any) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+
+    @torch.no_grad()
+    def encode(self, prompts: str | Sequence[str]) -> dict[str, Tensor]:
+        """The conditions of ``prompts`` (a string or a list of strings)."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not isinstance(prompts, Sequence) or not prompts:
+            raise TypeError("prompts must be a string or a non-empty list of strings")
+        if not all(isinstance(p, str) for p in prompts):
+            raise TypeError("prompts must be strings")
+        embeds, _, pooled, _ = self.pipeline.encode_prompt(
+            list(prompts), None, None, do_classifier_free_guidance=False
+        )
+        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+
+
 def diffusers_times(scheduler: Any) -> Tensor:
-    r"""The time grid (float64, decreasing) of a DDPM-family diffusers scheduler after its
-    ``set_timesteps``: timestep :math:`k` is our :math:`t = (k + 1) / N`
-    (:class:`~priors.schedules.DiscreteSchedule`), and the last step goes where the
-    scheduler's goes, clean data (:math:`t = 0`) when its ``set_alpha_to_one`` is true (or it
-    has none) and the first trained level (:math:`t = 1 / N`) otherwise."""
+    r"""The time grid (float64, decreasing) of a diffusers scheduler after its
+    ``set_timesteps`` (see the module). For a DDPM-family scheduler timestep :math:`k` is our
+    :math:`t = (k + 1) / N` (:class:`~priors.schedules.DiscreteSchedule`), and the last step
+    goes where the scheduler's goes, clean data (:math:`t = 0`) when its ``set_alpha_to_one``
+    is true (or it has none) and the first trained level (:math:`t = 1 / N`) otherwise. For a
+    flow-matching scheduler (one with ``sigmas`` and a ``shift``) the grid is its sigmas, final
+    0 included."""
+    if getattr(scheduler.config, "shift", None) is not None and hasattr(scheduler, "sigmas"):
+        sigmas = torch.as_tensor(scheduler.sigmas, dtype=torch.float64)
+        if sigmas.numel() < 2:
+            raise ValueError("the scheduler has no sigmas: call its set_timesteps first")
+        return sigmas
     steps = int(scheduler.config.num_train_timesteps)
     timesteps = torch.as_tensor(scheduler.timesteps, dtype=torch.float64)
     if timesteps.numel() < 1:
         raise ValueError("the scheduler has no timesteps: call its set_timesteps first")
     final = 0.0 if getattr(scheduler.config, "set_alpha_to_one", True) else 1.0 / steps
     return torch.cat([(timesteps + 1) / steps, torch.tensor([final], dtype=torch.float64)])
+
+
+def _check_parts(directory: Path, parts: Sequence[str], writer: str) -> None:
+    missing = [part for part in parts if not (directory / part).is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"{directory} is not a saved {writer} pipeline: it has no {missing} folder(s) "
+            f"({writer}Pipeline.save_pretrained writes {list(parts)})"
+        )
+
+
+def _image_size(size: int | tuple[int, int] | None, side: Any, factor: int) -> tuple[int, int]:
+    if size is None:
+        sides = (side, side) if isinstance(side, int) else tuple(side)
+        return sides[0] * factor, sides[1] * factor
+    if isinstance(size, int):
+        return size, size
+    return int(size[0]), int(size[1])
 
 
 def load_stable_diffusion(
@@ -149,12 +225,7 @@ def load_stable_diffusion(
     from transformers import AutoTokenizer, CLIPTextModel
 
     directory = Path(directory)
-    missing = [part for part in _PARTS if not (directory / part).is_dir()]
-    if missing:
-        raise FileNotFoundError(
-            f"{directory} is not a saved Stable Diffusion pipeline: it has no {missing} "
-            f"folder(s) (StableDiffusionPipeline.save_pretrained writes {list(_PARTS)})"
-        )
+    _check_parts(directory, _PARTS, "StableDiffusion")
     try:
         unet = UNet2DConditionModel.from_pretrained(directory / "unet", use_safetensors=True)
         vae = AutoencoderKL.from_pretrained(directory / "vae", use_safetensors=True)
@@ -168,13 +239,7 @@ def load_stable_diffusion(
     for module in (unet, vae, text_encoder):
         module.eval().requires_grad_(False)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    if size is None:
-        side = unet.config.sample_size
-        size = (side, side) if isinstance(side, int) else tuple(side)
-        size = (size[0] * factor, size[1] * factor)
-    elif isinstance(size, int):
-        size = (size, size)
-    autoencoder = DiffusersAutoencoder(vae, (int(size[0]), int(size[1])))
+    autoencoder = DiffusersAutoencoder(vae, _image_size(size, unet.config.sample_size, factor))
 
     def network(x_t: Tensor, timestep: Tensor, prompt_embeds: Tensor | None = None) -> Tensor:
         if prompt_embeds is None:
@@ -196,4 +261,70 @@ def load_stable_diffusion(
     prior = LatentPrior(autoencoder, latent)
     prior.prompts = TextPrompts(tokenizer, text_encoder)
     prior.null = {"prompt_embeds": prior.prompts.encode("")}
+    return prior
+
+
+def load_stable_diffusion_3(
+    directory: str | Path, size: int | tuple[int, int] | None = None
+) -> LatentPrior:
+    """A saved Stable Diffusion 3 pipeline as a :class:`~priors.LatentPrior` whose latent
+    denoiser is a flow-matching prior, with text prompts (see the module).
+
+    Arguments:
+        directory: The folder ``StableDiffusion3Pipeline.save_pretrained`` wrote (T5 may be
+            absent).
+        size: The image side, or (height, width); None for the pipeline's default, the
+            transformer's ``sample_size`` times the VAE's down-sampling.
+    """
+    from diffusers import StableDiffusion3Pipeline
+
+    directory = Path(directory)
+    _check_parts(directory, _PARTS_3, "StableDiffusion3")
+    absent = {  # optional parts the folder does not hold (T5, the IP-adapter image encoder)
+        part: None
+        for part in ("text_encoder_3", "tokenizer_3", "image_encoder", "feature_extractor")
+        if not (directory / part).is_dir()
+    }
+    try:
+        pipeline = StableDiffusion3Pipeline.from_pretrained(
+            directory, use_safetensors=True, **absent
+        )
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{directory} is not a readable diffusers pipeline: {error}") from error
+    transformer, vae = pipeline.transformer, pipeline.vae
+    for module in pipeline.components.values():
+        if isinstance(module, nn.Module):
+            module.eval().requires_grad_(False)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    autoencoder = DiffusersAutoencoder(
+        vae, _image_size(size, transformer.config.sample_size, factor)
+    )
+
+    def velocity(
+        x_t: Tensor,
+        t: Tensor,
+        prompt_embeds: Tensor | None = None,
+        pooled_prompt_embeds: Tensor | None = None,
+    ) -> Tensor:
+        if prompt_embeds is None or pooled_prompt_embeds is None:
+            raise TypeError(
+                "this Stable Diffusion 3 prior needs the conditions prompt_embeds and "
+                "pooled_prompt_embeds (prior.prompts.encode(prompts); prior.null for the "
+                "unconditional)"
+            )
+        dtype = next(transformer.parameters()).dtype
+        timestep = (t * 1000).to(x_t.device, dtype).expand(x_t.shape[0])
+        out = transformer(
+            hidden_states=x_t.to(dtype),
+            timestep=timestep,
+            encoder_hidden_states=prompt_embeds.to(x_t.device, dtype),
+            pooled_projections=pooled_prompt_embeds.to(x_t.device, dtype),
+        ).sample
+        return out.to(x_t.dtype)
+
+    latent = FlowDenoiser(velocity, RectifiedSchedule(), autoencoder.latent_shape)
+    latent.model = transformer  # registered, so .to(device) moves it
+    prior = LatentPrior(autoencoder, latent)
+    prior.prompts = PipelinePrompts(pipeline)
+    prior.null = prior.prompts.encode("")
     return prior
