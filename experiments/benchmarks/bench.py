@@ -28,7 +28,7 @@ other noise seeds (:func:`spread`): the PSNR of one sample (averaged over seeds,
 noisy than one run's), of the samples' mean and their per-pixel spread, which tells a
 sampler that is closer to the posterior mean from one that restores better.
 
-The floors run at the largest budget.
+The floors run at the largest budget (``floors=false`` skips them).
 
 With ``settings=tuned`` (the default) every method runs with the settings
 :mod:`experiments.benchmarks.tune_methods` chose for this prior and task (at the tuned noise
@@ -87,6 +87,7 @@ def _check(cfg: DictConfig) -> None:
     for key in ("images", "repeats", "threads", "samples"):
         checks.integer(cfg[key], key, low=1)
     checks.flag(cfg.memory, "memory")
+    checks.flag(cfg.floors, "floors")
     budgets(cfg.steps)
     checks.number(cfg.sigma_y, "sigma_y", low=0)
     tuned_settings(cfg)
@@ -231,7 +232,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     steps = budgets(cfg.steps)
     results, ours = compare(cfg, prior, truth, steps)
     largest = steps[-1]
-    floor_run = vjp_floor(cfg, prior, tuple(truth.shape), largest)
     metrics: dict[str, Any] = {
         "prior": str(cfg.prior),
         "task": str(cfg.task),
@@ -244,13 +244,15 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "best": best(results),
         "floor_steps": largest,
     }
-    if "dps" in ours:  # timed in alternation with the floor
-        dps_s, metrics["vjp_floor_s"] = timed_pair(ours["dps"], floor_run, int(cfg.repeats))
-        metrics["guided_step_over_floor"] = dps_s / metrics["vjp_floor_s"]
-    else:
-        metrics["vjp_floor_s"] = timed(floor_run, int(cfg.repeats))[1]
-    if getattr(prior, "num_classes", 0):
-        metrics["cfg"] = cfg_floor(cfg, prior, truth.shape[0], largest)
+    if bool(cfg.floors):
+        floor_run = vjp_floor(cfg, prior, tuple(truth.shape), largest)
+        if "dps" in ours:  # timed in alternation with the floor
+            dps_s, metrics["vjp_floor_s"] = timed_pair(ours["dps"], floor_run, int(cfg.repeats))
+            metrics["guided_step_over_floor"] = dps_s / metrics["vjp_floor_s"]
+        else:
+            metrics["vjp_floor_s"] = timed(floor_run, int(cfg.repeats))[1]
+        if getattr(prior, "num_classes", 0):
+            metrics["cfg"] = cfg_floor(cfg, prior, truth.shape[0], largest)
     write(metrics, out_dir)
     return metrics
 
@@ -374,13 +376,14 @@ def write(metrics: dict[str, Any], out: Path) -> None:
     for name, r in first.items():
         for side, label in (("ours", "ours"), ("theirs", "deepinv")):
             lines.append(f"- {name}, {label}: {r[side]['method']} {_settings(r[side])}")
-    lines += [
-        "",
-        (
-            f"Forward + VJP floor for {metrics['floor_steps']} steps: "
-            f"{metrics['vjp_floor_s']:.2f} s"
-        ),
-    ]
+    if "vjp_floor_s" in metrics:
+        lines += [
+            "",
+            (
+                f"Forward + VJP floor for {metrics['floor_steps']} steps: "
+                f"{metrics['vjp_floor_s']:.2f} s"
+            ),
+        ]
     if "guided_step_over_floor" in metrics:
         lines.append(f"Our DPS over that floor: {metrics['guided_step_over_floor']:.3f}x")
     if "cfg" in metrics:

@@ -92,12 +92,13 @@ def test_spread_over_noise_seeds(tmp_path):
 def test_a_run_that_diverges_is_recorded_and_the_bench_goes_on(tmp_path):
     """Our DPS at a step of 1e300 raises FloatingPointError at its first step: its cells say
     so, are never chosen as best, and every other cell (deepinv's DPS, both DDRMs, the mean
-    over seeds) is still measured."""
+    over seeds) is still measured. With floors=false no floor is timed or reported."""
     metrics = bench.run(
         _cfg("steps=[2,4]", "samples=2", "~pairs.pigdm", "~pairs.diffpir",
-             "methods.dps_taper.guidance.zeta=1e300"),
+             "methods.dps_taper.guidance.zeta=1e300", "floors=false"),
         tmp_path,
     )  # fmt: skip
+    assert "vjp_floor_s" not in metrics and "guided_step_over_floor" not in metrics
     for steps in ("2", "4"):
         dps, ddrm = metrics["results"]["dps"][steps], metrics["results"]["ddrm"][steps]
         assert "NaN or Inf" in dps["ours"]["diverged"] and dps["ours"]["psnr"] is None
@@ -112,6 +113,7 @@ def test_a_run_that_diverges_is_recorded_and_the_bench_goes_on(tmp_path):
     theirs = metrics["results"]["dps"]["4"]["theirs"]["spread"]
     assert f"| dps | 4 | 2 | diverged / {theirs['psnr_sample']:.2f} ± " in table
     assert (tmp_path / "bench.png").stat().st_size > 0
+    assert "floor" not in table
 
 
 def test_the_natural_prior_is_benched_on_its_held_out_crops(tmp_path):
