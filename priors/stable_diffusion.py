@@ -113,6 +113,17 @@ class DiffusersAutoencoder(Autoencoder):
         return self.vae.decode((z / self.scale + self.shift).to(dtype)).sample.to(z.dtype)
 
 
+def _prompt_list(prompts: str | Sequence[str]) -> list[str]:
+    """A prompt or a non-empty sequence of prompts as a list of strings (else a TypeError)."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, Sequence) or not prompts:
+        raise TypeError("prompts must be a string or a non-empty list of strings")
+    if not all(isinstance(p, str) for p in prompts):
+        raise TypeError("prompts must be strings")
+    return list(prompts)
+
+
 class TextPrompts(nn.Module):
     r"""Prompts to ``prompt_embeds`` with a pipeline's CLIP tokenizer and text encoder, as its
     ``encode_prompt``: tokens padded (and truncated) to the tokenizer's ``model_max_length``,
@@ -126,14 +137,9 @@ class TextPrompts(nn.Module):
     @torch.no_grad()
     def encode(self, prompts: str | Sequence[str]) -> Tensor:
         r"""The embeddings of ``prompts`` (a string or a list of strings), :math:`(B, L, D)`."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if not isinstance(prompts, Sequence) or not prompts:
-            raise TypeError("prompts must be a string or a non-empty list of strings")
-        if not all(isinstance(p, str) for p in prompts):
-            raise TypeError("prompts must be strings")
+        prompts = _prompt_list(prompts)
         tokens = self.tokenizer(
-            list(prompts),
+            prompts,
             padding="max_length",
             max_length=self.tokenizer.model_max_length,
             truncation=True,
@@ -159,14 +165,9 @@ class PipelinePrompts(nn.Module):
     @torch.no_grad()
     def encode(self, prompts: str | Sequence[str]) -> dict[str, Tensor]:
         """The conditions of ``prompts`` (a string or a list of strings)."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if not isinstance(prompts, Sequence) or not prompts:
-            raise TypeError("prompts must be a string or a non-empty list of strings")
-        if not all(isinstance(p, str) for p in prompts):
-            raise TypeError("prompts must be strings")
+        prompts = _prompt_list(prompts)
         embeds, _, pooled, _ = self.pipeline.encode_prompt(
-            list(prompts), None, None, do_classifier_free_guidance=False
+            prompts, None, None, do_classifier_free_guidance=False
         )
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 

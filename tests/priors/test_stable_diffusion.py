@@ -36,16 +36,38 @@ def _tokenizer(folder):
     )
 
 
+def _vae(**extra):
+    """A tiny AutoencoderKL: images 3 x 16 x 16 to latents 4 x 8 x 8."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=[8, 16], in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+        norm_num_groups=4, sample_size=16, **extra,
+    )  # fmt: skip
+
+
+def _clip_config(tokenizer, hidden):
+    """A tiny CLIP text encoder's configuration for ``tokenizer`` (width ``hidden``)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, hidden_size=hidden, intermediate_size=24,
+        num_attention_heads=2, num_hidden_layers=2, vocab_size=len(tokenizer),
+        max_position_embeddings=16, projection_dim=hidden,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A tiny StableDiffusionPipeline (latents 4 x 8 x 8, images 3 x 16 x 16) saved to disk."""
     from diffusers import (
-        AutoencoderKL,
         DDIMScheduler,
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     root = tmp_path_factory.mktemp("sd")
     tokenizer = _tokenizer(root / "vocabulary")
@@ -56,17 +78,8 @@ def saved(tmp_path_factory):
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
         attention_head_dim=2, norm_num_groups=4,
     )  # fmt: skip
-    vae = AutoencoderKL(
-        block_out_channels=[8, 16], in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-        norm_num_groups=4, sample_size=16,
-    )  # fmt: skip
-    config = CLIPTextConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, hidden_size=16, intermediate_size=24,
-        num_attention_heads=2, num_hidden_layers=2, vocab_size=len(tokenizer),
-        max_position_embeddings=16, projection_dim=16,
-    )  # fmt: skip
+    vae = _vae()
+    config = _clip_config(tokenizer, 16)
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
         set_alpha_to_one=False, steps_offset=1,
@@ -163,12 +176,11 @@ def saved_3(tmp_path_factory):
     """A tiny StableDiffusion3Pipeline without T5 (latents 4 x 8 x 8, images 3 x 16 x 16, time
     shift 3) saved to disk."""
     from diffusers import (
-        AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
         SD3Transformer2DModel,
         StableDiffusion3Pipeline,
     )
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+    from transformers import CLIPTextModelWithProjection
 
     root = tmp_path_factory.mktemp("sd3")
     tokenizer = _tokenizer(root / "vocabulary")
@@ -178,22 +190,12 @@ def saved_3(tmp_path_factory):
         attention_head_dim=8, num_attention_heads=2, joint_attention_dim=64,
         caption_projection_dim=16, pooled_projection_dim=64, pos_embed_max_size=16,
     )  # fmt: skip
-    vae = AutoencoderKL(
-        block_out_channels=[8, 16], in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-        norm_num_groups=4, sample_size=16, scaling_factor=1.5305, shift_factor=0.0609,
-        use_quant_conv=False, use_post_quant_conv=False,
-    )  # fmt: skip
+    vae = _vae(
+        scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False
+    )  # SD3's scaling and shift
 
     def clip():
-        return CLIPTextModelWithProjection(
-            CLIPTextConfig(
-                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id, hidden_size=32, intermediate_size=24,
-                num_attention_heads=2, num_hidden_layers=2, vocab_size=len(tokenizer),
-                max_position_embeddings=16, projection_dim=32,
-            )
-        )  # fmt: skip
+        return CLIPTextModelWithProjection(_clip_config(tokenizer, 32))
 
     pipe = StableDiffusion3Pipeline(
         transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
