@@ -1,6 +1,6 @@
 r"""
 A latent prior: an autoencoder, a prior on its latents, pixel measurements
-========================================================================
+==========================================================================
 
 A :class:`priors.LatentPrior` pairs a :class:`priors.Autoencoder` with a denoiser of its
 latents. Here both are fitted in a second on scikit-learn's 8x8 digits: the autoencoder is
