@@ -17,6 +17,7 @@ from priors.classifier import Classifier
 from priors.colour import LumaChroma, PerChannel
 from priors.conditions import fixed_conditions
 from priors.contrastive import ContrastiveLikelihood, Encoder
+from priors.conv_autoencoder import ConvAutoencoder
 from priors.cost import Cost, measure, record
 from priors.critic import Critic
 from priors.denoiser import Denoiser, Wrapper
@@ -49,6 +50,7 @@ __all__ = [
     "Autoencoder",
     "Classifier",
     "ContrastiveLikelihood",
+    "ConvAutoencoder",
     "CosineSchedule",
     "Cost",
     "Critic",

@@ -1,8 +1,14 @@
 r"""A trained network as a :class:`~priors.denoiser.Denoiser`.
 
-:class:`UNetDenoiser` wraps a :class:`~priors.unet.UNet` trained to predict the velocity
-:math:`v = \alpha_t \epsilon - \sigma_t x` (Salimans & Ho, 2022), whose error is balanced
-across noise levels, and returns :math:`\hat x` through :func:`priors.tweedie.x0_from_v`.
+:class:`UNetDenoiser` wraps a :class:`~priors.unet.UNet` trained to predict either
+
+- ``prediction="v"``: the velocity :math:`v = \alpha_t \epsilon - \sigma_t x` (Salimans & Ho,
+  2022), whose error is balanced across noise levels, turned into :math:`\hat x` by
+  :func:`priors.tweedie.x0_from_v`; or
+- ``prediction="flow"``: the flow-matching velocity :math:`u = \dot\alpha_t x +
+  \dot\sigma_t \epsilon` (Lipman et al., 2023; :math:`\epsilon - x` on the
+  :class:`~priors.RectifiedSchedule`), turned into :math:`\hat x` by
+  :func:`priors.tweedie.x0_from_flow` (defined at pure noise, :math:`\alpha_t = 0`).
 Class-conditional networks take ``label`` (long, shape :math:`(B,)`); ``label=None`` and
 negative entries ask for the unconditional prediction the network learned through condition
 dropout (Ho & Salimans, 2022), so one network serves classifier-free guidance.
@@ -11,6 +17,8 @@ References:
     | Progressive Distillation for Fast Sampling of Diffusion Models (Salimans & Ho, 2022)
     | https://arxiv.org/abs/2202.00512
     | Classifier-Free Diffusion Guidance (Ho & Salimans, 2022) https://arxiv.org/abs/2207.12598
+    | Flow Matching for Generative Modeling (Lipman et al., 2023)
+    | https://arxiv.org/abs/2210.02747
 """
 
 from __future__ import annotations
@@ -23,10 +31,13 @@ from torch import Tensor
 
 from priors.denoiser import Denoiser
 from priors.schedules import Schedule
-from priors.tweedie import x0_from_v
+from priors.tweedie import x0_from_flow, x0_from_v
 from priors.unet import UNet
 
-__all__ = ["UNetDenoiser", "check_label"]
+__all__ = ["PREDICTIONS", "UNetDenoiser", "check_label"]
+
+#: What a :class:`UNetDenoiser`'s network may predict (see the module).
+PREDICTIONS = ("v", "flow")
 
 
 def check_label(label: Tensor | int | None, batch: int, num_classes: int) -> Tensor | None:
@@ -49,19 +60,27 @@ def check_label(label: Tensor | int | None, batch: int, num_classes: int) -> Ten
 
 
 class UNetDenoiser(Denoiser):
-    r"""A v-prediction U-Net as a denoiser.
+    r"""A U-Net that predicts the velocity (v or flow-matching) as a denoiser.
 
     Arguments:
         network: The U-Net (input and output channels equal to the data's).
-        schedule: The schedule it was trained with.
+        schedule: The schedule it was trained with (for ``prediction="flow"``, one with
+            :meth:`~priors.Schedule.derivatives`, usually the rectified one).
         shape: One sample's shape :math:`(C, H, W)`; for fully convolutional networks any
             :math:`H, W` divisible by the network's factor also work.
+        prediction: ``"v"`` or ``"flow"`` (see the module): what the network was trained to
+            predict.
     """
 
-    def __init__(self, network: UNet, schedule: Schedule, shape: Sequence[int]) -> None:
+    def __init__(
+        self, network: UNet, schedule: Schedule, shape: Sequence[int], prediction: str = "v"
+    ) -> None:
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         super().__init__(schedule)
         self.network = network
         self.shape = tuple(int(n) for n in shape)
+        self.prediction = prediction
 
     @property
     def num_classes(self) -> int:
@@ -83,5 +102,7 @@ class UNetDenoiser(Denoiser):
         if label is not None:
             label = label.to(x_t.device)
         dtype = next(self.network.parameters()).dtype
-        v = self.network(x_t.to(dtype), t.expand(x_t.shape[0]), label).to(x_t.dtype)
-        return x0_from_v(x_t, v, *self.schedule(t))
+        out = self.network(x_t.to(dtype), t.expand(x_t.shape[0]), label).to(x_t.dtype)
+        if self.prediction == "flow":
+            return x0_from_flow(x_t, out, *self.schedule(t), *self.schedule.derivatives(t))
+        return x0_from_v(x_t, out, *self.schedule(t))

@@ -36,7 +36,7 @@ from priors.weights import WEIGHTS, available, load, read
 __all__ = ["from_path"]
 
 #: Weight-file kinds that are denoisers.
-_DENOISERS = ("denoiser", "mlp_denoiser")
+_DENOISERS = ("denoiser", "latent", "mlp_denoiser")
 _ACCEPTED = (
     "a shipped prior name ({names}), a diffusers pipeline folder (unet/ and scheduler/), a "
     ".safetensors file of ours, or a guided-diffusion (ADM) checkpoint (.pt, .pth, "

@@ -47,6 +47,7 @@ __all__ = [
     "append_dims",
     "coefficients",
     "eps_from_x0",
+    "flow_from_noise",
     "flow_from_x0",
     "likelihood_gain",
     "score_from_x0",
@@ -146,6 +147,14 @@ def flow_from_x0(
     else:
         eps = torch.where(s > 0, (x_t - a * x_hat) / torch.where(s > 0, s, 1), 0)
     return da * x_hat + ds * eps
+
+
+def flow_from_noise(x: Tensor, eps: Tensor, d_alpha: Tensor, d_sigma: Tensor) -> Tensor:
+    r"""The velocity :math:`u = \dot\alpha_t x + \dot\sigma_t \epsilon` of :math:`x_t` along
+    a clean sample and its noise: the regression target of flow-matching training (on the
+    rectified schedule :math:`u = \epsilon - x`)."""
+    da, ds = coefficients(x, d_alpha, d_sigma)
+    return da * x + ds * eps
 
 
 def x0_from_flow(

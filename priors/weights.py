@@ -2,9 +2,12 @@ r"""Weights we ship, and the one way to read and write them: safetensors files w
 metadata holds the architecture, so loading is one call and never unpickles code.
 
 A weight file ``<name>.safetensors`` has the metadata keys ``kind`` (``denoiser`` or
-``classifier``: a U-Net; ``mlp_denoiser``, ``critic`` or ``gaussian_policy``: the networks
-of diffusion policies), ``config`` (JSON: the network's arguments, the schedule, the data
-shape, the classes) and ``sha256``, and its tensors are the module's ``state_dict``.
+``classifier``: a U-Net; ``autoencoder``: a :class:`~priors.conv_autoencoder.ConvAutoencoder`;
+``latent``: a :class:`~priors.LatentPrior` of both, config ``{"autoencoder": ...,
+"denoiser": ...}``; ``mlp_denoiser``, ``critic`` or ``gaussian_policy``: the networks of
+diffusion policies), ``config`` (JSON: the network's arguments, the schedule, the data
+shape, the classes; for U-Net denoisers what the network predicts, ``"v"`` or ``"flow"``,
+``"v"`` when absent) and ``sha256``, and its tensors are the module's ``state_dict``.
 The hash (:func:`content_hash`) covers every tensor's name, dtype, shape and bytes and the
 other metadata, so a flipped bit in a weight or an edited schedule is refused on load rather
 than sampled from. A card ``<name>.md`` beside it says what data, split and command produced
@@ -31,12 +34,20 @@ from safetensors.torch import safe_open, save_file
 from torch import nn
 
 from priors.classifier import Classifier
+from priors.conv_autoencoder import ConvAutoencoder
 from priors.critic import Critic
 from priors.files import atomic_write
 from priors.gaussian_policy import GaussianPolicy
+from priors.latent import LatentPrior
 from priors.mlp import MLP, MLPDenoiser
 from priors.network import UNetDenoiser
-from priors.schedules import CosineSchedule, EDMSchedule, LinearSchedule, Schedule
+from priors.schedules import (
+    CosineSchedule,
+    EDMSchedule,
+    LinearSchedule,
+    RectifiedSchedule,
+    Schedule,
+)
 from priors.unet import UNet
 
 __all__ = [
@@ -59,6 +70,7 @@ _SCHEDULES: dict[str, type[Schedule]] = {
     "cosine": CosineSchedule,
     "linear": LinearSchedule,
     "edm": EDMSchedule,
+    "rectified": RectifiedSchedule,
 }
 
 
@@ -74,7 +86,14 @@ def build(kind: str, config: dict[str, Any]) -> nn.Module:
     """The (untrained) module a weight file's metadata describes."""
     if kind == "denoiser":
         network = UNet(**config["network"])
-        return UNetDenoiser(network, _schedule(config["schedule"]), config["shape"])
+        prediction = config.get("prediction", "v")  # files before flow priors: v
+        return UNetDenoiser(network, _schedule(config["schedule"]), config["shape"], prediction)
+    if kind == "autoencoder":
+        return ConvAutoencoder(**config)
+    if kind == "latent":
+        return LatentPrior(
+            build("autoencoder", config["autoencoder"]), build("denoiser", config["denoiser"])
+        )
     if kind == "classifier":
         encoder = UNet(**config["network"], encoder_only=True)
         schedule = None if config.get("schedule") is None else _schedule(config["schedule"])
@@ -91,7 +110,15 @@ def build(kind: str, config: dict[str, Any]) -> nn.Module:
 
 
 #: The kinds of module a weight file holds.
-KINDS = ("denoiser", "classifier", "mlp_denoiser", "critic", "gaussian_policy")
+KINDS = (
+    "denoiser",
+    "classifier",
+    "autoencoder",
+    "latent",
+    "mlp_denoiser",
+    "critic",
+    "gaussian_policy",
+)
 
 
 def _schedule_config(schedule: Schedule) -> dict[str, Any]:
@@ -248,12 +275,17 @@ def available() -> list[str]:
     return sorted(p.stem for p in WEIGHTS.glob("*.safetensors"))
 
 
-def load(name: str) -> UNetDenoiser:
-    """A shipped prior by name (``"digits"``, ``"textures"``), ready to sample."""
+def load(name: str) -> UNetDenoiser | LatentPrior:
+    """A shipped prior by name (``"digits"``, ``"textures"``, ``"natural"``,
+    ``"natural-flow"``; a latent prior, kind ``latent``, as a :class:`~priors.LatentPrior`),
+    ready to sample."""
     path = WEIGHTS / f"{name}.safetensors"
     if not path.is_file():
         raise ValueError(f"no shipped prior {name!r}; available: {available()}")
-    return read(path, kind="denoiser")
+    module = read(path)
+    if not isinstance(module, UNetDenoiser | LatentPrior):
+        raise ValueError(f"{path} holds a {type(module).__name__}, not a denoiser")  # noqa: TRY004
+    return module
 
 
 def load_classifier(name: str, noisy: bool) -> Classifier:

@@ -165,7 +165,12 @@ class Textures:
 
 #: The held-out data of each shipped prior (``natural``: 128x128 crops of the held-out
 #: photographs, :mod:`experiments.shared.photographs`).
-DATA = {"digits": Digits, "textures": Textures, "natural": partial(Photographs, crop=128)}
+DATA = {
+    "digits": Digits,
+    "textures": Textures,
+    "natural": partial(Photographs, crop=128),
+    "natural-flow": partial(Photographs, crop=128),  # the flow-matching twin: the same data
+}
 
 
 def held_out(name: str, images: int) -> Tensor:

@@ -8,10 +8,23 @@ r"""Train a shipped prior or classifier.
 Objectives:
 
 - denoisers: v-prediction, :math:`\lVert v_\theta(x_t, t, c) - (\alpha_t \epsilon -
-  \sigma_t x) \rVert^2` with :math:`t \sim U(0, 1)` (or, with ``time_sampling``, the
-  log-normal noise levels of Karras et al. 2022 mixed with uniform times: see
-  :func:`draw_times`) and the label replaced by the null class with probability
+  \sigma_t x) \rVert^2`, or with ``prediction: flow`` flow matching (Lipman et al., 2023),
+  :math:`\lVert u_\theta(x_t, t, c) - (\dot\alpha_t x + \dot\sigma_t \epsilon) \rVert^2`
+  (:math:`\epsilon - x` on the rectified schedule), with :math:`t \sim U(0, 1)` (or, with
+  ``time_sampling``, the log-normal noise levels of Karras et al. 2022 mixed with uniform
+  times: see :func:`draw_times`; on the rectified schedule, where :math:`\ln(\sigma_t /
+  \alpha_t) = \operatorname{logit}(t)`, these are the logit-normal times of Stable Diffusion
+  3, Esser et al. 2024) and the label replaced by the null class with probability
   ``cond_dropout`` (classifier-free guidance from one network);
+- autoencoders (the first stage of a latent prior, :class:`priors.ConvAutoencoder`):
+  :math:`\lVert D(z) - x \rVert_1` for a draw :math:`z \sim q(z \mid x)` plus
+  ``kl_weight`` times :math:`\mathrm{KL}(q(z \mid x) \,\|\, \mathcal{N}(0, I))`, both summed
+  per image (Rombach et al., 2022, without their perceptual and adversarial terms); at the
+  end the latents' scale is set to one over the standard deviation of the training
+  latents;
+- latent priors (``kind: latent``): the denoiser loss above on the latents
+  :math:`E(x)` of the frozen ``autoencoder`` (a shipped name or a file), exported with it
+  as one :class:`priors.LatentPrior`;
 - noise-conditional classifiers: cross-entropy on :math:`x_t` over all :math:`t`;
 - clean classifiers: cross-entropy on clean images shifted by up to one pixel.
 
@@ -21,7 +34,8 @@ weights and dropout; written atomically every ``checkpoint_every`` steps): runni
 command again resumes there, bit for bit on the CPU, so a killed run loses at most that
 many steps. At the
 end the EMA weights are written as ``<name>.safetensors`` with the metrics (held-out
-denoising MSE against the Wiener filter of the training split, or held-out accuracy) in
+denoising MSE against the Wiener filter of the training split, in latent space for a
+latent prior; the autoencoder's held-out reconstruction PSNR; or held-out accuracy) in
 ``metrics.json`` and a card ``<name>.md``; ``install=true`` copies both into
 ``priors/weights``.
 """
@@ -31,31 +45,37 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import shutil
 import time
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from experiments.shared.build import build
+from experiments.shared.metrics import psnr
 from experiments.shared.report import finish
 from experiments.shared.runs import launch, prepare_run, write_metrics
-from priors import GaussianMixture, diffuse
+from priors import GaussianMixture, LatentPrior, diffuse
 from priors.classifier import Classifier
+from priors.conv_autoencoder import ConvAutoencoder
 from priors.denoising import denoise, noise_time
 from priors.files import atomic_write, atomic_write_text
 from priors.network import UNetDenoiser
 from priors.schedules import Schedule
-from priors.tweedie import v_from_noise
+from priors.tweedie import flow_from_noise, v_from_noise
 from priors.weights import WEIGHTS, save
 from priors.weights import build as build_module
+from priors.weights import read as read_weights
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +89,34 @@ def device_of(name: str) -> torch.device:
     return torch.device(name)
 
 
-def module_config(cfg: DictConfig) -> dict[str, Any]:
-    """The architecture part of the config, as saved in the weight file."""
+def read_autoencoder(source: str) -> ConvAutoencoder:
+    """The frozen autoencoder of a latent prior: a shipped name or a weight file."""
+    path = WEIGHTS / f"{source}.safetensors"
+    if not path.is_file():
+        path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"autoencoder {source!r} is neither a shipped autoencoder nor a file; train one "
+            "first (e.g. python -m experiments.training.train prior=natural-autoencoder "
+            "install=true)"
+        )
+    autoencoder = read_weights(path, kind="autoencoder")
+    assert isinstance(autoencoder, ConvAutoencoder)
+    return autoencoder.requires_grad_(False)
+
+
+def module_config(cfg: DictConfig, autoencoder: ConvAutoencoder | None = None) -> dict[str, Any]:
+    """The architecture part of the config, as saved in the weight file (for a latent prior,
+    the denoiser's; :func:`latent_config` adds the autoencoder's)."""
+    if cfg.kind == "autoencoder":
+        return {"shape": list(cfg.shape), **OmegaConf.to_container(cfg.network)}
     config = {"network": OmegaConf.to_container(cfg.network)}
-    if cfg.kind == "denoiser":
-        config |= {"schedule": OmegaConf.to_container(cfg.schedule), "shape": list(cfg.shape)}
+    if cfg.kind in ("denoiser", "latent"):
+        config |= {
+            "schedule": OmegaConf.to_container(cfg.schedule),
+            "shape": list(cfg.shape),
+            "prediction": str(cfg.get("prediction", "v")),
+        }
     else:
         schedule = cfg.get("schedule")
         config |= {
@@ -81,6 +124,36 @@ def module_config(cfg: DictConfig) -> dict[str, Any]:
             "num_classes": int(cfg.num_classes),
         }
     return config
+
+
+def autoencoder_config(autoencoder: ConvAutoencoder) -> dict[str, Any]:
+    """What rebuilds ``autoencoder`` (with its scale)."""
+    return {"shape": list(autoencoder.shape), **autoencoder.arguments, "scale": autoencoder.scale}
+
+
+class Encoded:
+    """A data set's images as the latents of a frozen autoencoder (its scaled posterior
+    means; the latent prior is trained on these, as the latent methods encode)."""
+
+    def __init__(self, data: Any, autoencoder: ConvAutoencoder) -> None:
+        self.data, self.autoencoder = data, autoencoder
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        device = next(self.autoencoder.parameters()).device
+        chunks = [self.autoencoder.apply_encoder(c.to(device)).cpu() for c in x.split(256)]
+        return torch.cat(chunks)
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        x, label = self.data.sample(n, generator)
+        return self.encode(x), label
+
+    def fit_set(self, generator: torch.Generator) -> Tensor:
+        return self.encode(self.data.fit_set(generator))
+
+    def evaluation(self) -> tuple[Tensor, Tensor]:
+        x, label = self.data.evaluation()
+        return self.encode(x), label
 
 
 def draw_times(schedule: Schedule, n: int, spec: Any, generator: torch.Generator) -> Tensor | None:
@@ -146,11 +219,18 @@ def denoiser_loss(
     generator: torch.Generator,
     time_sampling: Any = None,
 ) -> Tensor:
-    """The v-prediction loss with condition dropout, at times from :func:`draw_times`."""
+    """The regression loss of the model's prediction (v or flow matching) with condition
+    dropout, at times from :func:`draw_times`."""
     b = x.shape[0]
     t = draw_times(model.schedule, b, time_sampling, generator)
     n = diffuse(model.schedule, x, generator, t)
-    v = v_from_noise(x, n.eps, n.alpha_t, n.sigma_t)
+    if model.prediction == "flow":
+        rates = (
+            c.to(x.dtype).view(-1, *[1] * (x.ndim - 1)) for c in model.schedule.derivatives(n.t)
+        )
+        target = flow_from_noise(x, n.eps, *rates)
+    else:
+        target = v_from_noise(x, n.eps, n.alpha_t, n.sigma_t)
     if model.num_classes:
         drop = torch.rand(b, generator=generator) < dropout
         label = torch.where(drop, -1, label)
@@ -159,7 +239,21 @@ def denoiser_loss(
     device = next(model.parameters()).device
     label = None if label is None else label.to(device)
     prediction = model.network(n.x_t.to(device), n.t.to(device), label)
-    return nn.functional.mse_loss(prediction, v.to(device))
+    return nn.functional.mse_loss(prediction, target.to(device))
+
+
+def autoencoder_loss(
+    model: ConvAutoencoder, x: Tensor, generator: torch.Generator, kl_weight: float
+) -> Tensor:
+    """The reconstruction loss of a draw from the encoder's posterior plus the weighted KL
+    penalty, each summed per image and averaged over the batch."""
+    device = next(model.parameters()).device
+    x = x.to(device)
+    mean, log_var = model.posterior(x)
+    noise = torch.randn(mean.shape, generator=generator).to(device)
+    z = mean + (0.5 * log_var).exp() * noise
+    reconstruction = (model.reconstruct(z) - x).abs().flatten(1).sum(1)
+    return (reconstruction + kl_weight * model.kl(mean, log_var)).mean()
 
 
 def classifier_loss(
@@ -217,6 +311,38 @@ def evaluate_denoiser(model: UNetDenoiser, train: Any, test: Any, seed: int) -> 
 
 
 @torch.no_grad()
+def evaluate_autoencoder(model: ConvAutoencoder, test: Any) -> dict[str, Any]:
+    """Held-out reconstruction :math:`D(E(x))` (the posterior mean decoded): PSNR on
+    :math:`[0, 1]` (mean over the crops, and its lowest), beside the latent's scale and
+    compression."""
+    x, _ = test.evaluation()
+    device = next(model.parameters()).device
+    out = torch.cat(
+        [model.apply_decoder(model.apply_encoder(c.to(device))).cpu() for c in x.split(64)]
+    )
+    scores = psnr(out.double().clamp(-1, 1), x.double())
+    latent = model.latent_shape
+    return {
+        "reconstruction_psnr": float(scores.mean()),
+        "reconstruction_psnr_min": float(scores.min()),
+        "scale": model.scale,
+        "pixels_per_latent_value": math.prod(model.shape) / math.prod(latent),
+        "heldout": len(x),
+    }
+
+
+def latent_scale(model: ConvAutoencoder, train: Any, seed: int) -> float:
+    """One over the standard deviation of the (unscaled) latents of the training set's fit
+    crops: the scale that gives the latent prior unit-variance data, as Stable Diffusion's
+    0.18215 does for its autoencoder."""
+    with torch.no_grad():
+        x = train.fit_set(torch.Generator().manual_seed(seed))
+        device = next(model.parameters()).device
+        z = torch.cat([model.posterior(c.to(device))[0].cpu() for c in x.split(64)])
+    return float(1 / z.double().std())
+
+
+@torch.no_grad()
 def evaluate_classifier(model: Classifier, test: Any, seed: int) -> dict[str, Any]:
     """Held-out accuracy (clean), or accuracy at several times (noise-conditional)."""
     x, label = test.evaluation()
@@ -238,16 +364,32 @@ def _atomic_torch_save(state: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def card(cfg: DictConfig, metrics: dict[str, Any], provenance: str | None = None) -> str:
-    """The weight file's card: data, split, command, metrics (and the data's sources and
-    licences where the data set lists them)."""
+#: Overrides that do not change the weights a run trains (left out of the card's command).
+_UNRECORDED = ("prior=", "steps=", "install=", "progress=", "threads=", "checkpoint_every=")
+
+
+def command(cfg: DictConfig, steps: int, overrides: Sequence[str] = ()) -> str:
+    """The command that trains these weights: the prior, the run's other overrides (those
+    that change the weights) and the steps done."""
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(_UNRECORDED)]
+    parts = ["python -m experiments.training.train", f"prior={cfg.name}", *kept]
+    return " ".join([*parts, f"steps={steps}", "install=true"])
+
+
+def card(
+    cfg: DictConfig,
+    metrics: dict[str, Any],
+    provenance: str | None = None,
+    overrides: Sequence[str] = (),
+) -> str:
+    """The weight file's card: data, split, command (with the run's overrides), metrics (and
+    the data's sources and licences where the data set lists them)."""
     sources = f"\n## Data sources\n\n{provenance}" if provenance else ""
     return (
         f"# {cfg.name}\n\n"
         f"- kind: {cfg.kind}\n"
         f"- data: {cfg.data_description}\n"
-        f"- command: `python -m experiments.training.train prior={cfg.name} "
-        f"steps={metrics['steps']} install=true`\n"
+        f"- command: `{command(cfg, metrics['steps'], overrides)}`\n"
         f"- steps: {metrics['steps']}, batch {cfg.batch_size}, lr {cfg.lr}, EMA {cfg.ema}, "
         f"seed {cfg.seed}, device {metrics['device']}, wall time {metrics['wall_s']:.0f} s\n"
         f"- parameters: {metrics['parameters']}\n\n"
@@ -256,8 +398,9 @@ def card(cfg: DictConfig, metrics: dict[str, Any], provenance: str | None = None
     )
 
 
-def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Trains (or resumes) the configured model in ``out_dir`` and exports it."""
+def train(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Trains (or resumes) the configured model in ``out_dir`` and exports it; the card's
+    command carries ``overrides`` (the command line's)."""
     if int(cfg.steps) < 1 or int(cfg.batch_size) < 1:
         raise ValueError("steps and batch_size must be positive")
     if not 0 <= float(cfg.ema) < 1:
@@ -266,12 +409,24 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     torch.set_num_threads(int(cfg.threads))
     budget = None if cfg.get("max_minutes") is None else 60 * float(cfg.max_minutes)
     milestones = check_milestones(cfg.get("lr_milestones"))
+    autoencoder = None
+    if cfg.kind == "latent":
+        if cfg.get("autoencoder") is None:
+            raise ValueError("a latent prior needs autoencoder=<shipped name or weight file>")
+        autoencoder = read_autoencoder(str(cfg.autoencoder)).to(device)
+        if tuple(cfg.shape) != autoencoder.latent_shape:
+            raise ValueError(
+                f"shape must be the autoencoder's latent shape {list(autoencoder.latent_shape)}, "
+                f"got {list(cfg.shape)}"
+            )
     config = module_config(cfg)
     torch.manual_seed(int(cfg.seed))  # initial weights and dropout use the global generator
-    model = build_module(cfg.kind, config).train().to(device)
+    model = build_module("denoiser" if autoencoder else cfg.kind, config).train().to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimiser = torch.optim.AdamW(model.parameters(), lr=float(cfg.lr), weight_decay=0.0)
     data = build(cfg.data, split="train")
+    if autoencoder is not None:
+        data = Encoded(data, autoencoder)
     generator = torch.Generator().manual_seed(int(cfg.seed))
     step, elapsed = 0, 0.0
     checkpoint = out_dir / "checkpoint.pt"
@@ -294,10 +449,12 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         warmup = min(1.0, (step + 1) / int(cfg.warmup))
         for group in optimiser.param_groups:
             group["lr"] = float(cfg.lr) * warmup * decay(milestones, step)
-        if cfg.kind == "denoiser":
+        if cfg.kind in ("denoiser", "latent"):
             loss = denoiser_loss(
                 model, x, label, float(cfg.cond_dropout), generator, cfg.get("time_sampling")
             )
+        elif cfg.kind == "autoencoder":
+            loss = autoencoder_loss(model, x, generator, float(cfg.kl_weight))
         else:
             loss = classifier_loss(model, x, label, generator)
         if not torch.isfinite(loss):
@@ -331,8 +488,19 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     bar.close()
     wall = time.perf_counter() - start
     test = build(cfg.data, split="test")
+    kind, exported = str(cfg.kind), ema
     if cfg.kind == "denoiser":
         evaluation = evaluate_denoiser(ema, data, test, int(cfg.seed))
+    elif cfg.kind == "latent":
+        assert autoencoder is not None
+        evaluation = evaluate_denoiser(ema, data, Encoded(test, autoencoder), int(cfg.seed))
+        evaluation["autoencoder"] = evaluate_autoencoder(autoencoder, test)
+        config = {"autoencoder": autoencoder_config(autoencoder), "denoiser": config}
+        exported = LatentPrior(autoencoder, ema)
+    elif cfg.kind == "autoencoder":
+        ema.scale = latent_scale(ema, data, int(cfg.seed))
+        config = autoencoder_config(ema)
+        evaluation = evaluate_autoencoder(ema, test)
     else:
         evaluation = evaluate_classifier(ema, test, int(cfg.seed))
     metrics = {
@@ -343,9 +511,10 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in ema.parameters()),
         "evaluation": evaluation,
     }
-    weights = save(ema.cpu(), out_dir / f"{cfg.name}.safetensors", str(cfg.kind), config)
-    provenance = data.provenance() if hasattr(data, "provenance") else None
-    atomic_write_text(out_dir / f"{cfg.name}.md", card(cfg, metrics, provenance))
+    weights = save(exported.cpu(), out_dir / f"{cfg.name}.safetensors", kind, config)
+    source = data.data if isinstance(data, Encoded) else data
+    provenance = source.provenance() if hasattr(source, "provenance") else None
+    atomic_write_text(out_dir / f"{cfg.name}.md", card(cfg, metrics, provenance, overrides))
     if cfg.install:
         WEIGHTS.mkdir(exist_ok=True)
         shutil.copyfile(weights, WEIGHTS / weights.name)
@@ -358,9 +527,10 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 @hydra.main(version_base=None, config_path="../configs/train", config_name="train")
 def main(cfg: DictConfig) -> None:
     out_dir = prepare_run(cfg)  # unknown keys, wrong kinds of values, the run folder
+    overrides = list(HydraConfig.get().overrides.task)
     # resumes from its checkpoint (also with more steps), not through runs.resumable
-    metrics = train(cfg, out_dir)
-    finish(log, out_dir, card(cfg, metrics))
+    metrics = train(cfg, out_dir, overrides)
+    finish(log, out_dir, card(cfg, metrics, overrides=overrides))
 
 
 if __name__ == "__main__":

@@ -103,6 +103,106 @@ def test_the_natural_prior_trains_without_normalisation(tmp_path: Path):
     assert "| astronaut | held out | scikit-image |" in card and "| camera | train |" in card
 
 
+@pytest.mark.parametrize("name", ["natural", "natural-flow"])
+def test_the_loss_regresses_v_or_the_flow_velocity(name):
+    from experiments.shared.build import build
+    from experiments.training.train import denoiser_loss, module_config
+    from priors.noising import diffuse
+
+    with initialize_config_module(version_base=None, config_module="experiments.configs.train"):
+        cfg = compose(
+            "train",
+            overrides=[
+                f"prior={name}",
+                "network.channels=[8,16]",
+                "network.attention=[false,false]",
+            ],
+        )
+    model = priors.weights.build("denoiser", module_config(cfg))  # untrained: its output is 0
+    x = build(cfg.data, split="train").sample(4, torch.Generator().manual_seed(1))[0]
+    loss = denoiser_loss(model, x, None, 0.0, torch.Generator().manual_seed(2), cfg.time_sampling)
+    g = torch.Generator().manual_seed(2)  # the same draws, the target written out
+    n = diffuse(model.schedule, x, g, draw_times(model.schedule, 4, cfg.time_sampling, g))
+    if name == "natural-flow":
+        assert model.prediction == "flow" and isinstance(model.schedule, priors.RectifiedSchedule)
+        target = n.eps - x  # flow matching on x_t = (1 - t) x + t eps
+    else:
+        assert model.prediction == "v" and isinstance(model.schedule, priors.CosineSchedule)
+        target = n.alpha_t * n.eps - n.sigma_t * x
+    torch.testing.assert_close(loss, target.pow(2).mean())
+
+
+def test_the_flow_twin_trains_and_loads_as_a_flow_prior(tmp_path: Path):
+    with initialize_config_module(version_base=None, config_module="experiments.configs.train"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "prior=natural-flow", "network.channels=[8,16]", "network.attention=[false,false]",
+                "data.crop=32",
+                "shape=[1,32,32]", "batch_size=4", "steps=2", "warmup=2", "progress=false",
+                "device=cpu",
+            ],
+        )  # fmt: skip
+    train(cfg, tmp_path)
+    prior = priors.from_path(str(tmp_path / "natural-flow.safetensors"))
+    assert prior.prediction == "flow" and isinstance(prior.schedule, priors.RectifiedSchedule)
+    assert "prior=natural-flow" in (tmp_path / "natural-flow.md").read_text()
+
+
+def test_a_prior_config_overrides_the_app_defaults_and_the_card_records_the_overrides():
+    with initialize_config_module(version_base=None, config_module="experiments.configs.train"):
+        weak = compose("train", overrides=["prior=digits-weak"])
+        flow = compose("train", overrides=["prior=natural-flow", "warmup=7"])
+    assert weak.steps == 2000  # the prior's, over the app's defaults
+    assert flow.warmup == 7 and flow.prediction == "flow"  # the command line's, over both
+    from experiments.training.train import command
+
+    line = command(flow, 12, ["prior=natural-flow", "warmup=7", "install=true", "steps=9"])
+    assert line == (
+        "python -m experiments.training.train prior=natural-flow warmup=7 steps=12 install=true"
+    )
+
+
+def test_an_autoencoder_then_a_latent_prior_on_its_latents(tmp_path: Path):
+    common = [
+        "data.crop=32",
+        "batch_size=4",
+        "steps=2",
+        "warmup=2",
+        "progress=false",
+        "device=cpu",
+    ]
+    with initialize_config_module(version_base=None, config_module="experiments.configs.train"):
+        first = compose(
+            "train",
+            overrides=["prior=natural-autoencoder", "network.channels=[8,16]", "shape=[1,32,32]",
+                       *common],
+        )  # fmt: skip
+        metrics = train(first, tmp_path / "ae")
+        path = tmp_path / "ae" / "natural-autoencoder.safetensors"
+        second = compose(
+            "train",
+            overrides=["prior=natural-latent", f"autoencoder={path}", "network.channels=[8,16]",
+                       "network.attention=[false,false]", "shape=[3,16,16]", *common],
+        )  # fmt: skip
+        wrong = compose("train", overrides=["prior=natural-latent", f"autoencoder={path}"])
+    ae = priors.weights.read(path, kind="autoencoder")
+    assert ae.latent_shape == (3, 16, 16) and 0 < ae.scale != 1.0  # the scale was fitted
+    report = metrics["evaluation"]
+    assert report["pixels_per_latent_value"] == 32 * 32 / (3 * 16 * 16)
+    assert report["reconstruction_psnr_min"] <= report["reconstruction_psnr"]
+    train(second, tmp_path / "latent")
+    prior = priors.from_path(str(tmp_path / "latent" / "natural-latent.safetensors"))
+    assert isinstance(prior, priors.LatentPrior) and prior.pixel_shape == (1, 32, 32)
+    torch.testing.assert_close(prior.autoencoder.encoder[0].weight, ae.encoder[0].weight)
+    card = (tmp_path / "latent" / "natural-latent.md").read_text()
+    assert "reconstruction_psnr" in card and "mse_wiener" in card
+    with pytest.raises(ValueError, match="latent shape"):
+        train(wrong, tmp_path / "wrong")  # [3, 32, 32] is not this autoencoder's latent
+    with pytest.raises(FileNotFoundError, match="natural-autoencoder install=true"):
+        train(OmegaConf.merge(wrong, {"autoencoder": str(tmp_path / "none")}), tmp_path / "x")
+
+
 def test_the_learning_rate_decays_in_steps():
     milestones = check_milestones([[10, 0.5], [20, 0.4]])
     assert [decay(milestones, s) for s in (0, 9, 10, 19, 20, 99)] == [1, 1, 0.5, 0.5, 0.2, 0.2]

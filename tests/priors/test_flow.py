@@ -61,8 +61,9 @@ def test_the_flow_velocity_is_the_time_derivative_and_inverts(t_values, name, se
     eps = torch.randn(x.shape, generator=g, dtype=F64)
     x_t = alpha[:, None] * x + sigma[:, None] * eps
     u = tweedie.flow_from_x0(x_t, x, alpha, sigma, d_alpha, d_sigma)
-    # the definition: the velocity of x_t along the fixed (x, eps)
+    # the definition: the velocity of x_t along the fixed (x, eps), the training target
     torch.testing.assert_close(u, d_alpha[:, None] * x + d_sigma[:, None] * eps)
+    torch.testing.assert_close(tweedie.flow_from_noise(x, eps, d_alpha, d_sigma), u)
     back = tweedie.x0_from_flow(x_t, u, alpha, sigma, d_alpha, d_sigma)
     torch.testing.assert_close(back, x, rtol=1e-9, atol=1e-9)
 

@@ -46,6 +46,31 @@ def test_round_trip_is_exact_and_atomic(tmp_path):
     torch.testing.assert_close(loaded(x_t, t, label=label), model.eval()(x_t, t, label=label))
 
 
+def test_a_flow_matching_network_is_read_back_as_a_flow_denoiser(tmp_path):
+    config = {**CONFIG, "schedule": {"name": "rectified"}, "prediction": "flow"}
+    torch.manual_seed(0)
+    model = priors.weights.build("denoiser", config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    loaded = read(save(model, tmp_path / "flow.safetensors", "denoiser", config))
+    assert loaded.prediction == "flow" and isinstance(loaded.schedule, priors.RectifiedSchedule)
+    x_t = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    t = torch.tensor([0.3, 0.8, 1.0], dtype=torch.float64)  # 1.0: pure noise, alpha = 0
+    label = torch.tensor([0, 2, -1])
+    u = loaded.network(x_t.float(), t, label).double()
+    expected = x_t - t.view(-1, 1, 1, 1) * u  # x_hat = x_t - t u on the rectified schedule
+    torch.testing.assert_close(loaded(x_t, t, label=label), expected)
+    flow = priors.FlowDenoiser(lambda x, s, label: loaded.network(x.float(), s, label).double(),
+                               priors.RectifiedSchedule())  # fmt: skip
+    torch.testing.assert_close(flow(x_t, t, label=label), expected)
+    v = priors.weights.build("denoiser", {**config, "prediction": "v"})  # the same weights as v
+    v.load_state_dict(loaded.state_dict())
+    assert not torch.allclose(v(x_t[:2], t[:2], label=label[:2]), expected[:2])
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        priors.weights.build("denoiser", {**config, "prediction": "eps"})
+
+
 def test_corrupt_and_mismatched_files_name_the_file(tmp_path):
     path = save(_tiny(), tmp_path / "tiny.safetensors", "denoiser", CONFIG)
     data = path.read_bytes()
