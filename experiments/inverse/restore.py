@@ -72,7 +72,7 @@ from evaluation import interval_coverage
 from experiments.inverse.measured import read_measurement
 from experiments.inverse.restore_figures import figure
 from experiments.shared.baselines import BASELINES, applies, run_baseline, settings_for
-from experiments.shared.build import Method, build, build_method
+from experiments.shared.build import Method, build, build_method, space_mismatch
 from experiments.shared.catalogue import tuned_method, tuned_settings
 from experiments.shared.data import DATA, held_out
 from experiments.shared.images import image_files, read_images, write_png
@@ -174,7 +174,8 @@ def prepare_task(
             cfg.methods, tuned, str(method_name), str(cfg.prior), name, sigma_y
         )
         try:
-            methods[str(method_name)] = build_method(node, prior, op=op, y=y_rows, sigma_y=sigma_y)
+            built = build_method(node, prior, op=op, y=y_rows, sigma_y=sigma_y)
+            methods[str(method_name)] = space_mismatch(built, prior) or built
         except operators.UnsupportedOperator as error:
             methods[str(method_name)] = str(error)
         except (ValueError, TypeError) as error:  # a bad value or keyword: nothing runs
@@ -254,6 +255,13 @@ def run_task(
             "wall_s": wall,
             "tuned": task.tuned[method_name],
         }
+        if method.latent is not None:  # the autoencoder's calls, per sample
+            results[method_name] |= {
+                "decoder": cost.decoder,
+                "decoder_vjp": cost.decoder_vjp,
+                "encoder": cost.encoder,
+                "encoder_vjp": cost.encoder_vjp,
+            }
         log.info("%s: %s, %s (%.1f s)", name, method_name, _headline(results[method_name]), wall)
         grouped = x.view(y.shape[0], samples, *x.shape[1:])
         shown[method_name] = grouped.mean(1)
@@ -273,18 +281,20 @@ def markdown(tasks: dict[str, dict[str, dict[str, float]]]) -> str:
     calibrated = any("cover50" in r for methods in tasks.values() for r in methods.values())
     if calibrated:
         extra = (extra[0] + "cover 50% / 90% | ", extra[1] + "---|")
+    latent = any("decoder" in r for methods in tasks.values() for r in methods.values())
+    coder = (" decoder + VJP |", "---|") if latent else ("", "")
     lines = [
         (
             "| task | method | PSNR mean | SSIM mean | PSNR sample | SSIM sample | "
-            f"{extra[0]}residual | NFE | VJP | wall s |"
+            f"{extra[0]}residual | NFE | VJP | wall s |{coder[0]}"
         ),
-        f"|---|---|---|---|---|---|{extra[1]}---|---|---|---|",
+        f"|---|---|---|---|---|---|{extra[1]}---|---|---|---|{coder[1]}",
     ]
     for task, methods in tasks.items():
         for name, r in methods.items():
             refused = next((k for k in ("diverged", "not applicable") if k in r), None)
             if refused:
-                gaps = "|" * (8 + 2 * perceptual + calibrated)
+                gaps = "|" * (8 + 2 * perceptual + calibrated + latent)
                 lines.append(f"| {task} | {name} | {refused}: {r[refused]} {gaps}")
                 continue
             cost = f"{r['nfe']:.0f} | {r['vjp']:.0f} | {r['wall_s']:.1f}"
@@ -304,13 +314,25 @@ def markdown(tasks: dict[str, dict[str, dict[str, float]]]) -> str:
                 truth += (
                     f" | {r['cover50']:.2f} / {r['cover90']:.2f}" if "cover50" in r else " | -"
                 )
+            if latent:
+                cost += (
+                    f" | {r['decoder']:.0f} + {r['decoder_vjp']:.0f}" if "decoder" in r else " | -"
+                )
             lines.append(f"| {task} | {name} | {truth} | {r['residual']:.3f} | {cost} |")
     return "\n".join(lines) + "\n"
 
 
 def check_size(prior: priors.Denoiser, shape: tuple[int, ...], what: str) -> None:
     """Refuses, before any work, images whose channels or size the prior cannot take (it
-    runs once on an image-sized input)."""
+    runs once on an image-sized input); a latent prior takes its autoencoder's image shape."""
+    latent = priors.latent_of(prior)
+    if latent is not None:
+        if tuple(shape) != latent.pixel_shape:
+            raise ValueError(
+                f"{what} has shape {tuple(shape)}, the latent prior's autoencoder takes images "
+                f"of shape {latent.pixel_shape}: crop or resize the image to it"
+            )
+        return
     if shape[0] != prior.shape[0]:
         raise ValueError(
             f"{what} has {shape[0]} channel(s), the prior takes {prior.shape[0]}: convert "
@@ -327,9 +349,11 @@ def check_size(prior: priors.Denoiser, shape: tuple[int, ...], what: str) -> Non
 
 def load_prior(cfg: DictConfig) -> priors.Denoiser:
     """``priors.from_path(prior)`` on images of any size (:class:`priors.Tiled`, tiles of
-    side ``tile`` when an image is larger)."""
+    side ``tile`` when an image is larger); a latent prior as it is (its latent methods
+    decode whole latents)."""
     tile = None if cfg.tile is None else checks.integer(cfg.tile, "tile", low=1)
-    return priors.Tiled(priors.from_path(str(cfg.prior)), tile=tile)
+    prior = priors.from_path(str(cfg.prior))
+    return prior if isinstance(prior, priors.LatentPrior) else priors.Tiled(prior, tile=tile)
 
 
 COLOUR = {"luma_chroma": priors.LumaChroma, "per_channel": priors.PerChannel}

@@ -52,7 +52,9 @@ class Method:
     """A configured restoration method: a sampler run on a (possibly guided) denoiser, with
     an optional post-step projection, on a time grid of kind ``grid``
     (:func:`guided.time_grid`); or a peer's own loop (``peer``), called the same way (it
-    takes only the number of steps from the grid)."""
+    takes only the number of steps from the grid). On a :class:`priors.LatentPrior` the run
+    starts from latent noise and its latents are decoded (one decoder pass per sample,
+    counted), so callers see images either way."""
 
     sampler: Any
     denoiser: priors.Denoiser
@@ -66,6 +68,11 @@ class Method:
         floor = {} if self.grid_sigma_min is None else {"sigma_min": self.grid_sigma_min}
         return guided.time_grid(steps, self.grid, schedule=self.denoiser.schedule, **floor)
 
+    @property
+    def latent(self) -> priors.LatentPrior | None:
+        """The latent prior the method samples from, or None for a pixel prior."""
+        return priors.latent_of(self.denoiser)
+
     def initial_noise(
         self,
         shape: tuple[int, ...],
@@ -75,7 +82,10 @@ class Method:
     ) -> Tensor:
         """The run's start on the grid ``ts`` (:meth:`times`): :func:`guided.initial_noise` at
         the grid's first time, which is below 1 on a ``linear_beta`` grid of a schedule
-        reaching past its top."""
+        reaching past its top. ``shape`` is the images' (rows first); on a latent prior
+        the noise has the latents' shape."""
+        if self.latent is not None:
+            shape = (shape[0], *self.latent.shape)
         return guided.initial_noise(
             self.denoiser.schedule, shape, generator, t=float(ts[0]), dtype=dtype
         )
@@ -91,7 +101,7 @@ class Method:
         """Samples from ``x_T`` on the grid ``ts``; ``step()`` is called after each of our
         samplers' transitions (a peer's loop reports nothing)."""
         if isinstance(self.sampler, guided.Sampler):
-            return self.sampler(
+            x = self.sampler(
                 self.denoiser,
                 x_T,
                 ts,
@@ -100,7 +110,12 @@ class Method:
                 cost=cost,
                 callback=None if step is None else lambda i, s, x: step(),
             )
-        return self.sampler(self.denoiser, x_T, ts, generator=generator, cost=cost)
+        else:
+            x = self.sampler(self.denoiser, x_T, ts, generator=generator, cost=cost)
+        if self.latent is None:
+            return x
+        with torch.no_grad(), priors.measure(cost, x.shape[0]):
+            return self.latent.decode(x)
 
 
 def build_method(node: DictConfig, prior: priors.Denoiser, **runtime: Any) -> Method:
@@ -142,6 +157,32 @@ def build_method(node: DictConfig, prior: priors.Denoiser, **runtime: Any) -> Me
         if not isinstance(projection, guided.Projection):
             raise TypeError(f"projection built {type(projection).__name__}, not a Projection")
     return Method(sampler, denoiser, projection, "uniform" if grid is None else str(grid), floor)
+
+
+def space_mismatch(method: Method, prior: priors.Denoiser) -> str | None:
+    """Why ``method`` cannot run on ``prior``, or None: a latent method (``guided.LatentDPS``,
+    ``PSLD``, ``ReSample``, ``LatentDAPS``) needs a :class:`priors.LatentPrior`, and on one a
+    method that measures pixels must be a latent method (an unguided sampler runs on
+    either)."""
+    latent = priors.latent_of(prior) is not None
+    if isinstance(method.sampler, guided.latent.LatentMethod):
+        if latent:
+            return None
+        return (
+            f"{method.sampler.method} samples a latent prior's latents; on this pixel prior use "
+            f"{method.sampler.instead}"
+        )
+    measures = (
+        not isinstance(method.sampler, guided.Sampler)  # a peer's loop
+        or isinstance(method.denoiser, guided.GuidedDenoiser)
+        or "op" in inspect.signature(type(method.sampler).__init__).parameters
+    )
+    if latent and measures:
+        return (
+            "a pixel-space method on a latent prior: use latent_dps, psld, resample or "
+            "latent_daps (guided.LatentDPS, PSLD, ReSample, LatentDAPS)"
+        )
+    return None
 
 
 def run_seeded(

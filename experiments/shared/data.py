@@ -170,6 +170,7 @@ DATA = {
     "textures": Textures,
     "natural": partial(Photographs, crop=128),
     "natural-flow": partial(Photographs, crop=128),  # the flow-matching twin: the same data
+    "natural-latent": partial(Photographs, crop=128),  # the latent prior: the same data
 }
 
 

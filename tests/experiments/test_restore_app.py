@@ -142,6 +142,42 @@ def test_a_users_image_is_restored_to_pngs_at_full_size(tmp_path):
         assert image.shape == (1, 1, 16, 16) and float(image.std()) > 0, name
 
 
+def test_a_latent_prior_runs_the_latent_methods_and_counts_its_decoder(tmp_path):
+    """A latent prior's file (a tiny autoencoder of 16x16 images and a denoiser of its
+    latents): the latent methods restore images, with decoder passes and VJPs in the table;
+    pixel methods are not applicable there, nor latent methods on a pixel prior."""
+    from priors.conv_autoencoder import ConvAutoencoder
+
+    torch.manual_seed(0)
+    autoencoder = ConvAutoencoder([1, 16, 16], channels=[8, 16], latent_channels=2)
+    config = {"network": {"in_channels": 2, "channels": [8, 16], "blocks": 1,
+                          "attention": [False, False]},
+              "schedule": {"name": "cosine"}, "shape": [2, 8, 8]}  # fmt: skip
+    latent = priors.weights.build("denoiser", config)
+    file = tmp_path / "tiny-latent.safetensors"
+    both = {"autoencoder": {"shape": [1, 16, 16], **autoencoder.arguments, "scale": 1.0},
+            "denoiser": config}  # fmt: skip
+    priors.weights.save(priors.LatentPrior(autoencoder, latent), file, "latent", both)
+    image = _png(tmp_path, "digit.png", data.held_out("digits", 1)[0])
+    run = ["tasks=[box]", "run=[latent_dps,psld,ddrm,prior]", "steps=3", f"image={image}"]
+    metrics = restore.run(_cfg(*run, f"prior={file}", "colour=null"), tmp_path / "out")
+    box = metrics["tasks"]["box"]
+    # per step: the likelihood's decoder pass and its VJP (PSLD's gluing decodes and encodes
+    # once more and back-propagates through both); then one decoder pass for the images
+    expected = {"latent_dps": (4, 3, 0, 0), "psld": (7, 6, 3, 3)}
+    for name, counts in expected.items():
+        r = box[name]
+        found = (r["decoder"], r["decoder_vjp"], r["encoder"], r["encoder_vjp"])
+        assert found == counts and r["nfe"] == 3 and r["vjp"] == 3, (name, r)
+    assert "pixel-space method" in box["ddrm"]["not applicable"]
+    assert box["prior"]["decoder"] == 1 and box["prior"]["decoder_vjp"] == 0
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "decoder + VJP" in table and "| box | psld |" in table
+    (tmp_path / "pixel").mkdir()
+    pixel = restore.run(_cfg("tasks=[box]", "run=[psld]", "steps=3"), tmp_path / "pixel")
+    assert "on this pixel prior use" in pixel["tasks"]["box"]["psld"]["not applicable"]
+
+
 def test_bad_images_and_priors_are_refused_before_any_work(tmp_path):
     rgb = _png(tmp_path, "colour.png", torch.zeros(3, 16, 16))
     (tmp_path / "broken.png").write_bytes(b"not an image")
