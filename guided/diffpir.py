@@ -79,7 +79,9 @@ __all__ = ["DiffPIR"]
 
 
 class DiffPIR(Sampler):
-    r"""DiffPIR sampler (see the module).
+    r"""DiffPIR sampler (see the module). It steps from pure noise (:math:`\alpha_t = 0`,
+    :math:`t = 1` on a :class:`~priors.RectifiedSchedule`), where :math:`\rho_t = 0` and
+    the fresh share is 1.
 
     Arguments:
         op: A linear operator (closed form when it is an SVD operator).
@@ -94,6 +96,8 @@ class DiffPIR(Sampler):
             for the step's ratio of noise levels :math:`q` (see the module), which carries
             across step counts; give it with ``zeta=None`` (keyword only).
     """
+
+    pure_noise = True  # rho_t and the noise estimate are written without dividing by alpha_t
 
     def __init__(
         self,
@@ -122,8 +126,11 @@ class DiffPIR(Sampler):
 
     def rho(self, alpha_t: float, sigma_t: float) -> float:
         r""":math:`\rho_t = \lambda \sigma_n^2 / \bar\sigma_t^2`, :math:`\sigma_n = \sigma_y / 2`
-        (the paper's units, see the module), :math:`\bar\sigma_t = \sigma_t / \alpha_t`."""
-        return self.lambda_ * (self.sigma_y / 2) ** 2 / (sigma_t / alpha_t) ** 2
+        (the paper's units, see the module), :math:`\bar\sigma_t = \sigma_t / \alpha_t`;
+        written as :math:`\lambda \sigma_n^2 \alpha_t^2 / \sigma_t^2`, so that at pure noise
+        (:math:`\alpha_t = 0`) it is its limit 0: the proximal step is then least squares on
+        the observed coordinates, the prior's estimate elsewhere."""
+        return self.lambda_ * (self.sigma_y / 2) ** 2 * (alpha_t / sigma_t) ** 2
 
     def proximal(self, x0: Tensor, rho: float) -> Tensor:
         r""":math:`\arg\min_x \lVert y - A x \rVert^2 + \rho \lVert x - x_0 \rVert^2`

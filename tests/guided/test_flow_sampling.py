@@ -141,10 +141,9 @@ def test_pigdm_from_pure_noise_samples_the_exact_gaussian_posterior():
     "build",
     [
         lambda op, y: guided.Heun(),
-        lambda op, y: guided.DiffPIR(op, y, 0.2),
         lambda op, y: guided.REDDiff(op, y, 0.2),
     ],
-    ids=["Heun", "DiffPIR", "REDDiff"],
+    ids=["Heun", "REDDiff"],
 )
 def test_samplers_that_divide_by_alpha_refuse_pure_noise_and_run_below_it(build):
     _, op, y = _problem()
@@ -164,3 +163,25 @@ def test_samplers_that_divide_by_alpha_refuse_pure_noise_and_run_below_it(build)
     x = sampler(flow, x_T, 0.999 * ts, generator=torch.Generator().manual_seed(1),
                 check_residual=False)  # fmt: skip
     assert torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("kappa", [None, 2.0])
+def test_diffpir_steps_from_pure_noise_as_the_limit_of_steps_just_below_it(kappa):
+    """DiffPIR's proximal weight and fresh-noise share are written without dividing by
+    alpha_t: from t = 1 on the rectified schedule its run is the limit of runs started just
+    below (the same noise; the first step's weight rho_t = lambda sigma_n^2 alpha^2 / sigma^2
+    is 0 there, about 1e-12 at t = 1 - 1e-6)."""
+    _, op, y = _problem()
+    _, flow = _flow_mixture()
+    options = {"zeta": None, "kappa": kappa} if kappa is not None else {}
+    sampler = guided.DiffPIR(op, y, 0.2, lambda_=7.0, **options)
+    x_T = guided.initial_noise(RECTIFIED, (4, 8), torch.Generator().manual_seed(0), dtype=F64)
+    ts = guided.time_grid(10)
+    top = sampler(flow, x_T, ts, generator=torch.Generator().manual_seed(1), check_residual=False)
+    below = ts.clone()
+    below[0] = 1 - 1e-6
+    near = sampler(flow, x_T, below, generator=torch.Generator().manual_seed(1),
+                   check_residual=False)  # fmt: skip
+    assert torch.isfinite(top).all()
+    torch.testing.assert_close(top, near, rtol=0, atol=1e-4)
+    assert sampler.rho(0.0, 1.0) == 0.0
