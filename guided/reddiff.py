@@ -11,7 +11,12 @@ the network), the loss per sample is
     \lambda_t = \lambda \frac{\sigma_t}{\alpha_t},
 
 (:math:`D` pixels, :math:`M` measurements; the first term's gradient is the score-matching
-regulariser, the second the data fit), and :math:`\mu` takes one Adam step on it. The output
+regulariser, the second the data fit), and :math:`\mu` takes one Adam step on it. Since
+:math:`\hat\epsilon - \epsilon = \alpha_t (x_0 - \hat x(x_t)) / \sigma_t` for
+:math:`x_t = \alpha_t x_0 + \sigma_t \epsilon`, the regulariser's gradient is
+:math:`\lambda (x_0 - \hat x(x_t)) / D`; it is computed in that form, which does not divide
+by :math:`\alpha_t`, so a run may start at pure noise (:math:`t = 1` on a
+:class:`~priors.RectifiedSchedule`, where :math:`\hat x` is the prior's mean). The output
 is :math:`\mu` after the last step. One network evaluation per step, no vector-Jacobian
 product through the network; the operator's vector-Jacobian product gives the data term's
 gradient, so any differentiable operator works.
@@ -57,7 +62,6 @@ from guided.guidance import check_differentiable, check_measurement
 from guided.sampler import Run, Sampler, SamplerState, Step
 from operators import LinearOperator, Operator
 from priors import randn
-from priors.tweedie import eps_from_x0
 
 __all__ = ["REDDiff"]
 
@@ -72,7 +76,7 @@ class AdamState(SamplerState):
 
 
 class REDDiff(Sampler):
-    r"""RED-diff sampler (see the module).
+    r"""RED-diff sampler (see the module). It steps from pure noise (:math:`\alpha_t = 0`).
 
     Arguments:
         op: A differentiable operator.
@@ -85,6 +89,8 @@ class REDDiff(Sampler):
         betas: Adam's :math:`(\beta_1, \beta_2)`.
         sigma_x0: Noise added to :math:`\mu` before it is noised to :math:`x_t` (0: none).
     """
+
+    pure_noise = True  # the regulariser is written without dividing by alpha_t
 
     def __init__(
         self,
@@ -129,11 +135,11 @@ class REDDiff(Sampler):
         x0 = mu + self.sigma_x0 * draw() if self.sigma_x0 > 0 else mu
         eps = draw()
         x_t = alpha_t * x0 + sigma_t * eps
-        eps_hat = eps_from_x0(x_t, run.denoise(x_t, step.t), alpha_t, sigma_t)
         pixels = math.prod(mu.shape[1:])
         measurements = math.prod(self.op.out_shape)
         y = self.y.to(mu.dtype)
-        regulariser = (self.weight * sigma_t / alpha_t / pixels) * (eps_hat - eps)
+        # (sigma_t / alpha_t) (eps_hat - eps), written without dividing by alpha_t
+        regulariser = (self.weight / pixels) * (x0 - run.denoise(x_t, step.t))
         data = (-self.obs_weight / measurements) * self.op.vjp(x0, y - self.op(x0))
         return regulariser + data
 
