@@ -53,6 +53,8 @@ class RePaint(Sampler):
             the paper uses 10).
     """
 
+    pure_noise = True  # a jump back up divides by alpha at its lower time, never at t = 1
+
     def __init__(
         self,
         op: LinearOperator,

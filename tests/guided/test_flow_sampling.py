@@ -164,12 +164,25 @@ def test_samplers_that_divide_by_alpha_refuse_pure_noise_and_run_below_it(build)
     assert torch.isfinite(x).all()
 
 
-def test_reddiff_steps_from_pure_noise_as_the_limit_of_steps_just_below_it():
-    """RED-diff's regulariser (sigma_t / alpha_t)(eps_hat - eps) is computed as x_0 - x_hat:
-    from t = 1 its run is the limit of runs started just below, with the same draws."""
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda op, y: guided.DiffPIR(op, y, 0.2, lambda_=7.0),
+        lambda op, y: guided.DiffPIR(op, y, 0.2, lambda_=7.0, zeta=None, kappa=2.0),
+        lambda op, y: guided.REDDiff(op, y, 0.2),
+        lambda op, y: guided.DDNMPlus(op, y, 0.2),
+        lambda op, y: guided.RePaint(op, y, jump=2, resamplings=2),  # noiseless replacement
+    ],
+    ids=["DiffPIR", "DiffPIR-kappa", "REDDiff", "DDNMPlus", "RePaint"],
+)
+def test_samplers_step_from_pure_noise_as_the_limit_of_steps_just_below_it(build):
+    """DiffPIR (rho_t = lambda sigma_n^2 alpha_t^2 / sigma_t^2, 0 at alpha = 0), RED-diff (its
+    regulariser computed as x_0 - x_hat), DDNM+ and RePaint (no division by alpha_t at the
+    top of a step) run from t = 1 on the rectified schedule, and that run is the limit of runs
+    started just below it, with the same draws."""
     _, op, y = _problem()
     _, flow = _flow_mixture()
-    sampler = guided.REDDiff(op, y, 0.2)
+    sampler = build(op, y)
     x_T = guided.initial_noise(RECTIFIED, (4, 8), torch.Generator().manual_seed(0), dtype=F64)
     ts = guided.time_grid(10)
     below = ts.clone()
@@ -180,25 +193,5 @@ def test_reddiff_steps_from_pure_noise_as_the_limit_of_steps_just_below_it():
     ]
     assert torch.isfinite(runs[0]).all()
     torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=1e-4)
-
-
-@pytest.mark.parametrize("kappa", [None, 2.0])
-def test_diffpir_steps_from_pure_noise_as_the_limit_of_steps_just_below_it(kappa):
-    """DiffPIR's proximal weight and fresh-noise share are written without dividing by
-    alpha_t: from t = 1 on the rectified schedule its run is the limit of runs started just
-    below (the same noise; the first step's weight rho_t = lambda sigma_n^2 alpha^2 / sigma^2
-    is 0 there, about 1e-12 at t = 1 - 1e-6)."""
-    _, op, y = _problem()
-    _, flow = _flow_mixture()
-    options = {"zeta": None, "kappa": kappa} if kappa is not None else {}
-    sampler = guided.DiffPIR(op, y, 0.2, lambda_=7.0, **options)
-    x_T = guided.initial_noise(RECTIFIED, (4, 8), torch.Generator().manual_seed(0), dtype=F64)
-    ts = guided.time_grid(10)
-    top = sampler(flow, x_T, ts, generator=torch.Generator().manual_seed(1), check_residual=False)
-    below = ts.clone()
-    below[0] = 1 - 1e-6
-    near = sampler(flow, x_T, below, generator=torch.Generator().manual_seed(1),
-                   check_residual=False)  # fmt: skip
-    assert torch.isfinite(top).all()
-    torch.testing.assert_close(top, near, rtol=0, atol=1e-4)
-    assert sampler.rho(0.0, 1.0) == 0.0
+    if isinstance(sampler, guided.DiffPIR):
+        assert sampler.rho(0.0, 1.0) == 0.0
