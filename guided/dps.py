@@ -159,7 +159,7 @@ class DPS(Guidance):
         self.sigma_y = None if sigma_y is None else float(sigma_y)
         self.weight = checks.number(weight, "weight", low=0)
 
-    #: Whether :meth:`direction` needs the operator's vector-Jacobian products.
+    #: Whether :meth:`residual_and_direction` needs the operator's vector-Jacobian products.
     differentiates_operator: ClassVar[bool] = True
     #: Whether the likelihood-score form (``zeta=None``) is defined by ``sigma_y``.
     score_needs_sigma_y: ClassVar[bool] = True
@@ -174,10 +174,16 @@ class DPS(Guidance):
         assert self.sigma_y is not None  # refused at construction for the score form
         return 1 / self.sigma_y**2
 
-    def direction(self, x_hat: Tensor, weighted: Tensor) -> Tensor:
-        r""":math:`-\frac12 \nabla_{\hat x} \lVert y - A(\hat x) \rVert_\Lambda^2 =
-        J_A(\hat x)^\top \Lambda (y - A \hat x)`, given the weighted residual."""
-        return self.op.vjp(x_hat, weighted)
+    def residual_and_direction(self, x_hat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        r"""The residual :math:`y - A(\hat x)`, its weighting :math:`\Lambda (y - A \hat x)`
+        and the direction :math:`-\frac12 \nabla_{\hat x} \lVert y - A(\hat x)
+        \rVert_\Lambda^2 = J_A(\hat x)^\top \Lambda (y - A \hat x)`, the residual and the
+        pull-back from one forward pass of the operator
+        (:meth:`~operators.Operator.linearize`). Estimators of the direction override this."""
+        out, pullback = self.op.linearize(x_hat)
+        residual = self.y.to(x_hat.dtype) - out
+        weighted = self.residual_weights() * residual
+        return residual, weighted, pullback(weighted)
 
     def vector(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
         x_hat = x_hat.detach()
@@ -186,15 +192,7 @@ class DPS(Guidance):
             lo, hi = self.clip
             inside = (x_hat >= lo) & (x_hat <= hi)
             x_hat = x_hat.clamp(lo, hi)
-        if type(self).direction is DPS.direction:  # J_A^T from the residual's own forward pass
-            out, pullback = self.op.linearize(x_hat)
-            residual = self.y.to(x_hat.dtype) - out
-            weighted = self.residual_weights() * residual
-            direction = pullback(weighted)
-        else:
-            residual = self.y.to(x_hat.dtype) - self.op(x_hat)
-            weighted = self.residual_weights() * residual
-            direction = self.direction(x_hat, weighted)
+        residual, weighted, direction = self.residual_and_direction(x_hat)
         if inside is not None:
             direction = direction * inside
         if self.zeta is None:

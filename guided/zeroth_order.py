@@ -47,7 +47,8 @@ __all__ = ["ZerothOrder"]
 
 
 class ZerothOrder(DPS):
-    r"""DPS with a zeroth-order gradient (see the module): :meth:`DPS.direction` estimated
+    r"""DPS with a zeroth-order gradient (see the module): the direction of
+    :meth:`DPS.residual_and_direction` estimated
     by Gaussian smoothing instead of the operator's vector-Jacobian product.
 
     Arguments:
@@ -87,6 +88,12 @@ class ZerothOrder(DPS):
             raise FloatingPointError(f"{type(self.op).__name__} returned NaN or Inf")
         r = (y - out).flatten(1)
         return batch_dot(r, r)
+
+    def residual_and_direction(self, x_hat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The residual from one forward pass and the direction from :meth:`direction`."""
+        residual = self.y.to(x_hat.dtype) - self.op(x_hat)
+        weighted = self.residual_weights() * residual
+        return residual, weighted, self.direction(x_hat, weighted)
 
     def direction(self, x_hat: Tensor, weighted: Tensor) -> Tensor:
         r""":math:`-\frac12 \widehat{\nabla L_\mu}(\hat x)` from :math:`2q` queries."""
