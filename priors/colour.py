@@ -19,7 +19,9 @@ grey prior (:math:`C = 1`), so that every sampler and guidance rule runs on RGB 
   the three channels, lies in [-1, 1] like the prior's data); :math:`m_t = z_{0,t} / \sqrt3`
   has noise :math:`\sigma_t / \sqrt3`, so it is denoised at the time :math:`t'` whose
   half log-SNR is :math:`\lambda_t + \log\sqrt3`, given :math:`x_{t'} = \alpha_{t'} m_t /
-  \alpha_t`, and scaled back. The two chrominance channels go to the prior as they are (a
+  \alpha_t` (:math:`= \sqrt3\, \sigma_{t'} m_t / \sigma_t`, the form used where
+  :math:`\alpha_t < \sigma_t`, so that pure noise, :math:`\alpha_t = 0`, is defined), and
+  scaled back. The two chrominance channels go to the prior as they are (a
   low-contrast grey image). The result is the exact posterior mean of the prior that
   makes :math:`m`, :math:`z_1` and :math:`z_2` independent with the grey prior's law; the
   tests check this on a Gaussian grey prior.
@@ -92,10 +94,19 @@ class LumaChroma(_GreyOnColour):
         z_t = torch.einsum("kc,bchw->bkhw", o, x_t)
         t_rows = t.expand(b) if t.ndim == 0 else t
         schedule = self.schedule
-        alpha_t = schedule(t_rows)[0].to(x_t.dtype).view(b, 1, 1, 1)
         t_luma = schedule.time_of(schedule.log_snr(t_rows) + 0.5 * math.log(3))
-        alpha_luma = schedule(t_luma)[0].to(x_t.dtype).view(b, 1, 1, 1)
-        m_t = alpha_luma * (z_t[:, :1] / math.sqrt(3)) / alpha_t
+        alpha_t, sigma_t = (c.to(x_t.dtype).view(b, 1, 1, 1) for c in schedule(t_rows))
+        alpha_luma, sigma_luma = (c.to(x_t.dtype).view(b, 1, 1, 1) for c in schedule(t_luma))
+        # alpha_luma / alpha_t = sqrt(3) sigma_luma / sigma_t (the shifted log-SNR); the second
+        # form where the signal is the smaller, so that neither divides by zero: at pure noise
+        # (alpha_t = 0) the luminance is still handed over, scaled by its limit
+        signal = alpha_t >= sigma_t
+        ratio = torch.where(
+            signal,
+            alpha_luma / alpha_t.where(signal, 1),
+            math.sqrt(3) * sigma_luma / sigma_t.where(~signal, 1),
+        )
+        m_t = ratio * (z_t[:, :1] / math.sqrt(3))
         luma = math.sqrt(3) * self.prior(m_t, t_luma, **cond)
         chroma = self.prior(
             z_t[:, 1:].reshape(2 * b, 1, *x_t.shape[2:]),

@@ -14,8 +14,8 @@ from priors.colour import OPPONENT
 class GaussianPixels(priors.Denoiser):
     """Every pixel independent N(0, s^2): the exact posterior mean, on images of any size."""
 
-    def __init__(self, s: float) -> None:
-        super().__init__(priors.CosineSchedule())
+    def __init__(self, s: float, schedule: priors.Schedule | None = None) -> None:
+        super().__init__(schedule or priors.CosineSchedule())
         self.s2 = s * s
         self.shape = (1, 8, 8)
 
@@ -33,10 +33,16 @@ def _exact(cov, x_t, t, schedule):
     return torch.einsum("kc,bchw->bkhw", gain, x_t)
 
 
-@pytest.mark.parametrize("t", [0.1, 0.4, 0.7])
-def test_luma_chroma_is_the_exact_posterior_mean_of_its_colour_prior(t):
+@pytest.mark.parametrize(
+    ("schedule", "t"),
+    [("cosine", 0.1), ("cosine", 0.4), ("cosine", 0.7), ("rectified", 0.3), ("rectified", 0.9),
+     ("rectified", 1.0)],
+)  # fmt: skip
+def test_luma_chroma_is_the_exact_posterior_mean_of_its_colour_prior(schedule, t):
+    """Also on the rectified schedule, at pure noise (t = 1) included."""
     s = 0.4
-    wrapped = priors.LumaChroma(GaussianPixels(s))
+    kind = priors.CosineSchedule if schedule == "cosine" else priors.RectifiedSchedule
+    wrapped = priors.LumaChroma(GaussianPixels(s, kind()))
     x_t = torch.randn(2, 3, 5, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     # the luminance's mean m ~ N(0, s^2), so z_0 = sqrt(3) m ~ N(0, 3 s^2); chroma N(0, s^2)
     variances = torch.tensor([3 * s * s, s * s, s * s], dtype=torch.float64)
