@@ -56,6 +56,8 @@ class CFGPlusPlus(Sampler):
         null: The dropped value of ``key`` (default: label :math:`-1`).
     """
 
+    pure_noise = True  # the unconditional noise estimate x_t / sigma_t at alpha_t = 0
+
     def __init__(
         self, scale: float, key: str = "label", null: Mapping[str, Any] | None = None
     ) -> None:

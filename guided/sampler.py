@@ -252,7 +252,8 @@ def _check_signal(
             "ts = 0.999 * guided.time_grid(steps), x_T = guided.initial_noise(schedule, shape, "
             "t=0.999)) or use a sampler that steps from pure noise (guided.DDIM, guided.DDPM, "
             "guided.DPMSolver, guided.FlowHeun, guided.DDRM, guided.TDS, guided.MCGdiff, "
-            "guided.DPSSampler, guided.DiffPIR, guided.REDDiff, guided.DDNMPlus, guided.RePaint)"
+            "guided.DPSSampler, guided.DiffPIR, guided.REDDiff, guided.DDNMPlus, guided.RePaint, "
+            "guided.CFGPlusPlus)"
         )
 
 

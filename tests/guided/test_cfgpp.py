@@ -37,6 +37,24 @@ def test_a_step_is_cfg_at_the_step_dependent_scale(scale):
     torch.testing.assert_close(out, cfg, rtol=1e-10, atol=1e-10)
 
 
+def test_it_steps_from_pure_noise_on_the_rectified_schedule():
+    """At t = 1 (alpha = 0) the unconditional noise estimate is x_t / sigma_t: no division by
+    alpha, so CFG++ starts there, at scale 0 as DDIM does, and a run from t = 1 is the limit
+    of runs started just below."""
+    toy = Toy()
+    toy.schedule = priors.RectifiedSchedule()
+    x_T, label = _start()
+    grid = guided.time_grid(6)
+    out = guided.CFGPlusPlus(0.0)(toy, x_T, grid, label=label)
+    plain = guided.DDIM()(toy, x_T, grid, label=torch.full_like(label, -1))
+    torch.testing.assert_close(out, plain, rtol=1e-12, atol=1e-12)
+    below = grid.clone()
+    below[0] = 1 - 1e-9
+    top, near = (guided.CFGPlusPlus(0.6)(toy, x_T, g, label=label) for g in (grid, below))
+    assert torch.isfinite(top).all()
+    torch.testing.assert_close(top, near, rtol=0, atol=1e-6)
+
+
 def test_two_passes_per_step():
     toy = Toy()
     x_T, label = _start()
