@@ -116,6 +116,8 @@ class FPS(ParticleSampler):
             module); False is the authors' weighting.
     """
 
+    pure_noise = True  # DDIM coefficients; the potential at alpha_t = 0 is never divided out
+
     def __init__(
         self,
         op: SVDOperator,

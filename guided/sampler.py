@@ -253,7 +253,7 @@ def _check_signal(
             "t=0.999)) or use a sampler that steps from pure noise (guided.DDIM, guided.DDPM, "
             "guided.DPMSolver, guided.FlowHeun, guided.DDRM, guided.TDS, guided.MCGdiff, "
             "guided.DPSSampler, guided.DiffPIR, guided.REDDiff, guided.DDNMPlus, guided.RePaint, "
-            "guided.CFGPlusPlus)"
+            "guided.CFGPlusPlus, guided.FPS)"
         )
 
 

@@ -172,14 +172,16 @@ def test_samplers_that_divide_by_alpha_refuse_pure_noise_and_run_below_it(build)
         lambda op, y: guided.REDDiff(op, y, 0.2),
         lambda op, y: guided.DDNMPlus(op, y, 0.2),
         lambda op, y: guided.RePaint(op, y, jump=2, resamplings=2),  # noiseless replacement
+        lambda op, y: guided.FPS(op, y, 0.2, particles=4),
     ],
-    ids=["DiffPIR", "DiffPIR-kappa", "REDDiff", "DDNMPlus", "RePaint"],
+    ids=["DiffPIR", "DiffPIR-kappa", "REDDiff", "DDNMPlus", "RePaint", "FPS"],
 )
 def test_samplers_step_from_pure_noise_as_the_limit_of_steps_just_below_it(build):
     """DiffPIR (rho_t = lambda sigma_n^2 alpha_t^2 / sigma_t^2, 0 at alpha = 0), RED-diff (its
-    regulariser computed as x_0 - x_hat), DDNM+ and RePaint (no division by alpha_t at the
-    top of a step) run from t = 1 on the rectified schedule, and that run is the limit of runs
-    started just below it, with the same draws."""
+    regulariser computed as x_0 - x_hat), DDNM+, RePaint and FPS (no division by alpha_t at
+    the top of a step; FPS's first step divides out no potential) run from t = 1 on the
+    rectified schedule, and that run is the limit of runs started just below it, with the
+    same draws."""
     _, op, y = _problem()
     _, flow = _flow_mixture()
     sampler = build(op, y)
