@@ -1,10 +1,11 @@
 r"""Our own convolutional autoencoder for latent priors (a small KL-regularised one).
 
-The first stage of a latent diffusion model (Rombach et al., 2022, sec. 3.1 and app. G):
+The first stage of a latent diffusion model (Rombach et al., 2022, sec. 3.1):
 an encoder :math:`E` that downsamples images by a factor :math:`f = 2^{L - 1}` into
 ``latent_channels`` channels and a decoder :math:`D` back, trained to reconstruct with a
 slight Kullback–Leibler penalty towards a standard normal latent (their "KL-reg.", weight
-:math:`10^{-6}` in the authors' configurations), so that the latent space is smooth enough for
+:math:`10^{-6}` in the authors' ``configs/autoencoder`` files; our ×4, 3-channel default is
+the shape of their ``kl-f4``), so that the latent space is smooth enough for
 a diffusion model. The encoder outputs the mean and log-variance of a diagonal Gaussian
 :math:`q(z \mid x)`; training decodes a draw from it, :meth:`~priors.Autoencoder.encode`
 returns its mean (deterministic, as the latent methods need). As in Stable Diffusion, the

@@ -105,9 +105,9 @@ def read_autoencoder(source: str) -> ConvAutoencoder:
     return autoencoder.requires_grad_(False)
 
 
-def module_config(cfg: DictConfig, autoencoder: ConvAutoencoder | None = None) -> dict[str, Any]:
+def module_config(cfg: DictConfig) -> dict[str, Any]:
     """The architecture part of the config, as saved in the weight file (for a latent prior,
-    the denoiser's; :func:`latent_config` adds the autoencoder's)."""
+    the denoiser's; the export adds the autoencoder's, :func:`autoencoder_config`)."""
     if cfg.kind == "autoencoder":
         return {"shape": list(cfg.shape), **OmegaConf.to_container(cfg.network)}
     config = {"network": OmegaConf.to_container(cfg.network)}

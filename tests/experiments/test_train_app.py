@@ -85,16 +85,20 @@ def test_log_normal_training_times_sit_at_the_chosen_noise_levels():
         draw_times(schedule, 4, OmegaConf.create({"mean": 0, "std": 1, "uniform_share": 2}), None)
 
 
-def test_the_natural_prior_trains_without_normalisation(tmp_path: Path):
+#: The natural prior's configurations (and its flow twin's), tiny: 32x32 crops, two levels.
+PHOTOGRAPHS = [
+    "network.channels=[8,16]", "network.attention=[false,false]", "data.crop=32",
+    "shape=[1,32,32]", "batch_size=4", "warmup=2", "progress=false", "device=cpu",
+]  # fmt: skip
+
+
+def _photographs(name, *overrides):
     with initialize_config_module(version_base=None, config_module="experiments.configs.train"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "prior=natural", "network.channels=[8,16]", "network.attention=[false,false]",
-                "data.crop=32", "shape=[1,32,32]", "batch_size=4", "steps=3", "warmup=2",
-                "progress=false", "device=cpu",
-            ],
-        )  # fmt: skip
+        return compose("train", overrides=[f"prior={name}", *PHOTOGRAPHS, *overrides])
+
+
+def test_the_natural_prior_trains_without_normalisation(tmp_path: Path):
+    cfg = _photographs("natural", "steps=3")
     metrics = train(cfg, tmp_path)
     assert metrics["steps"] == 3
     prior = priors.from_path(str(tmp_path / "natural.safetensors"))
@@ -133,16 +137,7 @@ def test_the_loss_regresses_v_or_the_flow_velocity(name):
 
 
 def test_the_flow_twin_trains_and_loads_as_a_flow_prior(tmp_path: Path):
-    with initialize_config_module(version_base=None, config_module="experiments.configs.train"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "prior=natural-flow", "network.channels=[8,16]", "network.attention=[false,false]",
-                "data.crop=32",
-                "shape=[1,32,32]", "batch_size=4", "steps=2", "warmup=2", "progress=false",
-                "device=cpu",
-            ],
-        )  # fmt: skip
+    cfg = _photographs("natural-flow", "steps=2")
     train(cfg, tmp_path)
     prior = priors.from_path(str(tmp_path / "natural-flow.safetensors"))
     assert prior.prediction == "flow" and isinstance(prior.schedule, priors.RectifiedSchedule)

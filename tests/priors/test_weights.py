@@ -146,6 +146,13 @@ def test_shipped_priors_and_classifiers_load_in_one_call():
             assert classifier.noisy == noisy
     with pytest.raises(ValueError, match="available"):
         priors.load("imagenet")
+    natural, flow = priors.load("natural"), priors.load("natural-flow")  # twins
+    assert natural.prediction == "v" and isinstance(natural.schedule, priors.CosineSchedule)
+    assert flow.prediction == "flow" and isinstance(flow.schedule, priors.RectifiedSchedule)
+    shapes = {k: v.shape for k, v in natural.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in flow.state_dict().items()}  # the same network
+    with pytest.raises(ValueError, match="not a denoiser"):
+        priors.load("digits-classifier")
 
 
 def test_guided_digits_land_in_the_requested_class():
