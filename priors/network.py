@@ -9,6 +9,7 @@ r"""A trained network as a :class:`~priors.denoiser.Denoiser`.
   \dot\sigma_t \epsilon` (Lipman et al., 2023; :math:`\epsilon - x` on the
   :class:`~priors.RectifiedSchedule`), turned into :math:`\hat x` by
   :func:`priors.tweedie.x0_from_flow` (defined at pure noise, :math:`\alpha_t = 0`).
+
 Class-conditional networks take ``label`` (long, shape :math:`(B,)`); ``label=None`` and
 negative entries ask for the unconditional prediction the network learned through condition
 dropout (Ho & Salimans, 2022), so one network serves classifier-free guidance.
