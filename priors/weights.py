@@ -138,8 +138,9 @@ def _schedule_config(schedule: Schedule) -> dict[str, Any]:
 def describe(module: nn.Module) -> tuple[str, dict[str, Any]]:
     """The ``kind`` and ``config`` that rebuild a diffusion-policy network (an
     :class:`~priors.mlp.MLPDenoiser`, a :class:`~priors.critic.Critic` or a
-    :class:`~priors.gaussian_policy.GaussianPolicy`) for :func:`save`; U-Nets are described
-    by the training app, which knows their arguments."""
+    :class:`~priors.gaussian_policy.GaussianPolicy`) or a
+    :class:`~priors.conv_autoencoder.ConvAutoencoder` (with its shape and scale) for
+    :func:`save`; U-Nets are described by the training app, which knows their arguments."""
     if isinstance(module, MLPDenoiser):
         return "mlp_denoiser", {
             "network": module.network.arguments,
@@ -150,6 +151,9 @@ def describe(module: nn.Module) -> tuple[str, dict[str, Any]]:
         return "critic", {**module.arguments, "schedule": schedule}
     if isinstance(module, GaussianPolicy):
         return "gaussian_policy", dict(module.arguments)
+    if isinstance(module, ConvAutoencoder):
+        shape = {"shape": list(module.shape)}
+        return "autoencoder", {**shape, **module.arguments, "scale": module.scale}
     raise TypeError(
         f"cannot describe a {type(module).__name__}; pass kind and config to save() for it"
     )

@@ -73,7 +73,7 @@ from priors.files import atomic_write, atomic_write_text
 from priors.network import UNetDenoiser
 from priors.schedules import Schedule
 from priors.tweedie import flow_from_noise, v_from_noise
-from priors.weights import WEIGHTS, save
+from priors.weights import WEIGHTS, describe, save
 from priors.weights import build as build_module
 from priors.weights import read as read_weights
 
@@ -107,7 +107,7 @@ def read_autoencoder(source: str) -> ConvAutoencoder:
 
 def module_config(cfg: DictConfig) -> dict[str, Any]:
     """The architecture part of the config, as saved in the weight file (for a latent prior,
-    the denoiser's; the export adds the autoencoder's, :func:`autoencoder_config`)."""
+    the denoiser's; the export adds the autoencoder's, :func:`priors.weights.describe`)."""
     if cfg.kind == "autoencoder":
         return {"shape": list(cfg.shape), **OmegaConf.to_container(cfg.network)}
     config = {"network": OmegaConf.to_container(cfg.network)}
@@ -124,11 +124,6 @@ def module_config(cfg: DictConfig) -> dict[str, Any]:
             "num_classes": int(cfg.num_classes),
         }
     return config
-
-
-def autoencoder_config(autoencoder: ConvAutoencoder) -> dict[str, Any]:
-    """What rebuilds ``autoencoder`` (with its scale)."""
-    return {"shape": list(autoencoder.shape), **autoencoder.arguments, "scale": autoencoder.scale}
 
 
 class Encoded:
@@ -495,11 +490,11 @@ def train(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> dict
         assert autoencoder is not None
         evaluation = evaluate_denoiser(ema, data, Encoded(test, autoencoder), int(cfg.seed))
         evaluation["autoencoder"] = evaluate_autoencoder(autoencoder, test)
-        config = {"autoencoder": autoencoder_config(autoencoder), "denoiser": config}
+        config = {"autoencoder": describe(autoencoder)[1], "denoiser": config}
         exported = LatentPrior(autoencoder, ema)
     elif cfg.kind == "autoencoder":
         ema.scale = latent_scale(ema, data, int(cfg.seed))
-        config = autoencoder_config(ema)
+        config = describe(ema)[1]
         evaluation = evaluate_autoencoder(ema, test)
     else:
         evaluation = evaluate_classifier(ema, test, int(cfg.seed))

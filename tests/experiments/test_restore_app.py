@@ -155,8 +155,7 @@ def test_a_latent_prior_runs_the_latent_methods_and_counts_its_decoder(tmp_path)
               "schedule": {"name": "cosine"}, "shape": [2, 8, 8]}  # fmt: skip
     latent = priors.weights.build("denoiser", config)
     file = tmp_path / "tiny-latent.safetensors"
-    both = {"autoencoder": {"shape": [1, 16, 16], **autoencoder.arguments, "scale": 1.0},
-            "denoiser": config}  # fmt: skip
+    both = {"autoencoder": priors.weights.describe(autoencoder)[1], "denoiser": config}
     priors.weights.save(priors.LatentPrior(autoencoder, latent), file, "latent", both)
     image = _png(tmp_path, "digit.png", data.held_out("digits", 1)[0])
     run = ["tasks=[box]", "run=[latent_dps,psld,ddrm,prior]", "steps=3", f"image={image}"]

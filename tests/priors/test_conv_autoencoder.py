@@ -70,6 +70,10 @@ def test_another_size_shares_the_weights():
 def test_weight_files_of_an_autoencoder_and_of_a_latent_prior(tmp_path):
     ae = _perturbed(ConvAutoencoder(**AE, scale=0.7))
     config = {**AE, "scale": 0.7}
+    assert priors.weights.describe(ae) == (
+        "autoencoder",
+        {**config, "groups": -1},
+    )  # no config needed
     loaded = read(save(ae, tmp_path / "ae.safetensors", "autoencoder", config))
     x = torch.randn(2, 1, 16, 16)
     torch.testing.assert_close(loaded(x), ae(x))
