@@ -59,9 +59,7 @@ class DDNMPlus(Sampler):
             as unobserved (in :math:`[0, 1)`).
     """
 
-    pure_noise = (
-        True  # the DDIM coefficients and the range-space correction do not divide by alpha_t
-    )
+    pure_noise = True  # DDIM coefficients and the range-space correction: no 1 / alpha_t
 
     def __init__(self, op: LinearOperator, y: Tensor, sigma_y: float, cutoff: float = 0.1) -> None:
         check_structure(op, LinearOperator, "DDNM+", "pseudo-inverse", "use guided.DPS")

@@ -246,15 +246,27 @@ def _check_signal(
     alpha, _ = schedule(times)
     if bool((alpha == 0).any()):
         top = float(times[alpha == 0].max())
+        others = ", ".join(_pure_noise_samplers())
         raise ValueError(
             f"{type(sampler).__name__} divides by alpha_t, which is 0 at t = {top:g} on "
             f"{type(schedule).__name__} (pure noise): start the grid below it (e.g. "
             "ts = 0.999 * guided.time_grid(steps), x_T = guided.initial_noise(schedule, shape, "
-            "t=0.999)) or use a sampler that steps from pure noise (guided.DDIM, guided.DDPM, "
-            "guided.DPMSolver, guided.FlowHeun, guided.DDRM, guided.TDS, guided.MCGdiff, "
-            "guided.DPSSampler, guided.DiffPIR, guided.REDDiff, guided.DDNMPlus, guided.RePaint, "
-            "guided.CFGPlusPlus, guided.FPS)"
+            f"t=0.999)) or use a sampler that steps from pure noise ({others})"
         )
+
+
+def _pure_noise_samplers() -> list[str]:
+    """The public samplers of :mod:`guided` that step from pure noise (their flag)."""
+    import guided  # the package, loaded by now (this module is one of its parts)
+
+    return [
+        f"guided.{name}"
+        for name, item in ((name, getattr(guided, name)) for name in guided.__all__)
+        if isinstance(item, type)
+        and issubclass(item, Sampler)
+        and item.pure_noise
+        and not item.increasing
+    ]
 
 
 def _describe(denoiser: Denoiser) -> str:

@@ -26,6 +26,7 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 
 from collections.abc import Sequence
 
@@ -54,6 +55,11 @@ class PixelNorm(nn.Module):
 def _norm(channels: int, groups: int) -> nn.Module:
     """The normalisation layer: ``groups`` > 0 is group normalisation, -1 is
     :class:`PixelNorm`, 0 is none (see :class:`UNet`)."""
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < -1:
+        raise ValueError(
+            f"groups must be an int: > 0 (group normalisation), -1 (per pixel) or 0 (none), "
+            f"got {groups!r}"
+        )
     if groups == 0:
         return nn.Identity()
     if groups == -1:
@@ -217,10 +223,6 @@ class UNet(nn.Module):
         channels, attention = list(channels), list(attention)
         if len(attention) != len(channels):
             raise ValueError("attention needs one flag per level of channels")
-        if groups < -1:
-            raise ValueError(
-                f"groups must be positive, -1 (per-pixel) or 0 (no normalisation), got {groups}"
-            )
         if class_tokens and (context_dim is None or not num_classes):
             raise ValueError("class_tokens need num_classes > 0 and a context_dim")
         self.in_channels = in_channels

@@ -179,8 +179,9 @@ def space_mismatch(method: Method, prior: priors.Denoiser) -> str | None:
     )
     if latent and measures:
         return (
-            "a pixel-space method on a latent prior: use latent_dps, psld, resample or "
-            "latent_daps (guided.LatentDPS, PSLD, ReSample, LatentDAPS)"
+            "a pixel-space method on a latent prior: use latent_dps_taper, psld_taper, "
+            "latent_daps, resample, latent_dps or psld (guided.LatentDPS, PSLD, LatentDAPS, "
+            "ReSample)"
         )
     return None
 

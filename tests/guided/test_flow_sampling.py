@@ -164,6 +164,25 @@ def test_samplers_that_divide_by_alpha_refuse_pure_noise_and_run_below_it(build)
     assert torch.isfinite(x).all()
 
 
+def test_the_refusal_names_every_public_sampler_that_steps_from_pure_noise():
+    _, flow = _flow_mixture()
+    x_T = guided.initial_noise(RECTIFIED, (2, 8), torch.Generator().manual_seed(0), dtype=F64)
+    with pytest.raises(ValueError, match="steps from pure noise") as refusal:
+        guided.Heun()(flow, x_T, guided.time_grid(3))
+    named = set(str(refusal.value).split("pure noise (")[-1].rstrip(")").split(", "))
+    flagged = {
+        f"guided.{name}"
+        for name in guided.__all__
+        if isinstance(getattr(guided, name), type)
+        and issubclass(getattr(guided, name), guided.Sampler)
+        and getattr(guided, name).pure_noise
+        and not getattr(guided, name).increasing
+    }
+    assert named == flagged
+    assert {"guided.DDIM", "guided.FlowHeun", "guided.DiffPIR", "guided.FPS"} <= named
+    assert not {"guided.Heun", "guided.DAPS", "guided.PnPDM", "guided.DCPS"} & named
+
+
 @pytest.mark.parametrize(
     "build",
     [

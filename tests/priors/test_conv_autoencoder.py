@@ -47,6 +47,9 @@ def test_bad_arguments_are_refused():
         ConvAutoencoder(**AE, scale=float("inf"))
     with pytest.raises(ValueError, match="latent_channels"):
         ConvAutoencoder([1, 16, 16], latent_channels=0)
+    for groups in (-2, 1.5, True):
+        with pytest.raises(ValueError, match=r"groups must be an int: > 0 .* -1 .* or 0"):
+            ConvAutoencoder(**{**AE, "groups": groups})
     ae = ConvAutoencoder(**AE)
     with pytest.raises(ValueError, match="shape"):
         ae.encode(torch.zeros(1, 1, 32, 32))  # another size: with_shape
