@@ -1,8 +1,11 @@
 """The natural-image prior's data: the held-out photographs never reach training, crops are
-reproducible and in range, and colour is reduced to BT.601 luma."""
+reproducible and in range, and colour is reduced to BT.601 luma; the shipped latent prior
+keeps held-out crops through its autoencoder and denoises their latents."""
 
 import pytest
 import torch
+
+import priors
 
 from experiments.shared.photographs import HELD_OUT, TRAINING, Photographs, luma, photograph
 
@@ -66,3 +69,26 @@ def test_unknown_and_grey_photographs_are_refused():
     with pytest.raises(ValueError, match="has no colour"):
         photograph("camera", colour=True)
     assert photograph("coffee", colour=True).shape == (3, 400, 600)
+
+
+def test_the_shipped_latent_prior_decodes_its_encodings_and_denoises_its_latents():
+    """natural-latent pairs the shipped autoencoder with a latent denoiser: held-out crops
+    survive encoding and decoding, and the denoiser beats the noisy latents by far."""
+    prior = priors.load("natural-latent")
+    assert isinstance(prior, priors.LatentPrior)
+    assert prior.shape == (3, 32, 32) and prior.pixel_shape == (1, 128, 128)
+    x = Photographs("test", crop=128).evaluation()[0][::7]  # 7 crops of the 3 photographs
+    with torch.no_grad():
+        z = prior.encode(x)
+        back = prior.decode(z).clamp(-1, 1)
+        psnr = 10 * torch.log10(4 / (back - x).pow(2).mean(dim=(1, 2, 3)))
+        assert float(psnr.mean()) > 26 and float(psnr.min()) > 17, psnr
+        g = torch.Generator().manual_seed(0)
+        t = torch.full((len(z),), 0.5)
+        alpha, sigma = prior.schedule(t)
+        z_t = alpha[0] * z + sigma[0] * torch.randn(z.shape, generator=g)
+        error = (prior(z_t, t) - z).pow(2).mean()
+        noisy = (z_t / alpha[0] - z).pow(2).mean()
+    assert float(error) < 0.25 * float(noisy), (error, noisy)
+    with pytest.raises(ValueError, match="not a denoiser"):
+        priors.load("natural-autoencoder")  # the first stage alone is no prior

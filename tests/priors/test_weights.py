@@ -155,31 +155,6 @@ def test_shipped_priors_and_classifiers_load_in_one_call():
         priors.load("digits-classifier")
 
 
-def test_the_shipped_latent_prior_decodes_its_encodings_and_denoises_its_latents():
-    """natural-latent pairs the shipped autoencoder with a latent denoiser: held-out crops
-    survive encoding and decoding, and the denoiser beats the noisy latents by far."""
-    from experiments.shared.photographs import Photographs
-
-    prior = priors.load("natural-latent")
-    assert isinstance(prior, priors.LatentPrior)
-    assert prior.shape == (3, 32, 32) and prior.pixel_shape == (1, 128, 128)
-    x = Photographs("test", crop=128).evaluation()[0][::7]  # 7 crops of the 3 photographs
-    with torch.no_grad():
-        z = prior.encode(x)
-        back = prior.decode(z).clamp(-1, 1)
-        psnr = 10 * torch.log10(4 / (back - x).pow(2).mean(dim=(1, 2, 3)))
-        assert float(psnr.mean()) > 26 and float(psnr.min()) > 17, psnr
-        g = torch.Generator().manual_seed(0)
-        t = torch.full((len(z),), 0.5)
-        alpha, sigma = prior.schedule(t)
-        z_t = alpha[0] * z + sigma[0] * torch.randn(z.shape, generator=g)
-        error = (prior(z_t, t) - z).pow(2).mean()
-        noisy = (z_t / alpha[0] - z).pow(2).mean()
-    assert float(error) < 0.25 * float(noisy), (error, noisy)
-    with pytest.raises(ValueError, match="not a denoiser"):
-        priors.load("natural-autoencoder")  # the first stage alone is no prior
-
-
 def test_guided_digits_land_in_the_requested_class():
     prior = priors.load("digits")
     classifier = priors.load_classifier("digits", noisy=False)
