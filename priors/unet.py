@@ -26,13 +26,14 @@ References:
 from __future__ import annotations
 
 import math
-import numbers
 
 from collections.abc import Sequence
 
 import torch
 
 from torch import Tensor, nn
+
+import checks
 
 from priors.embedding import timestep_embedding
 
@@ -55,11 +56,9 @@ class PixelNorm(nn.Module):
 def _norm(channels: int, groups: int) -> nn.Module:
     """The normalisation layer: ``groups`` > 0 is group normalisation, -1 is
     :class:`PixelNorm`, 0 is none (see :class:`UNet`)."""
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < -1:
-        raise ValueError(
-            f"groups must be an int: > 0 (group normalisation), -1 (per pixel) or 0 (none), "
-            f"got {groups!r}"
-        )
+    groups = checks.integer(
+        groups, "groups (> 0: group normalisation, -1: per pixel, 0: none)", low=-1
+    )
     if groups == 0:
         return nn.Identity()
     if groups == -1:

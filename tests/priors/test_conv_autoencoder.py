@@ -47,8 +47,8 @@ def test_bad_arguments_are_refused():
         ConvAutoencoder(**AE, scale=float("inf"))
     with pytest.raises(ValueError, match="latent_channels"):
         ConvAutoencoder([1, 16, 16], latent_channels=0)
-    for groups in (-2, 1.5, True):
-        with pytest.raises(ValueError, match=r"groups must be an int: > 0 .* -1 .* or 0"):
+    for groups, error in ((-2, ValueError), (1.5, ValueError), (True, TypeError)):
+        with pytest.raises(error, match=r"groups \(> 0: .* -1: .* 0: none\) must be an integer"):
             ConvAutoencoder(**{**AE, "groups": groups})
     ae = ConvAutoencoder(**AE)
     with pytest.raises(ValueError, match="shape"):

@@ -143,5 +143,7 @@ def test_pixel_norm_keeps_the_network_local():
         with torch.no_grad():  # 88 pixels away: beyond the receptive field (about 32)
             far = (net(x, t) - net(changed, t))[..., 96:, 96:].abs().max()
         assert (float(far) == 0.0) == local, groups
-    with pytest.raises(ValueError, match="groups must be an int"):  # not gcd(-2, 8) = 2
+    with pytest.raises(
+        ValueError, match=r"groups \(> 0: .* -1: .* 0: none\) must be an integer >= -1"
+    ):  # not gcd(-2, 8) = 2
         priors.UNet(1, channels=(8, 16), blocks=1, attention=(False, False), groups=-2)
