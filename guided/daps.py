@@ -25,6 +25,16 @@ level of :math:`x_t / \alpha_t`:
    left to blow up. For a nonlinear operator only the prior term's part is checked.
 3. **Noise.** :math:`x_s = \alpha_s x_0 + \sigma_s z` (the clean sample at :math:`s = 0`).
 
+**Pure noise.** Where :math:`\alpha_t = 0` (:math:`t = 1` on a
+:class:`~priors.RectifiedSchedule`) the level :math:`\bar\sigma_t` is infinite: the
+likelihood step's coupling term vanishes (its Langevin steps sample the likelihood alone,
+from the prior's mean), and the inner ODE's :math:`\rho = 7` grid, which has no useful limit
+there (all its levels but the last go to infinity with :math:`\bar\sigma_t`, leaving one
+effective step), starts instead at the level :math:`\bar\sigma_s` of the annealing step's end;
+its first Euler step goes from the noise straight to that level (DDIM steps from
+:math:`\alpha = 0` exactly). This start rule is ours: the authors anneal from
+:math:`\bar\sigma = 100` and never meet pure noise.
+
 Cost: ``ode_steps`` NFE per annealing step (DAPS-1K of the paper: 200 annealing steps of 5,
 i.e. 1000 NFE, with 100 Langevin steps each). The annealing grid is the ``ts`` the run is
 given; the authors anneal :math:`\bar\sigma` from 100 to 0.1 on a :math:`\rho = 7` grid, which
@@ -72,6 +82,10 @@ from priors import randn
 
 __all__ = ["DAPS"]
 
+#: Where the inner ODE's level spacing starts from pure noise: the authors' largest annealing
+#: level (see the module).
+PURE_NOISE_LEVEL = 100.0
+
 
 class DAPS(Sampler):
     r"""DAPS sampler (see the module).
@@ -89,6 +103,8 @@ class DAPS(Sampler):
         decay: The ratio :math:`r \in (0, 1]` of the last step size to the first.
         sigma_min: The noise level :math:`\bar\sigma_{\min}` where the inner ODE stops.
     """
+
+    pure_noise = True  # an infinite level at alpha_t = 0 and its own start rule (the module)
 
     def __init__(
         self,
@@ -117,9 +133,12 @@ class DAPS(Sampler):
     def clean_estimate(self, run: Run, x_t: Tensor, step: Step) -> Tensor:
         r""":math:`\hat x_0`: the probability-flow ODE from :math:`x_t` to
         :math:`\bar\sigma_{\min}` in ``ode_steps`` Euler (DDIM) steps, levels spaced as
-        :math:`\bar\sigma^{1/7}` (one evaluation if :math:`x_t` is already below it)."""
+        :math:`\bar\sigma^{1/7}` (one evaluation if :math:`x_t` is already below it); from
+        pure noise the spacing starts at :math:`\bar\sigma_s` (see the module)."""
         schedule = run.schedule
-        top = step.sigma_t / step.alpha_t
+        top = _level(step.alpha_t, step.sigma_t)
+        if math.isinf(top):  # pure noise: the spacing starts at a finite level (the module)
+            top = max(PURE_NOISE_LEVEL, _level(step.alpha_s, step.sigma_s))
         if top <= self.sigma_min:
             return run.denoise(x_t, step.t)
         times = level_times(schedule, top, self.sigma_min, self.ode_steps)
@@ -136,7 +155,7 @@ class DAPS(Sampler):
 
     def step(self, run: Run, x_t: Tensor, step: Step, state: SamplerState) -> Tensor:
         x0_hat = self.clean_estimate(run, x_t, step)
-        level = step.sigma_t / step.alpha_t
+        level = _level(step.alpha_t, step.sigma_t)
         step_size = self.step_size * (1 - (1 - self.decay) * step.index / step.count)
         if self.langevin_steps:
             self.likelihood.check(
@@ -149,3 +168,8 @@ class DAPS(Sampler):
             return x0
         z = randn(x0.shape, run.generator, dtype=x0.dtype, device=x0.device)
         return step.alpha_s * x0 + step.sigma_s * z
+
+
+def _level(alpha: float, sigma: float) -> float:
+    r""":math:`\bar\sigma = \sigma / \alpha`, infinite at pure noise (:math:`\alpha = 0`)."""
+    return sigma / alpha if alpha > 0 else math.inf

@@ -127,6 +127,8 @@ class DCPS(Sampler):
             transition standard deviations for the mean (see the module).
     """
 
+    pure_noise = True  # DDIM coefficients and the prior score (alpha_t x_hat - x) / sigma_t^2
+
     def __init__(
         self,
         op: Operator,

@@ -111,6 +111,8 @@ class PnPDM(Sampler):
         step_size: Their step size.
     """
 
+    pure_noise = True  # the grid gives the iteration count only: its times are never read
+
     def __init__(
         self,
         op: Operator,

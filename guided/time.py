@@ -11,7 +11,11 @@ r"""Time grids :math:`1 = t_0 > t_1 > \dots > t_N = 0` for samplers.
 
   with :math:`\tilde\sigma_{max} = \tilde\sigma_1` and :math:`\tilde\sigma_{min}` =
   ``sigma_min`` (0.002, as in the paper), mapped back to times with
-  :meth:`~priors.Schedule.time_of`, followed by a last step to :math:`t = 0`. A schedule
+  :meth:`~priors.Schedule.time_of`, followed by a last step to :math:`t = 0`. A
+  ``sigma_max`` below :math:`\tilde\sigma_1` starts the spacing there, after the grid's first
+  point :math:`t = 1` (whose step jumps down to it); on a schedule whose
+  :math:`\tilde\sigma_1` is infinite (pure noise at :math:`t = 1`, a
+  :class:`~priors.RectifiedSchedule`) ``sigma_max`` defaults to the paper's 80. A schedule
   whose own :math:`\tilde\sigma_0` is at least ``sigma_min`` ends the spacing there
   instead; on an :class:`~priors.EDMSchedule` with the same :math:`\rho` and
   :math:`\sigma_{min}` the grid is therefore uniform in :math:`t`.
@@ -69,6 +73,10 @@ __all__ = ["check_grid", "level_times", "time_grid"]
 
 KINDS = ("uniform", "quadratic", "karras", "linear_beta", "shifted")
 
+#: Karras et al.'s :math:`\tilde\sigma_{max}`, where ``"karras"`` starts on a schedule whose own
+#: largest level is infinite.
+KARRAS_SIGMA_MAX = 80.0
+
 #: :math:`\beta_{min}` and :math:`\beta_{max}` of the ``"linear_beta"`` grid.
 BETA_MIN, BETA_MAX = 0.1, 20.0
 
@@ -80,6 +88,7 @@ def time_grid(
     schedule: Schedule | None = None,
     rho: float = 7.0,
     sigma_min: float = 0.002,
+    sigma_max: float | None = None,
     shift: float = 3.0,
 ) -> Tensor:
     r"""A decreasing float64 time grid of shape :math:`(steps + 1,)` from 1 to 0.
@@ -93,6 +102,9 @@ def time_grid(
         rho: The exponent :math:`\rho > 0` of ``"karras"``.
         sigma_min: The smallest non-zero noise level :math:`\tilde\sigma_{min}` of
             ``"karras"`` (raised to the schedule's own minimum when that is larger).
+        sigma_max: The largest level :math:`\tilde\sigma_{max}` that ``"karras"`` spaces
+            from (None: the schedule's own, or 80 where that is infinite; one at or above
+            the schedule's own is lowered to it).
         shift: The shift :math:`s > 0` of ``"shifted"``.
     """
     steps = checks.integer(steps, "steps", low=1)
@@ -112,23 +124,24 @@ def time_grid(
         return _linear_beta(steps, schedule)
     rho = checks.number(rho, "rho", low=0, open_low=True)
     sigma_min = checks.number(sigma_min, "sigma_min", low=0, open_low=True)
-    sigma_hi, sigma_lo = torch.exp(-schedule.log_snr(torch.tensor([1.0, 0.0]))).tolist()
-    if not math.isfinite(sigma_hi):
-        raise ValueError(
-            f"the 'karras' grid spaces noise levels up to the schedule's largest, which is "
-            f"infinite on {type(schedule).__name__} (pure noise at t = 1): use 'shifted', "
-            "'uniform' or 'linear_beta'"
-        )
+    sigma_top, sigma_lo = torch.exp(-schedule.log_snr(torch.tensor([1.0, 0.0]))).tolist()
+    if sigma_max is None and not math.isfinite(sigma_top):
+        sigma_max = KARRAS_SIGMA_MAX
+    if sigma_max is not None:
+        sigma_max = checks.number(sigma_max, "sigma_max", low=0, open_low=True)
+    jump = sigma_max is not None and sigma_max < sigma_top  # t = 1, then the spacing
+    sigma_hi = sigma_max if jump else sigma_top
     if sigma_min >= sigma_hi:
-        raise ValueError(f"sigma_min={sigma_min} is not below the schedule's {sigma_hi}")
+        raise ValueError(f"sigma_min={sigma_min} is not below the largest level {sigma_hi}")
     # The last point is t = 0; it is a rho-spaced point only when the schedule stops above
     # sigma_min (EDM), otherwise the final step jumps from sigma_min to t = 0.
-    n = steps + 1 if sigma_lo >= sigma_min else steps
+    n = (steps + 1 if sigma_lo >= sigma_min else steps) - jump
     lo = max(sigma_lo, sigma_min) ** (1 / rho)
     hi = sigma_hi ** (1 / rho)
     u = torch.linspace(1, 0, n, dtype=torch.float64)
-    ts = schedule.time_of(-rho * torch.log(lo + u * (hi - lo)))
-    ts = torch.cat([ts, torch.zeros(steps + 1 - n, dtype=torch.float64)])
+    ts = schedule.time_of(-rho * torch.log(lo + u * (hi - lo))).to(torch.float64)
+    ts = torch.cat([torch.ones(int(jump), dtype=torch.float64), ts])
+    ts = torch.cat([ts, torch.zeros(steps + 1 - len(ts), dtype=torch.float64)])
     ts[0], ts[-1] = 1.0, 0.0
     return ts
 

@@ -318,6 +318,18 @@ CASES = [
         "sigma_min must be a finite",
     ),
     (
+        "time_grid sigma_max inf",
+        lambda: guided.time_grid(10, "karras", schedule=priors.EDMSchedule(), sigma_max=INF),
+        ValueError,
+        "sigma_max must be a finite",
+    ),
+    (
+        "time_grid sigma_max str",
+        lambda: guided.time_grid(10, "karras", schedule=priors.EDMSchedule(), sigma_max="80"),
+        TypeError,
+        "sigma_max must be a",
+    ),
+    (
         "check_grid increasing",
         lambda: guided.check_grid(torch.tensor([0.0, 1.0])),
         ValueError,

@@ -15,6 +15,7 @@ second-order ones (DPM-Solver++, Heun) 50.
 """
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -262,9 +263,14 @@ def test_time_grids():
         ts = guided.time_grid(10, kind)
         assert ts.shape == (11,) and ts[0] == 1 and ts[-1] == 0 and (ts.diff() < 0).all()
     for name, schedule in SCHEDULES.items():
-        if name == "rectified":  # its top level is infinite: nothing to rho-space
-            with pytest.raises(ValueError, match="infinite on RectifiedSchedule.*'shifted'"):
-                guided.time_grid(12, "karras", schedule=schedule())
+        if name == "rectified":  # its top level is infinite: t = 1, then 80 (Karras et al.)
+            ts = guided.time_grid(12, "karras", schedule=schedule())
+            assert ts.shape == (13,) and ts[0] == 1 and ts[-1] == 0 and (ts.diff() < 0).all()
+            root = torch.exp(-schedule().log_snr(ts[1:-1])) ** (1 / 7)
+            torch.testing.assert_close(root.diff(), root.diff().mean().expand(10), rtol=1e-6,
+                                       atol=1e-9)  # fmt: skip
+            assert float(root[0] ** 7) == pytest.approx(80, rel=1e-9)
+            assert float(root[-1] ** 7) == pytest.approx(0.002, rel=1e-6)
             continue
         ts = guided.time_grid(12, "karras", schedule=schedule())
         assert ts.shape == (13,) and ts[0] == 1 and ts[-1] == 0 and (ts.diff() < 0).all(), name
@@ -281,6 +287,30 @@ def test_time_grids():
         rtol=0,
         atol=1e-12,
     )
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5, 12])
+def test_a_karras_grid_below_the_top_jumps_from_pure_noise_to_sigma_max(steps):
+    """sigma_max below the schedule's top level: t = 1, then the rho-spacing from sigma_max
+    (the grid a flow prior's DAPS takes); at or above the top it is the default grid."""
+    for schedule in (priors.RectifiedSchedule(), priors.CosineSchedule(), priors.EDMSchedule()):
+        ts = guided.time_grid(steps, "karras", schedule=schedule, sigma_max=10.0)
+        assert ts.shape == (steps + 1,) and ts[0] == 1 and ts[-1] == 0
+        assert (ts.diff() < 0).all(), (schedule, ts)
+        if steps > 1:
+            level = float(torch.exp(-schedule.log_snr(ts[1])))
+            assert level == pytest.approx(10.0, rel=1e-9)
+        top = float(torch.exp(-schedule.log_snr(torch.tensor(1.0, dtype=torch.float64))))
+        if math.isfinite(top):
+            torch.testing.assert_close(
+                guided.time_grid(steps, "karras", schedule=schedule, sigma_max=2 * top),
+                guided.time_grid(steps, "karras", schedule=schedule), rtol=0, atol=0,
+            )  # fmt: skip
+    with pytest.raises(ValueError, match="sigma_max must be"):
+        guided.time_grid(5, "karras", schedule=priors.RectifiedSchedule(), sigma_max=-1.0)
+    with pytest.raises(ValueError, match="sigma_min=0.5 is not below the largest level 0.1"):
+        guided.time_grid(5, "karras", schedule=priors.RectifiedSchedule(), sigma_max=0.1,
+                         sigma_min=0.5)  # fmt: skip
 
 
 @pytest.mark.parametrize("shift", [0.5, 1.0, 3.0])
