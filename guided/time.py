@@ -39,9 +39,10 @@ r"""Time grids :math:`1 = t_0 > t_1 > \dots > t_N = 0` for samplers.
 - ``"shifted"``: the resolution-dependent time shift of Stable Diffusion 3 (Esser et al.,
   2024) applied to the uniform grid, :math:`t_i = s u_i / (1 + (s - 1) u_i)`, :math:`u_i = 1 -
   i / N`, with ``shift`` :math:`s` (diffusers' ``FlowMatchEulerDiscreteScheduler`` reads it
-  from its config; the FlowDPS authors set 4 for SD3; Flux's depends on the image size). On
-  a :class:`~priors.RectifiedSchedule` (:math:`\tilde\sigma = t / (1 - t)`) it multiplies
-  every noise level by :math:`s`, so :math:`s > 1` moves steps to higher noise.
+  from its config; the FlowDPS authors set 4 for SD3; Flux's depends on the image size:
+  ``prior.shift`` of :func:`priors.flux.load_flux`). On a :class:`~priors.RectifiedSchedule`
+  (:math:`\tilde\sigma = t / (1 - t)`) it multiplies every noise level by :math:`s`, so
+  :math:`s > 1` moves steps to higher noise.
   diffusers' ``FlowMatchEulerDiscreteScheduler`` shifts a grid that ends at its smallest
   training time (:math:`10^{-3}`, shifted) before the final jump to 0, rather than at
   :math:`1/N`: pass its times as ``ts`` to reproduce it step for step.
