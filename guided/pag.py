@@ -13,12 +13,23 @@ evaluations per row; :math:`s = 0` is the prior. The conditions (a class label, 
 pass to both passes, so on a conditional prior PAG sharpens the conditional prediction
 without an unconditional pass.
 
-**With classifier-free guidance.** Wrapping a :class:`~guided.ClassifierFree` denoiser,
-both of its passes are perturbed and the update acts on the guided prediction (four
-evaluations per row). diffusers' PAG pipelines instead perturb only the conditional pass and
-add :math:`s(\hat\epsilon_c - \hat\epsilon_{c,\text{perturbed}})` to the guided noise (three
-evaluations); that form is not built here. diffusers' optional time-adaptive scale
-(``pag_adaptive_scale``, off by default there) is not built either.
+**With classifier-free guidance**, two forms:
+
+- ``cfg_scale`` :math:`w` (diffusers' PAG pipelines, ``pag_utils.py``): the unconditional,
+  conditional and perturbed conditional passes,
+
+  .. math:: \tilde x = \hat x_\varnothing + w\,(\hat x_c - \hat x_\varnothing)
+      + s\,(\hat x_c - \hat x_{c,\text{perturbed}}),
+
+  three evaluations per row (the first two batched in one call, as :class:`~guided.
+  ClassifierFree` makes them; the perturbed one alone, since the perturbation applies to a
+  whole call). With the same DDIM steps it reproduces ``StableDiffusionPAGPipeline``
+  (tested on a tiny saved pipeline).
+- Wrapping a :class:`~guided.ClassifierFree` denoiser instead perturbs both of its passes and
+  guides the guided prediction (four evaluations per row).
+
+diffusers' optional time-adaptive scale (``pag_adaptive_scale``, off by default there,
+written in their integer timesteps) is not built.
 
 Layers: names from :func:`priors.attention_layers` (self-attention only); by default every
 self-attention layer of the middle block, the layers diffusers' PAG guide applies it to
@@ -32,13 +43,14 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import Tensor
 
 import checks
 
+from guided.cfg import _null, both_passes, requested
 from priors import Denoiser, Wrapper
 from priors.attention import identity_attention, self_attention
 
@@ -52,9 +64,22 @@ class PAG(Wrapper):
         prior: A denoiser whose network has self-attention layers.
         scale: :math:`s \ge 0`.
         layers: The self-attention layers to perturb; default: the middle block's.
+        cfg_scale: :math:`w`, classifier-free guidance in diffusers' three-pass form (None:
+            none; the conditions then reach both passes unchanged).
+        key: The condition keyword that ``cfg_scale`` drops (``label`` for our priors).
+        null: Its dropped value (default: label :math:`-1`).
     """
 
-    def __init__(self, prior: Denoiser, scale: float, layers: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        prior: Denoiser,
+        scale: float,
+        layers: Sequence[str] | None = None,
+        *,
+        cfg_scale: float | None = None,
+        key: str = "label",
+        null: Mapping[str, Any] | None = None,
+    ) -> None:
         if not isinstance(prior, Denoiser):
             raise TypeError(f"prior must be a priors.Denoiser, got {type(prior).__name__}")
         selfs = self_attention(prior)
@@ -74,14 +99,27 @@ class PAG(Wrapper):
         unknown = [name for name in layers if name not in selfs]
         if not layers or unknown:
             raise ValueError(f"layers must name self-attention layers in {selfs}, got {layers}")
+        if cfg_scale is not None:
+            cfg_scale = checks.number(cfg_scale, "cfg_scale")
+            if key == "label" and not getattr(prior, "num_classes", 0):
+                raise ValueError(
+                    "classifier-free guidance on labels needs a class-conditional prior"
+                )
         super().__init__(prior)
         self.scale = checks.number(scale, "scale", low=0)
         self.layers = list(layers)
+        self.cfg_scale, self.key = cfg_scale, key
+        self.null = None if cfg_scale is None else _null(null, [key])[key]
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        x_hat = self.prior(x_t, t, **cond)
+        if self.cfg_scale is None:
+            x_hat = guided = self.prior(x_t, t, **cond)
+        else:
+            c, rest = requested(cond, self.key, x_t.shape[0], x_t.device)
+            x_hat, unconditional = both_passes(self.prior, x_t, t, self.key, c, self.null, rest)
+            guided = unconditional + self.cfg_scale * (x_hat - unconditional)
         if self.scale == 0:
-            return x_hat
+            return guided
         with identity_attention(self.prior, self.layers):
             perturbed = self.prior(x_t, t, **cond)
-        return x_hat + self.scale * (x_hat - perturbed)
+        return guided + self.scale * (x_hat - perturbed)

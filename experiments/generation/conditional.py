@@ -16,6 +16,9 @@ Sweeps (each point draws ``samples`` digits from the same initial noise, DDIM):
 - ``pag``: perturbed-attention guidance (:class:`guided.PAG`, layers ``pag.layers``) of the
   conditional prior over ``pag_scales``, the same requests as ``cfg``: two network
   evaluations per step, as classifier-free guidance, but no unconditional pass;
+- ``pag_cfg``: the same on top of classifier-free guidance at scale ``pag_cfg_scale`` in
+  diffusers' three-pass form (``guided.PAG(..., cfg_scale=...)``: unconditional, conditional
+  and perturbed conditional passes, three network evaluations per step; scale 0 is CFG);
 - ``auto``: AutoGuidance (:class:`guided.AutoGuidance`) of the conditional prior by the
   shipped weak model ``auto.weak`` over ``auto_scales``, the same requests as ``cfg``: two
   network evaluations per step (the weak one far cheaper);
@@ -78,7 +81,8 @@ from experiments.shared.runs import launch, write_metrics
 log = logging.getLogger(__name__)
 
 SWEEPS = (
-    "cfg", "cfgpp", "apg", "pag", "auto", "classifier", "safety", "sag", "sag_cfg", "inpaint",
+    "cfg", "cfgpp", "apg", "pag", "pag_cfg", "auto", "classifier", "safety", "sag", "sag_cfg",
+    "inpaint",
 )  # fmt: skip
 
 
@@ -124,8 +128,9 @@ def _check(cfg: DictConfig) -> None:
     for key in ("pag_scales", "auto_scales"):
         if not all(v >= 0 for v in cfg[key]):
             raise ValueError(f"{key} must be >= 0 (the guider's scale), got {list(cfg[key])}")
-    if not isinstance(cfg.sag_cfg_scale, int | float) or not math.isfinite(cfg.sag_cfg_scale):
-        raise ValueError(f"sag_cfg_scale must be a finite number, got {cfg.sag_cfg_scale}")
+    for key in ("sag_cfg_scale", "pag_cfg_scale"):
+        if not isinstance(cfg[key], int | float) or not math.isfinite(cfg[key]):
+            raise ValueError(f"{key} must be a finite number, got {cfg[key]}")
     if not 0 <= int(cfg.forbidden) < 10:
         raise ValueError(f"forbidden must be a digit class 0..9, got {cfg.forbidden}")
     node = cfg.inpaint
@@ -141,7 +146,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     _check(cfg)
     prior = priors.load("digits")
     noisy = priors.load_classifier("digits", noisy=True)
-    if "pag" in cfg.sweeps:  # the layers are checked against the prior before any sweep
+    if {"pag", "pag_cfg"} & set(cfg.sweeps):  # the layers are checked before any sweep
         guided.PAG(prior, 0.0, layers=list(cfg.pag.layers))
     weak = functools.cache(lambda: priors.load(str(cfg.auto.weak)))
     if "auto" in cfg.sweeps:  # loaded and checked against the prior before any sweep
@@ -176,6 +181,15 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "pag": (
             list(cfg.pag_scales),
             lambda s: (guided.PAG(prior, s, layers=list(cfg.pag.layers)), {"label": label}),
+        ),
+        "pag_cfg": (
+            list(cfg.pag_scales),
+            lambda s: (
+                guided.PAG(
+                    prior, s, layers=list(cfg.pag.layers), cfg_scale=float(cfg.pag_cfg_scale)
+                ),
+                {"label": label},
+            ),
         ),
         "auto": (
             list(cfg.auto_scales),
@@ -221,7 +235,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             x, cost, wall = _sample(denoiser, x_T, steps, *sampler, **cond)
             requested = (
                 label
-                if sweep in ("cfg", "cfgpp", "apg", "pag", "auto", "classifier", "sag_cfg")
+                if sweep
+                in ("cfg", "cfgpp", "apg", "pag", "pag_cfg", "auto", "classifier", "sag_cfg")
                 else None
             )
             scores = scorer.score(x, requested, forbidden if sweep == "safety" else None)

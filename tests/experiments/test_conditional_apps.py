@@ -48,6 +48,8 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
     assert rows[("pag", 3.0)]["nfe"] == rows[("cfg", 3.0)]["nfe"]  # two passes per step
     assert rows[("pag", 0.0)]["nfe"] == rows[("cfg", 3.0)]["nfe"] // 2  # scale 0: one pass
     assert rows[("pag", 0.0)]["agreement"] == rows[("apg", 1.0)]["agreement"]  # conditional
+    assert rows[("pag_cfg", 3.0)]["nfe"] == 3 * rows[("cfg", 3.0)]["nfe"] // 2  # three passes
+    assert rows[("pag_cfg", 0.0)]["agreement"] == rows[("cfg", 3.0)]["agreement"]  # CFG at 3
     assert rows[("auto", 2.0)]["nfe"] == rows[("cfg", 3.0)]["nfe"]  # two passes per step
     assert rows[("auto", 1.0)]["agreement"] == rows[("pag", 0.0)]["agreement"]  # the prior
     assert rows[("classifier", 10.0)]["agreement"] > rows[("classifier", 0.0)]["agreement"]
@@ -68,6 +70,7 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
         "samples_cfg",
         "samples_apg",
         "samples_pag",
+        "samples_pag_cfg",
         "samples_auto",
         "samples_cfgpp",
         "samples_safety",
@@ -94,6 +97,7 @@ def test_conditional_sweeps_write_scores_and_figures(tmp_path):
         ("samples=3", "samples"),
         ("inpaint.plausible=0", "plausible"),
         ("sag_cfg_scale=.nan", "sag_cfg_scale"),
+        ("pag_cfg_scale=.inf", "pag_cfg_scale"),
     ],
 )
 def test_conditional_bad_configs(tmp_path, override, match):

@@ -34,6 +34,30 @@ def test_the_update_is_linear_in_the_scale_away_from_the_perturbed_pass(prior):
     assert not torch.allclose(other, one, atol=1e-3)
 
 
+def test_with_cfg_scale_it_is_the_three_pass_form(prior):
+    """cfg_scale w: x_null + w (x_c - x_null) + s (x_c - x_c,perturbed), three NFE per row;
+    at s = 0 it is ClassifierFree exactly."""
+    x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor(0.5)
+    label = torch.tensor([2, 5, 9])
+    with torch.no_grad():
+        conditional = prior(x, t, label=label)
+        unconditional = prior(x, t, label=torch.tensor([-1, -1, -1]))
+        with priors.identity_attention(prior, ["mid.self"]):
+            perturbed = prior(x, t, label=label)
+        cost = priors.Cost()
+        with priors.measure(cost, batch=3):
+            got = guided.PAG(prior, 2.0, cfg_scale=3.0)(x, t, label=label)
+        cfg_only = guided.PAG(prior, 0.0, cfg_scale=3.0)(x, t, label=label)
+        cfg = guided.ClassifierFree(prior, 3.0)(x, t, label=label)
+    expected = unconditional + 3 * (conditional - unconditional) + 2 * (conditional - perturbed)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cfg_only, cfg, rtol=0, atol=0)
+    assert (cost.nfe, cost.vjp) == (3, 0)
+    with pytest.raises(ValueError, match="needs label="):
+        guided.PAG(prior, 2.0, cfg_scale=3.0)(x, t)
+
+
 def test_two_evaluations_per_row_and_layers_by_name(prior):
     x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     cost = priors.Cost()
@@ -61,3 +85,7 @@ def test_bad_input_is_refused(prior):
         guided.PAG(gaussian, 1.0)
     with pytest.raises(TypeError, match="Denoiser"):
         guided.PAG(torch.nn.Identity(), 1.0)
+    with pytest.raises(ValueError, match="cfg_scale must be"):
+        guided.PAG(prior, 1.0, cfg_scale=float("nan"))
+    with pytest.raises(ValueError, match="no null value for the condition"):
+        guided.PAG(prior, 1.0, cfg_scale=2.0, key="prompt_embeds")
