@@ -30,10 +30,12 @@ level of :math:`x_t / \alpha_t`:
 likelihood step's coupling term vanishes (its Langevin steps sample the likelihood alone,
 from the prior's mean), and the inner ODE's :math:`\rho = 7` grid, which has no useful limit
 there (all its levels but the last go to infinity with :math:`\bar\sigma_t`, leaving one
-effective step), starts instead at the level :math:`\bar\sigma_s` of the annealing step's end;
-its first Euler step goes from the noise straight to that level (DDIM steps from
-:math:`\alpha = 0` exactly). This start rule is ours: the authors anneal from
-:math:`\bar\sigma = 100` and never meet pure noise.
+effective step), starts instead at :math:`\max(100, \bar\sigma_s)`: the authors' largest
+annealing level, or the annealing step's end if higher. Its first Euler step goes from the
+noise straight to that level (DDIM's coefficients are exact at :math:`\alpha = 0`), and the
+clean estimate converges to the probability-flow ODE's solution as ``ode_steps`` grows
+(tested). This start rule is ours: the authors anneal from :math:`\bar\sigma = 100` and never
+meet pure noise.
 
 Cost: ``ode_steps`` NFE per annealing step (DAPS-1K of the paper: 200 annealing steps of 5,
 i.e. 1000 NFE, with 100 Langevin steps each). The annealing grid is the ``ts`` the run is
@@ -134,7 +136,7 @@ class DAPS(Sampler):
         r""":math:`\hat x_0`: the probability-flow ODE from :math:`x_t` to
         :math:`\bar\sigma_{\min}` in ``ode_steps`` Euler (DDIM) steps, levels spaced as
         :math:`\bar\sigma^{1/7}` (one evaluation if :math:`x_t` is already below it); from
-        pure noise the spacing starts at :math:`\bar\sigma_s` (see the module)."""
+        pure noise the spacing starts at :math:`\max(100, \bar\sigma_s)` (see the module)."""
         schedule = run.schedule
         top = _level(step.alpha_t, step.sigma_t)
         if math.isinf(top):  # pure noise: the spacing starts at a finite level (the module)

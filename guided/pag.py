@@ -21,10 +21,10 @@ without an unconditional pass.
   .. math:: \tilde x = \hat x_\varnothing + w\,(\hat x_c - \hat x_\varnothing)
       + s\,(\hat x_c - \hat x_{c,\text{perturbed}}),
 
-  three evaluations per row (the first two batched in one call, as :class:`~guided.
-  ClassifierFree` makes them; the perturbed one alone, since the perturbation applies to a
-  whole call). With the same DDIM steps it reproduces ``StableDiffusionPAGPipeline``
-  (tested on a tiny saved pipeline).
+  three evaluations per row (the first two batched in one call, as
+  :class:`~guided.ClassifierFree` makes them; the perturbed one alone, since the perturbation
+  applies to a whole call; at :math:`w = 1` the unconditional pass is skipped). With the same
+  DDIM steps it reproduces ``StableDiffusionPAGPipeline`` (tested on a tiny saved pipeline).
 - Wrapping a :class:`~guided.ClassifierFree` denoiser instead perturbs both of its passes and
   guides the guided prediction (four evaluations per row).
 
@@ -116,8 +116,13 @@ class PAG(Wrapper):
             x_hat = guided = self.prior(x_t, t, **cond)
         else:
             c, rest = requested(cond, self.key, x_t.shape[0], x_t.device)
-            x_hat, unconditional = both_passes(self.prior, x_t, t, self.key, c, self.null, rest)
-            guided = unconditional + self.cfg_scale * (x_hat - unconditional)
+            if self.cfg_scale == 1:  # the plain conditional prediction
+                x_hat = guided = self.prior(x_t, t, **{self.key: c}, **rest)
+            else:
+                x_hat, unconditional = both_passes(
+                    self.prior, x_t, t, self.key, c, self.null, rest
+                )
+                guided = unconditional + self.cfg_scale * (x_hat - unconditional)
         if self.scale == 0:
             return guided
         with identity_attention(self.prior, self.layers):

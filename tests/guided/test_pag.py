@@ -54,6 +54,11 @@ def test_with_cfg_scale_it_is_the_three_pass_form(prior):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(cfg_only, cfg, rtol=0, atol=0)
     assert (cost.nfe, cost.vjp) == (3, 0)
+    cost = priors.Cost()
+    with torch.no_grad(), priors.measure(cost, batch=3):  # w = 1: no unconditional pass
+        at_one = guided.PAG(prior, 2.0, cfg_scale=1.0)(x, t, label=label)
+    torch.testing.assert_close(at_one, 3 * conditional - 2 * perturbed, rtol=1e-5, atol=1e-5)
+    assert cost.nfe == 2
     with pytest.raises(ValueError, match="needs label="):
         guided.PAG(prior, 2.0, cfg_scale=3.0)(x, t)
 
