@@ -41,6 +41,7 @@ from operators.matrix import MatrixOperator
 from operators.noise import GaussianNoise, PoissonNoise
 from operators.nonlinear import NonlinearBlur, PhaseRetrieval, SaturatingSensor
 from operators.registry import examples
+from operators.transfer import ConvolutiveTransfer
 from operators.unknown import BlindBlur, ChannelGain, ChannelMixing, UnknownOperator
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "ChannelMixing",
     "CircularBlur",
     "Colorization",
+    "ConvolutiveTransfer",
     "DeepinvLinearOperator",
     "DeepinvOperator",
     "DeepinvSVDOperator",

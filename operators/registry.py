@@ -17,6 +17,7 @@ from operators.kinematics import PlanarKinematics
 from operators.masks import box_mask
 from operators.matrix import MatrixOperator
 from operators.nonlinear import NonlinearBlur, PhaseRetrieval, SaturatingSensor
+from operators.transfer import ConvolutiveTransfer
 from operators.unknown import BlindBlur, ChannelGain, ChannelMixing
 
 __all__ = ["examples"]
@@ -59,6 +60,15 @@ def examples() -> dict[str, tuple[Operator, tuple[int, ...]]]:
         "channel_gain": ChannelGain((3, 4, 4), torch.tensor([0.5, 1.0, 2.0])),
         "channel_mixing": ChannelMixing(
             (3, 4, 4), 2, torch.tensor([[0.2, 0.3, 0.5], [0.6, 0.4, 0.0]])
+        ),
+        "convolutive_transfer": ConvolutiveTransfer(
+            2,
+            3,
+            64,
+            n_fft=16,
+            hop=4,
+            taps=2,
+            filters=torch.randn(2, 3, 9, 2, 2, generator=g, dtype=torch.float64),
         ),
         "deepinv_inpainting": DeepinvOperator(
             dphysics.Inpainting((2, 5, 5), mask=0.6, rng=torch.Generator().manual_seed(1)).to(
