@@ -67,8 +67,9 @@ class UNetDenoiser(Denoiser):
         network: The U-Net (input and output channels equal to the data's).
         schedule: The schedule it was trained with (for ``prediction="flow"``, one with
             :meth:`~priors.Schedule.derivatives`, usually the rectified one).
-        shape: One sample's shape :math:`(C, H, W)`; for fully convolutional networks any
-            :math:`H, W` divisible by the network's factor also work.
+        shape: One sample's shape :math:`(C, H, W)`, or :math:`(C, T)` for a one-dimensional
+            network (``dims=1``); for fully convolutional networks any :math:`H, W` (or
+            :math:`T`) divisible by the network's factor also work.
         prediction: ``"v"`` or ``"flow"`` (see the module): what the network was trained to
             predict.
     """
@@ -81,6 +82,11 @@ class UNetDenoiser(Denoiser):
         super().__init__(schedule)
         self.network = network
         self.shape = tuple(int(n) for n in shape)
+        if len(self.shape) != network.dims + 1:
+            raise ValueError(
+                f"shape {self.shape} must have {network.dims + 1} sizes (channels and the "
+                f"network's {network.dims} spatial dimension(s))"
+            )
         self.prediction = prediction
 
     @property
@@ -95,9 +101,10 @@ class UNetDenoiser(Denoiser):
         return 2 ** (self.network.levels - 1)
 
     def forward(self, x_t: Tensor, t: Tensor, label: Tensor | int | None = None) -> Tensor:
-        if x_t.ndim != 4 or x_t.shape[1] != self.shape[0]:
+        if x_t.ndim != len(self.shape) + 1 or x_t.shape[1] != self.shape[0]:
+            sides = ", ".join(("H", "W") if len(self.shape) == 3 else ("T",))
             raise ValueError(
-                f"x_t must have shape (B, {self.shape[0]}, H, W), got {tuple(x_t.shape)}"
+                f"x_t must have shape (B, {self.shape[0]}, {sides}), got {tuple(x_t.shape)}"
             )
         label = check_label(label, x_t.shape[0], self.num_classes)
         if label is not None:

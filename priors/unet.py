@@ -53,6 +53,11 @@ class PixelNorm(nn.Module):
         return self.norm(x.movedim(1, -1)).movedim(-1, 1)
 
 
+def _conv(dims: int) -> type[nn.Conv1d | nn.Conv2d]:
+    """The convolution of ``dims`` spatial dimensions (1 or 2)."""
+    return nn.Conv1d if dims == 1 else nn.Conv2d
+
+
 def _norm(channels: int, groups: int) -> nn.Module:
     """The normalisation layer: ``groups`` > 0 is group normalisation, -1 is
     :class:`PixelNorm`, 0 is none (see :class:`UNet`)."""
@@ -76,36 +81,44 @@ class ResBlock(nn.Module):
         emb_dim: The conditioning embedding's size.
         dropout: Dropout before the second convolution.
         groups: Group-norm groups (-1: per pixel, 0: none).
+        dims: Spatial dimensions: 2 (images) or 1 (signals).
     """
 
     def __init__(
-        self, channels: int, out_channels: int, emb_dim: int, dropout: float, groups: int
+        self,
+        channels: int,
+        out_channels: int,
+        emb_dim: int,
+        dropout: float,
+        groups: int,
+        dims: int = 2,
     ) -> None:
         super().__init__()
+        conv = _conv(dims)
         self.norm1 = _norm(channels, groups)
-        self.conv1 = nn.Conv2d(channels, out_channels, 3, padding=1)
+        self.conv1 = conv(channels, out_channels, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * out_channels)
         self.norm2 = _norm(out_channels, groups)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv2 = conv(out_channels, out_channels, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
-        self.skip = (
-            nn.Identity() if channels == out_channels else nn.Conv2d(channels, out_channels, 1)
-        )
+        self.skip = nn.Identity() if channels == out_channels else conv(channels, out_channels, 1)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = self.conv1(nn.functional.silu(self.norm1(x)))
-        scale, shift = self.emb(nn.functional.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        emb = self.emb(nn.functional.silu(emb))
+        scale, shift = emb.view(*emb.shape, *[1] * (x.ndim - 2)).chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.dropout(nn.functional.silu(h)))
         return self.skip(x) + h
 
 
 class Attention(nn.Module):
-    r"""Multi-head attention from the pixels of a feature map :math:`(B, C, H, W)` to the
-    same pixels (self) or to context tokens :math:`(B, T, D)` (cross), with a residual
-    connection. The probabilities pass through ``maps`` (an identity) for hooks.
+    r"""Multi-head attention from the pixels of a feature map :math:`(B, C, H, W)` (or the
+    positions of a signal's, :math:`(B, C, T)`) to the same pixels (self) or to context tokens
+    :math:`(B, T, D)` (cross), with a residual connection. The probabilities pass through
+    ``maps`` (an identity) for hooks.
 
     Arguments:
         channels: Feature channels :math:`C` (divisible by ``heads``).
@@ -139,7 +152,7 @@ class Attention(nn.Module):
         return self.name.split(".")[0]
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        b, c, h, w = x.shape
+        c = x.shape[1]
         pixels = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
         if self.cross:
             if context is None:
@@ -157,7 +170,7 @@ class Attention(nn.Module):
         probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(c // self.heads), dim=-1)
         probs = self.maps(probs)  # (B, heads, HW, T): the hook point
         out = (probs @ v).transpose(1, 2).flatten(2)
-        return x + self.out(out).transpose(1, 2).reshape(b, c, h, w)
+        return x + self.out(out).transpose(1, 2).reshape(x.shape)
 
 
 class _Stage(nn.Module):
@@ -201,6 +214,9 @@ class UNet(nn.Module):
             image and on tiles of it away from the tile borders, which is what restoration
             of images larger than the training crops needs.
         encoder_only: Keep only the down path and middle block (for classifiers).
+        dims: Spatial dimensions: 2 for images :math:`(B, C, H, W)`, 1 for signals
+            :math:`(B, C, T)` (one-dimensional convolutions and resampling; the same blocks,
+            attention over the positions).
     """
 
     def __init__(
@@ -217,8 +233,11 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         groups: int = 8,
         encoder_only: bool = False,
+        dims: int = 2,
     ) -> None:
         super().__init__()
+        self.dims = checks.integer(dims, "dims", low=1, high=2)
+        conv = _conv(self.dims)
         channels, attention = list(channels), list(attention)
         if len(attention) != len(channels):
             raise ValueError("attention needs one flag per level of channels")
@@ -248,7 +267,7 @@ class UNet(nn.Module):
                 layers.append(Attention(ch, heads, context_dim, groups, f"{name}.cross"))
             return layers
 
-        self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.stem = conv(in_channels, channels[0], 3, padding=1)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
         skips, ch = [channels[0]], channels[0]
@@ -257,7 +276,7 @@ class UNet(nn.Module):
             for j in range(blocks):
                 stages.append(
                     _Stage(
-                        ResBlock(ch, out, emb_dim, dropout, groups),
+                        ResBlock(ch, out, emb_dim, dropout, groups, self.dims),
                         attentions(out, on, f"down.{i}.{j}"),
                     )
                 )
@@ -265,15 +284,15 @@ class UNet(nn.Module):
                 skips.append(ch)
             self.down.append(stages)
             if i < self.levels - 1:
-                self.downsample.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+                self.downsample.append(conv(ch, ch, 3, stride=2, padding=1))
                 skips.append(ch)
         self.mid = nn.ModuleList(
             [
                 _Stage(
-                    ResBlock(ch, ch, emb_dim, dropout, groups),
+                    ResBlock(ch, ch, emb_dim, dropout, groups, self.dims),
                     attentions(ch, any(attention), "mid"),
                 ),
-                _Stage(ResBlock(ch, ch, emb_dim, dropout, groups), []),
+                _Stage(ResBlock(ch, ch, emb_dim, dropout, groups, self.dims), []),
             ]
         )
         self.out_features = ch
@@ -287,16 +306,16 @@ class UNet(nn.Module):
             for j in range(blocks + 1):
                 stages.append(
                     _Stage(
-                        ResBlock(ch + skips.pop(), out, emb_dim, dropout, groups),
+                        ResBlock(ch + skips.pop(), out, emb_dim, dropout, groups, self.dims),
                         attentions(out, on, f"up.{i}.{j}"),
                     )
                 )
                 ch = out
             self.up.append(stages)
             if i > 0:
-                self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1))
+                self.upsample.append(conv(ch, ch, 3, padding=1))
         self.head = nn.Sequential(
-            _norm(ch, groups), nn.SiLU(), nn.Conv2d(ch, out_channels or in_channels, 3, padding=1)
+            _norm(ch, groups), nn.SiLU(), conv(ch, out_channels or in_channels, 3, padding=1)
         )
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
@@ -322,12 +341,16 @@ class UNet(nn.Module):
     ) -> tuple[Tensor, list[Tensor], Tensor, Tensor | None]:
         """The down path and middle block: features, skips, embedding and context."""
         factor = 2 ** (self.levels - 1)
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
+        sides = ("H", "W") if self.dims == 2 else ("T",)
+        if x.ndim != self.dims + 2 or x.shape[1] != self.in_channels:
             raise ValueError(
-                f"x must have shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}"
+                f"x must have shape (B, {self.in_channels}, {', '.join(sides)}), "
+                f"got {tuple(x.shape)}"
             )
-        if x.shape[-2] % factor or x.shape[-1] % factor:
-            raise ValueError(f"H and W must be divisible by {factor}, got {tuple(x.shape[-2:])}")
+        if any(n % factor for n in x.shape[2:]):
+            raise ValueError(
+                f"{' and '.join(sides)} must be divisible by {factor}, got {tuple(x.shape[2:])}"
+            )
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
         emb, tokens = self.embed(x, t, label)
         if context is None:
@@ -350,7 +373,7 @@ class UNet(nn.Module):
     ) -> Tensor:
         r"""
         Arguments:
-            x: Input :math:`(B, C_{in}, H, W)`.
+            x: Input :math:`(B, C_{in}, H, W)` (:math:`(B, C_{in}, T)` for ``dims=1``).
             t: Times :math:`()` or :math:`(B,)` in [0, 1].
             label: Class labels :math:`(B,)` (long); negative entries and ``None`` mean the
                 null class.
