@@ -214,3 +214,25 @@ def test_the_ema_warm_up_forgets_the_initial_weights():
     for k in range(1500):
         kept *= ema_decay(0.998, k, True)
     assert kept < 1e-20  # of the initial weights, against 0.998**1500 = 5% without it
+
+
+def test_the_waveform_prior_trains_and_loads_as_a_one_dimensional_prior(tmp_path: Path):
+    """The waveforms config (a dims=1 U-Net on experiments.shared.waveforms) at toy size: it
+    trains, its card has the held-out denoising errors, and the file loads as a prior of
+    signals (1, T)."""
+    with initialize_config_module(version_base=None, config_module="experiments.configs.train"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "prior=waveforms", "data.samples=256", "data.evaluation_size=20",
+                "shape=[1,256]", "network.channels=[8,16]", "network.attention=[false,false]",
+                "steps=2", "batch_size=4", "warmup=1", "checkpoint_every=10", "progress=false",
+                "device=cpu",
+            ],
+        )  # fmt: skip
+    metrics = train(cfg, tmp_path)
+    assert metrics["steps"] == 2 and metrics["evaluation"]["heldout"] == 20
+    prior = priors.weights.read(tmp_path / "waveforms.safetensors")
+    assert prior.shape == (1, 256) and prior.network.dims == 1
+    x = torch.zeros(3, 1, 256)
+    assert prior(x, torch.tensor(0.5)).shape == (3, 1, 256)
