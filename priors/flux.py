@@ -34,8 +34,11 @@ classifier-free guidance, so the pipeline's default makes one network evaluation
 That is SD3's shift :math:`s \sigma / (1 + (s - 1) \sigma)` with :math:`s = e^\mu`, so
 ``prior.shift`` is :math:`e^\mu` for the prior's image size and
 ``guided.time_grid(N, "shifted", shift=prior.shift)`` is the pipeline's grid of :math:`N`
-steps (tested against the pipeline's scheduler; a scheduler configured with a terminal
-stretch or Karras, exponential or beta sigmas is refused, as that grid would differ).
+steps (tested against the pipeline's scheduler). A scheduler configured with a terminal
+stretch, Karras, exponential or beta sigmas or inverted sigmas spaces its grid otherwise:
+``prior.shift`` is then ``None`` (so ``time_grid`` refuses it) and
+:func:`~priors.stable_diffusion.diffusers_times` of the scheduler after the pipeline's
+``set_timesteps`` gives its grid.
 
 References:
     | FLUX.1 (Black Forest Labs, 2024) https://github.com/black-forest-labs/flux
@@ -71,7 +74,7 @@ _PARTS = (
 #: Scheduler options under which the pipeline's grid is not the shifted uniform grid.
 _OTHER_GRIDS = (
     "shift_terminal", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
-    "invert_sigmas", "stochastic_sampling",
+    "invert_sigmas",
 )  # fmt: skip
 
 
@@ -120,17 +123,13 @@ class FluxPrompts(nn.Module):
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
 
-def _shift(scheduler: Any, tokens: int) -> float:
+def _shift(scheduler: Any, tokens: int) -> float | None:
     r""":math:`e^\mu` (or :math:`\mu` for a linear time shift) for ``tokens`` latent tokens,
-    or the scheduler's fixed ``shift`` without dynamic shifting (see the module)."""
+    the scheduler's fixed ``shift`` without dynamic shifting, or None where its grid is not a
+    shifted uniform grid (see the module)."""
     config = scheduler.config
-    other = [name for name in _OTHER_GRIDS if config.get(name)]
-    if other:
-        raise ValueError(
-            f"the Flux scheduler sets {other}: its grid is not the shifted uniform grid that "
-            "prior.shift describes; this loader reads FLUX.1's FlowMatchEulerDiscreteScheduler "
-            "without them"
-        )
+    if any(config.get(name) for name in _OTHER_GRIDS):
+        return None
     if not config.get("use_dynamic_shifting"):
         return float(config.shift)
     base, top = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)

@@ -5,7 +5,9 @@ shifted grid reproduce the pipeline's latents and images, with the distilled gui
 and with its "true CFG"; latent DPS restores through it; errors name what is wrong. Nothing is
 downloaded."""
 
+import json
 import math
+import shutil
 import string
 
 import pytest
@@ -173,6 +175,11 @@ def test_flux_errors_name_what_is_wrong(saved_flux, tmp_path):
         load_flux(saved_flux, (16, 18))
     with pytest.raises(ValueError, match="max_sequence_length must be"):
         load_flux(saved_flux, 16, max_sequence_length=0)
+    other = tmp_path / "karras"  # a scheduler whose grid is not a shifted uniform one
+    shutil.copytree(saved_flux, other)
+    config = other / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"use_karras_sigmas": True}))
+    assert load_flux(other, 16, max_sequence_length=16).shift is None
     prior = load_flux(saved_flux, 16, max_sequence_length=16)
     z = torch.zeros(1, 4, 8, 8, dtype=torch.float64)
     with pytest.raises(TypeError, match="needs the conditions prompt_embeds and pooled"):
