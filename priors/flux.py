@@ -63,7 +63,13 @@ import checks
 from priors.flow import FlowDenoiser
 from priors.latent import LatentPrior
 from priors.schedules import RectifiedSchedule
-from priors.stable_diffusion import DiffusersAutoencoder, _check_parts, _image_size, _prompt_list
+from priors.stable_diffusion import (
+    DiffusersAutoencoder,
+    _check_parts,
+    _image_size,
+    _prompt_list,
+    _read_pipeline,
+)
 
 __all__ = ["FluxPrompts", "load_flux", "pack", "unpack"]
 
@@ -163,19 +169,9 @@ def load_flux(
     _check_parts(directory, _PARTS, "Flux")
     default_scale = checks.number(guidance_scale, "guidance_scale")
     length = checks.integer(max_sequence_length, "max_sequence_length", low=1)
-    absent = {  # optional parts the folder does not hold (the IP-adapter image encoder)
-        part: None
-        for part in ("image_encoder", "feature_extractor")
-        if not (directory / part).is_dir()
-    }
-    try:
-        pipeline = FluxPipeline.from_pretrained(directory, use_safetensors=True, **absent)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{directory} is not a readable diffusers pipeline: {error}") from error
+    # the IP-adapter image encoder is optional
+    pipeline = _read_pipeline(FluxPipeline, directory, ("image_encoder", "feature_extractor"))
     transformer, vae = pipeline.transformer, pipeline.vae
-    for module in pipeline.components.values():
-        if isinstance(module, nn.Module):
-            module.eval().requires_grad_(False)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     height, width = _image_size(size, pipeline.default_sample_size, factor)
     if height % (2 * factor) or width % (2 * factor):

@@ -202,6 +202,21 @@ def _check_parts(directory: Path, parts: Sequence[str], writer: str) -> None:
         )
 
 
+def _read_pipeline(cls: Any, directory: Path, optional: Sequence[str]) -> Any:
+    """A saved pipeline of class ``cls`` from ``directory`` (safetensors weights; the
+    ``optional`` parts the folder does not hold passed as None), its modules frozen in eval
+    mode; an unreadable folder raises a ``ValueError`` naming it."""
+    absent = {part: None for part in optional if not (directory / part).is_dir()}
+    try:
+        pipeline = cls.from_pretrained(directory, use_safetensors=True, **absent)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{directory} is not a readable diffusers pipeline: {error}") from error
+    for module in pipeline.components.values():
+        if isinstance(module, nn.Module):
+            module.eval().requires_grad_(False)
+    return pipeline
+
+
 def _image_size(size: int | tuple[int, int] | None, side: Any, factor: int) -> tuple[int, int]:
     if size is None:
         sides = (side, side) if isinstance(side, int) else tuple(side)
@@ -281,21 +296,9 @@ def load_stable_diffusion_3(
 
     directory = Path(directory)
     _check_parts(directory, _PARTS_3, "StableDiffusion3")
-    absent = {  # optional parts the folder does not hold (T5, the IP-adapter image encoder)
-        part: None
-        for part in ("text_encoder_3", "tokenizer_3", "image_encoder", "feature_extractor")
-        if not (directory / part).is_dir()
-    }
-    try:
-        pipeline = StableDiffusion3Pipeline.from_pretrained(
-            directory, use_safetensors=True, **absent
-        )
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{directory} is not a readable diffusers pipeline: {error}") from error
+    optional = ("text_encoder_3", "tokenizer_3", "image_encoder", "feature_extractor")
+    pipeline = _read_pipeline(StableDiffusion3Pipeline, directory, optional)
     transformer, vae = pipeline.transformer, pipeline.vae
-    for module in pipeline.components.values():
-        if isinstance(module, nn.Module):
-            module.eval().requires_grad_(False)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     autoencoder = DiffusersAutoencoder(
         vae, _image_size(size, transformer.config.sample_size, factor)

@@ -50,6 +50,7 @@ def test_pairs_pay_equal_network_evaluations_and_outputs_are_written(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+@pytest.mark.slow  # over 5 s: the default suite stays under 10 minutes
 def test_a_curve_over_budgets_marks_each_sides_best(tmp_path):
     metrics = bench.run(_cfg("steps=[6,2]", "~pairs.dps", "~pairs.diffpir"), tmp_path)
     assert metrics["steps"] == [2, 6]  # sorted

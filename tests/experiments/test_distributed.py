@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import guided
@@ -43,6 +44,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # over 5 s: the default suite stays under 10 minutes
 def test_two_gloo_processes_under_torchrun_match_one(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     args = ["-m", "experiments.inverse.distributed", "steps=4", "images=5", "hydra.run.dir=."]

@@ -4,6 +4,7 @@ held-out data of experiments.shared.data)."""
 
 import itertools
 
+import pytest
 import torch
 
 from torch import Tensor
@@ -26,6 +27,7 @@ def _kernel_error(op, truth):
     return float((op.kernel.detach()[0] - truth).norm() / truth.norm())
 
 
+@pytest.mark.slow  # over 5 s: the default suite stays under 10 minutes
 def test_diffusion_em_estimates_the_kernel_of_a_blurred_digit():
     digits, x, truth, y = _blurred_digit()
     op = operators.BlindBlur(digits.shape, kernel_size=5)  # a Dirac: no blur
@@ -69,6 +71,7 @@ def _digit() -> Tensor:
     return Digits("test").evaluation()[0][:1]
 
 
+@pytest.mark.slow  # over 5 s: the default suite stays under 10 minutes
 def test_diffusion_em_estimates_an_unknown_gain_of_a_digit():
     """y = 0.6 x + noise, the gain unknown (starting at 1): the exact M-step of the gain and
     PiGDM E-steps bring it to the truth within four rounds (the prior knows the digits'

@@ -77,6 +77,7 @@ def test_reacher_data_sets_are_ordered_by_quality():
     assert refs["random"] < -35 and refs["expert"] > -10
 
 
+@pytest.mark.slow  # over 5 s: the default suite stays under 10 minutes
 def test_cheetah_data_sets_are_ordered_by_quality():
     data = {level: datasets.cheetah(level, episodes=3) for level in datasets.LEVELS}
     returns = {level: d.card["behaviour_return"] for level, d in data.items()}

@@ -51,6 +51,7 @@ def test_lpips_refuses_a_missing_or_wrong_file_and_bad_shapes(tmp_path):
         metric(torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16))
 
 
+@pytest.mark.slow  # over 5 s: the default suite stays under 10 minutes
 def test_the_restore_app_scores_lpips_with_a_backbone_file(tmp_path):
     from hydra import compose, initialize_config_module
 

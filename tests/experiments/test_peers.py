@@ -233,6 +233,7 @@ def test_deepinvs_pigdm_is_our_pigdm_at_variance_4_given_the_same_noise():
     assert (ours(1.0) - theirs).abs().max() > 0.01  # the variance matters
 
 
+@pytest.mark.slow  # over 5 s: the default suite stays under 10 minutes
 def test_deepinvs_dps_draws_its_noise_at_our_level_and_clips_at_white():
     """Unguided (weight 0), 25 steps, 64 samples on the ``linear_beta`` grid: deepinv's DDPM
     and our DDPM move their samples from the deterministic path by the same amount (the

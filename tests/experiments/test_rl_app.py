@@ -59,6 +59,7 @@ def test_the_unsafe_bandit_reports_violations(tmp_path):
     assert "violations" in (out / "table.md").read_text()
 
 
+@pytest.mark.slow  # over 5 s: the default suite stays under 10 minutes
 def test_rl_app_evaluates_pendulum_policies_in_gymnasium(tmp_path):
     out = tmp_path / "out"
     out.mkdir()

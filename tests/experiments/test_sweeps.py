@@ -27,6 +27,7 @@ def _sweep(directory, cwd):
     return done.stdout
 
 
+@pytest.mark.slow  # over 5 s: the default suite stays under 10 minutes
 def test_a_killed_sweep_resumes_and_is_gathered(tmp_path):
     sweep = tmp_path / "sweep"
     _sweep(sweep, tmp_path)

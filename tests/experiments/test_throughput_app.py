@@ -20,6 +20,7 @@ def _cfg(*overrides):
         )
 
 
+@pytest.mark.slow  # over 5 s: the default suite stays under 10 minutes
 def test_modes_restore_the_same_batch_and_are_timed(tmp_path):
     metrics = throughput.run(_cfg("modes=[fp32,bf16,bf16_channels_last]"), tmp_path)
     results = metrics["results"]

@@ -58,7 +58,7 @@ def test_bad_training_values_raise(tmp_path: Path):
         train(_cfg("steps=0"), tmp_path)
 
 
-@pytest.mark.parametrize("name", ["digits", "textures"])
+@pytest.mark.parametrize("name", ["digits", pytest.param("textures", marks=pytest.mark.slow)])
 def test_shipped_priors_beat_the_wiener_filter_on_held_out_data(name):
     from experiments.shared.data import Digits, Textures
     from experiments.training.train import evaluate_denoiser

@@ -24,6 +24,7 @@ def _cfg(*overrides):
         )  # fmt: skip
 
 
+@pytest.mark.slow  # over 5 s: the default suite stays under 10 minutes
 def test_the_best_setting_is_chosen_and_written(tmp_path):
     metrics = tune_baselines.run(_cfg(), tmp_path)
     trial = metrics["trials"]["random50/0.05/tv"]
