@@ -161,20 +161,21 @@ class ConvolutiveTransfer(UnknownOperator, LinearOperator):
         r"""The filters as complex :math:`(K, M, F, L)`."""
         return torch.view_as_complex(self.filters)
 
+    def _image_spectra(self, x: Tensor) -> Tensor:
+        r""":math:`\sum_\tau G_{k,m}(f, \tau) S_k(f, n - \tau)`, :math:`(B, K, M, F, N)`."""
+        spec = stft(x, self.n_fft, self.hop)  # (B, K, F, N)
+        g = self.transfer().to(spec.dtype)
+        return torch.einsum("bkfnl,kmfl->bkmfn", _delayed(spec, self.taps), g)
+
     def images(self, x: Tensor) -> Tensor:
         r"""Each source's image at each microphone, :math:`(B, K, M, T)` (their sum over
         :math:`k` is the mixture)."""
         self.check_input(x)
-        spec = stft(x, self.n_fft, self.hop)  # (B, K, F, N)
-        g = self.transfer().to(spec.dtype)
-        out = torch.einsum("bkfnl,kmfl->bkmfn", _delayed(spec, self.taps), g)
-        return istft(out, self.n_fft, self.hop, self.in_shape[-1])
+        return istft(self._image_spectra(x), self.n_fft, self.hop, self.in_shape[-1])
 
     def apply(self, x: Tensor) -> Tensor:
-        spec = stft(x, self.n_fft, self.hop)
-        g = self.transfer().to(spec.dtype)
-        out = torch.einsum("bkfnl,kmfl->bmfn", _delayed(spec, self.taps), g)
-        return istft(out, self.n_fft, self.hop, self.in_shape[-1])
+        # the sum over sources before the (linear) inverse transform: M of them, not K M
+        return istft(self._image_spectra(x).sum(1), self.n_fft, self.hop, self.in_shape[-1])
 
     def apply_adjoint(self, y: Tensor) -> Tensor:
         # the transpose of a linear map by autograd: exact, one forward and backward pass
