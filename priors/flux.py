@@ -205,7 +205,12 @@ def load_flux(
         device, rows = x_t.device, x_t.shape[0]
         scale = None
         if distilled:
-            scale = torch.as_tensor(default_scale if guidance is None else guidance)
+            if guidance is None:
+                scale = torch.tensor(default_scale)
+            elif isinstance(guidance, Tensor):  # one per row, or one for all
+                scale = checks.finite(checks.real_tensor(guidance, "guidance"), "guidance")
+            else:
+                scale = torch.tensor(checks.number(guidance, "guidance"))
             scale = scale.to(device, torch.float32).reshape(-1).expand(rows)
         out = transformer(
             hidden_states=pack(x_t.to(dtype)),

@@ -184,5 +184,10 @@ def test_flux_errors_name_what_is_wrong(saved_flux, tmp_path):
     z = torch.zeros(1, 4, 8, 8, dtype=torch.float64)
     with pytest.raises(TypeError, match="needs the conditions prompt_embeds and pooled"):
         prior(z, torch.tensor(0.5))
+    conditions = prior.prompts.encode("a cat")
+    for bad, error in ((float("nan"), ValueError), (torch.tensor([float("inf")]), ValueError),
+                       (torch.tensor([3]), TypeError), ("3.5", TypeError)):  # fmt: skip
+        with pytest.raises(error, match="guidance"):
+            prior(z, torch.tensor(0.5), guidance=bad, **conditions)
     with pytest.raises(TypeError, match="strings"):
         prior.prompts.encode([1, 2])
