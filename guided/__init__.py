@@ -5,6 +5,7 @@ wrapper works with every sampler.
 """
 
 from guided.apg import APG
+from guided.array_dps import ArrayDPS
 from guided.autoguidance import AutoGuidance
 from guided.cfg import ClassifierFree, ComposableFree, DualClassifierFree
 from guided.cfg_zero_star import CFGZeroStar
@@ -29,7 +30,7 @@ from guided.inversion import DDIMInversion
 from guided.latent import Decoded
 from guided.latent_daps import LatentDAPS
 from guided.latent_dps import LatentDPS
-from guided.m_step import GradientMStep, LeastSquaresMStep, MStep
+from guided.m_step import FitMStep, GradientMStep, LeastSquaresMStep, MStep
 from guided.mcgdiff import MCGdiff
 from guided.measurements import DivergenceWarning, measurements, residuals
 from guided.mmps import MMPS
@@ -71,6 +72,7 @@ __all__ = [
     "PSLD",
     "TDS",
     "TMPD",
+    "ArrayDPS",
     "AutoGuidance",
     "CFGPlusPlus",
     "CFGZeroStar",
@@ -88,6 +90,7 @@ __all__ = [
     "DualClassifierFree",
     "EnKG",
     "ExpectationMaximization",
+    "FitMStep",
     "FlowDPS",
     "FlowHeun",
     "Gluing",

@@ -93,6 +93,8 @@ def _check_problem(
         )
     if m_step is not None and not isinstance(m_step, MStep):
         raise TypeError(f"m_step must be a guided.MStep, got {type(m_step).__name__}")
+    if m_step is not None:
+        m_step.check(op)
     probe = term(op.known(), y, sigma_y, **term_kwargs)  # fails now if it cannot take op
     if not isinstance(probe, Guidance) or type(probe).vector is Guidance.vector:
         raise TypeError(

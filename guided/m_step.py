@@ -10,13 +10,17 @@ from the denoised estimates :math:`\hat x_b` of the :math:`B` rows, with :math:`
 operator's penalty and :math:`\mathcal{C}` its constraint set:
 :class:`LeastSquaresMStep` exactly (accelerated projected gradient on the quadratic, for
 operators linear in :math:`\theta`), :class:`GradientMStep` by a few projected Adam steps
-(any differentiable operator).
+(any differentiable operator), :class:`FitMStep` by the operator's own estimator where it has
+one (the filters of :class:`operators.ConvolutiveTransfer`, too many for a Jacobian built
+column by column).
 """
 
 from __future__ import annotations
 
 import abc
 import math
+
+from typing import Any
 
 import torch
 
@@ -26,7 +30,7 @@ import checks
 
 from operators import UnknownOperator
 
-__all__ = ["GradientMStep", "LeastSquaresMStep", "MStep", "flat", "unknowns"]
+__all__ = ["FitMStep", "GradientMStep", "LeastSquaresMStep", "MStep", "flat", "unknowns"]
 
 
 def unknowns(op: UnknownOperator) -> list[torch.nn.Parameter]:
@@ -59,6 +63,12 @@ class MStep(abc.ABC):
 
     @abc.abstractmethod
     def __call__(self, op: UnknownOperator, x_hat: Tensor, y: Tensor, sigma_y: float) -> None: ...
+
+    def check(self, op: UnknownOperator) -> None:
+        """Raises if this M-step cannot estimate ``op``'s unknowns (called when a problem is
+        set up, before any sampling)."""
+        if not isinstance(op, UnknownOperator):
+            raise TypeError(f"an M-step estimates an operators.UnknownOperator, got {type(op)}")
 
 
 class LeastSquaresMStep(MStep):
@@ -186,3 +196,33 @@ class GradientMStep(MStep):
                 op.project()
         for p in params:
             p.grad = None
+
+
+class FitMStep(MStep):
+    r"""The operator's own estimator, ``op.fit(x_hat, y, **options)``, for operators that
+    have one: :meth:`operators.ConvolutiveTransfer.fit` (forward convolutive prediction, a
+    weighted ridge regression per frequency in closed form; ``joint=True`` fits all sources
+    at once, the M-step of the model). The fit's own weighting and ridge define the
+    objective, so :math:`\sigma_y` is not used (a uniform noise level only scales it).
+
+    Arguments:
+        options: Keywords of the operator's ``fit`` (checked by it at the first M-step).
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    def check(self, op: UnknownOperator) -> None:
+        super().check(op)
+        if not callable(getattr(op, "fit", None)):
+            raise TypeError(
+                f"FitMStep uses the operator's own estimator, and {type(op).__name__} has no "
+                "fit method: use LeastSquaresMStep (linear in its unknowns) or GradientMStep"
+            )
+
+    @torch.no_grad()
+    def __call__(self, op: UnknownOperator, x_hat: Tensor, y: Tensor, sigma_y: float) -> None:
+        self.check(op)
+        rows = x_hat.shape[0]
+        op.fit(x_hat.detach(), y.detach().to(x_hat.dtype).expand(rows, *y.shape[1:]),
+               **self.options)  # fmt: skip

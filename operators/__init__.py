@@ -40,6 +40,7 @@ from operators.masks import box_mask, half_mask, random_pixel_mask, stroke_mask
 from operators.matrix import MatrixOperator
 from operators.noise import GaussianNoise, PoissonNoise
 from operators.nonlinear import NonlinearBlur, PhaseRetrieval, SaturatingSensor
+from operators.planner import PathPlanner
 from operators.registry import examples
 from operators.transfer import ConvolutiveTransfer
 from operators.unknown import BlindBlur, ChannelGain, ChannelMixing, UnknownOperator
@@ -68,6 +69,7 @@ __all__ = [
     "NotDifferentiableError",
     "Operator",
     "Outpainting",
+    "PathPlanner",
     "PhaseRetrieval",
     "PlanarKinematics",
     "PoissonNoise",

@@ -17,6 +17,7 @@ from operators.kinematics import PlanarKinematics
 from operators.masks import box_mask
 from operators.matrix import MatrixOperator
 from operators.nonlinear import NonlinearBlur, PhaseRetrieval, SaturatingSensor
+from operators.planner import PathPlanner
 from operators.transfer import ConvolutiveTransfer
 from operators.unknown import BlindBlur, ChannelGain, ChannelMixing
 
@@ -56,6 +57,7 @@ def examples() -> dict[str, tuple[Operator, tuple[int, ...]]]:
         "jpeg": JPEG((3, 16, 16), quality=75),
         "quantization_straight_through": StraightThrough(Quantization((3, 4, 4), levels=8)),
         "blackbox": BlackBox(_row_sums, (2, 5), (2,)),
+        "path_planner": PathPlanner((1, 6, 7), torch.tensor([[[0, 0], [5, 6]], [[2, 1], [4, 5]]])),
         "blind_blur": BlindBlur((1, 6, 6), kernel=gauss3),
         "channel_gain": ChannelGain((3, 4, 4), torch.tensor([0.5, 1.0, 2.0])),
         "channel_mixing": ChannelMixing(

@@ -1,4 +1,5 @@
-r"""A grey-level prior on colour images: channel by channel, or luminance and chrominance.
+r"""A grey-level prior on colour images: channel by channel, or luminance and chrominance;
+and, by the same channel-by-channel wrapper, independent sources from a one-source prior.
 
 Both wrappers model a colour image as independent grey images, each denoised by the one
 grey prior (:math:`C = 1`), so that every sampler and guidance rule runs on RGB images
@@ -28,6 +29,10 @@ grey prior (:math:`C = 1`), so that every sampler and guidance rule runs on RGB 
 
 Which is better on photographs is an empirical question; the restore app (``colour=``)
 runs either, and the natural prior's card reports both.
+
+:class:`PerChannel` takes any one-channel prior and any number of channels: from a prior of
+single-source waveforms :math:`(1, T)` it is the prior of :math:`K` independent sources
+:math:`(K, T)`, the product prior of ArrayDPS's separation (Xu et al., ICML 2025).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from typing import Any
 import torch
 
 from torch import Tensor
+
+import checks
 
 from priors.conditions import per_row
 from priors.denoiser import Denoiser, Wrapper
@@ -56,7 +63,50 @@ OPPONENT = torch.tensor(
 )
 
 
-class _GreyOnColour(Wrapper):
+class PerChannel(Wrapper):
+    r"""A one-channel prior applied to each of ``channels`` channels independently (see the
+    module): colour images :math:`(B, 3, H, W)` from a grey prior, or, from a prior of
+    single-source waveforms :math:`(1, T)`, :math:`K` independent sources :math:`(B, K, T)`
+    (the separation app's prior, ArrayDPS's "independent source priors").
+
+    Each row's channels go to the prior as rows of their own (:math:`B C` rows, so a call
+    counts :math:`B C` network evaluations); conditions given per row are repeated for each
+    of its channels.
+
+    Arguments:
+        prior: A prior of one-channel samples, shape :math:`(1, *)`.
+        channels: :math:`C \ge 1`, the number of independent channels.
+    """
+
+    def __init__(self, prior: Denoiser, channels: int = 3) -> None:
+        super().__init__(prior)
+        shape = tuple(getattr(prior, "shape", ()))
+        if len(shape) < 2 or shape[0] != 1:
+            raise ValueError(
+                f"prior must be a one-channel prior, shape (1, H, W) or (1, T), got {shape}"
+            )
+        self.channels = checks.integer(channels, "channels", low=1)
+        self.shape = (self.channels, *shape[1:])
+
+    def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
+        c = self.channels
+        if x_t.ndim != len(self.shape) + 1 or x_t.shape[1] != c:
+            raise ValueError(
+                f"x_t must have {c} channels, shape (B, {c}, ...) with "
+                f"{len(self.shape) - 1} more axes, got {tuple(x_t.shape)}"
+            )
+        b = x_t.shape[0]
+        t_rows = (t.expand(b) if t.ndim == 0 else t).repeat_interleave(c)
+        single = x_t.reshape(c * b, 1, *x_t.shape[2:])
+        return self.prior(
+            single, t_rows, **per_row(cond, b, lambda v: v.repeat_interleave(c, 0))
+        ).reshape(x_t.shape)
+
+
+class LumaChroma(Wrapper):
+    """A grey prior on the luminance and the two chrominances of the orthonormal opponent
+    transform (see the module)."""
+
     def __init__(self, prior: Denoiser) -> None:
         super().__init__(prior)
         shape = tuple(getattr(prior, "shape", ()))
@@ -68,24 +118,6 @@ class _GreyOnColour(Wrapper):
     def _check(x_t: Tensor) -> None:
         if x_t.ndim != 4 or x_t.shape[1] != 3:
             raise ValueError(f"x_t must be colour images (B, 3, H, W), got {tuple(x_t.shape)}")
-
-
-class PerChannel(_GreyOnColour):
-    """A grey prior applied to each colour channel independently (see the module)."""
-
-    def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        self._check(x_t)
-        b = x_t.shape[0]
-        t_rows = (t.expand(b) if t.ndim == 0 else t).repeat_interleave(3)
-        grey = x_t.reshape(3 * b, 1, *x_t.shape[2:])
-        return self.prior(
-            grey, t_rows, **per_row(cond, b, lambda v: v.repeat_interleave(3, 0))
-        ).reshape(x_t.shape)
-
-
-class LumaChroma(_GreyOnColour):
-    """A grey prior on the luminance and the two chrominances of the orthonormal opponent
-    transform (see the module)."""
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         self._check(x_t)

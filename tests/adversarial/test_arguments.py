@@ -26,6 +26,10 @@ def _dps(**kw):
     return guided.DPS(mask(), measurement(), **({"sigma_y": 0.1} | kw))
 
 
+def _transfer():
+    return operators.ConvolutiveTransfer(2, 2, 64, n_fft=16, hop=4, taps=2)
+
+
 def _kernel():
     return operators.gaussian_kernel(1.0, size=3)
 
@@ -901,6 +905,44 @@ CASES = [
         "features must be an integer",
     ),
     ("load unknown", lambda: priors.load("faces"), ValueError, "no shipped prior 'faces'"),
+    (
+        "PerChannel on a vector prior",
+        lambda: priors.PerChannel(gaussian_prior(), 2),
+        ValueError,
+        "prior must be a one-channel prior",
+    ),
+    (
+        "PathPlanner threshold nan",
+        lambda: operators.PathPlanner((1, 4, 4), torch.tensor([[[0, 0], [3, 3]]]), NAN),
+        ValueError,
+        "threshold must be a finite",
+    ),
+    (
+        "PathPlanner pairs list",
+        lambda: operators.PathPlanner((1, 4, 4), [[[0, 0], [3, 3]]]),
+        TypeError,
+        "pairs must be an integer tensor",
+    ),
+    (
+        "ArrayDPS xi inf",
+        lambda: guided.ArrayDPS(_transfer(), torch.zeros(2, 64, dtype=F64), INF),
+        ValueError,
+        "xi must be a finite",
+    ),
+    (
+        "ArrayDPS y nan",
+        lambda: guided.ArrayDPS(_transfer(), torch.full((2, 64), NAN, dtype=F64)),
+        ValueError,
+        "y contains NaN or Inf",
+    ),
+    (
+        "FitMStep on a blur",
+        lambda: guided.ArrayDPS(
+            operators.BlindBlur((1, 6, 6), kernel_size=3), torch.zeros(1, 6, 6, dtype=F64)
+        ),
+        TypeError,
+        "no fit method",
+    ),
     (
         "load_classifier unknown",
         lambda: priors.load_classifier("faces", True),

@@ -14,13 +14,14 @@ from priors.colour import OPPONENT
 class GaussianPixels(priors.Denoiser):
     """Every pixel independent N(0, s^2): the exact posterior mean, on images of any size."""
 
-    def __init__(self, s: float, schedule: priors.Schedule | None = None) -> None:
+    def __init__(self, s: float, schedule: priors.Schedule | None = None, shape=(1, 8, 8)) -> None:
         super().__init__(schedule or priors.CosineSchedule())
         self.s2 = s * s
-        self.shape = (1, 8, 8)
+        self.shape = shape
 
     def forward(self, x_t, t):
-        alpha, sigma = (c.to(x_t.dtype).view(-1, 1, 1, 1) for c in self.schedule(t))
+        view = (-1, *[1] * (x_t.ndim - 1))
+        alpha, sigma = (c.to(x_t.dtype).view(view) for c in self.schedule(t))
         return alpha * self.s2 * x_t / (alpha**2 * self.s2 + sigma**2)
 
 
@@ -69,10 +70,31 @@ def test_the_opponent_transform_is_orthonormal():
 def test_shapes_and_bad_input():
     wrapped = priors.PerChannel(GaussianPixels(0.5))
     assert wrapped.shape == (3, 8, 8) and wrapped.schedule is wrapped.prior.schedule
-    with pytest.raises(ValueError, match=r"colour images \(B, 3, H, W\)"):
+    with pytest.raises(ValueError, match=r"x_t must have 3 channels"):
         wrapped(torch.zeros(1, 1, 8, 8), torch.tensor(0.5))
+    with pytest.raises(ValueError, match="one-channel prior"):
+        priors.PerChannel(GaussianPixels(0.5, shape=(2, 8)))
+    with pytest.raises(ValueError, match="channels"):
+        priors.PerChannel(GaussianPixels(0.5, shape=(1, 8)), channels=0)
     with pytest.raises(ValueError, match="grey-level image prior"):
         mixture = priors.GaussianMixture(
             torch.ones(1), torch.zeros(1, 2), torch.eye(2)[None], priors.CosineSchedule()
         )
         priors.LumaChroma(mixture)
+
+
+def test_per_channel_stacks_independent_sources_of_a_signal_prior():
+    """K sources (B, K, T) from a one-source prior (1, T): each source's exact posterior
+    mean, one network evaluation per source and row."""
+    scales = 0.3
+    wrapped = priors.PerChannel(GaussianPixels(scales, shape=(1, 16)), channels=4)
+    assert wrapped.shape == (4, 16)
+    x_t = torch.randn(3, 4, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    t = torch.tensor([0.1, 0.5, 0.9])
+    alpha, sigma = (c.view(-1, 1, 1) for c in wrapped.schedule(t))
+    expected = alpha * scales**2 * x_t / (alpha**2 * scales**2 + sigma**2)
+    cost = priors.Cost()
+    with priors.measure(cost, batch=3):
+        out = wrapped(x_t, t)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    assert cost.nfe == 4
