@@ -1,6 +1,6 @@
-"""Image scores of the apps: PSNR and SSIM through deepinv's metrics on :math:`[0, 1]`
-images (ours live in :math:`[-1, 1]`), LPIPS from a backbone file the user has, and the RMS
-of a measurement residual.
+"""Scores of the apps: PSNR and SSIM through deepinv's metrics on :math:`[0, 1]` images (ours
+live in :math:`[-1, 1]`), LPIPS from a backbone file the user has, the RMS of a measurement
+residual, and the SI-SDR of separated sources (torchmetrics', after the best permutation).
 
 FID is not offered: it needs Inception weights that cannot be fetched here, and on the few
 images a restoration run scores its estimate is dominated by its small-sample bias."""
@@ -17,7 +17,9 @@ from torch import Tensor
 
 import operators
 
-__all__ = ["LPIPS", "non_finite", "paired", "psnr", "residual", "scores", "ssim", "to01"]
+__all__ = [
+    "LPIPS", "non_finite", "paired", "psnr", "residual", "scores", "si_sdr", "ssim", "to01",
+]  # fmt: skip
 
 
 def to01(x: Tensor) -> Tensor:
@@ -121,3 +123,32 @@ class LPIPS:
         a, b = (v.float().clamp(-1, 1).expand(-1, 3, -1, -1) for v in (x, truth))
         with torch.no_grad():
             return self.network(a, b).flatten()
+
+
+def si_sdr(estimates: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The scale-invariant signal-to-distortion ratio (dB; Le Roux et al., ICASSP 2019,
+    zero-mean, through torchmetrics) of each estimated source :math:`(B, K, T)` against its
+    target, the sources of each row put in the order that maximises their mean: the scores
+    :math:`(B, K)` and the order (row ``order[b, k]`` of the estimates is matched to target
+    :math:`k`). A mixture given as every source's estimate (the same signal :math:`K` times)
+    scores the baseline of an SI-SDR improvement."""
+    from torchmetrics.functional.audio import (
+        permutation_invariant_training,
+        pit_permutate,
+        scale_invariant_signal_distortion_ratio,
+    )
+
+    if estimates.ndim != 3 or estimates.shape != targets.shape:
+        raise ValueError(
+            f"estimates and targets must both be (B, K, T), got {tuple(estimates.shape)} and "
+            f"{tuple(targets.shape)}"
+        )
+    for name, value in (("estimates", estimates), ("targets", targets)):
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name} has NaN or infinite values")
+    estimates, targets = estimates.double(), targets.double()
+    _, order = permutation_invariant_training(
+        estimates, targets, scale_invariant_signal_distortion_ratio, zero_mean=True
+    )
+    ordered = pit_permutate(estimates, order)
+    return scale_invariant_signal_distortion_ratio(ordered, targets, zero_mean=True), order
