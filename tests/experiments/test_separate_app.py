@@ -59,13 +59,17 @@ def test_separate_app_writes_scores_and_figure(tmp_path, tiny_prior):
     [
         ("methods=[nope]", "methods must be some of"),
         ("kind=nope", "kind must be one of"),
-        ("xi=0", "xi"),
-        ("xi=inf", "xi"),
+        ("settings.arraydps.xi=0", "settings.arraydps.xi"),
+        ("settings.em.xi=inf", "settings.em.xi"),
         ("samples=2050", "multiple of 16"),
         ("steps=0", "steps"),
         ("figure_scene=1", "figure_scene"),
         ("iva.n_fft=4096", "iva.n_fft"),
         ("first=-1", "first"),
+        ("settings.oracle.start=0", "settings.oracle.start"),
+        ("settings.em.start=nan", "settings.em.start"),
+        ("settings.arraydps.start=1e-5", "above sampler.sigma_min"),
+        ("sampler.rho=-1", "sampler.rho"),
     ],
 )
 def test_separate_app_bad_configs(tmp_path, tiny_prior, override, match):
