@@ -52,7 +52,7 @@ import priors
 
 from experiments.shared.data import held_out
 from experiments.shared.metrics import psnr
-from experiments.shared.report import progress, serve
+from experiments.shared.report import means_by_method, progress, serve
 from experiments.shared.runs import launch, write_metrics
 
 matplotlib.use("Agg")
@@ -190,13 +190,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
 def summarise(rows: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[str, float]]:
     """Averages per method and, for the EM methods, the share of the gap closed."""
-    summary = {}
-    for method in methods:
-        part = [r for r in rows if r["method"] == method]
-        summary[method] = {
-            key: sum(r[key] for r in part) / len(part)
-            for key in ("psnr", "error", "residual", "nfe", "vjp", "wall_s")
-        }
+    summary = means_by_method(rows, methods, ("psnr", "error", "residual", "nfe", "vjp", "wall_s"))
     if "true_operator" in summary and "wrong_operator" in summary:
         a, b = summary["true_operator"]["psnr"], summary["wrong_operator"]["psnr"]
         for method in ("em", "em_fast"):

@@ -68,7 +68,7 @@ import operators
 import priors
 
 from experiments.shared.metrics import si_sdr
-from experiments.shared.report import progress, serve
+from experiments.shared.report import means_by_method, progress, serve
 from experiments.shared.runs import launch, write_metrics
 from experiments.shared.scenes import KINDS, Scene, Scenes
 from operators.transfer import istft, stft
@@ -262,13 +262,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
 def summarise(rows: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[str, float]]:
     """Means per method and, with the oracle, the share of its improvement reached."""
-    summary = {}
-    for method in methods:
-        part = [r for r in rows if r["method"] == method]
-        summary[method] = {
-            key: sum(r[key] for r in part) / len(part)
-            for key in ("si_sdr", "si_sdr_i", "nfe", "vjp", "wall_s")
-        }
+    summary = means_by_method(rows, methods, ("si_sdr", "si_sdr_i", "nfe", "vjp", "wall_s"))
     if "oracle" in summary:
         gap = summary["oracle"]["si_sdr_i"]
         for s in summary.values():

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from experiments.shared.runs import prepare_run, resumable
 
-__all__ = ["finish", "markdown_table", "progress", "serve"]
+__all__ = ["finish", "markdown_table", "means_by_method", "progress", "serve"]
 
 
 def progress(total: int, what: str, unit: str = "step") -> tqdm:
@@ -52,6 +52,17 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def means_by_method(
+    rows: list[dict[str, Any]], methods: list[str], keys: tuple[str, ...]
+) -> dict[str, dict[str, float]]:
+    """The mean of each of ``keys`` over the rows of each method (rows carry ``"method"``)."""
+    summary = {}
+    for method in methods:
+        part = [r for r in rows if r["method"] == method]
+        summary[method] = {key: sum(r[key] for r in part) / len(part) for key in keys}
+    return summary
 
 
 def serve(
