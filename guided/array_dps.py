@@ -78,7 +78,10 @@ class ArrayDPS(Guidance):
         xi: :math:`\xi > 0`, the step in units of the noise level.
         m_step: How the filters are estimated from the denoised sources at every call
             (default ``guided.FitMStep()``: FCP per source, ridge 0.002, floor 0.001; e.g.
-            ``FitMStep(joint=True)``).
+            ``FitMStep(joint=True)``). The term takes no noise level, so the M-step is
+            called with :math:`\sigma_y = 1` (``FitMStep`` does not use it; for
+            ``LeastSquaresMStep`` or ``GradientMStep`` it sets the data's weight against
+            their ridge and penalty).
         estimate: Re-estimate the unknowns at every call (True); False keeps the operator
             as given (known filters: the oracle of a blind method, keyword only).
 
