@@ -176,7 +176,7 @@ class Scenes:
         for _ in range(1000):
             angles = rng.uniform(0, 2 * math.pi, self.sources)
             gaps = np.abs((angles[:, None] - angles[None] + math.pi) % (2 * math.pi) - math.pi)
-            if self.sources > 1 and gaps[~np.eye(self.sources, dtype=bool)].min() < math.pi / 6:
+            if gaps[~np.eye(self.sources, dtype=bool)].min() < math.pi / 6:  # K >= 2
                 continue
             distances = rng.uniform(1.0, 2.0, self.sources)
             points = [
