@@ -76,7 +76,8 @@ def check_differentiable(op: Operator, method: str) -> None:
     if not op.differentiable:
         raise NotDifferentiableError(
             f"{method} needs vector-Jacobian products of the operator; {type(op).__name__} is "
-            "not differentiable: use a derivative-free rule (guided.EnKG, guided.ZerothOrder)"
+            "not differentiable: use a derivative-free rule (guided.EnKG, guided.ZerothOrder, "
+            "guided.SurrogateLikelihood)"
         )
 
 

@@ -119,6 +119,11 @@ class ContrastiveLikelihood(nn.Module):
         self.x_encoder = Encoder(x_shape, features, width)
         self.y_encoder = Encoder(y_shape, features, width)
         self.x_shape, self.y_shape = self.x_encoder.shape, self.y_encoder.shape
+        #: What rebuilds the module (:func:`priors.weights.save` writes it with the weights).
+        self.arguments = {
+            "x_shape": list(self.x_shape), "y_shape": list(self.y_shape),
+            "features": int(features), "width": int(width), "temperature": temperature,
+        }  # fmt: skip
         self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
 
     @property

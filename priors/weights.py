@@ -5,9 +5,10 @@ A weight file ``<name>.safetensors`` has the metadata keys ``kind`` (``denoiser`
 ``classifier``: a U-Net; ``autoencoder``: a :class:`~priors.conv_autoencoder.ConvAutoencoder`;
 ``latent``: a :class:`~priors.LatentPrior` of both, config ``{"autoencoder": ...,
 "denoiser": ...}``; ``mlp_denoiser``, ``critic`` or ``gaussian_policy``: the networks of
-diffusion policies), ``config`` (JSON: the network's arguments, the schedule, the data
-shape, the classes; for U-Net denoisers what the network predicts, ``"v"`` or ``"flow"``,
-``"v"`` when absent) and ``sha256``, and its tensors are the module's ``state_dict``.
+diffusion policies; ``contrastive``: a :class:`~priors.ContrastiveLikelihood`), ``config``
+(JSON: the network's arguments, the schedule, the data shape, the classes; for U-Net
+denoisers what the network predicts, ``"v"`` or ``"flow"``, ``"v"`` when absent) and
+``sha256``, and its tensors are the module's ``state_dict``.
 The hash (:func:`content_hash`) covers every tensor's name, dtype, shape and bytes and the
 other metadata, so a flipped bit in a weight or an edited schedule is refused on load rather
 than sampled from. A card ``<name>.md`` beside it says what data, split and command produced
@@ -34,6 +35,7 @@ from safetensors.torch import safe_open, save_file
 from torch import nn
 
 from priors.classifier import Classifier
+from priors.contrastive import ContrastiveLikelihood
 from priors.conv_autoencoder import ConvAutoencoder
 from priors.critic import Critic
 from priors.files import atomic_write
@@ -106,6 +108,8 @@ def build(kind: str, config: dict[str, Any]) -> nn.Module:
         return Critic(**config, schedule=None if schedule is None else _schedule(schedule))
     if kind == "gaussian_policy":
         return GaussianPolicy(**config)
+    if kind == "contrastive":
+        return ContrastiveLikelihood(**config)
     raise ValueError(f"unknown weight kind {kind!r}; expected one of {list(KINDS)}")
 
 
@@ -118,6 +122,7 @@ KINDS = (
     "mlp_denoiser",
     "critic",
     "gaussian_policy",
+    "contrastive",
 )
 
 
@@ -138,7 +143,8 @@ def _schedule_config(schedule: Schedule) -> dict[str, Any]:
 def describe(module: nn.Module) -> tuple[str, dict[str, Any]]:
     """The ``kind`` and ``config`` that rebuild a diffusion-policy network (an
     :class:`~priors.mlp.MLPDenoiser`, a :class:`~priors.critic.Critic` or a
-    :class:`~priors.gaussian_policy.GaussianPolicy`) or a
+    :class:`~priors.gaussian_policy.GaussianPolicy`), a contrastive surrogate likelihood
+    (:class:`~priors.contrastive.ContrastiveLikelihood`) or a
     :class:`~priors.conv_autoencoder.ConvAutoencoder` (with its shape and scale) for
     :func:`save`; U-Nets are described by the training app, which knows their arguments."""
     if isinstance(module, MLPDenoiser):
@@ -151,6 +157,8 @@ def describe(module: nn.Module) -> tuple[str, dict[str, Any]]:
         return "critic", {**module.arguments, "schedule": schedule}
     if isinstance(module, GaussianPolicy):
         return "gaussian_policy", dict(module.arguments)
+    if isinstance(module, ContrastiveLikelihood):
+        return "contrastive", dict(module.arguments)
     if isinstance(module, ConvAutoencoder):
         shape = {"shape": list(module.shape)}
         return "autoencoder", {**shape, **module.arguments, "scale": module.scale}

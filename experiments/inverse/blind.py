@@ -32,7 +32,6 @@ a blur the kernels).
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 
@@ -52,7 +51,7 @@ import priors
 
 from experiments.shared.data import held_out
 from experiments.shared.metrics import psnr
-from experiments.shared.report import means_by_method, progress, serve
+from experiments.shared.report import means_by_method, progress, serve, write_rows
 from experiments.shared.runs import launch, write_metrics
 
 matplotlib.use("Agg")
@@ -202,10 +201,7 @@ def summarise(rows: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[
 def write(
     rows: list[dict[str, Any]], summary: dict[str, dict[str, float]], cfg: DictConfig, out: Path
 ) -> None:
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(rows, out / "results.csv")
     unknown = (
         f"Gaussian kernel sigma {cfg.kernel.sigma} size {cfg.kernel.size}"
         if cfg.unknown == "blur"

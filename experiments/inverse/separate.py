@@ -48,7 +48,6 @@ waveforms and spectrograms).
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 
@@ -68,7 +67,7 @@ import operators
 import priors
 
 from experiments.shared.metrics import si_sdr
-from experiments.shared.report import means_by_method, progress, serve
+from experiments.shared.report import means_by_method, progress, serve, write_rows
 from experiments.shared.runs import launch, write_metrics
 from experiments.shared.scenes import KINDS, Scene, Scenes
 from operators.transfer import istft, stft
@@ -293,10 +292,7 @@ def summarise(rows: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[
 def write(
     rows: list[dict[str, Any]], summary: dict[str, dict[str, float]], cfg: DictConfig, out: Path
 ) -> None:
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(rows, out / "results.csv")
     lines = [
         (
             f"Separation, prior {cfg.prior}, {cfg.scenes} {cfg.kind} scenes ({cfg.sources} "

@@ -9,6 +9,7 @@ lines say the same in words.
 
 from __future__ import annotations
 
+import csv
 import logging
 
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from experiments.shared.runs import prepare_run, resumable
 
-__all__ = ["finish", "markdown_table", "means_by_method", "progress", "serve"]
+__all__ = ["finish", "markdown_table", "means_by_method", "progress", "serve", "write_rows"]
 
 
 def progress(total: int, what: str, unit: str = "step") -> tqdm:
@@ -52,6 +53,14 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    """Result rows (dicts with the same keys, in the first row's order) as a CSV file."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def means_by_method(
