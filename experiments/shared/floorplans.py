@@ -29,7 +29,7 @@ from torch import Tensor
 
 import checks
 
-__all__ = ["FloorPlans"]
+__all__ = ["FloorPlans", "draw_pairs", "path_agreement", "trajectory_features", "wall_iou"]
 
 SPLITS = ("train", "test")
 
@@ -139,3 +139,70 @@ class FloorPlans:
     def fit_set(self, generator: torch.Generator, n: int = 2000) -> Tensor:
         """The plans baselines are fitted on: ``n`` random draws."""
         return self.sample(n, generator)[0]
+
+
+def draw_pairs(
+    plan: Tensor, count: int, generator: torch.Generator, min_distance: int = 12
+) -> Tensor:
+    r"""``count`` start-goal pairs :math:`(P, 2, 2)` (long) on the free cells of ``plan``
+    :math:`(1, S, S)` (walls > 0), each pair at least ``min_distance`` apart in Manhattan
+    distance (drawn uniformly among the free cells, redrawn until it is); the pairs of one
+    plan are distinct."""
+    count = checks.integer(count, "count", low=1)
+    min_distance = checks.integer(min_distance, "min_distance", low=1)
+    if plan.ndim != 3 or plan.shape[0] != 1:
+        raise ValueError(f"plan must be one plan (1, S, S), got {tuple(plan.shape)}")
+    free = torch.nonzero(plan[0] <= 0)
+    if len(free) < 2:
+        raise ValueError("plan has fewer than two free cells")
+    pairs: list[tuple[int, int, int, int]] = []
+    for _ in range(1000 * count):
+        i, j = torch.randint(len(free), (2,), generator=generator).tolist()
+        start, goal = free[i].tolist(), free[j].tolist()
+        key = (*start, *goal)
+        if sum(abs(a - b) for a, b in zip(start, goal, strict=True)) >= min_distance and (
+            key not in pairs
+        ):
+            pairs.append(key)
+            if len(pairs) == count:
+                return torch.tensor(pairs, dtype=torch.long).view(count, 2, 2)
+    raise ValueError(
+        f"could not draw {count} distinct pairs of free cells {min_distance} apart on this plan"
+    )
+
+
+def trajectory_features(y: Tensor) -> Tensor:
+    r"""Rasterised paths :math:`(B, P, H, W)` (1 on a path's cells) to what the trajectory
+    encoder sees, :math:`(B, 2, H, W)`, whatever the order of the paths: the cells some path
+    visits, and the paths' ends (a path cell with at most one 4-neighbour on its own path:
+    a shortest path never touches itself, so its inner cells have exactly two)."""
+    if y.ndim != 4:
+        raise ValueError(f"y must be paths (B, P, H, W), got {tuple(y.shape)}")
+    on = (y > 0.5).to(y.dtype)
+    padded = torch.nn.functional.pad(on, (1, 1, 1, 1))
+    neighbours = (
+        padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2]
+        + padded[..., 1:-1, 2:]
+    )  # fmt: skip
+    ends = on * (neighbours <= 1).to(y.dtype)
+    return torch.stack([on.amax(1), ends.amax(1)], 1) * 2 - 1
+
+
+def wall_iou(x: Tensor, truth: Tensor, threshold: float = 0.0) -> Tensor:
+    """Intersection over union of the wall cells (above ``threshold``) of ``x`` and
+    ``truth`` :math:`(B, 1, S, S)`, per row."""
+    a, b = (x > threshold).flatten(1), (truth > threshold).flatten(1)
+    union = (a | b).sum(1).clamp_min(1)
+    return (a & b).sum(1) / union
+
+
+def path_agreement(replanned: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
+    """How well paths re-planned on an inferred plan :math:`(B, P, H, W)` agree with the
+    observed ones: the mean over paths of the intersection over union of their cells, and
+    the share of paths reproduced exactly, per row. A pair the inferred plan cannot connect
+    (an empty raster) scores 0."""
+    a, b = replanned > 0.5, observed > 0.5
+    union = (a | b).flatten(2).sum(2).clamp_min(1)
+    iou = (a & b).flatten(2).sum(2) / union
+    exact = (a == b).flatten(2).all(2) & a.flatten(2).any(2)
+    return iou.mean(1), exact.float().mean(1)
