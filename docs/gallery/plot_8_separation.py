@@ -19,7 +19,7 @@ import guided
 import operators
 import priors
 
-from experiments.inverse.separate import iva, spectrogram_levels
+from experiments.inverse.separate import iva, spectrogram_levels, start_grid
 from experiments.shared.metrics import si_sdr
 from experiments.shared.scenes import Scenes
 
@@ -38,9 +38,7 @@ op = operators.ConvolutiveTransfer(2, 3, 8192, n_fft=512, hop=128, taps=8)
 start = iva(y, 2, 1024, 50)[None]  # (1, 2, 8192), each source at microphone 0
 guided.FitMStep()(op, start, y[None], 1.0)
 term = guided.ArrayDPS(op, y, xi=1.4)
-ts = guided.time_grid(
-    101, "karras", schedule=prior.schedule, rho=10.0, sigma_min=1e-4, sigma_max=0.06
-)[1:]  # the grid's first time is t = 1; the spacing from 0.06 follows
+ts = start_grid(prior.schedule, 100, 0.06, rho=10.0, sigma_min=1e-4)  # 0.06 down to 0
 alpha, sigma = prior.schedule(ts[0])
 g = torch.Generator().manual_seed(0)
 x_T = (alpha * start + sigma * torch.randn(start.shape, generator=g, dtype=start.dtype)).float()

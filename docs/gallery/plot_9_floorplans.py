@@ -14,14 +14,19 @@ runs in the app (``python -m experiments.inverse.floorplan``).
 """
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 import guided
 import operators
 import priors
 
-from experiments.shared.floorplans import FloorPlans, draw_pairs, path_agreement, wall_iou
+from experiments.shared.floorplans import (
+    FloorPlans,
+    draw_pairs,
+    path_agreement,
+    paths_image,
+    wall_iou,
+)
 
 torch.set_num_threads(2)
 plan = FloorPlans("test", evaluation_size=1).evaluation()[0]  # (1, 1, 32, 32): walls 1
@@ -70,13 +75,6 @@ for name, x in results.items():
 # %%
 # The true plan with the observed walks, and each inferred plan with the walks re-planned
 # on it (walls dark; one colour per start-goal pair).
-def paths_image(x: torch.Tensor, paths: torch.Tensor) -> np.ndarray:
-    image = np.stack([np.where(x[0].numpy() > 0, 0.15, 0.95)] * 3, -1)
-    for p, path in enumerate(paths):
-        image[path.numpy() > 0.5] = plt.get_cmap("tab10")(p)[:3]
-    return image
-
-
 panels = [("truth + observed walks", paths_image(plan[0], y))]
 panels += [(name, paths_image(x[0], op(x)[0])) for name, x in results.items()]
 fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))

@@ -71,9 +71,11 @@ from experiments.shared.floorplans import (
     FloorPlans,
     draw_pairs,
     path_agreement,
+    paths_image,
     trajectory_features,
     wall_iou,
 )
+from experiments.shared.metrics import paired
 from experiments.shared.report import means_by_method, progress, serve, write_rows
 from experiments.shared.runs import launch, write_metrics
 from priors.files import atomic_write_text
@@ -309,7 +311,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             training["seconds"],
         )  # fmt: skip
     rows: list[dict[str, Any]] = []
-    shown: dict[str, list[Tensor]] = {m: [] for m in cfg.methods}
+    shown: dict[str, list[tuple[Tensor, Tensor]]] = {m: [] for m in cfg.methods}
     bar = progress(len(truth) * len(cfg.methods), "plans x methods", "run")
     for position, (plan, pair, y) in enumerate(zip(truth, pairs, observed, strict=True)):
         index = int(cfg.first) + position
@@ -323,7 +325,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             x = x.detach().clamp(-1, 1)
             if not bool(torch.isfinite(x).all()):
                 raise FloatingPointError(f"{method} returned NaN or Inf on plan {index}")
-            iou, exact = path_agreement(op(x), y[None].expand(len(x), *y.shape))
+            replanned = op(x)
+            iou, exact = path_agreement(replanned, y[None].expand(len(x), *y.shape))
             inner, true_inner = x[..., 1:-1, 1:-1], plan[None, :, 1:-1, 1:-1]
             walls = wall_iou(inner, true_inner.expand_as(inner))
             share = (inner > 0).flatten(1).sum(1) / (true_inner > 0).sum().clamp_min(1)
@@ -338,7 +341,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                     }
                 )  # fmt: skip
             if position < int(cfg.figure_plans):
-                shown[method].append(x[0])
+                shown[method].append((x[0], replanned[0]))
             bar.update()
             log.info(
                 "plan %d: %s, wall IoU %.3f, path IoU %.3f (%.1f s)", index, method,
@@ -352,7 +355,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if critic is not None and not reused:
         save_critic(cfg, critic, training, out_dir)
     if int(cfg.figure_plans):
-        figure(truth, pairs, observed, shown, int(cfg.figure_plans), out_dir)
+        figure(truth, observed, shown, int(cfg.figure_plans), out_dir)
     metrics = {"summary": summary, "rows": rows}
     write_metrics(metrics, out_dir)  # last: the run's finished mark
     return metrics
@@ -368,9 +371,10 @@ def summarise(rows: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[
             for r in rows:
                 if r["method"] == method:
                     per_plan.setdefault(r["plan"], []).append(r[key])
-            means = np.array([np.mean(v) for v in per_plan.values()])
-            se = means.std(ddof=1) / np.sqrt(len(means)) if len(means) > 1 else float("nan")
-            summary[method][f"{key}_ci"] = 1.96 * float(se)
+            means = torch.tensor(
+                [float(np.mean(v)) for v in per_plan.values()], dtype=torch.float64
+            )
+            summary[method][f"{key}_ci"] = paired(means, torch.zeros_like(means))[1]
     return summary
 
 
@@ -407,34 +411,21 @@ def write(
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 
-def _paths_image(plan: Tensor, paths: Tensor) -> np.ndarray:
-    """The plan in grey (walls dark) with the paths over it in colour."""
-    base = np.where(plan[0].numpy() > 0, 0.15, 0.95)
-    image = np.stack([base] * 3, -1)
-    colours = plt.get_cmap("tab10")
-    for p, path in enumerate(paths):
-        image[path.numpy() > 0.5] = colours(p % 10)[:3]
-    return image
-
-
 def figure(
     truth: Tensor,
-    pairs: Tensor,
     observed: Tensor,
-    shown: dict[str, list[Tensor]],
+    shown: dict[str, list[tuple[Tensor, Tensor]]],
     count: int,
     out: Path,
 ) -> None:
     """Rows: plans; columns: the true plan with the observed paths, then each method's
-    first sample with the pairs re-planned on it."""
+    first sample with the pairs re-planned on it (``shown``: the plan and those paths)."""
     cols = 1 + len(shown)
     fig, axes = plt.subplots(count, cols, figsize=(1.6 * cols, 1.6 * count))
     axes = np.asarray(axes).reshape(count, cols)
     for i in range(count):
-        op = operators.PathPlanner(truth[i].shape, pairs[i])
-        panels = [("truth + observed paths", _paths_image(truth[i], observed[i]))]
-        for method, plans in shown.items():
-            panels.append((method, _paths_image(plans[i], op(plans[i][None])[0])))
+        panels = [("truth + observed paths", paths_image(truth[i], observed[i]))]
+        panels += [(method, paths_image(*drawn[i])) for method, drawn in shown.items()]
         for ax, (title, image) in zip(axes[i], panels, strict=True):
             ax.imshow(image, interpolation="nearest")
             ax.set_title(title, fontsize=6)

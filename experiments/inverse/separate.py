@@ -157,14 +157,15 @@ def iva(mixture: Tensor, sources: int, n_fft: int, iterations: int) -> Tensor:
     return istft(out, n_fft, hop, mixture.shape[-1])
 
 
-def start_grid(schedule: priors.Schedule, steps: int, level: float, node: DictConfig) -> Tensor:
+def start_grid(
+    schedule: priors.Schedule, steps: int, level: float, rho: float, sigma_min: float
+) -> Tensor:
     r"""``steps`` DDPM steps from the time of noise level :math:`\bar\sigma =` ``level``
-    down to 0, the levels spaced as Karras et al.'s with ``node.rho`` and ``node.sigma_min``
+    down to 0, the levels spaced as Karras et al.'s with ``rho`` and ``sigma_min``
     (ArrayDPS's :math:`\rho = 10`, :math:`\sigma_{min} = 10^{-4}`)."""
     grid = guided.time_grid(
-        steps + 1, "karras", schedule=schedule, rho=float(node.rho),
-        sigma_min=float(node.sigma_min), sigma_max=level,
-    )  # fmt: skip
+        steps + 1, "karras", schedule=schedule, rho=rho, sigma_min=sigma_min, sigma_max=level
+    )
     return grid[1:]  # the grid's first time is t = 1, before the spacing from ``level``
 
 
@@ -201,7 +202,10 @@ def separate(
     node = cfg.settings[method]
     term = guided.ArrayDPS(op, y, float(node.xi), m_step, estimate=method != "oracle")
     sources = priors.PerChannel(prior, k)
-    ts = start_grid(prior.schedule, int(cfg.steps), float(node.start), cfg.sampler)
+    ts = start_grid(
+        prior.schedule, int(cfg.steps), float(node.start), float(cfg.sampler.rho),
+        float(cfg.sampler.sigma_min),
+    )  # fmt: skip
     alpha, sigma = prior.schedule(ts[0])
     g = torch.Generator().manual_seed(seed)
     x_T = (alpha * init + sigma * torch.randn(init.shape, generator=g, dtype=init.dtype)).float()

@@ -29,7 +29,14 @@ from torch import Tensor
 
 import checks
 
-__all__ = ["FloorPlans", "draw_pairs", "path_agreement", "trajectory_features", "wall_iou"]
+__all__ = [
+    "FloorPlans",
+    "draw_pairs",
+    "path_agreement",
+    "paths_image",
+    "trajectory_features",
+    "wall_iou",
+]
 
 SPLITS = ("train", "test")
 
@@ -206,3 +213,15 @@ def path_agreement(replanned: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]
     iou = (a & b).flatten(2).sum(2) / union
     exact = (a == b).flatten(2).all(2) & a.flatten(2).any(2)
     return iou.mean(1), exact.float().mean(1)
+
+
+def paths_image(plan: Tensor, paths: Tensor) -> np.ndarray:
+    """An RGB image :math:`(S, S, 3)` of a plan :math:`(1, S, S)` in grey (walls dark) with
+    the paths :math:`(P, S, S)` over it, one colour per path (a later path covers an earlier
+    one where they share cells)."""
+    from matplotlib import colormaps
+
+    image = np.stack([np.where(plan[0].numpy() > 0, 0.15, 0.95)] * 3, -1)
+    for p, path in enumerate(paths):
+        image[path.numpy() > 0.5] = colormaps["tab10"](p % 10)[:3]
+    return image
