@@ -33,13 +33,15 @@ mixture's scale. In the variance-exploding coordinates of the authors' EDM sampl
 - Their loss adds ``ref_loss_weight`` (0.3) times the reference microphone's error of the
   plain sum of the sources early in the run, and they clip the gradients optionally; we use
   the reconstruction loss alone.
-- They start from an IVA estimate noised to a low level (their ``warm_initialization_sigma``
-  0.057, the scale of their data), keep IVA's filters for the first steps, and rerun a sample
-  whose mixture fit is poor ("trials"). The term is sampler-agnostic: where to start is the
-  caller's (the separation app, ``experiments.inverse.separate``, starts from AuxIVA's
-  estimate noised to a level of the data's scale, with the filters first fitted to that
-  estimate, and draws once). Their sampler is EDM's stochastic Heun; this is a guidance
-  term, so it runs with every sampler of :mod:`guided`.
+- Their separation command starts from IVA's estimate rescaled to an RMS of 0.057 (their
+  ``warm_initialization_sigma``, their data's scale) plus noise at :math:`\sigma_{max} =
+  0.8`, keeps IVA's filters for the first 100 of 400 steps, and reruns a separation several
+  times ("trials", stopped early by the SDR against the true sources). The term is
+  sampler-agnostic: where to start is the caller's (the separation app,
+  ``experiments.inverse.separate``, starts from AuxIVA's estimate noised to a level of the
+  data's scale, with the filters first fitted to that estimate, and draws once). Their
+  sampler is EDM's stochastic Heun; this is a guidance term, so it runs with every sampler
+  of :mod:`guided`.
 
 Like :class:`~guided.ExpectationMaximization` the term holds state (the operator's
 filters, set in place) and pools the rows of the batch in the filters' estimate: the rows

@@ -15,8 +15,9 @@ of ``transfer.taps`` frames). Methods:
 
 The three diffusion methods run ``steps`` DDPM steps of the sources' prior guided by
 :class:`guided.ArrayDPS` (step ``settings.<method>.xi``), from AuxIVA's estimate noised to
-the level ``settings.<method>.start`` (ArrayDPS's warm start; their 0.057 is the scale of
-their data, and ours have an RMS of about 0.06), the levels spaced down to
+the level ``settings.<method>.start`` (a warm start, as ArrayDPS's, which rescales IVA's
+estimate to their data's RMS 0.057 and noises it to 0.8; ours have an RMS of about 0.06, and
+the app starts lower: the config says how the levels were chosen), the levels spaced down to
 ``sampler.sigma_min`` with Karras et al.'s ``sampler.rho`` (ArrayDPS's 10 and
 :math:`10^{-4}`); the settings were chosen on tuning scenes (the config says which):
 
