@@ -10,7 +10,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 #: Pages whose Python blocks are complete scripts (docs/apps.md shows a path to fill in).
-PAGES = ("README.md", "docs/getting-started.md", "docs/tour.md")
+PAGES = (
+    "README.md",
+    "docs/getting-started.md",
+    # 28 s: with the slow checks, so that the default suite stays under 10 minutes
+    pytest.param("docs/tour.md", marks=pytest.mark.slow),
+)
 
 
 def _blocks(text, language):

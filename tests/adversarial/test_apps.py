@@ -89,19 +89,39 @@ def test_every_app_is_covered():
             assert "prepare_run(cfg)" in text, f"{path} does not run prepare_run first"
 
 
+#: Each case starts Python and imports the restore app (about 7 s); two of the four run with the
+#: slow checks so that the default suite stays under 10 minutes (their refusals are also checked
+#: in process: a non-integer step count by
+#: ``test_a_command_line_value_is_judged_against_the_apps_defaults``, a missing image by
+#: ``test_bad_images_and_priors_are_refused_before_any_work`` in the restore app's tests).
+_SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["+photo=/no/such/file.png"], "unknown setting(s) ['photo']"),
-        (["image=/no/such/file.png"], "is neither a file nor a folder"),
-        (["steps=2.7"], "steps must be an integer (its default is 25), got 2.7"),
-        (["+methods.dps.sampler.zetta=1", "tasks=[box]", "run=[dps]"], "unexpected keyword"),
-    ],
-    ids=[
-        "refused: restore +photo",
-        "refused: restore missing image",
-        "refused: restore steps=2.7",
-        "refused: restore typo",
+        pytest.param(
+            ["+photo=/no/such/file.png"],
+            "unknown setting(s) ['photo']",
+            id="refused: restore +photo",
+        ),
+        pytest.param(
+            ["image=/no/such/file.png"],
+            "is neither a file nor a folder",
+            id="refused: restore missing image",
+            marks=_SLOW,
+        ),
+        pytest.param(
+            ["steps=2.7"],
+            "steps must be an integer (its default is 25), got 2.7",
+            id="refused: restore steps=2.7",
+            marks=_SLOW,
+        ),
+        pytest.param(
+            ["+methods.dps.sampler.zetta=1", "tasks=[box]", "run=[dps]"],
+            "unexpected keyword",
+            id="refused: restore typo",
+        ),
     ],
 )
 def test_the_user_sees_the_error_and_a_failing_exit_status(args, message, tmp_path):
@@ -133,6 +153,7 @@ def test_an_unusable_run_folder_is_refused_before_hydra_starts(tmp_path, monkeyp
         runs.launch(lambda: None, ["-m", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays under 10 minutes
 def test_the_user_sees_one_line_for_a_folder_that_cannot_be(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")

@@ -90,6 +90,7 @@ def test_spread_over_noise_seeds(tmp_path):
     assert f"{difference:+.2f} ± {interval:.2f} |" in table
 
 
+@pytest.mark.slow  # over 5 s: the default suite stays under 10 minutes
 def test_a_run_that_diverges_is_recorded_and_the_bench_goes_on(tmp_path):
     """Our DPS at a step of 1e300 raises FloatingPointError at its first step: its cells say
     so, are never chosen as best, and every other cell (deepinv's DPS, both DDRMs, the mean
@@ -117,6 +118,7 @@ def test_a_run_that_diverges_is_recorded_and_the_bench_goes_on(tmp_path):
     assert "floor" not in table
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays under 10 minutes
 def test_the_natural_prior_is_benched_on_its_held_out_crops(tmp_path):
     """The natural prior was trained on 64x64 crops and is benched on 128x128 crops of the
     held-out photographs: operators, initial noise and the floor take the images' size, not

@@ -37,6 +37,7 @@ def _conditional(*overrides):
     )
 
 
+@pytest.mark.slow  # over 5 s: the default suite stays under 10 minutes
 def test_conditional_sweeps_write_scores_and_figures(tmp_path):
     metrics = conditional.run(_conditional(), tmp_path)
     rows = {(r["sweep"], r["scale"]): r for r in metrics["rows"] if r["sweep"] != "data"}

@@ -229,6 +229,7 @@ def test_the_app_writes_a_leaderboard_with_its_floor(tmp_path):
         gmm_benchmark.run(_cfg("run=[pigdm]"), tmp_path / "other")
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays under 10 minutes
 def test_several_budgets_give_one_row_each_and_cost_curves(tmp_path):
     """steps=[5,20]: each method runs at both (rows name@steps, the cost as the steps), the
     paired differences are taken against the reference's smallest budget, and the two cost

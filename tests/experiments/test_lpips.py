@@ -15,6 +15,7 @@ def _backbone(path, seed):
     return path
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays under 10 minutes
 def test_lpips_uses_the_backbone_file(tmp_path):
     metric = LPIPS(_backbone(tmp_path / "a.pth", 0))
     state = torch.load(tmp_path / "a.pth", weights_only=True)

@@ -63,6 +63,7 @@ def test_scores_reward_the_truth():
     assert worse["psnr"] < 20 and worse["residual"] < 1e-6  # fits y, misses the box
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays under 10 minutes
 def test_a_method_runs_with_its_tuned_settings_where_the_tuning_app_chose_any(tmp_path):
     """DDRM was tuned on digits SR x4 (tuned.yaml), the paper-form DPS was not: with
     ``settings=tuned`` (the default) DDRM runs with its tuned settings and says so, and DPS

@@ -85,6 +85,7 @@ def test_a_colour_photo_is_restored_with_the_grey_prior(tmp_path):
         assert read_images(out / "cat_sr4_ddrm.png").shape == (1, 3, 64, 64)
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays under 10 minutes
 def test_checkpoints_of_other_libraries_restore_a_measurement(tmp_path):
     """An ADM checkpoint (config beside it) and a saved diffusers folder, tiny and random."""
     from deepinv.models import DiffUNet

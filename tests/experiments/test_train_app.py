@@ -58,7 +58,8 @@ def test_bad_training_values_raise(tmp_path: Path):
         train(_cfg("steps=0"), tmp_path)
 
 
-@pytest.mark.parametrize("name", ["digits", pytest.param("textures", marks=pytest.mark.slow)])
+@pytest.mark.slow  # 9 s for digits: the default suite stays under 10 minutes
+@pytest.mark.parametrize("name", ["digits", "textures"])
 def test_shipped_priors_beat_the_wiener_filter_on_held_out_data(name):
     from experiments.shared.data import Digits, Textures
     from experiments.training.train import evaluate_denoiser
@@ -136,6 +137,7 @@ def test_the_loss_regresses_v_or_the_flow_velocity(name):
     torch.testing.assert_close(loss, target.pow(2).mean())
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays under 10 minutes
 def test_the_flow_twin_trains_and_loads_as_a_flow_prior(tmp_path: Path):
     cfg = _photographs("natural-flow", "steps=2")
     train(cfg, tmp_path)

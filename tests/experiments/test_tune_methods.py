@@ -243,6 +243,7 @@ def test_the_shipped_grids_are_valid_and_within_their_bound(grid, bound):
     assert all(1 < len(settings) <= bound for _, settings in searched.values())
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays under 10 minutes
 def test_several_seeds_score_a_setting_by_its_mean_over_them(tmp_path):
     """With seeds=2 each setting's PSNR is the mean of its two seeds' PSNRs, the first of
     which is the single-seed trial's (the same draws), and the choice follows the mean."""

@@ -106,7 +106,8 @@ def _correlated_gaussian(sigma_y, d=8, d_y=3, seed=0):
     return prior, operators.MatrixOperator(a), y
 
 
-@pytest.mark.parametrize("sigma_y", [0.01, 0.3])
+# sigma_y 0.01 (4 s) runs with the slow checks: the default suite stays under 10 minutes
+@pytest.mark.parametrize("sigma_y", [pytest.param(0.01, marks=pytest.mark.slow), 0.3])
 def test_mcgdiff_is_calibrated_along_the_observed_directions_at_100_steps(sigma_y):
     """Informative measurements: the chain below the pins needs steps (half the grid goes
     there), and the pins' variance must be small next to rho^2 (it was 1e-4 absolute, which

@@ -155,6 +155,7 @@ def test_shipped_priors_and_classifiers_load_in_one_call():
         priors.load("digits-classifier")
 
 
+@pytest.mark.slow  # over 5 s: the default suite stays under 10 minutes
 def test_guided_digits_land_in_the_requested_class():
     prior = priors.load("digits")
     classifier = priors.load_classifier("digits", noisy=False)
