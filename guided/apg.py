@@ -104,7 +104,7 @@ class APG(ClassifierFree):
             delta = self._with_momentum(t, delta)
         dims = tuple(range(1, delta.ndim))
         if self.norm_threshold > 0:
-            norm = delta.norm(dim=dims, keepdim=True)
+            norm = torch.linalg.vector_norm(delta, dim=dims, keepdim=True)
             tiny = torch.finfo(delta.dtype).tiny
             delta = delta * (self.norm_threshold / norm.clamp(min=tiny)).clamp(max=1)
         along = conditional.to(torch.float64)

@@ -77,6 +77,32 @@ def test_the_norm_cap_limits_each_rows_update():
     assert bool(capped.any()) and bool((~capped).any())
 
 
+class Shaped(priors.Denoiser):
+    """The toy on rows shaped (5, 1, 1), as images are: APG must treat a row as one vector
+    whatever its number of dimensions."""
+
+    num_classes = 3
+
+    def __init__(self):
+        super().__init__(priors.CosineSchedule())
+        self.toy = Toy()
+
+    def forward(self, x_t, t, label=None):
+        return self.toy(x_t.flatten(1), t, label=label).view(x_t.shape)
+
+
+def test_image_shaped_rows_are_capped_and_projected_as_flat_rows():
+    x_t, label = _inputs()
+    t = torch.tensor(0.3)
+    for options in (
+        {"norm_threshold": 0.5},
+        {"eta": 0.5, "norm_threshold": 2.0, "momentum": -0.5},
+    ):
+        flat = guided.APG(Toy(), 6.0, **options)(x_t, t, label=label)
+        shaped = guided.APG(Shaped(), 6.0, **options)(x_t.view(4, 5, 1, 1), t, label=label)
+        torch.testing.assert_close(shaped.flatten(1), flat, rtol=1e-12, atol=1e-12)
+
+
 def test_the_reverse_momentum_accumulates_along_a_run_and_restarts():
     """avg_k = delta_k + beta avg_{k-1} while time decreases; a later time starts over."""
     toy = Toy()
