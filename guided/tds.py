@@ -35,12 +35,40 @@ the likelihood's peak: the variance was 144 to 21848 times the posterior's at 10
 to 1.76 at 1000). :class:`guided.MCGdiff` conditions its proposal on linear measurements
 exactly and is the better choice for them.
 
+**The Tweedie twist (our variant, not in the paper).** With ``twist="tweedie"`` (linear
+operators only) the twist takes MMPS's Gaussian approximation of :math:`p(y \mid x_t)`
+(:class:`guided.MMPS`) instead of the isotropic variance:
+
+.. math:: \tilde p_t(y \mid x_t) \propto \exp\big(-\tfrac12 r^\top \Sigma_t^{-1} r\big),
+    \qquad r = y - A \hat x, \qquad \Sigma_t = \sigma_y^2 I + \gamma_t A J A^\top,
+
+with :math:`J = \partial \hat x / \partial x_t`, :math:`\gamma_t = \sigma_t^2 / \alpha_t`,
+:math:`u = \Sigma_t^{-1} r` by ``iterations`` conjugate-gradient steps (each one
+vector-Jacobian product, as in MMPS), the twist's value :math:`-\frac12 r^\top u` and the
+proposal's shift along :math:`J^\top A^\top u` (MMPS's likelihood score: :math:`\Sigma_t`
+held constant in :math:`x_t`). On a Gaussian prior this twist is the exact :math:`p(y \mid
+x_t)` up to a factor common to all particles once CG has converged (at most :math:`\dim y`
+iterations): with 4 particles its samples have the posterior's variance along the observed
+directions (ratio 0.84 to 0.93 at 100 steps) where the isotropic twist's have 0.39 to 0.49
+(tested).
+The factor :math:`\det \Sigma_t^{-1/2}` is left out: it needs :math:`\Sigma_t` itself, and
+on a mixture it differs between particles, so the twist is then not :math:`p(y \mid x_t)`'s
+Gaussian approximation but a function of :math:`x_t` close to it. Any positive twist keeps
+the target exact (the weights correct it), so this changes the efficiency, not the limit.
+Cost per particle and step: one network evaluation and :math:`\min(\text{iterations},
+\dim y) + 1` VJPs. As in MMPS,
+:math:`J w` is taken as :math:`J^\top w` (exact where :math:`\gamma_t J` is a covariance, a
+network's Jacobian only approximately symmetric). TDS (Wu et al.) twists with an isotropic
+variance; the covariance is MMPS's (Rozet et al., 2024); the twist built from it is ours.
+
 References:
     | Practical and Asymptotically Exact Conditional Sampling in Diffusion Models
     | (Wu et al., 2023) https://arxiv.org/abs/2306.17775
 """
 
 from __future__ import annotations
+
+import math
 
 from dataclasses import dataclass
 
@@ -51,14 +79,18 @@ from torch import Tensor
 import checks
 
 from guided.ddim import ddim_coefficients
-from guided.guidance import check_differentiable, check_measurement
+from guided.guidance import check_differentiable, check_measurement, check_structure
+from guided.mmps import tweedie_covariance_product
 from guided.sampler import Run, Step
 from guided.smc import Particles, ParticleSampler
-from operators import Operator
+from operators import LinearOperator, Operator, batch_dot, cg
 from priors import record
 from priors.tweedie import likelihood_gain
 
-__all__ = ["TDS", "Twisted"]
+__all__ = ["TDS", "TWISTS", "Twisted"]
+
+TWISTS = ("isotropic", "tweedie")
+"""The twists of :class:`TDS` (see the module)."""
 
 
 @dataclass
@@ -78,13 +110,34 @@ class TDS(ParticleSampler):
         sigma_y: The Gaussian noise level, positive.
         particles: Particles :math:`N` per output row.
         ess: The resampling threshold (see :class:`~guided.smc.ParticleSampler`).
+        twist: ``"isotropic"`` (the paper's, the default) or ``"tweedie"`` (MMPS's covariance,
+            linear operators only; see the module).
+        iterations: Conjugate-gradient iterations of the ``"tweedie"`` twist (each one VJP),
+            at most :math:`\dim y` (which solve its system exactly on a Gaussian prior; a
+            larger value is lowered to it).
     """
 
     def __init__(
-        self, op: Operator, y: Tensor, sigma_y: float, particles: int = 16, ess: float = 0.5
+        self,
+        op: Operator,
+        y: Tensor,
+        sigma_y: float,
+        particles: int = 16,
+        ess: float = 0.5,
+        twist: str = "isotropic",
+        iterations: int = 3,
     ) -> None:
         self.y = check_measurement(op, y, sigma_y)
         check_differentiable(op, "TDS")
+        if twist not in TWISTS:
+            raise ValueError(f"twist must be one of {TWISTS}, got {twist!r}")
+        if twist == "tweedie":
+            check_structure(
+                op, LinearOperator, "TDS's tweedie twist", "adjoint", 'use twist="isotropic"'
+            )
+        self.twist, self.iterations = twist, checks.integer(iterations, "iterations", low=1)
+        # CG solves a dim-y system exactly in dim y iterations: more would cost VJPs for nothing
+        self.iterations = min(self.iterations, math.prod(op.out_shape))
         if not checks.number(sigma_y, "sigma_y", low=0) > 0:
             raise ValueError(
                 "TDS needs sigma_y > 0 (its final weight is the Gaussian likelihood); for "
@@ -98,6 +151,24 @@ class TDS(ParticleSampler):
         r = (self.rows(self.y, batch).to(x_hat.dtype) - self.op(x_hat)).flatten(1)
         return -0.5 * r.pow(2).sum(1) / var
 
+    def _tweedie_twist(
+        self, x: Tensor, x_hat: Tensor, alpha_t: float, sigma_t: float, batch: int
+    ) -> tuple[Tensor, Tensor]:
+        r"""The tweedie twist :math:`-\frac12 r^\top u`, :math:`\Sigma_t u = r`, per row, and
+        its gradient with :math:`\Sigma_t` held constant, :math:`J^\top A^\top u` (the last
+        VJP, counted by the caller); ``x_hat`` carries the graph from ``x``."""
+        op = self.op
+        gamma = float(likelihood_gain(alpha_t, sigma_t))
+        residual = self.rows(self.y, batch).to(x_hat.dtype) - op(x_hat.detach())
+
+        def matvec(w: Tensor) -> Tensor:  # Sigma_t w
+            covariance = tweedie_covariance_product(x, x_hat, gamma, op.adjoint(w))
+            return self.sigma_y**2 * w + op(covariance)
+
+        u = cg(matvec, residual, iterations=self.iterations)
+        (grad,) = torch.autograd.grad(x_hat, x, op.adjoint(u))
+        return -0.5 * batch_dot(residual, u), grad
+
     pure_noise = True  # at alpha_t = 0 the proposal is untwisted (likelihood_gain); weights exact
 
     def new_state(self) -> Twisted:
@@ -110,12 +181,15 @@ class TDS(ParticleSampler):
             state.pending = torch.zeros_like(state.log_w)
         batch, n = state.systems, self.particles
         alpha_t, sigma_t = step.alpha_t, step.sigma_t
-        var = self.sigma_y**2 + sigma_t**2 / (alpha_t**2 + sigma_t**2)
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)
             x_hat = run.denoiser(x, t, **cond)
-            log_twist = self._log_twist(x_hat, var, batch)
-            (grad,) = torch.autograd.grad(log_twist.sum(), x)
+            if self.twist == "tweedie":
+                log_twist, grad = self._tweedie_twist(x, x_hat, alpha_t, sigma_t, batch)
+            else:
+                var = self.sigma_y**2 + sigma_t**2 / (alpha_t**2 + sigma_t**2)
+                log_twist = self._log_twist(x_hat, var, batch)
+                (grad,) = torch.autograd.grad(log_twist.sum(), x)
         record(vjp_rows=x.shape[0])
         x_hat, log_twist = x_hat.detach(), log_twist.detach().double()
         log_w = state.log_w + state.pending + log_twist.view(batch, n)

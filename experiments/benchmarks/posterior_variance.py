@@ -90,6 +90,9 @@ SAMPLERS: dict[str, Build] = {
         lambda op, y, s, n: guided.FPS(op, y, s, particles=n, twisted=False)
     ),
     "TDS": _sampler(lambda op, y, s, n: guided.TDS(op, y, s, particles=n)),
+    "TDS (tweedie twist)": _sampler(
+        lambda op, y, s, n: guided.TDS(op, y, s, particles=n, twist="tweedie", iterations=8)
+    ),
     "DDRM": _sampler(lambda op, y, s, n: guided.DDRM(op, y, s)),
     "DDNMPlus": _sampler(lambda op, y, s, n: guided.DDNMPlus(op, y, s)),
     "DiffPIR": _sampler(lambda op, y, s, n: guided.DiffPIR(op, y, s)),

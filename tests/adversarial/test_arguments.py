@@ -248,6 +248,18 @@ CASES = [
     ("TDS sigma_y 0", lambda: guided.TDS(mask(), measurement(), 0.0), ValueError, "sigma_y > 0"),
     ("TDS ess 2", lambda: guided.TDS(mask(), measurement(), 0.1, ess=2.0), ValueError, "ess"),
     (
+        "TDS iterations 1.5",
+        lambda: guided.TDS(mask(), measurement(), 0.1, twist="tweedie", iterations=1.5),
+        ValueError,
+        "iterations",
+    ),
+    (
+        "TDS twist None",
+        lambda: guided.TDS(mask(), measurement(), 0.1, twist=None),
+        ValueError,
+        "twist",
+    ),
+    (
         "EnKG particles 1",
         lambda: guided.EnKG(mask(), measurement(), particles=1),
         ValueError,

@@ -59,13 +59,18 @@ def _method(name, y, sigma_y):
         return guided.MCGdiff(OP, y, sigma_y, particles=4), prior, None
     if name == "tds":
         return guided.TDS(OP, y, sigma_y, particles=4), prior, None
+    if name == "tds_tweedie":
+        return guided.TDS(OP, y, sigma_y, particles=4, twist="tweedie"), prior, None
     raise KeyError(name)
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["dps", "pigdm", "dps_paper", "ddrm", "diffpir", "ddnm", "replacement", "mcgdiff", "tds"],
-)
+NAMES = [
+    "dps", "pigdm", "dps_paper", "ddrm", "diffpir", "ddnm", "replacement", "mcgdiff", "tds",
+    "tds_tweedie",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_a_row_does_not_depend_on_its_batch(name):
     sigma_y = 0.0 if name in ("ddnm", "replacement") else 0.1
     g = torch.Generator().manual_seed(1)

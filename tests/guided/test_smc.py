@@ -178,6 +178,43 @@ def test_rows_are_independent_and_cost_counts_particles():
     assert cost.nfe == 4 * 10 and cost.vjp == 0
 
 
+def _tds_observed_moments(twist, sigma_y=0.3, rows=400, particles=4):
+    """TDS on :func:`_correlated_gaussian`: the sample variance along each observed direction
+    over the exact posterior's, and the largest mean error in posterior standard deviations."""
+    prior, op, y = _correlated_gaussian(sigma_y)
+    post, a = prior.posterior(op.matrix, y[0], sigma_y), op.matrix
+    g = torch.Generator().manual_seed(3)
+    x_T = guided.initial_noise(prior.schedule, (rows, 8), g, dtype=F64)
+    sampler = guided.TDS(op, y, sigma_y, particles=particles, twist=twist, iterations=3)
+    out = sampler(prior, x_T, guided.time_grid(100), generator=g)
+    ratio = (out @ a.T).T.cov().diagonal() / (a @ post.covs[0] @ a.T).diagonal()
+    error = ((out.mean(0) - post.means[0]).abs() / post.covs[0].diagonal().sqrt()).max()
+    return ratio, float(error)
+
+
+def test_tds_tweedie_twist_matches_a_gaussian_posterior_where_the_isotropic_one_does_not():
+    ratio, error = _tds_observed_moments("tweedie")  # CG's 3 = dim y: exact on this prior
+    assert ((ratio > 0.75) & (ratio < 1.25)).all() and error < 0.15, (ratio, error)
+    ratio, error = _tds_observed_moments("isotropic")  # the same particles: half the variance
+    assert (ratio < 0.6).all() and error > 0.15, (ratio, error)
+
+
+def test_tds_tweedie_twist_cost_and_refusals():
+    prior, op, y, sigma_y = _two_modes()
+    cost = priors.Cost()
+    x_T = torch.zeros(2, 2, dtype=F64)
+    sampler = guided.TDS(op, y, sigma_y, particles=3, twist="tweedie", iterations=2)
+    sampler(prior, x_T, guided.time_grid(5), cost=cost)  # dim y = 1: CG's iterations cut to 1
+    assert sampler.iterations == 1 and cost.nfe == 15 and cost.vjp == 15 * 2
+    with pytest.raises(ValueError, match="twist must be one of"):
+        guided.TDS(op, y, sigma_y, twist="full")
+    with pytest.raises(ValueError, match="iterations"):
+        guided.TDS(op, y, sigma_y, twist="tweedie", iterations=0)
+    nonlinear = operators.NonlinearBlur(operators.gaussian_kernel(1.0, size=3), (1, 8, 8))
+    with pytest.raises(TypeError, match="LinearOperator.*isotropic"):
+        guided.TDS(nonlinear, torch.zeros(1, 1, 8, 8), 0.1, twist="tweedie")
+
+
 def test_grid_is_moved_onto_the_matching_times():
     prior, op, y, sigma_y = _two_modes()
     sampler = guided.MCGdiff(op, y, sigma_y)
