@@ -47,16 +47,15 @@ with :math:`J = \partial \hat x / \partial x_t`, :math:`\gamma_t = \sigma_t^2 / 
 vector-Jacobian product, as in MMPS), the twist's value :math:`-\frac12 r^\top u` and the
 proposal's shift along :math:`J^\top A^\top u` (MMPS's likelihood score: :math:`\Sigma_t`
 held constant in :math:`x_t`). On a Gaussian prior this twist is the exact :math:`p(y \mid
-x_t)` up to a factor common to all particles once CG has converged (at most :math:`\dim y`
-iterations): with 4 particles its samples have the posterior's variance along the observed
-directions (ratio 0.84 to 0.93 at 100 steps) where the isotropic twist's have 0.39 to 0.49
-(tested).
+x_t)` up to a factor common to all particles once CG has converged (:math:`\dim y`
+iterations in exact arithmetic, ``iterations=None``): with 4 particles its samples have the
+posterior's variance along the observed directions (ratio 0.84 to 0.93 at 100 steps) where
+the isotropic twist's have 0.39 to 0.49 (tested).
 The factor :math:`\det \Sigma_t^{-1/2}` is left out: it needs :math:`\Sigma_t` itself, and
 on a mixture it differs between particles, so the twist is then not :math:`p(y \mid x_t)`'s
 Gaussian approximation but a function of :math:`x_t` close to it. Any positive twist keeps
 the target exact (the weights correct it), so this changes the efficiency, not the limit.
-Cost per particle and step: one network evaluation and :math:`\min(\text{iterations},
-\dim y) + 1` VJPs. As in MMPS,
+Cost per particle and step: one network evaluation and ``iterations`` + 1 VJPs. As in MMPS,
 :math:`J w` is taken as :math:`J^\top w` (exact where :math:`\gamma_t J` is a covariance, a
 network's Jacobian only approximately symmetric). TDS (Wu et al.) twists with an isotropic
 variance; the covariance is MMPS's (Rozet et al., 2024); the twist built from it is ours.
@@ -87,10 +86,13 @@ from operators import LinearOperator, Operator, batch_dot, cg
 from priors import record
 from priors.tweedie import likelihood_gain
 
-__all__ = ["TDS", "TWISTS", "Twisted"]
+__all__ = ["MAX_EXACT_ITERATIONS", "TDS", "TWISTS", "Twisted"]
 
 TWISTS = ("isotropic", "tweedie")
 """The twists of :class:`TDS` (see the module)."""
+MAX_EXACT_ITERATIONS = 64
+r"""The largest :math:`\dim y` for which :class:`TDS` takes ``iterations=None`` (one
+conjugate-gradient iteration per measurement, each one VJP per particle and step)."""
 
 
 @dataclass
@@ -113,8 +115,8 @@ class TDS(ParticleSampler):
         twist: ``"isotropic"`` (the paper's, the default) or ``"tweedie"`` (MMPS's covariance,
             linear operators only; see the module).
         iterations: Conjugate-gradient iterations of the ``"tweedie"`` twist (each one VJP),
-            at most :math:`\dim y` (which solve its system exactly on a Gaussian prior; a
-            larger value is lowered to it).
+            or None for :math:`\dim y` of them (which solve its system on a Gaussian prior in
+            exact arithmetic; refused above :data:`MAX_EXACT_ITERATIONS` measurements).
     """
 
     def __init__(
@@ -125,7 +127,7 @@ class TDS(ParticleSampler):
         particles: int = 16,
         ess: float = 0.5,
         twist: str = "isotropic",
-        iterations: int = 3,
+        iterations: int | None = 3,
     ) -> None:
         self.y = check_measurement(op, y, sigma_y)
         check_differentiable(op, "TDS")
@@ -135,9 +137,16 @@ class TDS(ParticleSampler):
             check_structure(
                 op, LinearOperator, "TDS's tweedie twist", "adjoint", 'use twist="isotropic"'
             )
-        self.twist, self.iterations = twist, checks.integer(iterations, "iterations", low=1)
-        # CG solves a dim-y system exactly in dim y iterations: more would cost VJPs for nothing
-        self.iterations = min(self.iterations, math.prod(op.out_shape))
+        self.twist = twist
+        if iterations is None:
+            iterations = math.prod(op.out_shape)
+            if iterations > MAX_EXACT_ITERATIONS:
+                raise ValueError(
+                    f"iterations=None takes dim y = {iterations} conjugate-gradient iterations, "
+                    f"one VJP each, per particle and step (at most {MAX_EXACT_ITERATIONS}): give "
+                    "an integer number of iterations (MMPS's default is 3)"
+                )
+        self.iterations = checks.integer(iterations, "iterations", low=1)
         if not checks.number(sigma_y, "sigma_y", low=0) > 0:
             raise ValueError(
                 "TDS needs sigma_y > 0 (its final weight is the Gaussian likelihood); for "

@@ -55,7 +55,9 @@ A run that diverges (the guided denoiser's NaN guard fires, as with DPS's
 magnitude) is counted in the ``diverged`` column
 and left out of the means. Writes ``results.csv`` (one row per method and problem),
 ``table.csv`` and ``table.md`` (aggregated) and ``projections.png`` (the first two
-coordinates of one problem per :math:`d_x`: exact posterior against each method).
+coordinates of one problem per :math:`d_x`: exact posterior against each method). The tables
+are rewritten after every problem; while the run goes on, ``table.md`` opens with a line
+saying how many problems it covers, and ``metrics.json`` appears when the run ends.
 
 References:
     | Monte Carlo guided Diffusion for Bayesian linear inverse problems (Cardoso et al., 2024)
@@ -331,7 +333,8 @@ def benchmark(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                     rows.append(row | measured | {"failed": 0})
                     if i_y == 0 and p == 0 and steps == budgets[-1]:
                         shown[int(d_x)][method] = x
-                table = write_tables(rows, floors, out_dir, reference)
+                done = (i_d * len(cfg.measurements) + i_y) * int(cfg.problems) + p + 1
+                table = write_tables(rows, floors, out_dir, reference, (done, cells))
                 log.info("d_x=%d d_y=%d problem %d/%d done", d_x, d_y, p + 1, cfg.problems)
                 bar.update()
     bar.close()
@@ -351,10 +354,13 @@ def write_tables(
     floors: list[dict[str, Any]],
     out_dir: Path,
     reference: str | None,
+    progress: tuple[int, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Writes ``results.csv``, ``table.csv`` and ``table.md`` (the leaderboard) from the rows
     so far (after every problem, so a long run shows its partial table; each file is
-    replaced whole)."""
+    replaced whole). With ``progress`` = (problems finished, problems in the run) short of
+    the end, ``table.md`` opens with a line saying the table is partial (its means are over
+    the problems finished so far); the CSV files hold the rows so far."""
     table = aggregate(rows, reference, floors)
     for name, records in (("results.csv", rows), ("table.csv", table)):
 
@@ -365,7 +371,14 @@ def write_tables(
                 writer.writerows(records)
 
         atomic_write(out_dir / name, write)
-    atomic_write_text(out_dir / "table.md", markdown(table, floor_cells(floors), reference))
+    text = markdown(table, floor_cells(floors), reference)
+    if progress is not None and progress[0] < progress[1]:
+        text = (
+            f"**Partial: {progress[0]} of {progress[1]} problems finished.** The run goes on; "
+            "the means below are over the problems finished so far (`metrics.json` appears "
+            "when it ends).\n\n" + text
+        )
+    atomic_write_text(out_dir / "table.md", text)
     return table
 
 

@@ -90,7 +90,9 @@ def test_tables_are_written_after_every_problem(tmp_path):
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * 2 and {r["d_y"] for r in rows} == {"1"}
-    assert "| 4 | 1 | crash |" in (tmp_path / "table.md").read_text()
+    text = (tmp_path / "table.md").read_text()
+    assert "| 4 | 1 | crash |" in text
+    assert text.startswith("**Partial: 2 of 4 problems finished.**")  # read mid-run, it says so
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -223,6 +225,7 @@ def test_the_app_writes_a_leaderboard_with_its_floor(tmp_path):
     cfg = _cfg("run=[prior,pigdm]")
     gmm_benchmark.run(cfg, tmp_path)
     text = (tmp_path / "table.md").read_text()
+    assert "Partial" not in text  # the finished run's table
     assert text.count("| exact (floor) |") == 2  # one per cell
     assert text.count("| best") == 2
     with pytest.raises(ValueError, match="reference"):

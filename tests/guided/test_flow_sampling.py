@@ -70,6 +70,10 @@ METHODS = {
     "PiGDM": lambda op, y: (guided.DDPM(), (guided.PiGDM(op, y, 0.2),)),
     "DDRM": lambda op, y: (guided.DDRM(op, y, 0.2), ()),
     "TDS": lambda op, y: (guided.TDS(op, y, 0.2, particles=4), ()),
+    "TDS (tweedie twist)": lambda op, y: (
+        guided.TDS(op, y, 0.2, particles=4, twist="tweedie"),
+        (),
+    ),
     "MCGdiff": lambda op, y: (guided.MCGdiff(op, y, 0.2, particles=4, adapt_grid=False), ()),
 }
 

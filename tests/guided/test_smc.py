@@ -185,7 +185,7 @@ def _tds_observed_moments(twist, sigma_y=0.3, rows=400, particles=4):
     post, a = prior.posterior(op.matrix, y[0], sigma_y), op.matrix
     g = torch.Generator().manual_seed(3)
     x_T = guided.initial_noise(prior.schedule, (rows, 8), g, dtype=F64)
-    sampler = guided.TDS(op, y, sigma_y, particles=particles, twist=twist, iterations=3)
+    sampler = guided.TDS(op, y, sigma_y, particles=particles, twist=twist, iterations=None)
     out = sampler(prior, x_T, guided.time_grid(100), generator=g)
     ratio = (out @ a.T).T.cov().diagonal() / (a @ post.covs[0] @ a.T).diagonal()
     error = ((out.mean(0) - post.means[0]).abs() / post.covs[0].diagonal().sqrt()).max()
@@ -193,7 +193,7 @@ def _tds_observed_moments(twist, sigma_y=0.3, rows=400, particles=4):
 
 
 def test_tds_tweedie_twist_matches_a_gaussian_posterior_where_the_isotropic_one_does_not():
-    ratio, error = _tds_observed_moments("tweedie")  # CG's 3 = dim y: exact on this prior
+    ratio, error = _tds_observed_moments("tweedie")  # dim y = 3 CG iterations: exact here
     assert ((ratio > 0.75) & (ratio < 1.25)).all() and error < 0.15, (ratio, error)
     ratio, error = _tds_observed_moments("isotropic")  # the same particles: half the variance
     assert (ratio < 0.6).all() and error > 0.15, (ratio, error)
@@ -204,12 +204,16 @@ def test_tds_tweedie_twist_cost_and_refusals():
     cost = priors.Cost()
     x_T = torch.zeros(2, 2, dtype=F64)
     sampler = guided.TDS(op, y, sigma_y, particles=3, twist="tweedie", iterations=2)
-    sampler(prior, x_T, guided.time_grid(5), cost=cost)  # dim y = 1: CG's iterations cut to 1
-    assert sampler.iterations == 1 and cost.nfe == 15 and cost.vjp == 15 * 2
+    sampler(prior, x_T, guided.time_grid(5), cost=cost)
+    assert cost.nfe == 15 and cost.vjp == 15 * 3  # per particle and step: 1 NFE, 2 + 1 VJPs
+    assert guided.TDS(op, y, sigma_y, twist="tweedie", iterations=None).iterations == 1  # dim y
     with pytest.raises(ValueError, match="twist must be one of"):
         guided.TDS(op, y, sigma_y, twist="full")
     with pytest.raises(ValueError, match="iterations"):
         guided.TDS(op, y, sigma_y, twist="tweedie", iterations=0)
+    image = operators.Inpainting(torch.ones(1, 9, 9))  # 81 measurements
+    with pytest.raises(ValueError, match="iterations=None takes dim y = 81.*give an integer"):
+        guided.TDS(image, torch.zeros(1, 1, 9, 9), 0.1, twist="tweedie", iterations=None)
     nonlinear = operators.NonlinearBlur(operators.gaussian_kernel(1.0, size=3), (1, 8, 8))
     with pytest.raises(TypeError, match="LinearOperator.*isotropic"):
         guided.TDS(nonlinear, torch.zeros(1, 1, 8, 8), 0.1, twist="tweedie")
