@@ -53,7 +53,7 @@ from operators import LinearOperator, cg
 from priors import Schedule, record
 from priors.tweedie import append_dims, likelihood_gain
 
-__all__ = ["MMPS", "tweedie_covariance_product", "tweedie_gamma"]
+__all__ = ["MMPS", "tweedie_covariance_product", "tweedie_gamma", "tweedie_solve"]
 
 
 def tweedie_gamma(t: Tensor, schedule: Schedule, like: Tensor) -> Tensor:
@@ -68,6 +68,27 @@ def tweedie_covariance_product(x_t: Tensor, x_hat: Tensor, gamma: Tensor, w: Ten
     (jw,) = torch.autograd.grad(x_hat, x_t, w, retain_graph=True)
     record(vjp_rows=x_t.shape[0])
     return gamma * jw
+
+
+def tweedie_solve(
+    op: LinearOperator,
+    sigma_y: float,
+    x_t: Tensor,
+    x_hat: Tensor,
+    gamma: Tensor | float,
+    residual: Tensor,
+    iterations: int,
+) -> Tensor:
+    r""":math:`u` with :math:`\Sigma_t u = r`, :math:`\Sigma_t = \sigma_y^2 I + A V_t A^\top`
+    (see the module), per row, by ``iterations`` conjugate-gradient steps, each one
+    vector-Jacobian product through the network (counted); ``x_hat`` must carry the graph from
+    ``x_t``, which is kept."""
+
+    def matvec(w: Tensor) -> Tensor:  # Sigma_t w
+        covariance = tweedie_covariance_product(x_t, x_hat, gamma, op.adjoint(w))
+        return sigma_y**2 * w + op(covariance)
+
+    return cg(matvec, residual, iterations=iterations)
 
 
 class MMPS(Guidance):
@@ -90,9 +111,5 @@ class MMPS(Guidance):
     def vector(self, x_t: Tensor, t: Tensor, x_hat: Tensor, schedule: Schedule) -> Tensor:
         op, gamma = self.op, tweedie_gamma(t, schedule, x_hat)
         residual = self.y.to(x_hat.dtype) - op(x_hat.detach())
-
-        def matvec(w: Tensor) -> Tensor:  # Sigma_t w
-            covariance = tweedie_covariance_product(x_t, x_hat, gamma, op.adjoint(w))
-            return self.sigma_y**2 * w + op(covariance)
-
-        return op.adjoint(cg(matvec, residual, iterations=self.iterations))
+        u = tweedie_solve(op, self.sigma_y, x_t, x_hat, gamma, residual, self.iterations)
+        return op.adjoint(u)

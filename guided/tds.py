@@ -79,10 +79,10 @@ import checks
 
 from guided.ddim import ddim_coefficients
 from guided.guidance import check_differentiable, check_measurement, check_structure
-from guided.mmps import tweedie_covariance_product
+from guided.mmps import tweedie_solve
 from guided.sampler import Run, Step
 from guided.smc import Particles, ParticleSampler
-from operators import LinearOperator, Operator, batch_dot, cg
+from operators import LinearOperator, Operator, batch_dot
 from priors import record
 from priors.tweedie import likelihood_gain
 
@@ -169,12 +169,7 @@ class TDS(ParticleSampler):
         op = self.op
         gamma = float(likelihood_gain(alpha_t, sigma_t))
         residual = self.rows(self.y, batch).to(x_hat.dtype) - op(x_hat.detach())
-
-        def matvec(w: Tensor) -> Tensor:  # Sigma_t w
-            covariance = tweedie_covariance_product(x, x_hat, gamma, op.adjoint(w))
-            return self.sigma_y**2 * w + op(covariance)
-
-        u = cg(matvec, residual, iterations=self.iterations)
+        u = tweedie_solve(op, self.sigma_y, x, x_hat, gamma, residual, self.iterations)
         (grad,) = torch.autograd.grad(x_hat, x, op.adjoint(u))
         return -0.5 * batch_dot(residual, u), grad
 
