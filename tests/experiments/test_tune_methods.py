@@ -230,8 +230,16 @@ def test_a_setting_that_raises_is_recorded_and_the_others_still_run(tmp_path):
     assert metrics["trials"]["dps_taper"]["best"] == {"guidance.zeta": 300.0}
 
 
-@pytest.mark.parametrize(("grid", "bound"), [("wide", 20), ("compact", 12)])
-def test_the_shipped_grids_are_valid_and_within_their_bound(grid, bound):
+@pytest.mark.parametrize(
+    ("grid", "bound", "methods"),
+    [
+        ("wide", 20, {"dps_taper", "deepinv_dps", "ddrm", "deepinv_ddrm"}),
+        ("compact", 12, {"dps_taper", "deepinv_dps", "ddrm", "deepinv_ddrm"}),
+        ("flow", 6, {"flowdps"}),
+        ("latent", 10, {"latent_dps_taper", "psld_taper"}),
+    ],
+)
+def test_the_shipped_grids_are_valid_and_within_their_bound(grid, bound, methods):
     """Each shipped grid names catalogue methods and settings their targets take, and every
     method of it stays within the bound its header states (ours and deepinv's alike)."""
     with initialize_config_module(
@@ -239,8 +247,33 @@ def test_the_shipped_grids_are_valid_and_within_their_bound(grid, bound):
     ):
         cfg = compose("tune_methods", overrides=[f"grids={grid}", f"max_trials={bound}"])
     searched = tune_methods.grids(cfg)
-    assert {"dps_taper", "deepinv_dps", "ddrm", "deepinv_ddrm"} <= set(searched)
+    assert methods <= set(searched)
     assert all(1 < len(settings) <= bound for _, settings in searched.values())
+
+
+@pytest.mark.slow  # over 4 s each: the grids' validity is checked in the default suite above
+@pytest.mark.parametrize(
+    ("grid", "bound", "prior"), [("flow", 6, "natural-flow"), ("latent", 10, "natural-latent")]
+)
+def test_the_flow_and_latent_grids_run_on_their_priors(tmp_path, grid, bound, prior):
+    """The grids for the flow and latent priors name catalogue methods and settings within
+    the bound their headers state, and every setting restores on the prior it is written for
+    (one crop, two steps: each trial finishes with a finite PSNR)."""
+    with initialize_config_module(
+        version_base=None, config_module="experiments.configs.tune_methods"
+    ):
+        cfg = compose(
+            "tune_methods",
+            overrides=[f"grids={grid}", f"max_trials={bound}", f"prior={prior}", "task=sr4",
+                       "images=1", "steps=[2]", "split=validation", "scored=2", "threads=1"],
+        )  # fmt: skip
+    searched = tune_methods.grids(cfg)
+    assert all(1 < len(settings) <= bound for _, settings in searched.values())
+    trials = tune_methods.run(cfg, tmp_path)["trials"]
+    assert set(trials) == set(searched)
+    for name, t in trials.items():
+        assert len(t["scores"]) == len(searched[name][1]), name
+        assert all(math.isfinite(s["psnr"]) for s in t["scores"]), name
 
 
 @pytest.mark.slow  # over 4 s: the default suite stays under 10 minutes
